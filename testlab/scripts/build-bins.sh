@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Builds the lab's real components from the Go module proxy and caches them
+# outside the repo, keyed by version, so a second run rebuilds nothing.
+#   kube-apiserver, kube-controller-manager, kube-scheduler  (k8s.io/kubernetes)
+#   etcd                                                    (go.etcd.io/etcd/server/v3)
+#   kwok                                                    (sigs.k8s.io/kwok)
+#   coredns                                                 (github.com/coredns/coredns)
+#   hubble CLI                                              (github.com/cilium/cilium/hubble)
+# Usage: build-bins.sh [component...]   (default: all but hubble)
+# Prints nothing when everything is cached.
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-v1.34.4}
+K8S_STAGING_VERSION=${K8S_STAGING_VERSION:-v0.34.4}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
+CILIUM_VERSION=${CILIUM_VERSION:-v1.20.2}
+
+CACHE=${ISOOBS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/isoobs}
+BIN=$CACHE/bin
+mkdir -p "$BIN"
+export GOFLAGS=-mod=mod
+export CGO_ENABLED=0
+
+log() { echo "build-bins: $*" >&2; }
+
+# wrapper_module DIR MODULE VERSION -- creates a throw-away module that requires MODULE.
+wrapper_module() {
+	local dir=$1 mod=$2 ver=$3
+	rm -rf "$dir" && mkdir -p "$dir"
+	cat >"$dir/go.mod" <<EOF
+module isoobs.local/buildwrap
+
+go 1.26
+
+require $mod $ver
+EOF
+	cat >"$dir/tools.go" <<EOF
+//go:build tools
+
+package buildwrap
+
+import _ "$mod"
+EOF
+}
+
+build_k8s() {
+	local out=$BIN/k8s-$K8S_VERSION
+	if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kube-scheduler ]]; then return; fi
+	log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (~4 min, once)"
+	local w=$CACHE/work/k8s
+	rm -rf "$w" && mkdir -p "$w"
+	cat >"$w/go.mod" <<EOF
+module isoobs.local/buildwrap
+
+go 1.26
+
+require k8s.io/kubernetes $K8S_VERSION
+EOF
+	(cd "$w" && go mod download -json k8s.io/kubernetes@"$K8S_VERSION" >/dev/null)
+	local kdir
+	kdir=$(cd "$w" && go mod download -json k8s.io/kubernetes@"$K8S_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+	# k8s.io/kubernetes replaces its staging modules with ./staging/...; point each at the released module.
+	local staging
+	staging=$(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$kdir/go.mod" | grep -v '^k8s.io/sample-' | sort -u)
+	for m in $staging; do
+		echo "replace $m => $m $K8S_STAGING_VERSION" >>"$w/go.mod"
+	done
+	cat >"$w/tools.go" <<'EOF'
+//go:build tools
+
+package buildwrap
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
+EOF
+	(cd "$w" && go mod tidy >/dev/null 2>&1 || true)
+	local major minor
+	major=$(echo "$K8S_VERSION" | sed 's/^v\([0-9]*\)\..*/\1/')
+	minor=$(echo "$K8S_VERSION" | sed 's/^v[0-9]*\.\([0-9]*\)\..*/\1/')
+	local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor"
+	mkdir -p "$out.tmp"
+	for c in kube-apiserver kube-controller-manager kube-scheduler; do
+		(cd "$w" && go build -trimpath -ldflags "$ld" -o "$out.tmp/$c" "k8s.io/kubernetes/cmd/$c")
+	done
+	rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_simple() { # name module version package outdir-binary-name
+	local name=$1 mod=$2 ver=$3 pkg=$4 bin=$5
+	local out=$BIN/$name-$ver
+	if [[ -x $out/$bin ]]; then return; fi
+	log "building $name $ver (once)"
+	local w=$CACHE/work/$name
+	wrapper_module "$w" "$mod" "$ver"
+	sed -i "s#import _ \"$mod\"#import _ \"$pkg\"#" "$w/tools.go"
+	(cd "$w" && go mod tidy >/dev/null 2>&1 || true)
+	mkdir -p "$out.tmp"
+	(cd "$w" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/$bin" "$pkg")
+	rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_etcd() { build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 etcd; }
+
+build_kwok() {
+	local out=$BIN/kwok-$KWOK_VERSION
+	if [[ -x $out/kwok && -d $out/stages ]]; then return; fi
+	build_simple kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok kwok
+	local dir
+	dir=$(cd "$CACHE/work/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+	mkdir -p "$out/stages"
+	cp -r "$dir/kustomize/stage/." "$out/stages/"
+	chmod -R u+w "$out/stages"
+}
+
+build_coredns() { build_simple coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns coredns; }
+
+build_hubble() { build_simple hubble github.com/cilium/cilium "$CILIUM_VERSION" github.com/cilium/cilium/hubble hubble; }
+
+want=("$@")
+if [[ ${#want[@]} -eq 0 ]]; then want=(etcd kwok coredns k8s); fi
+for c in "${want[@]}"; do
+	case $c in
+	k8s) build_k8s ;;
+	etcd) build_etcd ;;
+	kwok) build_kwok ;;
+	coredns) build_coredns ;;
+	hubble) build_hubble ;;
+	*) echo "build-bins: unknown component $c" >&2; exit 2 ;;
+	esac
+done
