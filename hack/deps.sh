@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the repo needs on a fresh Debian machine of the lab kind; idempotent
+# and quiet when everything is already there.
+set -euo pipefail
+APT_PACKAGES=(clang llvm libbpf-dev bpftool dnsperf protobuf-compiler iproute2 dnsutils)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "deps: missing packages ${missing[*]}; run 'sudo make deps'" >&2
+		exit 1
+	fi
+	echo "deps: installing ${missing[*]}" >&2
+	apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# bpffs: cilium/ebpf does not need pinning, but bpftool and the daemon's pins do.
+if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
+	mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+fi
+# The lab's real components (control plane, etcd, kwok, CoreDNS), cached outside the repo.
+exec "$(dirname "$0")/../testlab/scripts/build-bins.sh"
