@@ -18,10 +18,10 @@ import (
 
 // pki holds the PEM files the control plane needs, all inside Dir.
 type pki struct {
-	caCert, caKey         string // CA that signs the apiserver serving cert; clients trust it
+	caCert, caKey           string // CA that signs the apiserver serving cert; clients trust it
 	servingCert, servingKey string // kube-apiserver TLS
-	saKey, saPub          string // service-account token signing pair
-	caPEM                 []byte
+	saKey, saPub            string // service-account token signing pair
+	caPEM                   []byte
 }
 
 func writePEM(path, typ string, der []byte) error {
