@@ -1,0 +1,520 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// DNS probe: cgroup_skb egress + ingress programs that parse DNS over
+// UDP and TCP port 53 (IPv4 and IPv6) and aggregate per cgroup (= per pod)
+// in kernel maps. Nothing is streamed per packet; userspace reads the maps.
+//
+// Roles, decided by direction and port:
+//   egress  dst:53 -> query sent by a client pod
+//   ingress src:53 -> response received by a client pod
+//   egress  src:53 -> response sent by a server pod (CoreDNS)
+//   ingress dst:53 -> query received by a server pod
+//
+// Not covered (documented limits): a TCP DNS message split over several
+// segments (only a segment that starts with the 2-byte length prefix is
+// parsed; a continuation segment is counted as malformed), several messages
+// in one TCP segment (only the first is parsed), IPv4 non-first fragments and
+// IPv6 fragments or more than 4 extension headers (counted as not parsed),
+// and questions beyond the first (QDCOUNT > 1 is parsed as its first question).
+#include "headers/probe_types.h"
+#include <bpf/bpf_helpers.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define DNS_PORT 53
+#define QTYPE_SLOTS 12
+#define RCODE_SLOTS 5
+#define LATENCY_BUCKETS 32
+#define NAME_TEXT_MAX 256
+#define QBUF_SIZE 512
+// A question is at most 255 name bytes + 2 qtype + 2 qclass bytes.
+#define QUESTION_MAX 259
+#define IPV6_EXT_MAX 4
+
+// Indexes into the per-CPU probe_stats array; mirrored in Go (stat* consts).
+enum probe_stat {
+	STAT_POD_OVERFLOW = 0,      // packet of a pod not counted: pod map full
+	STAT_NAME_OVERFLOW,         // name increment not counted: name map full
+	STAT_INFLIGHT_INSERTS,      // client queries remembered for latency
+	STAT_INFLIGHT_DUPLICATES,   // query with the same 5-tuple+id already pending
+	STAT_INFLIGHT_MATCHED,      // responses matched with their query
+	STAT_UNMATCHED_RESPONSES,   // responses with no pending query (evicted/never seen)
+	STAT_MALFORMED,             // port-53 payloads that are not valid DNS
+	STAT_NOT_PARSED,            // fragments / too many IPv6 extension headers
+	STAT_DNS_MESSAGES,          // port-53 messages examined (valid or malformed)
+	STAT_INFLIGHT_ERRORS,       // inflight map refused an insert (other than EEXIST)
+	STAT_MAX,
+};
+
+enum role {
+	ROLE_CLIENT_QUERY = 0,
+	ROLE_CLIENT_RESPONSE,
+	ROLE_SERVER_QUERY,
+	ROLE_SERVER_RESPONSE,
+};
+
+struct pod_counters {
+	u64 queries;          // client role: queries sent
+	u64 responses;        // client role: responses received
+	u64 malformed;        // any role: port-53 payloads that did not parse
+	u64 bytes_out;        // any role: IP bytes of port-53 packets sent
+	u64 bytes_in;         // any role: IP bytes of port-53 packets received
+	u64 server_queries;   // server role: queries received
+	u64 server_responses; // server role: responses sent
+	u64 tcp_queries;      // client role: queries sent over TCP (subset of queries)
+	u64 qtype[QTYPE_SLOTS];
+	u64 rcode[RCODE_SLOTS];
+	u64 latency_log2_us[LATENCY_BUCKETS];
+};
+
+struct name_key {
+	u64 cgroup_id;
+	u64 name_hash; // FNV-1a 64 of the lower-cased dotted name
+};
+
+struct name_value {
+	u64 queries;
+	u64 nxdomain;
+	u32 name_len;
+	u32 _pad;
+	char name[NAME_TEXT_MAX];
+};
+
+struct inflight_key {
+	u8 client_addr[16]; // IPv4 in the first 4 bytes
+	u8 server_addr[16];
+	u16 client_port;
+	u16 server_port;
+	u16 dns_id;
+	u8 proto;
+	u8 _pad;
+};
+
+struct scratch {
+	struct name_value nv;
+	u8 qbuf[QBUF_SIZE];
+};
+
+// Max entries are overridden from Go (Options.MaxPods/MaxNames/MaxInflight).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u64);
+	__type(value, struct pod_counters);
+} pod_stats SEC(".maps");
+
+// One slot pointing at the name table being written. Userspace swaps the
+// slot to a second, empty table before draining: the map-in-map update waits
+// for running programs (synchronize_rcu), so the drained table has no writer
+// left and read-and-delete loses no increment.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_HASH);
+		__uint(max_entries, 16384);
+		__type(key, struct name_key);
+		__type(value, struct name_value);
+	});
+} name_tables SEC(".maps");
+
+// Unused globals that make BTF carry the full key/value types of the inner
+// map (otherwise emitted as forward declarations that cilium/ebpf rejects).
+struct name_key unused_name_key __attribute__((unused));
+struct name_value unused_name_value __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct inflight_key);
+	__type(value, u64);
+} inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, u32);
+	__type(value, u64);
+} probe_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct scratch);
+} scratch_buf SEC(".maps");
+
+// Never written: the initial value of a new pod entry.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct pod_counters);
+} zero_pod SEC(".maps");
+
+static __always_inline void stat_inc(u32 idx)
+{
+	u64 *v = bpf_map_lookup_elem(&probe_stats, &idx);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+// Slots of pod_counters.qtype; the last one is "other". Mirrored in Go.
+static __always_inline u32 qtype_slot(u16 t)
+{
+	switch (t) {
+	case 1: return 0;   // A
+	case 28: return 1;  // AAAA
+	case 5: return 2;   // CNAME
+	case 12: return 3;  // PTR
+	case 33: return 4;  // SRV
+	case 65: return 5;  // HTTPS
+	case 16: return 6;  // TXT
+	case 15: return 7;  // MX
+	case 2: return 8;   // NS
+	case 6: return 9;   // SOA
+	case 255: return 10; // ANY
+	default: return 11;
+	}
+}
+
+static __always_inline u32 rcode_slot(u8 rcode)
+{
+	switch (rcode) {
+	case 0: return 0; // NOERROR
+	case 3: return 1; // NXDOMAIN
+	case 2: return 2; // SERVFAIL
+	case 5: return 3; // REFUSED
+	default: return 4;
+	}
+}
+
+static __always_inline u32 log2_bucket(u64 v)
+{
+	u32 r = 0;
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) { r += 1; }
+	return r > LATENCY_BUCKETS - 1 ? LATENCY_BUCKETS - 1 : r;
+}
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+// parse_qname decodes the question name in s->qbuf[0:avail) into the lower-
+// cased dotted text s->nv.name. Returns the wire length (position of qtype)
+// or -1 if malformed: label > 63, compression pointer / reserved label type,
+// name > 255 bytes, or truncated. The loop is bounded by the 255-byte limit.
+static __always_inline int parse_qname(struct scratch *s, u32 avail, u64 *hash, u32 *text_len)
+{
+	u32 pos = 0, out = 0, remaining = 0;
+	u64 h = FNV_OFFSET;
+
+#pragma clang loop unroll(disable)
+	for (u32 i = 0; i < 256; i++) {
+		if (pos >= avail)
+			return -1;
+		u8 c = s->qbuf[pos & (QBUF_SIZE - 1)];
+		pos++;
+		if (remaining == 0) {
+			if (c == 0) {
+				if (out == 0) { // the root name
+					s->nv.name[0] = '.';
+					out = 1;
+					h = (h ^ '.') * FNV_PRIME;
+				}
+				*hash = h;
+				*text_len = out;
+				return pos;
+			}
+			if (c > 63) // 0xC0 pointer or reserved 0x40/0x80 types
+				return -1;
+			if (out) {
+				s->nv.name[out & (NAME_TEXT_MAX - 1)] = '.';
+				out++;
+				h = (h ^ '.') * FNV_PRIME;
+			}
+			remaining = c;
+		} else {
+			c |= (u8)((u8)(c - 'A') < 26) << 5;
+			s->nv.name[out & (NAME_TEXT_MAX - 1)] = c;
+			out++;
+			h = (h ^ c) * FNV_PRIME;
+			remaining--;
+		}
+	}
+	return -1; // longer than 255 bytes
+}
+
+static __always_inline void name_add(u64 cgroup_id, u64 hash, struct scratch *s, u32 text_len, int nxdomain)
+{
+	u32 zero = 0;
+	void *table = bpf_map_lookup_elem(&name_tables, &zero);
+	if (!table)
+		return;
+	struct name_key key = { .cgroup_id = cgroup_id, .name_hash = hash };
+	struct name_value *v = bpf_map_lookup_elem(table, &key);
+	if (!v) {
+		s->nv.queries = nxdomain ? 0 : 1;
+		s->nv.nxdomain = nxdomain ? 1 : 0;
+		s->nv.name_len = text_len;
+		long err = bpf_map_update_elem(table, &key, &s->nv, BPF_NOEXIST);
+		if (err == 0)
+			return;
+		if (err != -EEXIST) {
+			stat_inc(STAT_NAME_OVERFLOW);
+			return;
+		}
+		// Another CPU inserted it first: add to its entry.
+		v = bpf_map_lookup_elem(table, &key);
+		if (!v) {
+			stat_inc(STAT_NAME_OVERFLOW);
+			return;
+		}
+	}
+	if (nxdomain)
+		__sync_fetch_and_add(&v->nxdomain, 1);
+	else
+		__sync_fetch_and_add(&v->queries, 1);
+}
+
+static __always_inline void handle(struct __sk_buff *skb, int egress)
+{
+	struct inflight_key fk = {};
+	u8 ip[40];
+	u8 l4[20];
+	u32 l4off;
+	u8 proto;
+	u8 *saddr, *daddr;
+	u32 alen;
+
+	if (bpf_skb_load_bytes(skb, 0, ip, 20) < 0)
+		return;
+	u8 version = ip[0] >> 4;
+	if (version == 4) {
+		l4off = (ip[0] & 0xf) * 4;
+		if (l4off < 20)
+			return;
+		if (((ip[6] << 8) | ip[7]) & 0x1fff) { // non-first fragment
+			stat_inc(STAT_NOT_PARSED);
+			return;
+		}
+		proto = ip[9];
+		saddr = &ip[12];
+		daddr = &ip[16];
+		alen = 4;
+	} else if (version == 6) {
+		if (bpf_skb_load_bytes(skb, 0, ip, 40) < 0)
+			return;
+		proto = ip[6];
+		l4off = 40;
+#pragma clang loop unroll(full)
+		for (int i = 0; i < IPV6_EXT_MAX; i++) {
+			if (proto != IPPROTO_HOPOPTS && proto != IPPROTO_ROUTING && proto != IPPROTO_DSTOPTS)
+				break;
+			u8 ext[2];
+			if (bpf_skb_load_bytes(skb, l4off, ext, 2) < 0)
+				return;
+			proto = ext[0];
+			l4off += ((u32)ext[1] + 1) * 8;
+		}
+		if (proto == IPPROTO_FRAGMENT || proto == IPPROTO_HOPOPTS ||
+		    proto == IPPROTO_ROUTING || proto == IPPROTO_DSTOPTS) {
+			stat_inc(STAT_NOT_PARSED);
+			return;
+		}
+		saddr = &ip[8];
+		daddr = &ip[24];
+		alen = 16;
+	} else {
+		return;
+	}
+
+	u32 payload;
+	if (proto == IPPROTO_UDP) {
+		if (bpf_skb_load_bytes(skb, l4off, l4, 8) < 0)
+			return;
+		payload = l4off + 8;
+	} else if (proto == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, l4off, l4, 20) < 0)
+			return;
+		u32 doff = (l4[12] >> 4) * 4;
+		if (doff < 20)
+			return;
+		payload = l4off + doff;
+	} else {
+		return;
+	}
+	u16 sport = (l4[0] << 8) | l4[1];
+	u16 dport = (l4[2] << 8) | l4[3];
+	if (sport != DNS_PORT && dport != DNS_PORT)
+		return;
+
+	int role;
+	if (egress)
+		role = dport == DNS_PORT ? ROLE_CLIENT_QUERY : ROLE_SERVER_RESPONSE;
+	else
+		role = sport == DNS_PORT ? ROLE_CLIENT_RESPONSE : ROLE_SERVER_QUERY;
+
+	u32 len = skb->len;
+	u32 dns_off = payload;
+	u32 msg_max = 0xffff;
+	if (proto == IPPROTO_TCP) {
+		if (payload >= len) // handshake, ACK, FIN: no DNS bytes
+			return;
+		u8 pfx[2];
+		if (bpf_skb_load_bytes(skb, payload, pfx, 2) < 0)
+			msg_max = 0; // a 1-byte segment: malformed below
+		else
+			msg_max = (pfx[0] << 8) | pfx[1];
+		dns_off = payload + 2;
+	}
+
+	u64 cgroup_id = bpf_skb_cgroup_id(skb);
+	struct pod_counters *pc = bpf_map_lookup_elem(&pod_stats, &cgroup_id);
+	if (!pc) {
+		u32 zero = 0;
+		struct pod_counters *init = bpf_map_lookup_elem(&zero_pod, &zero);
+		if (!init)
+			return;
+		long err = bpf_map_update_elem(&pod_stats, &cgroup_id, init, BPF_NOEXIST);
+		if (err && err != -EEXIST) {
+			stat_inc(STAT_POD_OVERFLOW);
+			return;
+		}
+		pc = bpf_map_lookup_elem(&pod_stats, &cgroup_id);
+		if (!pc)
+			return;
+	}
+	stat_inc(STAT_DNS_MESSAGES);
+	if (egress)
+		__sync_fetch_and_add(&pc->bytes_out, len);
+	else
+		__sync_fetch_and_add(&pc->bytes_in, len);
+
+	u8 dh[12];
+	if (msg_max < 12 || bpf_skb_load_bytes(skb, dns_off, dh, 12) < 0)
+		goto malformed;
+	u8 is_response = dh[2] >> 7;
+	u8 rcode = dh[3] & 0xf;
+	u16 qdcount = (dh[4] << 8) | dh[5];
+	if (qdcount == 0)
+		goto malformed;
+	if (is_response != (role == ROLE_CLIENT_RESPONSE || role == ROLE_SERVER_RESPONSE))
+		goto malformed;
+
+	u32 avail = len - (dns_off + 12);
+	if (avail > msg_max - 12)
+		avail = msg_max - 12;
+	if (avail > QUESTION_MAX)
+		avail = QUESTION_MAX;
+	if (avail < 5) // smallest question: root name + qtype + qclass
+		goto malformed;
+
+	u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &zero);
+	if (!s)
+		return;
+	// Hide avail's range from the compiler so the mask survives and the
+	// verifier sees a length bounded by the buffer size.
+	u64 load_len = avail;
+	asm volatile("" : "+r"(load_len));
+	load_len &= QBUF_SIZE - 1;
+	if (load_len < 5 || bpf_skb_load_bytes(skb, dns_off + 12, s->qbuf, load_len) < 0)
+		goto malformed;
+	u64 hash = 0;
+	u32 text_len = 0;
+	int qend = parse_qname(s, avail, &hash, &text_len);
+	if (qend < 0 || (u32)qend + 4 > avail)
+		goto malformed;
+	u16 qtype = (s->qbuf[qend & (QBUF_SIZE - 1)] << 8) | s->qbuf[(qend + 1) & (QBUF_SIZE - 1)];
+
+	switch (role) {
+	case ROLE_CLIENT_QUERY: {
+		__sync_fetch_and_add(&pc->queries, 1);
+		if (proto == IPPROTO_TCP)
+			__sync_fetch_and_add(&pc->tcp_queries, 1);
+		__sync_fetch_and_add(&pc->qtype[qtype_slot(qtype)], 1);
+		name_add(cgroup_id, hash, s, text_len, 0);
+		break;
+	}
+	case ROLE_CLIENT_RESPONSE:
+		__sync_fetch_and_add(&pc->responses, 1);
+		__sync_fetch_and_add(&pc->rcode[rcode_slot(rcode)], 1);
+		if (rcode == 3)
+			name_add(cgroup_id, hash, s, text_len, 1);
+		break;
+	case ROLE_SERVER_QUERY:
+		__sync_fetch_and_add(&pc->server_queries, 1);
+		return;
+	default:
+		__sync_fetch_and_add(&pc->server_responses, 1);
+		return;
+	}
+
+	// Latency: remember the query by (client, server, ports, proto, DNS id)
+	// and match the response that comes back with the same key.
+	u8 *client = role == ROLE_CLIENT_QUERY ? saddr : daddr;
+	u8 *server = role == ROLE_CLIENT_QUERY ? daddr : saddr;
+	if (alen == 4) {
+		__builtin_memcpy(fk.client_addr, client, 4);
+		__builtin_memcpy(fk.server_addr, server, 4);
+	} else {
+		__builtin_memcpy(fk.client_addr, client, 16);
+		__builtin_memcpy(fk.server_addr, server, 16);
+	}
+	fk.client_port = role == ROLE_CLIENT_QUERY ? sport : dport;
+	fk.server_port = role == ROLE_CLIENT_QUERY ? dport : sport;
+	fk.dns_id = (dh[0] << 8) | dh[1];
+	fk.proto = proto;
+
+	u64 now = bpf_ktime_get_ns();
+	if (role == ROLE_CLIENT_QUERY) {
+		long err = bpf_map_update_elem(&inflight, &fk, &now, BPF_NOEXIST);
+		if (err == 0)
+			stat_inc(STAT_INFLIGHT_INSERTS);
+		else if (err == -EEXIST)
+			stat_inc(STAT_INFLIGHT_DUPLICATES);
+		else
+			stat_inc(STAT_INFLIGHT_ERRORS);
+		return;
+	}
+	u64 *sent = bpf_map_lookup_elem(&inflight, &fk);
+	if (!sent) {
+		stat_inc(STAT_UNMATCHED_RESPONSES);
+		return;
+	}
+	u64 delta = now - *sent;
+	// Only the CPU whose delete succeeds records the sample (exactly once).
+	if (bpf_map_delete_elem(&inflight, &fk) != 0) {
+		stat_inc(STAT_UNMATCHED_RESPONSES);
+		return;
+	}
+	stat_inc(STAT_INFLIGHT_MATCHED);
+	__sync_fetch_and_add(&pc->latency_log2_us[log2_bucket(delta / 1000)], 1);
+	return;
+
+malformed:
+	stat_inc(STAT_MALFORMED);
+	__sync_fetch_and_add(&pc->malformed, 1);
+}
+
+SEC("cgroup_skb/egress")
+int dns_egress(struct __sk_buff *skb)
+{
+	handle(skb, 1);
+	return 1; // observe only: always pass
+}
+
+SEC("cgroup_skb/ingress")
+int dns_ingress(struct __sk_buff *skb)
+{
+	handle(skb, 0);
+	return 1;
+}

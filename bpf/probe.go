@@ -1,0 +1,439 @@
+// Package bpf loads the isoobs eBPF probes into the running kernel and reads
+// what they aggregate.
+//
+// The DNS probe is a pair of cgroup_skb programs (egress + ingress) attached
+// to a node's cgroup v2 root. It parses DNS over UDP and TCP port 53 (IPv4
+// and IPv6) and keeps per-cgroup (per-pod) counters, a per-pod latency
+// histogram and per-(pod, query name) counts in kernel maps; userspace only
+// reads the maps, no event is sent per packet. See dns.c for what is parsed
+// and what is not.
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Defaults used when an Options field is 0.
+const (
+	DefaultMaxPods     = 8192
+	DefaultMaxNames    = 16384
+	DefaultMaxInflight = 16384
+)
+
+// Options configures LoadDNS.
+type Options struct {
+	// CgroupRoot is the cgroup v2 directory whose subtree is observed, e.g.
+	// the node's root (/sys/fs/cgroup) or a kubepods slice.
+	CgroupRoot string
+	// Bounds of the kernel maps; 0 means the Default* value.
+	MaxPods     uint32 // per-cgroup counters
+	MaxNames    uint32 // (cgroup, query name) pairs between two DrainNames calls
+	MaxInflight uint32 // queries awaiting their response (latency matching)
+}
+
+// Attachment describes one program attached by the probe.
+type Attachment struct {
+	Program string // program name in the object, e.g. "dns_egress"
+	Hook    string // e.g. "cgroup_skb/egress"
+	Target  string // the cgroup directory
+	Err     error  // nil when attached
+}
+
+// Response code slots of PodCounters.Rcode.
+const (
+	RcodeNoError = iota
+	RcodeNXDomain
+	RcodeServFail
+	RcodeRefused
+	RcodeOther
+	NumRcodeSlots
+)
+
+// QTypeOther is the PodCounters.QType key summing every query type not in
+// TrackedQTypes (0 is a reserved type number, never a real query type).
+const QTypeOther uint16 = 0
+
+// TrackedQTypes are the query types counted individually, in the kernel's
+// slot order (see qtype_slot in dns.c): A, AAAA, CNAME, PTR, SRV, HTTPS, TXT,
+// MX, NS, SOA, ANY.
+var TrackedQTypes = [...]uint16{1, 28, 5, 12, 33, 65, 16, 15, 2, 6, 255}
+
+// NumLatencyBuckets is the length of PodCounters.LatencyLog2US.
+const NumLatencyBuckets = 32
+
+// PodCounters are one cgroup's DNS counters, cumulative since load and
+// summed over CPUs.
+type PodCounters struct {
+	Queries   uint64 // queries sent (egress to port 53)
+	Responses uint64 // responses received (ingress from port 53)
+	Malformed uint64 // port-53 payloads that are not a valid DNS message, any direction
+	BytesOut  uint64 // IP bytes of port-53 packets sent (client queries and server responses)
+	BytesIn   uint64 // IP bytes of port-53 packets received
+	// QType counts queries sent by DNS type number; QTypeOther sums the rest.
+	QType map[uint16]uint64
+	// Rcode counts responses received, indexed by Rcode* constants.
+	Rcode [NumRcodeSlots]uint64
+	// LatencyLog2US[i] counts responses whose query→response time t, in µs,
+	// satisfies 2^i <= t < 2^(i+1) (bucket 0 also holds t < 1 µs, the last
+	// bucket everything above).
+	LatencyLog2US   [NumLatencyBuckets]uint64
+	ServerQueries   uint64 // queries received on port 53 (a DNS server pod)
+	ServerResponses uint64 // responses sent from port 53
+	TCPQueries      uint64 // subset of Queries sent over TCP
+}
+
+// MapFill is the fill level of a bounded kernel map.
+type MapFill struct {
+	Entries uint32
+	Max     uint32
+}
+
+// ProbeStats are the probe's own health counters, cumulative since load.
+type ProbeStats struct {
+	Pods     MapFill // per-cgroup counters
+	Names    MapFill // name table currently written (emptied by DrainNames)
+	Inflight MapFill // queries awaiting their response
+
+	PodOverflow        uint64 // DNS packets not counted because the pod map was full
+	NameOverflow       uint64 // name increments not counted because the name table was full
+	InflightInserted   uint64 // client queries remembered for latency matching
+	InflightDuplicates uint64 // queries whose 5-tuple+id was already pending (retransmits)
+	InflightMatched    uint64 // responses matched with their query (latency samples)
+	InflightEvicted    uint64 // remembered queries pushed out of the LRU before any response
+	InflightErrors     uint64 // inserts refused by the kernel for another reason
+	UnmatchedResponses uint64 // responses with no pending query
+	Malformed          uint64 // all cgroups, including ones beyond the pod map
+	NotParsed          uint64 // fragments, too many IPv6 extension headers
+	DNSMessages        uint64 // port-53 payloads examined
+}
+
+// Indexes of the probe_stats array, mirroring enum probe_stat in dns.c.
+const (
+	statPodOverflow = iota
+	statNameOverflow
+	statInflightInserts
+	statInflightDuplicates
+	statInflightMatched
+	statUnmatchedResponses
+	statMalformed
+	statNotParsed
+	statDNSMessages
+	statInflightErrors
+	statMax
+)
+
+// DNSProbe is a loaded and attached DNS probe. Its methods are safe for
+// concurrent use.
+type DNSProbe struct {
+	opts        Options
+	objs        dnsObjects
+	links       []link.Link
+	attachments []Attachment
+
+	mu         sync.Mutex // serialises DrainNames (table swap) and Close
+	nameTables [2]*ebpf.Map
+	active     int // index in nameTables of the table the programs write
+	closed     bool
+}
+
+// LoadDNS loads the DNS probe and attaches its egress and ingress programs
+// to opts.CgroupRoot. Errors name what is missing (capability, BTF, cgroup
+// root) and what to do.
+func LoadDNS(opts Options) (*DNSProbe, error) {
+	if opts.MaxPods == 0 {
+		opts.MaxPods = DefaultMaxPods
+	}
+	if opts.MaxNames == 0 {
+		opts.MaxNames = DefaultMaxNames
+	}
+	if opts.MaxInflight == 0 {
+		opts.MaxInflight = DefaultMaxInflight
+	}
+	if err := checkCgroupRoot(opts.CgroupRoot); err != nil {
+		return nil, err
+	}
+	// Only kernels before 5.11 account BPF memory to RLIMIT_MEMLOCK; raising
+	// it is harmless elsewhere, and failure is reported by the loads below.
+	_ = rlimit.RemoveMemlock()
+
+	spec, err := loadDns()
+	if err != nil {
+		return nil, fmt.Errorf("dns probe: read embedded object: %w", err)
+	}
+	spec.Maps["pod_stats"].MaxEntries = opts.MaxPods
+	spec.Maps["inflight"].MaxEntries = opts.MaxInflight
+	outer := spec.Maps["name_tables"]
+	outer.InnerMap.MaxEntries = opts.MaxNames
+
+	p := &DNSProbe{opts: opts}
+	for i := range p.nameTables {
+		inner := outer.InnerMap.Copy()
+		inner.Name = fmt.Sprintf("dns_names_%d", i)
+		m, err := ebpf.NewMap(inner)
+		if err != nil {
+			p.Close()
+			return nil, explainLoadError("create name table", err)
+		}
+		p.nameTables[i] = m
+	}
+	outer.Contents = []ebpf.MapKV{{Key: uint32(0), Value: p.nameTables[0]}}
+
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		p.Close()
+		return nil, explainLoadError("load dns programs", err)
+	}
+
+	for _, a := range []struct {
+		name string
+		hook string
+		prog *ebpf.Program
+		typ  ebpf.AttachType
+	}{
+		{"dns_egress", "cgroup_skb/egress", p.objs.DnsEgress, ebpf.AttachCGroupInetEgress},
+		{"dns_ingress", "cgroup_skb/ingress", p.objs.DnsIngress, ebpf.AttachCGroupInetIngress},
+	} {
+		// AttachCgroup uses bpf_link (or BPF_F_ALLOW_MULTI on old kernels), so
+		// probes on nested or sibling roots and other tools' programs coexist.
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: opts.CgroupRoot, Attach: a.typ, Program: a.prog})
+		att := Attachment{Program: a.name, Hook: a.hook, Target: opts.CgroupRoot}
+		if err != nil {
+			att.Err = explainLoadError(fmt.Sprintf("attach %s to %s", a.hook, opts.CgroupRoot), err)
+			p.attachments = append(p.attachments, att)
+			p.Close()
+			return nil, att.Err
+		}
+		p.links = append(p.links, l)
+		p.attachments = append(p.attachments, att)
+	}
+	return p, nil
+}
+
+// Close detaches the programs and frees the maps.
+func (p *DNSProbe) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	var errs []error
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
+	}
+	if p.objs.DnsEgress != nil || p.objs.PodStats != nil {
+		errs = append(errs, p.objs.Close())
+	}
+	for _, m := range p.nameTables {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Attachments lists the programs attached by LoadDNS.
+func (p *DNSProbe) Attachments() []Attachment {
+	return append([]Attachment(nil), p.attachments...)
+}
+
+// ReadPods returns the counters of every cgroup seen, keyed by cgroup id
+// (the inode number of the cgroup directory, see CgroupID).
+func (p *DNSProbe) ReadPods() (map[uint64]PodCounters, error) {
+	out := make(map[uint64]PodCounters)
+	var id uint64
+	var perCPU []dnsPodCounters
+	it := p.objs.PodStats.Iterate()
+	for it.Next(&id, &perCPU) {
+		out[id] = sumPodCounters(perCPU)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read pod counters: %w", err)
+	}
+	return out, nil
+}
+
+func sumPodCounters(perCPU []dnsPodCounters) PodCounters {
+	var pc PodCounters
+	var qtype [len(TrackedQTypes) + 1]uint64
+	for i := range perCPU {
+		c := &perCPU[i]
+		pc.Queries += c.Queries
+		pc.Responses += c.Responses
+		pc.Malformed += c.Malformed
+		pc.BytesOut += c.BytesOut
+		pc.BytesIn += c.BytesIn
+		pc.ServerQueries += c.ServerQueries
+		pc.ServerResponses += c.ServerResponses
+		pc.TCPQueries += c.TcpQueries
+		for j := range qtype {
+			qtype[j] += c.Qtype[j]
+		}
+		for j := range pc.Rcode {
+			pc.Rcode[j] += c.Rcode[j]
+		}
+		for j := range pc.LatencyLog2US {
+			pc.LatencyLog2US[j] += c.LatencyLog2Us[j]
+		}
+	}
+	pc.QType = make(map[uint16]uint64)
+	for slot, n := range qtype {
+		if n == 0 {
+			continue
+		}
+		if slot < len(TrackedQTypes) {
+			pc.QType[TrackedQTypes[slot]] = n
+		} else {
+			pc.QType[QTypeOther] = n
+		}
+	}
+	return pc
+}
+
+// DrainNames calls fn for every (cgroup, query name) counted since the
+// previous call and removes them from the kernel, so the bounded table
+// never stays full. It is exact: the programs are switched to a second,
+// empty table first, and the kernel waits for running programs before the
+// switch returns, so no increment lands in the table being drained.
+// Names are lower-cased dotted text ("." for the root).
+func (p *DNSProbe) DrainNames(fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("dns probe is closed")
+	}
+	old := p.nameTables[p.active]
+	next := p.nameTables[1-p.active]
+	// An array-of-maps update returns only after synchronize_rcu(), i.e.
+	// after every program that could still hold the old table has finished.
+	if err := p.objs.NameTables.Update(uint32(0), next, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("switch name table: %w", err)
+	}
+	p.active = 1 - p.active
+	return drainTable(old, fn)
+}
+
+func drainTable(m *ebpf.Map, fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
+	keys := make([]dnsNameKey, 256)
+	vals := make([]dnsNameValue, 256)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			fn(keys[i].CgroupId, nameText(&vals[i]), vals[i].Queries, vals[i].Nxdomain)
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return drainTableSlow(m, fn)
+		}
+		if err != nil {
+			return fmt.Errorf("drain name table: %w", err)
+		}
+	}
+}
+
+// drainTableSlow is the fallback for kernels without batch operations
+// (before 5.6). The table has no writer, so iterate-then-delete is exact.
+func drainTableSlow(m *ebpf.Map, fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
+	var key dnsNameKey
+	var val dnsNameValue
+	var seen []dnsNameKey
+	it := m.Iterate()
+	for it.Next(&key, &val) {
+		fn(key.CgroupId, nameText(&val), val.Queries, val.Nxdomain)
+		seen = append(seen, key)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("drain name table: %w", err)
+	}
+	for _, k := range seen {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("drain name table: %w", err)
+		}
+	}
+	return nil
+}
+
+func nameText(v *dnsNameValue) string {
+	n := int(v.NameLen)
+	if n > len(v.Name) {
+		n = len(v.Name)
+	}
+	b := make([]byte, n)
+	for i := 0; i < n; i++ {
+		b[i] = byte(v.Name[i])
+	}
+	return string(b)
+}
+
+// Stats returns the probe's health counters and map fill levels.
+func (p *DNSProbe) Stats() (ProbeStats, error) {
+	var s ProbeStats
+	var counters [statMax]uint64
+	for i := range counters {
+		var perCPU []uint64
+		if err := p.objs.ProbeStats.Lookup(uint32(i), &perCPU); err != nil {
+			return s, fmt.Errorf("read probe stats: %w", err)
+		}
+		for _, v := range perCPU {
+			counters[i] += v
+		}
+	}
+	s.PodOverflow = counters[statPodOverflow]
+	s.NameOverflow = counters[statNameOverflow]
+	s.InflightInserted = counters[statInflightInserts]
+	s.InflightDuplicates = counters[statInflightDuplicates]
+	s.InflightMatched = counters[statInflightMatched]
+	s.UnmatchedResponses = counters[statUnmatchedResponses]
+	s.Malformed = counters[statMalformed]
+	s.NotParsed = counters[statNotParsed]
+	s.DNSMessages = counters[statDNSMessages]
+	s.InflightErrors = counters[statInflightErrors]
+
+	p.mu.Lock()
+	names := p.nameTables[p.active]
+	p.mu.Unlock()
+	var err error
+	if s.Pods, err = fill(p.objs.PodStats); err != nil {
+		return s, err
+	}
+	if s.Names, err = fill(names); err != nil {
+		return s, err
+	}
+	if s.Inflight, err = fill(p.objs.Inflight); err != nil {
+		return s, err
+	}
+	// Every remembered query is either matched, still pending, or evicted.
+	if done := s.InflightMatched + uint64(s.Inflight.Entries); s.InflightInserted > done {
+		s.InflightEvicted = s.InflightInserted - done
+	}
+	return s, nil
+}
+
+// fill counts a map's entries by walking its keys (the kernel keeps no
+// cheap count); it is meant for periodic health reporting, not hot paths.
+func fill(m *ebpf.Map) (MapFill, error) {
+	f := MapFill{Max: m.MaxEntries()}
+	var prev any // nil: start from the first key
+	for {
+		next, err := m.NextKeyBytes(prev)
+		if err != nil {
+			return f, fmt.Errorf("count entries of map %s: %w", m, err)
+		}
+		if next == nil {
+			return f, nil
+		}
+		f.Entries++
+		prev = next
+		if f.Entries >= f.Max { // LRU/hash maps change under us; never loop forever
+			return f, nil
+		}
+	}
+}
