@@ -1,0 +1,195 @@
+// Package podmeta knows the pods of one node from the Kubernetes API: name, namespace, labels and
+// the workload that owns each pod, looked up by pod UID.
+package podmeta
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Pod is what the daemon shows about a pod.
+type Pod struct {
+	UID          string
+	Name         string
+	Namespace    string
+	Node         string
+	Labels       map[string]string
+	Workload     string
+	WorkloadKind string
+}
+
+// cronJobJobName is how the CronJob controller names its Jobs: <cronjob>-<scheduled unix minutes>.
+var cronJobJobName = regexp.MustCompile(`^(.+)-[0-9]{8,}$`)
+
+// Owner names the workload a pod belongs to without extra API calls: a ReplicaSet that carries
+// the pod's pod-template-hash belongs to the Deployment named by the rest of its name; a Job
+// named like the CronJob controller names them belongs to that CronJob. Pods without a
+// controller are their own workload (kind "Pod"); static pods (owned by their Node) likewise.
+func Owner(pod *corev1.Pod) (name, kind string) {
+	ref := metav1.GetControllerOf(pod)
+	if ref == nil {
+		return pod.Name, "Pod"
+	}
+	switch ref.Kind {
+	case "ReplicaSet":
+		if hash := pod.Labels["pod-template-hash"]; hash != "" && strings.HasSuffix(ref.Name, "-"+hash) {
+			return strings.TrimSuffix(ref.Name, "-"+hash), "Deployment"
+		}
+		return ref.Name, "ReplicaSet"
+	case "Job":
+		if m := cronJobJobName.FindStringSubmatch(ref.Name); m != nil {
+			return m[1], "CronJob"
+		}
+		return ref.Name, "Job"
+	case "Node":
+		return pod.Name, "Pod"
+	default:
+		// DaemonSet, StatefulSet, ReplicationController and custom controllers name themselves.
+		return ref.Name, ref.Kind
+	}
+}
+
+// FromPod converts an API pod.
+func FromPod(p *corev1.Pod) Pod {
+	w, k := Owner(p)
+	return Pod{UID: string(p.UID), Name: p.Name, Namespace: p.Namespace, Node: p.Spec.NodeName, Labels: p.Labels, Workload: w, WorkloadKind: k}
+}
+
+// Watcher keeps the pods of one node from an informer limited to spec.nodeName=<node>.
+type Watcher struct {
+	node    string
+	client  kubernetes.Interface
+	factory informers.SharedInformerFactory
+	inf     cache.SharedIndexInformer
+
+	mu      sync.RWMutex
+	byUID   map[string]Pod
+	lastErr string
+	errAt   time.Time
+}
+
+// NewWatcher builds the watcher; Start runs it.
+func NewWatcher(cfg *rest.Config, node string) (*Watcher, error) {
+	if node == "" {
+		return nil, fmt.Errorf("node name is empty: pass --node-name (in a DaemonSet, set it from spec.nodeName via the downward API)")
+	}
+	cfg = rest.CopyConfig(cfg)
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "isoobs-daemon"
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return newWatcher(cs, node), nil
+}
+
+func newWatcher(cs kubernetes.Interface, node string) *Watcher {
+	w := &Watcher{node: node, client: cs, byUID: map[string]Pod{}}
+	w.factory = informers.NewSharedInformerFactoryWithOptions(cs, 10*time.Minute,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
+		}))
+	w.inf = w.factory.Core().V1().Pods().Informer()
+	// Keep only what we show; managed fields and specs of a busy node are most of the memory.
+	_ = w.inf.SetTransform(func(obj any) (any, error) {
+		if p, ok := obj.(*corev1.Pod); ok {
+			p.ManagedFields = nil
+			p.Annotations = nil
+			p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName}
+			p.Status = corev1.PodStatus{Phase: p.Status.Phase}
+		}
+		return obj, nil
+	})
+	_ = w.inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+		w.mu.Lock()
+		w.lastErr = err.Error()
+		w.errAt = time.Now()
+		w.mu.Unlock()
+	})
+	_, _ = w.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    w.upsert,
+		UpdateFunc: func(_, n any) { w.upsert(n) },
+		DeleteFunc: w.remove,
+	})
+	return w
+}
+
+// Start runs the informer until ctx ends.
+func (w *Watcher) Start(ctx context.Context) {
+	w.factory.Start(ctx.Done())
+}
+
+// WaitSynced waits for the first list, up to ctx.
+func (w *Watcher) WaitSynced(ctx context.Context) bool {
+	return cache.WaitForCacheSync(ctx.Done(), w.inf.HasSynced)
+}
+
+// Lookup finds a pod by UID.
+func (w *Watcher) Lookup(uid string) (Pod, bool) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	p, ok := w.byUID[uid]
+	return p, ok
+}
+
+// Len is the number of pods known on this node.
+func (w *Watcher) Len() int {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return len(w.byUID)
+}
+
+// Connected reports whether the informer has synced and its last watch did not fail; err says
+// what failed otherwise.
+func (w *Watcher) Connected() (bool, string) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if !w.inf.HasSynced() {
+		if w.lastErr != "" {
+			return false, w.lastErr
+		}
+		return false, "pod list not synced yet"
+	}
+	// A watch error older than a resync is history: the reflector has re-listed since.
+	if w.lastErr != "" && time.Since(w.errAt) < 30*time.Second && w.inf.LastSyncResourceVersion() == "" {
+		return false, w.lastErr
+	}
+	return true, ""
+}
+
+func (w *Watcher) upsert(obj any) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	w.byUID[string(p.UID)] = FromPod(p)
+	w.lastErr = ""
+	w.mu.Unlock()
+}
+
+func (w *Watcher) remove(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	delete(w.byUID, string(p.UID))
+	w.mu.Unlock()
+}
