@@ -1,0 +1,66 @@
+// Package plugin is the command layer of kubectl-isoobs: cobra commands,
+// flags and their validation. The work itself lives in plugin/top (merge,
+// streams), plugin/printers and plugin/tui.
+package plugin
+
+import (
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+)
+
+const rootExample = `  # Who is flooding DNS? Live view from the daemon on this node
+  kubectl isoobs top dns --daemon unix:///run/isoobs/isoobs.sock
+
+  # Run the probes in-process on this host (root) for one 10-second count
+  sudo kubectl isoobs top dns --local --duration 10s
+
+  # Print the version
+  kubectl isoobs version`
+
+// NewRootCmd returns the `kubectl isoobs` command with every subcommand.
+// The kubectl connection flags (--kubeconfig, --context, -n, --as, ...) are
+// shared by all subcommands.
+func NewRootCmd(streams genericiooptions.IOStreams) *cobra.Command {
+	configFlags := genericclioptions.NewConfigFlags(true)
+	cmd := &cobra.Command{
+		Use:   "isoobs",
+		Short: "eBPF observability for Cilium clusters: who is flooding DNS, right now",
+		Long: `kubectl isoobs answers incident questions from the isoobs node daemons' own eBPF
+probes, within seconds and without needing a Cilium L7 DNS policy.
+
+Commands:
+  top dns    live per-pod DNS query rates, error codes, latency and top names
+  version    print the plugin version`,
+		Example:      rootExample,
+		SilenceUsage: true,
+		Annotations:  map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl isoobs"},
+	}
+	configFlags.AddFlags(cmd.PersistentFlags())
+	cmd.SetIn(streams.In)
+	cmd.SetOut(streams.Out)
+	cmd.SetErr(streams.ErrOut)
+	cmd.AddCommand(NewCmdTop(configFlags, streams))
+	cmd.AddCommand(NewCmdVersion(streams))
+	return cmd
+}
+
+// NewCmdTop returns `kubectl isoobs top`, the parent of the top views.
+func NewCmdTop(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "top",
+		Short: "Live top views of what the node daemons see",
+		Long: `Live top views of what the isoobs node daemons see.
+
+Available views:
+  dns    per-pod DNS query rates, NXDOMAIN/SERVFAIL, latency and top query names`,
+		Example:      "  kubectl isoobs top dns --daemon 127.0.0.1:7070",
+		SilenceUsage: true,
+		Args:         cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return c.Help()
+		},
+	}
+	cmd.AddCommand(NewCmdTopDNS(configFlags, streams))
+	return cmd
+}

@@ -1,0 +1,114 @@
+// Package top holds the client side of `kubectl isoobs top`: the output
+// schema, the merge of frames from one or many daemons, sorting, and the
+// fan-in of daemon streams. It knows nothing about cobra or terminals.
+package top
+
+import (
+	"time"
+)
+
+// Frame is one merged view of DNS activity, the unit printed by every output
+// format. Its JSON/YAML field names are a stable public schema (one object per
+// line with -o json), independent of the protobuf wire format.
+type Frame struct {
+	Time time.Time `json:"time"`
+	// Counters in rows cover [Since, Time].
+	Since           time.Time `json:"since"`
+	IntervalSeconds float64   `json:"intervalSeconds"`
+	// Nodes whose daemons contributed to this frame.
+	Nodes   []string `json:"nodes"`
+	GroupBy string   `json:"groupBy"`
+	Sort    string   `json:"sort"`
+	Rows    []Row    `json:"rows"`
+	// Total covers every row, including rows cut by --limit.
+	Total    Row         `json:"total"`
+	TopNames []NameCount `json:"topNames"`
+	// Rows not shown because of --limit (on the daemons and here).
+	Truncated int      `json:"truncated"`
+	Warnings  []string `json:"warnings"`
+}
+
+// Row is the DNS activity of one group (a pod, workload, namespace, query
+// name or node, see Frame.GroupBy).
+type Row struct {
+	Node         string `json:"node"`
+	Namespace    string `json:"namespace"`
+	Pod          string `json:"pod"`
+	PodUID       string `json:"podUID"`
+	Workload     string `json:"workload"`
+	WorkloadKind string `json:"workloadKind"`
+	// QName is set when grouping by query name.
+	QName    string `json:"qname"`
+	Cgroup   string `json:"cgroup"`
+	CgroupID uint64 `json:"cgroupID"`
+	// Pods merged into this row.
+	Pods               uint32            `json:"pods"`
+	Queries            uint64            `json:"queries"`
+	QPS                float64           `json:"qps"`
+	Responses          uint64            `json:"responses"`
+	ResponsesPerSecond float64           `json:"responsesPerSecond"`
+	NoError            uint64            `json:"noerror"`
+	NXDomain           uint64            `json:"nxdomain"`
+	ServFail           uint64            `json:"servfail"`
+	Refused            uint64            `json:"refused"`
+	OtherRcode         uint64            `json:"otherRcode"`
+	Malformed          uint64            `json:"malformed"`
+	LatencyP50Ms       float64           `json:"latencyP50Ms"`
+	LatencyP99Ms       float64           `json:"latencyP99Ms"`
+	TopNames           []NameCount       `json:"topNames"`
+	QueriesByType      map[string]uint64 `json:"queriesByType"`
+	BytesOut           uint64            `json:"bytesOut"`
+	BytesIn            uint64            `json:"bytesIn"`
+	// Queries answered by this group (it is a DNS server such as CoreDNS).
+	ServedQueries   uint64            `json:"servedQueries"`
+	ServedResponses uint64            `json:"servedResponses"`
+	Labels          map[string]string `json:"labels,omitempty"`
+
+	// latencyLog2Us is the merged log2 latency histogram; it stays out of
+	// the output schema but lets frames be merged again exactly.
+	latencyLog2Us []uint64
+}
+
+// NameCount is how often one query name was asked.
+type NameCount struct {
+	Name     string `json:"name"`
+	Queries  uint64 `json:"queries"`
+	NXDomain uint64 `json:"nxdomain"`
+	// Error bounds the overestimate of Queries (Space-Saving): the true count
+	// is in [Queries-Error, Queries].
+	Error uint64 `json:"error,omitempty"`
+}
+
+// Errors counts responses that were not NOERROR.
+func (r *Row) Errors() uint64 {
+	return r.NXDomain + r.ServFail + r.Refused + r.OtherRcode
+}
+
+// LatencyHistogram returns a copy of the row's merged log2 latency histogram
+// (bucket i counts [2^i, 2^(i+1)) µs).
+func (r *Row) LatencyHistogram() []uint64 {
+	return append([]uint64(nil), r.latencyLog2Us...)
+}
+
+// DisplayName is the row's identity under the frame's grouping, used for
+// the name sort and in the live view.
+func (r *Row) DisplayName(groupBy string) string {
+	switch groupBy {
+	case GroupByWorkload:
+		if r.Workload == "" {
+			return r.Namespace + "/" + r.Pod
+		}
+		return r.Namespace + "/" + r.Workload
+	case GroupByNamespace:
+		return r.Namespace
+	case GroupByQName:
+		return r.QName
+	case GroupByNode:
+		return r.Node
+	default:
+		if r.Pod == "" {
+			return r.Cgroup
+		}
+		return r.Namespace + "/" + r.Pod
+	}
+}

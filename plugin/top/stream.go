@@ -1,0 +1,236 @@
+package top
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+)
+
+// Source is one daemon to read frames from: a node's daemon through a
+// port-forward, an address given with --daemon, or the in-process engine.
+type Source struct {
+	// Name says which daemon this is in errors and warnings (node or address).
+	Name   string
+	Client isoobsv1.DaemonClient
+}
+
+// StreamOptions controls Stream.
+type StreamOptions struct {
+	Request *isoobsv1.TopRequest
+	Merge   MergeOptions
+	// MaxWait is how long a merged frame waits for slow sources before it
+	// is emitted with the frames at hand (default: the request interval).
+	MaxWait time.Duration
+}
+
+// ErrStop, returned by an emit callback, ends Stream without error.
+var ErrStop = errors.New("stop streaming")
+
+type sourceEvent struct {
+	index int
+	frame *isoobsv1.TopFrame
+	err   error
+}
+
+// Stream opens one Top stream per source and calls emit with a merged frame
+// whenever every live source has sent a new frame, or MaxWait after the
+// first new frame when some sources lag. A source whose stream fails is
+// dropped with a warning while others remain; Stream returns when every
+// source has ended, ctx is done, or emit returns an error (ErrStop: nil).
+func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func(Frame) error) error {
+	if len(sources) == 0 {
+		return errors.New("no isoobs daemon to read from")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	events := make(chan sourceEvent)
+	for i, src := range sources {
+		stream, err := src.Client.Top(ctx, opts.Request)
+		if err != nil {
+			return sourceError(src, err)
+		}
+		go func() {
+			for {
+				f, err := stream.Recv()
+				select {
+				case events <- sourceEvent{index: i, frame: f, err: err}:
+				case <-ctx.Done():
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+
+	maxWait := opts.MaxWait
+	if maxWait <= 0 {
+		maxWait = opts.Request.GetInterval().AsDuration()
+	}
+	if maxWait <= 0 {
+		maxWait = time.Second
+	}
+
+	latest := make([]*isoobsv1.TopFrame, len(sources))
+	fresh := make([]bool, len(sources))
+	ended := make([]error, len(sources))
+	alive := len(sources)
+	var endWarnings []string
+	var firstErr error
+	var wait <-chan time.Time
+
+	flush := func() error {
+		var frames []*isoobsv1.TopFrame
+		for i, f := range latest {
+			if f != nil && ended[i] == nil {
+				frames = append(frames, f)
+			}
+			fresh[i] = false
+		}
+		if len(frames) == 0 {
+			return nil
+		}
+		wait = nil
+		merged := Merge(frames, opts.Merge)
+		merged.Warnings = append(merged.Warnings, endWarnings...)
+		if err := emit(merged); err != nil {
+			if errors.Is(err, ErrStop) {
+				return ErrStop
+			}
+			return err
+		}
+		return nil
+	}
+	result := func(err error) error {
+		if errors.Is(err, ErrStop) {
+			return nil
+		}
+		return err
+	}
+
+	for {
+		select {
+		case ev := <-events:
+			if ev.err != nil {
+				alive--
+				// Frames still waiting are emitted before the source goes.
+				if fresh[ev.index] {
+					if err := flush(); err != nil {
+						return result(err)
+					}
+				}
+				if errors.Is(ev.err, io.EOF) {
+					ended[ev.index] = io.EOF
+					endWarnings = append(endWarnings, sources[ev.index].Name+": daemon closed the stream")
+				} else {
+					ended[ev.index] = sourceError(sources[ev.index], ev.err)
+					endWarnings = append(endWarnings, ended[ev.index].Error())
+					if firstErr == nil {
+						firstErr = ended[ev.index]
+					}
+				}
+				if alive == 0 {
+					return firstErr
+				}
+				continue
+			}
+			latest[ev.index] = ev.frame
+			fresh[ev.index] = true
+			ready := true
+			for i := range sources {
+				if ended[i] == nil && !fresh[i] {
+					ready = false
+				}
+			}
+			if ready {
+				if err := flush(); err != nil {
+					return result(err)
+				}
+			} else if wait == nil {
+				wait = time.After(maxWait)
+			}
+		case <-wait:
+			if err := flush(); err != nil {
+				return result(err)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// sourceError names the daemon and, for the usual failures, what to check.
+func sourceError(src Source, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("isoobs daemon %s: %w", src.Name, err)
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return fmt.Errorf("cannot reach the isoobs daemon at %s: %s (is isoobs-daemon running and listening there?)", src.Name, st.Message())
+	case codes.Unimplemented:
+		return fmt.Errorf("the server at %s is not an isoobs daemon or is too old for `top dns`: %s", src.Name, st.Message())
+	case codes.InvalidArgument:
+		return fmt.Errorf("the isoobs daemon at %s rejected the request: %s", src.Name, st.Message())
+	case codes.Canceled:
+		return fmt.Errorf("isoobs daemon %s: stream cancelled: %w", src.Name, err)
+	default:
+		return fmt.Errorf("isoobs daemon %s: %s: %s", src.Name, st.Code(), st.Message())
+	}
+}
+
+// DaemonTarget checks a --daemon address (host:port or unix:///path) and
+// returns the gRPC target for it.
+func DaemonTarget(addr string) (string, error) {
+	addr = strings.TrimSpace(addr)
+	const hint = "expected host:port (e.g. 127.0.0.1:7070) or unix:///path/to/isoobs.sock"
+	if addr == "" {
+		return "", fmt.Errorf("empty --daemon address: %s", hint)
+	}
+	if strings.HasPrefix(addr, "unix:") || strings.HasPrefix(addr, "unix-abstract:") {
+		path := strings.TrimPrefix(strings.TrimPrefix(addr, "unix:"), "//")
+		if strings.TrimPrefix(path, "unix-abstract:") == "" {
+			return "", fmt.Errorf("invalid --daemon %q: no socket path; %s", addr, hint)
+		}
+		return addr, nil
+	}
+	if strings.Contains(addr, "://") {
+		return "", fmt.Errorf("invalid --daemon %q: only unix:// sockets or plain host:port are supported; %s", addr, hint)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return "", fmt.Errorf("invalid --daemon %q: %s", addr, hint)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return "passthrough:///" + net.JoinHostPort(host, port), nil
+}
+
+// DialDaemon connects lazily to a daemon at a --daemon address; connection
+// errors surface on the first call. The daemon API is plaintext: remote
+// daemons are reached through a port-forward or a local socket.
+func DialDaemon(addr string) (*grpc.ClientConn, error) {
+	target, err := DaemonTarget(addr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("invalid --daemon %q: %w", addr, err)
+	}
+	return conn, nil
+}

@@ -1,0 +1,387 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/isoobs/isoobs/plugin/printers"
+	"github.com/isoobs/isoobs/plugin/top"
+	"github.com/isoobs/isoobs/plugin/tui"
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+)
+
+const topDNSExample = `  # Live view from one node's daemon (a local socket or a port-forward)
+  kubectl isoobs top dns --daemon unix:///run/isoobs/isoobs.sock
+  kubectl isoobs top dns --daemon 127.0.0.1:7070
+
+  # Run the daemon's probes in this process on this host (needs root)
+  sudo kubectl isoobs top dns --local
+
+  # Count DNS over the next 10 seconds, print one table, exit
+  kubectl isoobs top dns --daemon 127.0.0.1:7070 --duration 10s
+
+  # Which workloads get the most NXDOMAIN answers, as JSON for jq
+  kubectl isoobs top dns --daemon 127.0.0.1:7070 --once --group-by workload --sort nxdomain -o json
+
+  # Only the crawler pods in tenant-jobs, with their top 5 query names
+  kubectl isoobs top dns --daemon 127.0.0.1:7070 -n tenant-jobs -l app=crawler --top-names 5 -o wide`
+
+// TopDNSOptions holds the flags of `kubectl isoobs top dns` and what
+// Complete derives from them.
+type TopDNSOptions struct {
+	ConfigFlags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+
+	DaemonAddr    string
+	Local         bool
+	CgroupRoot    string
+	NodeName      string
+	Once          bool
+	Duration      time.Duration
+	Interval      time.Duration
+	Sort          string
+	Limit         int
+	GroupBy       string
+	AllNamespaces bool
+	Selector      string
+	Pod           string
+	TopNames      int
+	Output        string
+
+	// Set by Complete.
+	namespace     string
+	groupBy       isoobsv1.GroupBy
+	namespaceFlag bool
+	// includeUnresolved asks for rows without a pod (--local without names).
+	includeUnresolved bool
+	isTerminal        func(io.Writer) bool
+	openSources       func(ctx context.Context) ([]top.Source, func(), error)
+	localEngine       LocalEngine
+	firstFrameWait    time.Duration
+}
+
+// NewTopDNSOptions returns options with the flag defaults.
+func NewTopDNSOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *TopDNSOptions {
+	return &TopDNSOptions{
+		ConfigFlags:    configFlags,
+		IOStreams:      streams,
+		Interval:       time.Second,
+		Sort:           top.SortQPS,
+		Limit:          20,
+		GroupBy:        top.GroupByPod,
+		TopNames:       3,
+		isTerminal:     stdoutIsTerminal,
+		localEngine:    defaultLocalEngine,
+		firstFrameWait: 15 * time.Second,
+	}
+}
+
+// NewCmdTopDNS returns `kubectl isoobs top dns`.
+func NewCmdTopDNS(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := NewTopDNSOptions(configFlags, streams)
+	cmd := &cobra.Command{
+		Use:   "dns [flags]",
+		Short: "Live per-pod DNS query rates, errors, latency and top names",
+		Long: `Show which pods send the most DNS queries, how they are answered (NOERROR,
+NXDOMAIN, SERVFAIL, REFUSED, malformed), their latency (p50/p99) and their most
+asked names, counted by the isoobs daemon's eBPF probes. It needs no Cilium L7
+DNS policy.
+
+Reads one daemon with --daemon ADDR, or runs the daemon's engine in this
+process with --local. Counters cover the time since the daemon started;
+--duration D counts only the next D.
+
+On a terminal the view refreshes every --interval (keys: s cycles the sort,
+n/f/e/l/r/c/m/a pick one, q quits). Otherwise each frame is printed as a table
+(-o wide for more columns), as one JSON object per line (-o json) or as a YAML
+document (-o yaml). All namespaces are shown unless -n narrows them.`,
+		Example:      topDNSExample,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := o.Complete(c, args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(c.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.DaemonAddr, "daemon", o.DaemonAddr, "Read one isoobs daemon at host:port or unix:///path/to.sock")
+	f.BoolVar(&o.Local, "local", o.Local, "Run the daemon engine in this process on this host (root, or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN)")
+	f.StringVar(&o.CgroupRoot, "cgroup-root", o.CgroupRoot, "With --local: cgroup v2 mount to watch (default: detected)")
+	f.StringVar(&o.NodeName, "node-name", o.NodeName, "With --local: name of this node in the output (default: the host name)")
+	f.BoolVar(&o.Once, "once", o.Once, "Print the first frame (counts since the daemon started) and exit")
+	f.DurationVar(&o.Duration, "duration", o.Duration, "Count over this long from now, print one frame and exit (e.g. 10s)")
+	f.DurationVar(&o.Interval, "interval", o.Interval, "Refresh interval")
+	f.StringVar(&o.Sort, "sort", o.Sort, "Sort by: "+strings.Join(top.SortKeys, "|"))
+	f.IntVar(&o.Limit, "limit", o.Limit, "Show at most this many rows (0: all)")
+	f.StringVar(&o.GroupBy, "group-by", o.GroupBy, "Group rows by: "+strings.Join(top.GroupBys, "|"))
+	f.BoolVarP(&o.AllNamespaces, "all-namespaces", "A", o.AllNamespaces, "Show all namespaces (the default unless -n is given)")
+	f.StringVarP(&o.Selector, "selector", "l", o.Selector, "Only pods matching this label selector, e.g. app=crawler,tier!=web")
+	f.StringVar(&o.Pod, "pod", o.Pod, "Only this pod (name, or namespace/name)")
+	f.IntVar(&o.TopNames, "top-names", o.TopNames, "Query names to show per row (0: none)")
+	f.StringVarP(&o.Output, "output", "o", o.Output, "Output format: wide, json (one object per line) or yaml")
+	return cmd
+}
+
+// Complete normalizes flags and fills derived fields.
+func (o *TopDNSOptions) Complete(cmd *cobra.Command, _ []string) error {
+	if o.ConfigFlags != nil && o.ConfigFlags.Namespace != nil && *o.ConfigFlags.Namespace != "" {
+		o.namespace = *o.ConfigFlags.Namespace
+		o.namespaceFlag = true
+	}
+	if ns, name, ok := strings.Cut(o.Pod, "/"); ok {
+		if o.namespaceFlag && ns != o.namespace {
+			return fmt.Errorf("--pod %s names namespace %q but -n is %q: drop one of them", o.Pod, ns, o.namespace)
+		}
+		o.namespace, o.namespaceFlag, o.Pod = ns, true, name
+	}
+	return nil
+}
+
+// Validate checks the flags together; each error says what to run instead.
+func (o *TopDNSOptions) Validate() error {
+	var err error
+	if o.Sort, err = top.ParseSort(o.Sort); err != nil {
+		return err
+	}
+	if o.GroupBy, o.groupBy, err = top.ParseGroupBy(o.GroupBy); err != nil {
+		return err
+	}
+	if o.Output, err = printers.ParseOutput(o.Output); err != nil {
+		return err
+	}
+	if o.DaemonAddr != "" && o.Local {
+		return errors.New("--daemon and --local both choose where the data comes from: use --daemon ADDR to read a running daemon, or --local to run the probes here")
+	}
+	if o.DaemonAddr != "" {
+		if _, err := top.DaemonTarget(o.DaemonAddr); err != nil {
+			return err
+		}
+	}
+	if !o.Local {
+		for name, value := range map[string]string{"cgroup-root": o.CgroupRoot, "node-name": o.NodeName} {
+			if value != "" {
+				return fmt.Errorf("--%s only applies with --local (the daemon at --daemon has its own); add --local or drop --%s", name, name)
+			}
+		}
+	}
+	if o.DaemonAddr == "" && !o.Local {
+		return errors.New("top dns needs a daemon to read from: pass --daemon ADDR (a running isoobs-daemon, e.g. --daemon unix:///run/isoobs/isoobs.sock or a port-forwarded 127.0.0.1:7070), or --local to run the probes in this process as root. Cluster-wide mode through the isoobs daemon pods is not available yet")
+	}
+	if o.Once && o.Duration != 0 {
+		return errors.New("--once and --duration both print one frame: use --once for counts since the daemon started, or --duration 10s for counts over the next 10 seconds")
+	}
+	if o.Duration < 0 {
+		return fmt.Errorf("--duration %s is negative: give how long to count, e.g. --duration 10s", o.Duration)
+	}
+	if o.Interval <= 0 {
+		return fmt.Errorf("--interval %s must be positive, e.g. --interval 2s", o.Interval)
+	}
+	if o.Interval < 100*time.Millisecond {
+		return fmt.Errorf("--interval %s is too short: use 100ms or more", o.Interval)
+	}
+	if o.Duration > 0 && o.Duration < 100*time.Millisecond {
+		return fmt.Errorf("--duration %s is too short: use 100ms or more", o.Duration)
+	}
+	if o.Limit < 0 {
+		return fmt.Errorf("--limit %d is negative: use --limit 0 to show all rows", o.Limit)
+	}
+	if o.TopNames < 0 {
+		return fmt.Errorf("--top-names %d is negative: use --top-names 0 to hide query names", o.TopNames)
+	}
+	if o.namespaceFlag && o.AllNamespaces {
+		return fmt.Errorf("-n %s and -A conflict: drop -A to see namespace %s, or drop -n to see all namespaces", o.namespace, o.namespace)
+	}
+	if o.Selector != "" {
+		if _, err := labels.Parse(o.Selector); err != nil {
+			return fmt.Errorf("invalid -l %q: %v (example: -l app=crawler,tier!=web)", o.Selector, err)
+		}
+	}
+	return nil
+}
+
+// Request is the TopRequest sent to every daemon. The daemons return all
+// rows; sort and limit are applied after the merge so that several nodes
+// merge exactly and the live view can re-sort without asking again.
+func (o *TopDNSOptions) Request() *isoobsv1.TopRequest {
+	req := &isoobsv1.TopRequest{
+		Dimension:         isoobsv1.Dimension_DIMENSION_DNS,
+		GroupBy:           o.groupBy,
+		LabelSelector:     o.Selector,
+		Pod:               o.Pod,
+		Sort:              o.Sort,
+		Interval:          durationpb.New(o.Interval),
+		TopNames:          uint32(o.TopNames),
+		IncludeUnresolved: o.includeUnresolved,
+	}
+	if !o.AllNamespaces {
+		req.Namespace = o.namespace
+	}
+	if o.Duration > 0 {
+		// One frame exactly D after the stream opens, counted from then.
+		req.SinceStreamStart = true
+		req.Interval = durationpb.New(o.Duration)
+	}
+	return req
+}
+
+// Run streams frames from the chosen daemon(s) to the chosen output.
+func (o *TopDNSOptions) Run(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	open := o.openSources
+	if open == nil {
+		open = o.defaultSources
+	}
+	sources, closeSources, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeSources()
+
+	opts := top.StreamOptions{
+		Request: o.Request(),
+		Merge:   top.MergeOptions{GroupBy: o.GroupBy, TopNames: o.TopNames},
+	}
+	live := !o.Once && o.Duration == 0 && (o.Output == printers.OutputTable || o.Output == printers.OutputWide) && o.isTerminal(o.Out)
+	if live {
+		return o.runLive(ctx, sources, opts)
+	}
+	return o.runPlain(ctx, sources, opts)
+}
+
+// runPlain prints frames until interrupted, or the one frame of --once or
+// --duration.
+func (o *TopDNSOptions) runPlain(ctx context.Context, sources []top.Source, opts top.StreamOptions) error {
+	printer := printers.New(o.Output)
+	single := o.Once || o.Duration > 0
+	if single {
+		// A daemon that never answers must not hang a scripted call.
+		wait := o.firstFrameWait + o.Interval + o.Duration
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	started := time.Now()
+	warned := map[string]bool{}
+	printed := false
+	err := top.Stream(ctx, sources, opts, func(f top.Frame) error {
+		if o.Duration > 0 && !coversDuration(f, started, o.Duration) {
+			return nil
+		}
+		for _, w := range f.Warnings {
+			if !warned[w] {
+				warned[w] = true
+				fmt.Fprintln(o.ErrOut, "warning: "+w)
+			}
+		}
+		if err := printer.PrintFrame(f.SortedLimited(o.Sort, o.Limit), o.Out); err != nil {
+			return err
+		}
+		printed = true
+		if single {
+			return top.ErrStop
+		}
+		return nil
+	})
+	switch {
+	case single && !printed && errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("no frame from the isoobs daemon within %s: check it with `kubectl isoobs top dns --daemon ADDR` without --once, or its logs", o.firstFrameWait+o.Interval+o.Duration)
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		return nil // interrupted by the user
+	case err == nil && single && !printed:
+		return errors.New("the isoobs daemon closed the stream before sending a frame: check its logs")
+	}
+	return err
+}
+
+// coversDuration reports whether a --duration frame covers the whole
+// duration: by the daemon's own [since, time] when it says, else by the
+// client's clock. A small tolerance absorbs timer jitter.
+func coversDuration(f top.Frame, started time.Time, d time.Duration) bool {
+	tolerance := min(d/10, 100*time.Millisecond)
+	if !f.Since.IsZero() && !f.Time.IsZero() {
+		return f.Time.Sub(f.Since) >= d-tolerance
+	}
+	return time.Since(started) >= d-tolerance
+}
+
+// runLive shows the bubbletea view until the user quits or the stream fails.
+func (o *TopDNSOptions) runLive(ctx context.Context, sources []top.Source, opts top.StreamOptions) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	title := "isoobs top dns @ " + sourceNames(sources)
+	model := tui.NewModel(title, o.Sort, o.Limit, o.Output == printers.OutputWide)
+	prog := tea.NewProgram(model, tea.WithContext(ctx), tea.WithInput(o.In), tea.WithOutput(o.Out), tea.WithAltScreen())
+
+	go func() {
+		err := top.Stream(ctx, sources, opts, func(f top.Frame) error {
+			prog.Send(tui.FrameMsg{Frame: f})
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			prog.Send(tui.ErrMsg{Err: err})
+		} else if err == nil {
+			prog.Send(tui.ErrMsg{Err: errors.New("the isoobs daemon closed the stream")})
+		}
+	}()
+
+	final, err := prog.Run()
+	cancel()
+	if err != nil && !errors.Is(err, tea.ErrProgramKilled) && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("live view: %w", err)
+	}
+	if m, ok := final.(tui.Model); ok && m.Err() != nil {
+		return m.Err()
+	}
+	return nil
+}
+
+func sourceNames(sources []top.Source) string {
+	names := make([]string, len(sources))
+	for i, s := range sources {
+		names[i] = s.Name
+	}
+	return strings.Join(names, ",")
+}
+
+func stdoutIsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isatty.IsTerminal(f.Fd())
+}
+
+// defaultSources opens the daemon chosen by --daemon or --local.
+func (o *TopDNSOptions) defaultSources(ctx context.Context) ([]top.Source, func(), error) {
+	if o.Local {
+		return o.startLocal(ctx)
+	}
+	conn, err := top.DialDaemon(o.DaemonAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	src := top.Source{Name: o.DaemonAddr, Client: isoobsv1.NewDaemonClient(conn)}
+	return []top.Source{src}, func() { _ = conn.Close() }, nil
+}
