@@ -405,15 +405,16 @@ type DNSRow struct {
 	Cgroup       string                 `protobuf:"bytes,7,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
 	CgroupId     uint64                 `protobuf:"varint,8,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
 	// Counters over the frame's scope (since daemon start or since stream start).
-	Queries       uint64            `protobuf:"varint,10,opt,name=queries,proto3" json:"queries,omitempty"`
-	Qps           float64           `protobuf:"fixed64,11,opt,name=qps,proto3" json:"qps,omitempty"`
-	Responses     uint64            `protobuf:"varint,12,opt,name=responses,proto3" json:"responses,omitempty"`
-	Noerror       uint64            `protobuf:"varint,13,opt,name=noerror,proto3" json:"noerror,omitempty"`
-	Nxdomain      uint64            `protobuf:"varint,14,opt,name=nxdomain,proto3" json:"nxdomain,omitempty"`
-	Servfail      uint64            `protobuf:"varint,15,opt,name=servfail,proto3" json:"servfail,omitempty"`
-	Refused       uint64            `protobuf:"varint,16,opt,name=refused,proto3" json:"refused,omitempty"`
-	OtherRcode    uint64            `protobuf:"varint,17,opt,name=other_rcode,json=otherRcode,proto3" json:"other_rcode,omitempty"`
-	Malformed     uint64            `protobuf:"varint,18,opt,name=malformed,proto3" json:"malformed,omitempty"`
+	Queries    uint64  `protobuf:"varint,10,opt,name=queries,proto3" json:"queries,omitempty"`
+	Qps        float64 `protobuf:"fixed64,11,opt,name=qps,proto3" json:"qps,omitempty"`
+	Responses  uint64  `protobuf:"varint,12,opt,name=responses,proto3" json:"responses,omitempty"`
+	Noerror    uint64  `protobuf:"varint,13,opt,name=noerror,proto3" json:"noerror,omitempty"`
+	Nxdomain   uint64  `protobuf:"varint,14,opt,name=nxdomain,proto3" json:"nxdomain,omitempty"`
+	Servfail   uint64  `protobuf:"varint,15,opt,name=servfail,proto3" json:"servfail,omitempty"`
+	Refused    uint64  `protobuf:"varint,16,opt,name=refused,proto3" json:"refused,omitempty"`
+	OtherRcode uint64  `protobuf:"varint,17,opt,name=other_rcode,json=otherRcode,proto3" json:"other_rcode,omitempty"`
+	Malformed  uint64  `protobuf:"varint,18,opt,name=malformed,proto3" json:"malformed,omitempty"`
+	// NXDOMAIN and SERVFAIL answers per second over the rate window (like qps).
 	NxdomainRate  float64           `protobuf:"fixed64,19,opt,name=nxdomain_rate,json=nxdomainRate,proto3" json:"nxdomain_rate,omitempty"`
 	ServfailRate  float64           `protobuf:"fixed64,20,opt,name=servfail_rate,json=servfailRate,proto3" json:"servfail_rate,omitempty"`
 	LatencyP50Ms  float64           `protobuf:"fixed64,21,opt,name=latency_p50_ms,json=latencyP50Ms,proto3" json:"latency_p50_ms,omitempty"`
@@ -433,8 +434,11 @@ type DNSRow struct {
 	// Rows merged into this one (group by workload/namespace/qname/node).
 	Pods               uint32  `protobuf:"varint,32,opt,name=pods,proto3" json:"pods,omitempty"`
 	ResponsesPerSecond float64 `protobuf:"fixed64,33,opt,name=responses_per_second,json=responsesPerSecond,proto3" json:"responses_per_second,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The query name of a row when grouped by qname (its counters are that name's, summed
+	// over the pods selected; qps is then the average over the frame's scope).
+	Qname         string `protobuf:"bytes,34,opt,name=qname,proto3" json:"qname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DNSRow) Reset() {
@@ -689,6 +693,13 @@ func (x *DNSRow) GetResponsesPerSecond() float64 {
 		return x.ResponsesPerSecond
 	}
 	return 0
+}
+
+func (x *DNSRow) GetQname() string {
+	if x != nil {
+		return x.Qname
+	}
+	return ""
 }
 
 type TopFrame struct {
@@ -1130,7 +1141,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aqueries\x18\x02 \x01(\x04R\aqueries\x12\x1a\n" +
 	"\bnxdomain\x18\x03 \x01(\x04R\bnxdomain\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\x04R\x05error\"\xad\t\n" +
+	"\x05error\x18\x04 \x01(\x04R\x05error\"\xc3\t\n" +
 	"\x06DNSRow\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -1165,7 +1176,8 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x06labels\x18\x1e \x03(\v2\x1d.isoobs.v1.DNSRow.LabelsEntryR\x06labels\x12\x18\n" +
 	"\asources\x18\x1f \x03(\tR\asources\x12\x12\n" +
 	"\x04pods\x18  \x01(\rR\x04pods\x120\n" +
-	"\x14responses_per_second\x18! \x01(\x01R\x12responsesPerSecond\x1a@\n" +
+	"\x14responses_per_second\x18! \x01(\x01R\x12responsesPerSecond\x12\x14\n" +
+	"\x05qname\x18\" \x01(\tR\x05qname\x1a@\n" +
 	"\x12QueriesByTypeEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
