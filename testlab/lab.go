@@ -130,6 +130,9 @@ func netRangeRouted(n int) (bool, string) {
 		a = a.Unmap()
 		ones, _ := r.Dst.Mask.Size()
 		p := netip.PrefixFrom(a, ones)
+		if ones == 0 { // default route
+			continue
+		}
 		if p.Overlaps(v4) || p.Overlaps(v6) {
 			return true, p.String()
 		}
@@ -426,6 +429,12 @@ func (l *Lab) Close() error {
 		for _, n := range l.Nodes {
 			if err := n.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("node %s: %w", n.Name(), err))
+			}
+		}
+		// Nodes remove their own dirs; the shared parent only goes once all are gone.
+		if l.CgroupRoot != "" {
+			if err := os.Remove(l.CgroupRoot); err != nil && !os.IsNotExist(err) {
+				errs = append(errs, fmt.Errorf("removing lab cgroup %s: %w", l.CgroupRoot, err))
 			}
 		}
 		if l.CP != nil {
