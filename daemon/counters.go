@@ -1,0 +1,205 @@
+package daemon
+
+import (
+	"math"
+
+	"github.com/isoobs/isoobs/bpf"
+)
+
+// numQTypeSlots: one slot per bpf.TrackedQTypes entry plus "other".
+const numQTypeSlots = len(bpf.TrackedQTypes) + 1
+
+// counters are DNS counters of one cgroup or pod, in fixed arrays so summing and subtracting
+// them allocates nothing.
+type counters struct {
+	Queries, Responses, Malformed  uint64
+	BytesOut, BytesIn              uint64
+	ServerQueries, ServerResponses uint64
+	TCPQueries                     uint64
+	Rcode                          [bpf.NumRcodeSlots]uint64
+	QType                          [numQTypeSlots]uint64
+	LatencyLog2US                  [bpf.NumLatencyBuckets]uint64
+}
+
+func qtypeSlot(t uint16) int {
+	for i, q := range bpf.TrackedQTypes {
+		if q == t {
+			return i
+		}
+	}
+	return numQTypeSlots - 1
+}
+
+// qtypeNames labels the slots in rows (queries_by_type).
+var qtypeNames = func() [numQTypeSlots]string {
+	names := map[uint16]string{1: "A", 28: "AAAA", 5: "CNAME", 12: "PTR", 33: "SRV", 65: "HTTPS", 16: "TXT", 15: "MX", 2: "NS", 6: "SOA", 255: "ANY"}
+	var out [numQTypeSlots]string
+	for i, q := range bpf.TrackedQTypes {
+		out[i] = names[q]
+		if out[i] == "" {
+			out[i] = "TYPE" + itoa(uint64(q))
+		}
+	}
+	out[numQTypeSlots-1] = "OTHER"
+	return out
+}()
+
+func itoa(v uint64) string {
+	if v == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for v > 0 {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return string(b[i:])
+}
+
+func fromBPF(p *bpf.PodCounters) counters {
+	c := counters{
+		Queries: p.Queries, Responses: p.Responses, Malformed: p.Malformed,
+		BytesOut: p.BytesOut, BytesIn: p.BytesIn,
+		ServerQueries: p.ServerQueries, ServerResponses: p.ServerResponses, TCPQueries: p.TCPQueries,
+		Rcode: p.Rcode, LatencyLog2US: p.LatencyLog2US,
+	}
+	for t, n := range p.QType {
+		c.QType[qtypeSlot(t)] += n
+	}
+	return c
+}
+
+// each visits every field, so add/sub/delta cannot forget one.
+func (c *counters) each(o *counters, f func(a *uint64, b uint64)) {
+	f(&c.Queries, o.Queries)
+	f(&c.Responses, o.Responses)
+	f(&c.Malformed, o.Malformed)
+	f(&c.BytesOut, o.BytesOut)
+	f(&c.BytesIn, o.BytesIn)
+	f(&c.ServerQueries, o.ServerQueries)
+	f(&c.ServerResponses, o.ServerResponses)
+	f(&c.TCPQueries, o.TCPQueries)
+	for i := range c.Rcode {
+		f(&c.Rcode[i], o.Rcode[i])
+	}
+	for i := range c.QType {
+		f(&c.QType[i], o.QType[i])
+	}
+	for i := range c.LatencyLog2US {
+		f(&c.LatencyLog2US[i], o.LatencyLog2US[i])
+	}
+}
+
+func (c *counters) add(o *counters) { c.each(o, func(a *uint64, b uint64) { *a += b }) }
+
+// sub subtracts o, flooring at zero (a baseline taken from a since-replaced kernel entry may
+// exceed the current value).
+func (c *counters) sub(o *counters) {
+	c.each(o, func(a *uint64, b uint64) {
+		if *a >= b {
+			*a -= b
+		} else {
+			*a = 0
+		}
+	})
+}
+
+// deltaSince returns what happened between prev and cur, two cumulative reads of one kernel
+// entry. A field going backwards means the kernel entry was deleted and created again, so
+// cur itself is the delta.
+func deltaSince(cur, prev *counters) counters {
+	reset := false
+	d := *cur
+	d.each(prev, func(a *uint64, b uint64) {
+		if *a < b {
+			reset = true
+		}
+	})
+	if reset {
+		return *cur
+	}
+	d.sub(prev)
+	return d
+}
+
+// Rate fields kept per tick in the window series.
+const (
+	rQueries = iota
+	rResponses
+	rNoError
+	rNXDomain
+	rServFail
+	rRefused
+	rOtherRcode
+	rMalformed
+	rServed
+	rServedResponses
+	numRateFields
+)
+
+type rateSample [numRateFields]uint64
+
+func (c *counters) rateSample() rateSample {
+	return rateSample{
+		rQueries: c.Queries, rResponses: c.Responses,
+		rNoError:    c.Rcode[bpf.RcodeNoError],
+		rNXDomain:   c.Rcode[bpf.RcodeNXDomain],
+		rServFail:   c.Rcode[bpf.RcodeServFail],
+		rRefused:    c.Rcode[bpf.RcodeRefused],
+		rOtherRcode: c.Rcode[bpf.RcodeOther],
+		rMalformed:  c.Malformed,
+		rServed:     c.ServerQueries, rServedResponses: c.ServerResponses,
+	}
+}
+
+func (r *rateSample) sub(o *rateSample) {
+	for i := range r {
+		if r[i] >= o[i] {
+			r[i] -= o[i]
+		} else {
+			r[i] = 0
+		}
+	}
+}
+
+func (r *rateSample) add(o *rateSample) {
+	for i := range r {
+		r[i] += o[i]
+	}
+}
+
+// Quantile estimates the q-quantile (0..1) of a log2 µs histogram in milliseconds: it finds the
+// bucket holding the rank and interpolates linearly inside it. The true value lies in that
+// bucket, [2^i, 2^(i+1)) µs, so the estimate is off by less than a factor of two. 0 when empty.
+func Quantile(hist []uint64, q float64) float64 {
+	var total uint64
+	for _, n := range hist {
+		total += n
+	}
+	if total == 0 {
+		return 0
+	}
+	rank := q * float64(total)
+	if rank < 1 {
+		rank = 1
+	}
+	var cum float64
+	for i, n := range hist {
+		if n == 0 {
+			continue
+		}
+		if cum+float64(n) >= rank {
+			lo := math.Ldexp(1, i)
+			if i == 0 {
+				lo = 0
+			}
+			hi := math.Ldexp(1, i+1)
+			frac := (rank - cum) / float64(n)
+			return (lo + (hi-lo)*frac) / 1000
+		}
+		cum += float64(n)
+	}
+	return math.Ldexp(1, len(hist)) / 1000
+}

@@ -1,0 +1,336 @@
+// Package daemon is the per-node isoobs daemon: it reads the eBPF DNS probe every interval,
+// attributes counters to pods (cgroup id → cgroup path → pod UID → Kubernetes pod), keeps
+// sliding-window history and top query names in bounded memory, and serves the isoobs.v1
+// gRPC API, Prometheus metrics and health endpoints.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"k8s.io/client-go/rest"
+
+	"github.com/isoobs/isoobs/bpf"
+	"github.com/isoobs/isoobs/daemon/podmeta"
+	"github.com/isoobs/isoobs/daemon/podresolver"
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+)
+
+// Version is set at build time (-ldflags "-X github.com/isoobs/isoobs/daemon.Version=...").
+var Version = "dev"
+
+// DefaultSocket is where the daemon serves gRPC on a node.
+const DefaultSocket = "unix:///run/isoobs/isoobs.sock"
+
+// Config configures a Daemon. Zero values mean the documented defaults.
+type Config struct {
+	// NodeName labels every row; with RESTConfig it selects the pods to watch. Default: hostname.
+	NodeName string
+	// CgroupRoot is the cgroup v2 directory the probe attaches to. Default: the cgroup v2
+	// mount (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts).
+	CgroupRoot string
+	// Interval between two reads of the probe (one frame per interval). Default 1s.
+	Interval time.Duration
+	// Retention is how much per-tick history is kept (the longest rate window) and how long a
+	// vanished pod stays visible. Default 5m.
+	Retention time.Duration
+	// RESTConfig reaches the Kubernetes API for pod names, labels and workloads. nil: rows
+	// carry pod UIDs and cgroup paths only.
+	RESTConfig *rest.Config
+	// GRPCListen are addresses to serve the API on: "unix:///path" or "host:port" (or
+	// "tcp://host:port"). Empty: no listener (use GRPCServer in-process).
+	GRPCListen []string
+	// MetricsListen serves /metrics, /healthz and /readyz ("host:port"). Empty: off.
+	MetricsListen string
+
+	// MaxTrackedPods bounds the pods (and unresolved cgroups) with history. Default 1024.
+	MaxTrackedPods int
+	// NamesPerPod and NamesPerNode are the Space-Saving capacities. Defaults 64 and 1024.
+	NamesPerPod  int
+	NamesPerNode int
+	// Kernel map sizes (bpf.Options); 0 means the probe's defaults.
+	KernelMaxPods, KernelMaxNames, KernelMaxInflight uint32
+
+	Logger *slog.Logger
+
+	// source replaces the real probe in tests.
+	source Source
+}
+
+func (c *Config) statsEvery() int { return max(1, int(5*time.Second/c.Interval)) }
+func (c *Config) gcEvery() int    { return max(1, int(10*time.Second/c.Interval)) }
+
+func (c *Config) setDefaults() error {
+	if c.Interval == 0 {
+		c.Interval = time.Second
+	}
+	if c.Interval < 10*time.Millisecond {
+		return fmt.Errorf("interval %v is too short; use --interval 1s (10ms at least)", c.Interval)
+	}
+	if c.Retention == 0 {
+		c.Retention = 5 * time.Minute
+	}
+	if c.Retention < c.Interval*2 {
+		c.Retention = c.Interval * 2
+	}
+	if c.MaxTrackedPods <= 0 {
+		c.MaxTrackedPods = 1024
+	}
+	if c.NamesPerPod <= 0 {
+		c.NamesPerPod = 64
+	}
+	if c.NamesPerNode <= 0 {
+		c.NamesPerNode = 1024
+	}
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("node name not set and hostname unknown (%v); pass --node-name", err)
+		}
+		c.NodeName = h
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Daemon is a running node daemon.
+type Daemon struct {
+	cfg      Config
+	src      Source
+	resolver *podresolver.Resolver
+	watcher  *podmeta.Watcher
+	metrics  *metrics
+	coll     *collector
+	server   *server
+	kernel   string
+
+	closeOnce sync.Once
+}
+
+// New loads and attaches the probe and prepares everything Run serves. Errors say what is
+// missing (capability, BTF, cgroup root) and which flag or command fixes it.
+func New(cfg Config) (*Daemon, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if cfg.CgroupRoot == "" {
+		root, err := podresolver.DetectCgroupRoot()
+		if err != nil {
+			return nil, err
+		}
+		cfg.CgroupRoot = root
+	}
+	if err := podresolver.CheckCgroupRoot(cfg.CgroupRoot); err != nil {
+		return nil, err
+	}
+	src := cfg.source
+	if src == nil {
+		probe, err := bpf.LoadDNS(bpf.Options{CgroupRoot: cfg.CgroupRoot, MaxPods: cfg.KernelMaxPods, MaxNames: cfg.KernelMaxNames, MaxInflight: cfg.KernelMaxInflight})
+		if err != nil {
+			return nil, fmt.Errorf("load DNS probe: %w", err)
+		}
+		src = probe
+	}
+	d := &Daemon{cfg: cfg, src: src, kernel: kernelRelease()}
+	d.resolver = podresolver.NewResolver(cfg.CgroupRoot, cfg.Interval/2)
+	if cfg.RESTConfig != nil {
+		w, err := podmeta.NewWatcher(cfg.RESTConfig, cfg.NodeName)
+		if err != nil {
+			src.Close()
+			return nil, err
+		}
+		d.watcher = w
+	}
+	d.metrics = newMetrics()
+	var lookup podLookup
+	if d.watcher != nil {
+		lookup = d.watcher
+	}
+	d.coll = newCollector(&d.cfg, src, d.resolver, lookup, d.metrics, time.Now())
+	d.metrics.c = d.coll
+	d.server = &server{d: d}
+	return d, nil
+}
+
+// GRPCServer is the API implementation, usable in-process (e.g. over bufconn) while Run runs.
+func (d *Daemon) GRPCServer() isoobsv1.DaemonServer { return d.server }
+
+// Config is the effective configuration (defaults filled in).
+func (d *Daemon) Config() Config { return d.cfg }
+
+// CountingSince is when this daemon started counting (counters restart with the daemon).
+func (d *Daemon) CountingSince() time.Time { return d.coll.started }
+
+// Run collects every interval and serves the configured listeners until ctx ends.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if d.watcher != nil {
+		d.watcher.Start(ctx)
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+
+	gs := grpc.NewServer()
+	isoobsv1.RegisterDaemonServer(gs, d.server)
+	for _, addr := range d.cfg.GRPCListen {
+		l, err := listen(addr)
+		if err != nil {
+			return err
+		}
+		d.cfg.Logger.Info("serving gRPC", "addr", addr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := gs.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				errc <- fmt.Errorf("grpc on %s: %w", addr, err)
+			}
+		}()
+	}
+	var hs *http.Server
+	if d.cfg.MetricsListen != "" {
+		l, err := net.Listen("tcp", d.cfg.MetricsListen)
+		if err != nil {
+			gs.Stop()
+			return fmt.Errorf("metrics listen %s: %w; pick another --metrics-listen", d.cfg.MetricsListen, err)
+		}
+		hs = &http.Server{Handler: d.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics on %s: %w", d.cfg.MetricsListen, err)
+			}
+		}()
+	}
+
+	d.coll.tick(time.Now())
+	t := time.NewTicker(d.cfg.Interval)
+	defer t.Stop()
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errc:
+			runErr = err
+			break loop
+		case now := <-t.C:
+			d.coll.tick(now)
+		}
+	}
+	gs.Stop()
+	if hs != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = hs.Shutdown(sctx)
+		scancel()
+	}
+	wg.Wait()
+	return runErr
+}
+
+// HTTPHandler serves /metrics, /healthz and /readyz.
+func (d *Daemon) HTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := d.Healthy(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := d.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+// Healthy is nil when every probe is attached and the collector ticked recently.
+func (d *Daemon) Healthy() error {
+	for _, a := range d.src.Attachments() {
+		if a.Err != nil {
+			return fmt.Errorf("probe %s (%s) not attached: %v", a.Program, a.Hook, a.Err)
+		}
+	}
+	d.coll.mu.RLock()
+	last := d.coll.lastTick
+	d.coll.mu.RUnlock()
+	if last.IsZero() {
+		return errors.New("collector has not ticked yet")
+	}
+	if age := time.Since(last); age > 3*d.cfg.Interval+time.Second {
+		return fmt.Errorf("collector last ticked %v ago (interval %v)", age.Round(time.Millisecond), d.cfg.Interval)
+	}
+	return nil
+}
+
+// Ready is Healthy plus, when Kubernetes is configured, a synced pod list.
+func (d *Daemon) Ready() error {
+	if err := d.Healthy(); err != nil {
+		return err
+	}
+	if d.watcher != nil {
+		if ok, msg := d.watcher.Connected(); !ok {
+			return fmt.Errorf("kubernetes: %s", msg)
+		}
+	}
+	return nil
+}
+
+// Close detaches the probe.
+func (d *Daemon) Close() error {
+	var err error
+	d.closeOnce.Do(func() { err = d.src.Close() })
+	return err
+}
+
+func listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("grpc socket directory: %w", err)
+		}
+		// A socket left by a previous run would make Listen fail with "address in use".
+		if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(path)
+		}
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("grpc listen %s: %w; pass another --grpc-listen", addr, err)
+		}
+		return l, nil
+	}
+	addr = strings.TrimPrefix(addr, "tcp://")
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("grpc listen %s: %w; pass another --grpc-listen", addr, err)
+	}
+	return l, nil
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:]) + " " + unix.ByteSliceToString(u.Machine[:])
+}

@@ -1,0 +1,457 @@
+package daemon
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/isoobs/isoobs/bpf"
+	"github.com/isoobs/isoobs/daemon/topk"
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+)
+
+// SortKeys are the values TopRequest.sort accepts.
+var SortKeys = []string{"qps", "queries", "nxdomain", "servfail", "errors", "latency", "malformed", "name"}
+
+const defaultTopNames = 5
+
+// topQuery is one validated Top stream.
+type topQuery struct {
+	req      *isoobsv1.TopRequest
+	selector labels.Selector
+	sortKey  string
+	window   time.Duration
+	topNames int
+	// Since-stream-start scope: totals at stream start and the stream's own name summaries.
+	since    time.Time
+	baseline map[string]counters
+	sink     *nameSink
+}
+
+func windowDuration(w isoobsv1.Window, interval time.Duration) time.Duration {
+	switch w {
+	case isoobsv1.Window_WINDOW_1S:
+		return time.Second
+	case isoobsv1.Window_WINDOW_10S:
+		return 10 * time.Second
+	case isoobsv1.Window_WINDOW_1M:
+		return time.Minute
+	case isoobsv1.Window_WINDOW_5M:
+		return 5 * time.Minute
+	default:
+		return interval
+	}
+}
+
+// newTopQuery checks a request and says what is wrong with it.
+func newTopQuery(req *isoobsv1.TopRequest, collectorInterval time.Duration) (*topQuery, error) {
+	switch req.GetDimension() {
+	case isoobsv1.Dimension_DIMENSION_UNSPECIFIED, isoobsv1.Dimension_DIMENSION_DNS:
+	default:
+		return nil, fmt.Errorf("dimension %v is not served by this daemon (only DNS)", req.GetDimension())
+	}
+	if _, ok := isoobsv1.GroupBy_name[int32(req.GetGroupBy())]; !ok {
+		return nil, fmt.Errorf("unknown group_by %d", req.GetGroupBy())
+	}
+	q := &topQuery{req: req, selector: labels.Everything(), sortKey: "qps", topNames: defaultTopNames}
+	if s := strings.TrimSpace(req.GetLabelSelector()); s != "" {
+		sel, err := labels.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("label selector %q: %v", s, err)
+		}
+		q.selector = sel
+	}
+	if s := strings.ToLower(strings.TrimSpace(req.GetSort())); s != "" {
+		found := false
+		for _, k := range SortKeys {
+			if k == s {
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("sort key %q is not one of %s", req.GetSort(), strings.Join(SortKeys, "|"))
+		}
+		q.sortKey = s
+	}
+	if req.TopNames > 0 {
+		q.topNames = int(req.TopNames)
+	}
+	interval := collectorInterval
+	if d := req.GetInterval(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return nil, fmt.Errorf("interval: %v", d)
+		}
+		if d.AsDuration() > interval {
+			interval = d.AsDuration()
+		}
+	}
+	q.window = windowDuration(req.GetWindow(), interval)
+	return q, nil
+}
+
+// frameInterval is the request interval rounded up to whole collector ticks.
+func frameTicks(req *isoobsv1.TopRequest, collectorInterval time.Duration) int {
+	d := req.GetInterval().AsDuration()
+	if d <= collectorInterval {
+		return 1
+	}
+	return int((d + collectorInterval - 1) / collectorInterval)
+}
+
+// part is one subject's contribution to a frame.
+type part struct {
+	s     *subject
+	tot   counters
+	rate  rateSample
+	names *topk.SpaceSaving
+}
+
+// group accumulates the parts of one row.
+type group struct {
+	key   string
+	first *subject
+	qname string
+	tot   counters
+	rate  rateSample
+	names []*topk.SpaceSaving
+	pods  int
+	// nameError is the summed Space-Saving error bound of a qname row.
+	nameError uint64
+}
+
+func (g *group) add(p *part) {
+	if g.first == nil {
+		g.first = p.s
+	}
+	g.tot.add(&p.tot)
+	g.rate.add(&p.rate)
+	if p.names != nil {
+		g.names = append(g.names, p.names)
+	}
+	g.pods++
+}
+
+// startStream snapshots the totals a since-stream-start query subtracts.
+func (c *collector) startStream(q *topQuery) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q.since = c.lastTick
+	if q.since.IsZero() {
+		q.since = c.started
+	}
+	if !q.req.GetSinceStreamStart() {
+		return
+	}
+	q.baseline = make(map[string]counters, len(c.subjects))
+	for k, s := range c.subjects {
+		q.baseline[k] = s.total
+	}
+	q.sink = newNameSink(c.cfg.NamesPerPod, c.cfg.NamesPerNode, c.cfg.MaxTrackedPods)
+	c.sinks[q.sink] = struct{}{}
+}
+
+func (c *collector) matches(q *topQuery, s *subject) bool {
+	req := q.req
+	if s.uid == "" && !req.GetIncludeUnresolved() {
+		return false
+	}
+	if req.GetNamespace() != "" && (s.meta == nil || s.meta.Namespace != req.GetNamespace()) {
+		return false
+	}
+	if req.GetPod() != "" && s.uid != req.GetPod() && (s.meta == nil || s.meta.Name != req.GetPod()) {
+		return false
+	}
+	if !q.selector.Empty() {
+		if s.meta == nil || !q.selector.Matches(labels.Set(s.meta.Labels)) {
+			return false
+		}
+	}
+	return true
+}
+
+// frame builds the current frame for q.
+func (c *collector) frame(q *topQuery) *isoobsv1.TopFrame {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	req := q.req
+	_, now, _ := c.clock.Latest()
+	f := &isoobsv1.TopFrame{Node: c.cfg.NodeName, Time: timestamppb.New(now)}
+	since := c.started
+	if req.GetSinceStreamStart() {
+		since = q.since
+	}
+	f.Since = timestamppb.New(since)
+	from, to, elapsed, haveRate := c.clock.Span(q.window)
+	f.Interval = durationpb.New(elapsed)
+	if !haveRate {
+		f.Warnings = append(f.Warnings, "rates need two collector ticks; counting started "+c.started.Format(time.RFC3339))
+	}
+	if c.readErr != nil {
+		f.Warnings = append(f.Warnings, "reading the probe failed: "+c.readErr.Error())
+	}
+
+	parts := make([]part, 0, len(c.subjects))
+	for _, s := range c.subjects {
+		if !c.matches(q, s) {
+			continue
+		}
+		p := part{s: s, tot: s.total, names: s.names}
+		if q.baseline != nil {
+			b := q.baseline[s.key]
+			p.tot.sub(&b)
+			p.names = q.sink.perSubject[s.key]
+		}
+		if haveRate {
+			p.rate = s.series.At(to)
+			old := s.series.At(from)
+			p.rate.sub(&old)
+		}
+		parts = append(parts, p)
+	}
+
+	seconds := elapsed.Seconds()
+	scopeSeconds := now.Sub(since).Seconds()
+	groupBy := req.GetGroupBy()
+	var groups []*group
+	if groupBy == isoobsv1.GroupBy_GROUP_BY_QNAME {
+		groups = qnameGroups(parts)
+	} else {
+		byKey := map[string]*group{}
+		for i := range parts {
+			p := &parts[i]
+			k := groupKey(groupBy, p.s)
+			g := byKey[k]
+			if g == nil {
+				g = &group{key: k}
+				byKey[k] = g
+				groups = append(groups, g)
+			}
+			g.add(p)
+		}
+	}
+
+	rows := make([]*isoobsv1.DNSRow, 0, len(groups))
+	for _, g := range groups {
+		rows = append(rows, c.row(groupBy, g, q.topNames, seconds, scopeSeconds))
+	}
+	sortRows(rows, q.sortKey)
+	if limit := int(req.GetLimit()); limit > 0 && len(rows) > limit {
+		f.Truncated = uint32(len(rows) - limit)
+		rows = rows[:limit]
+	}
+	f.Rows = rows
+
+	total := &group{key: "total"}
+	for i := range parts {
+		total.add(&parts[i])
+	}
+	unfiltered := req.GetNamespace() == "" && req.GetPod() == "" && q.selector.Empty() && !req.GetIncludeUnresolved()
+	if unfiltered {
+		// The node-wide summary saw every name of every pod: tighter bounds than merging.
+		if q.sink != nil {
+			total.names = []*topk.SpaceSaving{q.sink.node}
+		} else {
+			total.names = []*topk.SpaceSaving{c.nodeNames}
+		}
+	}
+	f.Total = c.row(isoobsv1.GroupBy_GROUP_BY_NODE, total, q.topNames, seconds, scopeSeconds)
+	f.TopNames = f.Total.TopNames
+	return f
+}
+
+func groupKey(by isoobsv1.GroupBy, s *subject) string {
+	switch by {
+	case isoobsv1.GroupBy_GROUP_BY_WORKLOAD:
+		if s.meta == nil {
+			return "subject/" + s.key
+		}
+		return s.meta.Namespace + "/" + s.meta.WorkloadKind + "/" + s.meta.Workload
+	case isoobsv1.GroupBy_GROUP_BY_NAMESPACE:
+		if s.meta == nil {
+			return "" // namespace unknown (no Kubernetes metadata)
+		}
+		return s.meta.Namespace
+	case isoobsv1.GroupBy_GROUP_BY_NODE:
+		return ""
+	default:
+		return s.key
+	}
+}
+
+// qnameGroups makes one row per query name over the selected pods.
+func qnameGroups(parts []part) []*group {
+	byName := map[string]*group{}
+	var out []*group
+	for i := range parts {
+		p := &parts[i]
+		if p.names == nil {
+			continue
+		}
+		for _, it := range p.names.Top(0) {
+			g := byName[it.Name]
+			if g == nil {
+				g = &group{key: it.Name, qname: it.Name, names: []*topk.SpaceSaving{}}
+				byName[it.Name] = g
+				out = append(out, g)
+			}
+			g.tot.Queries += it.Count
+			g.tot.Rcode[bpf.RcodeNXDomain] += it.NXDomain
+			g.nameError += it.Error
+			g.pods++
+		}
+	}
+	return out
+}
+
+// mergeNames sums the summaries of several pods. Counts and error bounds add up, so the merged
+// bounds stay valid; a name missing from one pod's summary may undercount by that pod's
+// minimum, which the error field also covers when the pod overflowed.
+func mergeNames(sums []*topk.SpaceSaving, n int) []*isoobsv1.NameCount {
+	if n <= 0 || len(sums) == 0 {
+		return nil
+	}
+	if len(sums) == 1 {
+		return toNameCounts(sums[0].Top(n))
+	}
+	merged := map[string]*topk.Item{}
+	for _, s := range sums {
+		for _, it := range s.Top(0) {
+			m := merged[it.Name]
+			if m == nil {
+				m = &topk.Item{Name: it.Name}
+				merged[it.Name] = m
+			}
+			m.Count += it.Count
+			m.Error += it.Error
+			m.NXDomain += it.NXDomain
+		}
+	}
+	items := make([]topk.Item, 0, len(merged))
+	for _, m := range merged {
+		items = append(items, *m)
+	}
+	sort.Slice(items, func(i, j int) bool {
+		if items[i].Count != items[j].Count {
+			return items[i].Count > items[j].Count
+		}
+		return items[i].Name < items[j].Name
+	})
+	if len(items) > n {
+		items = items[:n]
+	}
+	return toNameCounts(items)
+}
+
+func toNameCounts(items []topk.Item) []*isoobsv1.NameCount {
+	out := make([]*isoobsv1.NameCount, len(items))
+	for i, it := range items {
+		out[i] = &isoobsv1.NameCount{Name: it.Name, Queries: it.Count, Nxdomain: it.NXDomain, Error: it.Error}
+	}
+	return out
+}
+
+func (c *collector) row(by isoobsv1.GroupBy, g *group, topNames int, seconds, scopeSeconds float64) *isoobsv1.DNSRow {
+	t := &g.tot
+	r := &isoobsv1.DNSRow{
+		Node:      c.cfg.NodeName,
+		Queries:   t.Queries,
+		Responses: t.Responses,
+		Noerror:   t.Rcode[bpf.RcodeNoError], Nxdomain: t.Rcode[bpf.RcodeNXDomain], Servfail: t.Rcode[bpf.RcodeServFail],
+		Refused: t.Rcode[bpf.RcodeRefused], OtherRcode: t.Rcode[bpf.RcodeOther],
+		Malformed: t.Malformed, BytesOut: t.BytesOut, BytesIn: t.BytesIn,
+		ServedQueries: t.ServerQueries, ServedResponses: t.ServerResponses,
+		LatencyLog2Us: append([]uint64(nil), t.LatencyLog2US[:]...),
+		LatencyP50Ms:  Quantile(t.LatencyLog2US[:], 0.50),
+		LatencyP99Ms:  Quantile(t.LatencyLog2US[:], 0.99),
+		Pods:          uint32(g.pods),
+		Sources:       []string{"ebpf"},
+	}
+	if seconds > 0 {
+		r.Qps = float64(g.rate[rQueries]) / seconds
+		r.ResponsesPerSecond = float64(g.rate[rResponses]) / seconds
+		r.NxdomainRate = float64(g.rate[rNXDomain]) / seconds
+		r.ServfailRate = float64(g.rate[rServFail]) / seconds
+	}
+	for i, n := range t.QType {
+		if n > 0 {
+			if r.QueriesByType == nil {
+				r.QueriesByType = map[string]uint64{}
+			}
+			r.QueriesByType[qtypeNames[i]] = n
+		}
+	}
+	if g.qname != "" {
+		// A name row: counts come from the name summaries, rates are the scope average.
+		r.Qname = g.qname
+		r.LatencyLog2Us, r.LatencyP50Ms, r.LatencyP99Ms = nil, 0, 0
+		r.TopNames = []*isoobsv1.NameCount{{Name: g.qname, Queries: t.Queries, Nxdomain: t.Rcode[bpf.RcodeNXDomain], Error: g.nameError}}
+		r.Qps, r.ResponsesPerSecond, r.NxdomainRate, r.ServfailRate = 0, 0, 0, 0
+		if scopeSeconds > 0 {
+			r.Qps = float64(t.Queries) / scopeSeconds
+			r.NxdomainRate = float64(t.Rcode[bpf.RcodeNXDomain]) / scopeSeconds
+		}
+		return r
+	}
+	r.TopNames = mergeNames(g.names, topNames)
+	s := g.first
+	if s == nil {
+		return r
+	}
+	switch by {
+	case isoobsv1.GroupBy_GROUP_BY_POD, isoobsv1.GroupBy_GROUP_BY_UNSPECIFIED:
+		r.PodUid = s.uid
+		r.Cgroup = s.cgroupPath
+		r.CgroupId = s.cgroupID
+		if m := s.meta; m != nil {
+			r.Namespace, r.Pod, r.Workload, r.WorkloadKind, r.Labels = m.Namespace, m.Name, m.Workload, m.WorkloadKind, m.Labels
+		}
+	case isoobsv1.GroupBy_GROUP_BY_WORKLOAD:
+		if m := s.meta; m != nil {
+			r.Namespace, r.Workload, r.WorkloadKind = m.Namespace, m.Workload, m.WorkloadKind
+		} else {
+			r.PodUid, r.Cgroup, r.CgroupId = s.uid, s.cgroupPath, s.cgroupID
+		}
+	case isoobsv1.GroupBy_GROUP_BY_NAMESPACE:
+		if m := s.meta; m != nil {
+			r.Namespace = m.Namespace
+		}
+	}
+	return r
+}
+
+func sortRows(rows []*isoobsv1.DNSRow, key string) {
+	val := func(r *isoobsv1.DNSRow) float64 {
+		switch key {
+		case "queries":
+			return float64(r.Queries)
+		case "nxdomain":
+			return float64(r.Nxdomain)
+		case "servfail":
+			return float64(r.Servfail)
+		case "errors":
+			return float64(r.Nxdomain + r.Servfail + r.Refused + r.OtherRcode)
+		case "latency":
+			return r.LatencyP99Ms
+		case "malformed":
+			return float64(r.Malformed)
+		default:
+			return r.Qps
+		}
+	}
+	name := func(r *isoobsv1.DNSRow) string {
+		return r.Namespace + "/" + r.Workload + "/" + r.Pod + "/" + r.Qname + "/" + r.PodUid + "/" + r.Cgroup
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		if key != "name" {
+			if a, b := val(rows[i]), val(rows[j]); a != b {
+				return a > b
+			}
+		}
+		return name(rows[i]) < name(rows[j])
+	})
+}
