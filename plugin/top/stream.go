@@ -46,8 +46,10 @@ type sourceEvent struct {
 // Stream opens one Top stream per source and calls emit with a merged frame
 // whenever every live source has sent a new frame, or MaxWait after the
 // first new frame when some sources lag. A source whose stream fails is
-// dropped with a warning while others remain; Stream returns when every
-// source has ended, ctx is done, or emit returns an error (ErrStop: nil).
+// dropped with a warning while others remain; one that closes cleanly keeps
+// its last frame in the merge. Stream returns when every source has ended
+// (with the first failure, if any), ctx is done, or emit returns an error
+// (ErrStop: nil).
 func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func(Frame) error) error {
 	if len(sources) == 0 {
 		return errors.New("no isoobs daemon to read from")
@@ -95,7 +97,7 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 	flush := func() error {
 		var frames []*isoobsv1.TopFrame
 		for i, f := range latest {
-			if f != nil && ended[i] == nil {
+			if f != nil && (ended[i] == nil || ended[i] == io.EOF) {
 				frames = append(frames, f)
 			}
 			fresh[i] = false
@@ -114,6 +116,23 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 		}
 		return nil
 	}
+	// ready: every source still streaming has sent a frame since the last flush.
+	ready := func() bool {
+		for i := range sources {
+			if ended[i] == nil && !fresh[i] {
+				return false
+			}
+		}
+		return true
+	}
+	flushIfFresh := func() error {
+		for _, f := range fresh {
+			if f {
+				return flush()
+			}
+		}
+		return nil
+	}
 	result := func(err error) error {
 		if errors.Is(err, ErrStop) {
 			return nil
@@ -126,20 +145,21 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 		case ev := <-events:
 			if ev.err != nil {
 				alive--
-				// Frames still waiting are emitted before the source goes.
-				if fresh[ev.index] {
-					if err := flush(); err != nil {
-						return result(err)
-					}
-				}
 				if errors.Is(ev.err, io.EOF) {
+					// A cleanly closed stream's last frame stays in the merge.
 					ended[ev.index] = io.EOF
 					endWarnings = append(endWarnings, sources[ev.index].Name+": daemon closed the stream")
 				} else {
 					ended[ev.index] = sourceError(sources[ev.index], ev.err)
+					fresh[ev.index] = false
 					endWarnings = append(endWarnings, ended[ev.index].Error())
 					if firstErr == nil {
 						firstErr = ended[ev.index]
+					}
+				}
+				if alive == 0 || ready() {
+					if err := flushIfFresh(); err != nil {
+						return result(err)
 					}
 				}
 				if alive == 0 {
@@ -149,13 +169,7 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 			}
 			latest[ev.index] = ev.frame
 			fresh[ev.index] = true
-			ready := true
-			for i := range sources {
-				if ended[i] == nil && !fresh[i] {
-					ready = false
-				}
-			}
-			if ready {
+			if ready() {
 				if err := flush(); err != nil {
 					return result(err)
 				}
@@ -163,7 +177,7 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 				wait = time.After(maxWait)
 			}
 		case <-wait:
-			if err := flush(); err != nil {
+			if err := flushIfFresh(); err != nil {
 				return result(err)
 			}
 		case <-ctx.Done():
