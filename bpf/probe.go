@@ -300,7 +300,9 @@ func sumPodCounters(perCPU []dnsPodCounters) PodCounters {
 // never stays full. It is exact: the programs are switched to a second,
 // empty table first, and the kernel waits for running programs before the
 // switch returns, so no increment lands in the table being drained.
-// Names are lower-cased dotted text ("." for the root).
+// Names are the question's labels joined by dots, A-Z lower-cased, without
+// the trailing dot ("." for the root); other bytes are kept raw and are not
+// escaped, so a name may hold non-UTF-8 bytes or a '.' inside a label.
 func (p *DNSProbe) DrainNames(fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
