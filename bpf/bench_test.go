@@ -33,7 +33,7 @@ func readProgRun(b *testing.B, progs ...*ebpf.Program) progRun {
 }
 
 func (r progRun) sub(o progRun) progRun { return progRun{r.runtime - o.runtime, r.count - o.count} }
-func (r progRun) nsPerRun() float64    { return float64(r.runtime.Nanoseconds()) / float64(r.count) }
+func (r progRun) nsPerRun() float64     { return float64(r.runtime.Nanoseconds()) / float64(r.count) }
 
 // BenchmarkDNSProbeCostPerPacket measures the probe's in-kernel cost per
 // packet on real traffic through a veth: run_time_ns/run_cnt of the DNS
