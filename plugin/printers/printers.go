@@ -117,7 +117,14 @@ func columns(groupBy string, wide bool) []column {
 		return s
 	}
 	namespace := column{"NAMESPACE", func(r *top.Row) string { return none(r.Namespace) }}
-	pod := column{"POD", func(r *top.Row) string { return none(r.Pod) }}
+	// Rows not resolved to a pod (e.g. --local without a kubeconfig) are
+	// named by their cgroup so they can still be told apart.
+	pod := column{"POD", func(r *top.Row) string {
+		if r.Pod == "" && r.Cgroup != "" {
+			return "cgroup:" + r.Cgroup
+		}
+		return none(r.Pod)
+	}}
 	workload := column{"WORKLOAD", func(r *top.Row) string {
 		if r.Workload == "" {
 			return "<none>"
