@@ -1,0 +1,109 @@
+// isoobs-daemon is the per-node isoobs daemon: eBPF DNS probe, per-pod top view over gRPC,
+// Prometheus metrics. Run it as root (or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
+// CAP_SYS_ADMIN) on every node, usually from the isoobs DaemonSet.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/isoobs/isoobs/daemon"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "isoobs-daemon:", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var (
+		cfg          daemon.Config
+		kubeconfig   string
+		noKubernetes bool
+		logLevel     string
+	)
+	cmd := &cobra.Command{
+		Use:           "isoobs-daemon",
+		Short:         "Per-node eBPF DNS observer serving the isoobs gRPC API and Prometheus metrics",
+		Version:       daemon.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			cfg.Logger = log
+			if !noKubernetes {
+				rc, err := restConfig(kubeconfig)
+				if err != nil {
+					return err
+				}
+				if rc == nil {
+					log.Warn("not in a cluster and no --kubeconfig: rows will show pod UIDs and cgroup paths only")
+				}
+				cfg.RESTConfig = rc
+			}
+			d, err := daemon.New(cfg)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			eff := d.Config()
+			log.Info("isoobs daemon started", "version", daemon.Version, "node", eff.NodeName, "cgroup_root", eff.CgroupRoot,
+				"interval", eff.Interval, "grpc", eff.GRPCListen, "metrics", eff.MetricsListen, "kubernetes", eff.RESTConfig != nil)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return d.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name as Kubernetes knows it (default $NODE_NAME, else the hostname)")
+	f.StringVar(&cfg.CgroupRoot, "cgroup-root", "", "cgroup v2 directory to observe (default: the cgroup v2 mount, /sys/fs/cgroup or /sys/fs/cgroup/unified)")
+	f.DurationVar(&cfg.Interval, "interval", time.Second, "how often the probe maps are read (one Top frame per interval)")
+	f.DurationVar(&cfg.Retention, "retention", 5*time.Minute, "history kept per pod (the longest rate window) and how long vanished pods stay visible")
+	f.StringSliceVar(&cfg.GRPCListen, "grpc-listen", []string{daemon.DefaultSocket}, "gRPC listen addresses: unix:///path or host:port (e.g. 127.0.0.1:9967 for port-forward)")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", ":9966", "address for /metrics, /healthz and /readyz (empty: off)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for pod names (default: in-cluster config)")
+	f.BoolVar(&noKubernetes, "no-kubernetes", false, "do not contact the Kubernetes API (rows show pod UIDs and cgroup paths)")
+	f.IntVar(&cfg.MaxTrackedPods, "max-pods", 1024, "pods with per-second history (more are counted in status only)")
+	f.IntVar(&cfg.NamesPerPod, "names-per-pod", 64, "query names tracked per pod (Space-Saving capacity)")
+	f.IntVar(&cfg.NamesPerNode, "names-per-node", 1024, "query names tracked node-wide (Space-Saving capacity)")
+	f.Uint32Var(&cfg.KernelMaxPods, "kernel-max-pods", 0, "kernel per-cgroup map size (0: probe default)")
+	f.Uint32Var(&cfg.KernelMaxNames, "kernel-max-names", 0, "kernel name table size per interval (0: probe default)")
+	f.Uint32Var(&cfg.KernelMaxInflight, "kernel-max-inflight", 0, "kernel pending-query map size (0: probe default)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// restConfig loads --kubeconfig, else the in-cluster config; nil when neither exists.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+		}
+		return rc, nil
+	}
+	rc, err := rest.InClusterConfig()
+	if err == rest.ErrNotInCluster {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster Kubernetes config: %w (pass --kubeconfig or --no-kubernetes)", err)
+	}
+	return rc, nil
+}
+
