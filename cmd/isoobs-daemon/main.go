@@ -106,4 +106,3 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	}
 	return rc, nil
 }
-
