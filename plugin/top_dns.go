@@ -278,17 +278,18 @@ func (o *TopDNSOptions) Run(ctx context.Context) error {
 func (o *TopDNSOptions) runPlain(ctx context.Context, sources []top.Source, opts top.StreamOptions) error {
 	printer := printers.New(o.Output)
 	single := o.Once || o.Duration > 0
+	streamCtx := ctx
+	wait := o.firstFrameWait + o.Interval + o.Duration
 	if single {
 		// A daemon that never answers must not hang a scripted call.
-		wait := o.firstFrameWait + o.Interval + o.Duration
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, wait)
+		streamCtx, cancel = context.WithTimeout(ctx, wait)
 		defer cancel()
 	}
 	started := time.Now()
 	warned := map[string]bool{}
 	printed := false
-	err := top.Stream(ctx, sources, opts, func(f top.Frame) error {
+	err := top.Stream(streamCtx, sources, opts, func(f top.Frame) error {
 		if o.Duration > 0 && !coversDuration(f, started, o.Duration) {
 			return nil
 		}
@@ -308,12 +309,14 @@ func (o *TopDNSOptions) runPlain(ctx context.Context, sources []top.Source, opts
 		return nil
 	})
 	switch {
-	case single && !printed && errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("no frame from the isoobs daemon within %s: check it with `kubectl isoobs top dns --daemon ADDR` without --once, or its logs", o.firstFrameWait+o.Interval+o.Duration)
-	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+	case ctx.Err() != nil:
 		return nil // interrupted by the user
+	case single && !printed && errors.Is(streamCtx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("no frame from the isoobs daemon within %s: check that it is running and counting (its Status, its logs), or try without --once/--duration", wait)
 	case err == nil && single && !printed:
 		return errors.New("the isoobs daemon closed the stream before sending a frame: check its logs")
+	case err == nil && !single:
+		fmt.Fprintln(o.ErrOut, "the isoobs daemon closed the stream")
 	}
 	return err
 }

@@ -39,9 +39,9 @@ func sampleFrame() top.Frame {
 	return top.Frame{
 		Time: t0.Add(10 * time.Second), Since: t0, IntervalSeconds: 1, Nodes: []string{"node-a", "node-b"},
 		GroupBy: top.GroupByPod, Sort: top.SortQPS,
-		Rows:  []top.Row{crawler, coreapi, unresolved},
-		Total: top.Row{Node: "node-a,node-b", Pods: 2, Queries: 12042, QPS: 1204.5, Responses: 12030, NoError: 1040, NXDomain: 10900, ServFail: 80, Refused: 10, Malformed: 3, TopNames: []top.NameCount{}, QueriesByType: map[string]uint64{}},
-		TopNames: []top.NameCount{{Name: "jobs-1.example.com", Queries: 6000, NXDomain: 5990}},
+		Rows:      []top.Row{crawler, coreapi, unresolved},
+		Total:     top.Row{Node: "node-a,node-b", Pods: 2, Queries: 12042, QPS: 1204.5, Responses: 12030, NoError: 1040, NXDomain: 10900, ServFail: 80, Refused: 10, Malformed: 3, TopNames: []top.NameCount{}, QueriesByType: map[string]uint64{}},
+		TopNames:  []top.NameCount{{Name: "jobs-1.example.com", Queries: 6000, NXDomain: 5990}},
 		Truncated: 0, Warnings: []string{},
 	}
 }

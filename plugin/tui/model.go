@@ -6,7 +6,6 @@ package tui
 import (
 	"fmt"
 	"strings"
-	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
@@ -52,7 +51,6 @@ type Model struct {
 	Wide  bool
 
 	frame    *top.Frame
-	received time.Time
 	width    int
 	height   int
 	err      error
@@ -80,7 +78,6 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case FrameMsg:
 		f := msg.Frame
 		m.frame = &f
-		m.received = time.Now()
 	case ErrMsg:
 		m.err = msg.Err
 		m.quitting = true
@@ -111,27 +108,37 @@ func (m Model) View() string {
 		return ""
 	}
 	var b strings.Builder
+	// line writes one line cut to the terminal width, then styled.
+	line := func(style *lipgloss.Style, text string) {
+		if m.width > 0 {
+			text = truncate(text, m.width)
+		}
+		if style != nil {
+			text = style.Render(text)
+		}
+		b.WriteString(text + "\n")
+	}
 	title := m.Title
 	if title == "" {
 		title = "isoobs top dns"
 	}
-	b.WriteString(titleStyle.Render(title))
 	if m.frame == nil {
-		b.WriteString("  waiting for the first frame…\n\n")
-		b.WriteString(helpStyle.Render(helpLine))
-		return b.String()
+		line(&titleStyle, title+"  waiting for the first frame…")
+		line(nil, "")
+		line(&helpStyle, helpLine)
+		return strings.TrimSuffix(b.String(), "\n")
 	}
 	f := m.frame
-	fmt.Fprintf(&b, "  %s  sort: %s  group: %s  nodes: %d", f.Time.Local().Format("15:04:05"), m.Sort, f.GroupBy, len(f.Nodes))
-	fmt.Fprintf(&b, "  total %.1f qps, %d nxdomain, %d servfail\n", f.Total.QPS, f.Total.NXDomain, f.Total.ServFail)
+	line(&titleStyle, fmt.Sprintf("%s  %s  sort: %s  group: %s  nodes: %d  total %.1f qps, %d nxdomain, %d servfail",
+		title, f.Time.Local().Format("15:04:05"), m.Sort, f.GroupBy, len(f.Nodes), f.Total.QPS, f.Total.NXDomain, f.Total.ServFail))
 	for _, w := range f.Warnings {
-		b.WriteString(warnStyle.Render("warning: "+w) + "\n")
+		line(&warnStyle, "warning: "+w)
 	}
-	b.WriteString("\n")
+	line(nil, "")
 
 	limit := m.Limit
 	if m.height > 0 {
-		// Title, blank, header, help and warnings take the rest.
+		// Title, blank, header, help and the "more rows" note take the rest.
 		fit := m.height - 5 - len(f.Warnings)
 		if fit < 1 {
 			fit = 1
@@ -143,15 +150,11 @@ func (m Model) View() string {
 	view := f.SortedLimited(m.Sort, limit)
 	var table strings.Builder
 	_ = printers.WriteTable(&table, view, m.Wide, false)
-	lines := strings.Split(strings.TrimRight(table.String(), "\n"), "\n")
-	for _, l := range lines {
-		if m.width > 0 && lipgloss.Width(l) > m.width {
-			l = truncate(l, m.width)
-		}
-		b.WriteString(l + "\n")
+	for _, l := range strings.Split(strings.TrimRight(table.String(), "\n"), "\n") {
+		line(nil, l)
 	}
-	b.WriteString(helpStyle.Render(helpLine))
-	return b.String()
+	line(&helpStyle, helpLine)
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 func truncate(s string, width int) string {
