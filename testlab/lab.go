@@ -36,6 +36,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/isoobs/isoobs/testlab/controlplane"
+	"github.com/isoobs/isoobs/testlab/coredns"
 	"github.com/isoobs/isoobs/testlab/podnet"
 )
 
@@ -73,8 +74,11 @@ type Lab struct {
 	// CgroupRoot is the lab's cgroup v2 dir; node i's root is CgroupRoot/<node name>.
 	CgroupRoot  string
 	ServiceCIDR netip.Prefix
-	// DNSServiceIP is the kube-dns ClusterIP (10.<n>.0.10).
+	// DNSServiceIP is the kube-dns ClusterIP (10.<n>.0.10). Lab pods have no resolv.conf of their
+	// own; DNS clients take this address explicitly (dnsgen --server).
 	DNSServiceIP netip.Addr
+	// DNS is the CoreDNS serving kube-dns (nil with NoCoreDNS).
+	DNS *coredns.Server
 
 	opts     Options
 	adopter  *adopter

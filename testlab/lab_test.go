@@ -116,6 +116,9 @@ func snapshotForLeakCheck(lab *Lab) leftovers {
 	for _, p := range lab.Pods() {
 		lo.pids = append(lo.pids, p.PausePID)
 	}
+	if lab.DNS != nil {
+		lo.pids = append(lo.pids, lab.DNS.PID())
+	}
 	return lo
 }
 
@@ -168,7 +171,7 @@ func assertNothingLeft(t *testing.T, id string, lo leftovers) {
 // really exist in their netns; deleted pods lose their node side; Close leaves nothing.
 func TestLab(t *testing.T) {
 	start := time.Now()
-	lab := StartForTest(t, Options{ID: "tlab", NoCoreDNS: true})
+	lab := StartForTest(t, Options{ID: "tlab"})
 	t.Logf("lab %s with %d nodes ready in %v (net index %d)", lab.ID, len(lab.Nodes), time.Since(start).Round(time.Millisecond), lab.NetIndex)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -235,9 +238,11 @@ func TestLab(t *testing.T) {
 	for i := range web {
 		checkNodeSide(t, lab, &web[i])
 	}
-	if got := len(lab.Pods()); got != 9 {
-		t.Errorf("%d adopted pods, want 9 (6 web + 3 agent)", got)
+	if got := len(lab.Pods()); got != 10 {
+		t.Errorf("%d adopted pods, want 10 (6 web + 3 agent + coredns)", got)
 	}
+
+	t.Run("cluster DNS", func(t *testing.T) { checkClusterDNS(t, lab, web[0].Name) })
 
 	lo := snapshotForLeakCheck(lab)
 	if err := lab.Close(); err != nil {
@@ -248,6 +253,43 @@ func TestLab(t *testing.T) {
 
 // TestTwoLabsAtOnce: two labs side by side get different ports and address ranges, and closing
 // one leaves the other working.
+// checkClusterDNS: CoreDNS runs in the kube-system/coredns pod's cgroup and answers on the
+// kube-dns ClusterIP with the lab's Services.
+func checkClusterDNS(t *testing.T, lab *Lab, clientPod string) {
+	ctx := context.Background()
+	if lab.DNS == nil {
+		t.Fatal("lab has no CoreDNS")
+	}
+	dnsPods, err := lab.Client().CoreV1().Pods(DNSNamespace).List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=" + DNSAppLabel})
+	if err != nil || len(dnsPods.Items) != 1 {
+		t.Fatalf("coredns pods: %v %v", dnsPods, err)
+	}
+	dnsPod := dnsPods.Items[0]
+	checkNodeSide(t, lab, &dnsPod)
+	np := lab.Pod(DNSNamespace, dnsPod.Name)
+	if np.QOSClass != corev1.PodQOSGuaranteed {
+		t.Errorf("coredns QoS %s, want Guaranteed", np.QOSClass)
+	}
+	procs, _ := os.ReadFile(filepath.Join(np.ContainerCgroupPath, "cgroup.procs"))
+	if !strings.Contains("\n"+string(procs), fmt.Sprintf("\n%d\n", lab.DNS.PID())) {
+		t.Errorf("CoreDNS pid %d is not in its pod's container cgroup %s (procs %q)", lab.DNS.PID(), np.ContainerCgroupPath, procs)
+	}
+	svc, err := lab.Client().CoreV1().Services(DNSNamespace).Get(ctx, DNSServiceName, metav1.GetOptions{})
+	if err != nil || svc.Spec.ClusterIP != lab.DNSServiceIP.String() {
+		t.Fatalf("kube-dns service %v (err %v), want ClusterIP %s", svc.Spec.ClusterIP, err, lab.DNSServiceIP)
+	}
+	client := lab.Pod("labtest", clientPod)
+	for name, want := range map[string]string{
+		"kube-dns.kube-system.svc.cluster.local": lab.DNSServiceIP.String(),
+		"kubernetes.default.svc.cluster.local":   lab.ServiceCIDR.Addr().Next().String(),
+	} {
+		out, err := client.Command(ctx, "dig", "+short", "+time=2", "+tries=1", "@"+lab.DNSServiceIP.String(), name).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != want {
+			t.Errorf("dig @%s %s from pod %s: %q (err %v), want %s", lab.DNSServiceIP, name, clientPod, out, err, want)
+		}
+	}
+}
+
 func TestTwoLabsAtOnce(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")

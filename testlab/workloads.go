@@ -7,6 +7,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -108,3 +109,5 @@ func (l *Lab) Apply(ctx context.Context, objs ...any) error {
 	}
 	return nil
 }
+
+func resourceMust(s string) resource.Quantity { return resource.MustParse(s) }

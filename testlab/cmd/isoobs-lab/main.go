@@ -167,7 +167,7 @@ func runForeground(id, driver string, nodes []string, scen, noCoreDNS bool, time
 		Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) },
 	})
 	if err != nil {
-		_ = os.RemoveAll(dir)
+		_ = os.RemoveAll(filepath.Join(dir, "cp")) // keep lab.log: `up` shows its tail
 		return err
 	}
 	defer func() {
