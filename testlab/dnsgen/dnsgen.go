@@ -133,15 +133,17 @@ func (cfg *Config) normalize() error {
 	if len(cfg.Names) == 0 && cfg.RandomSuffix == "" {
 		return errors.New("dnsgen: nothing to ask; give --names and/or --random-suffix")
 	}
+	names := make([]string, len(cfg.Names)) // the caller's slice stays as it was
 	for i, n := range cfg.Names {
-		if _, err := dnsmessage.NewName(fqdn(n)); err != nil || strings.TrimSpace(n) == "" {
-			return fmt.Errorf("dnsgen: name %q is not a valid DNS name", n)
+		if _, err := buildQuery(0, fqdn(n), dnsmessage.TypeA); err != nil || strings.Trim(n, ". ") == "" {
+			return fmt.Errorf("dnsgen: name %q is not a valid DNS name (labels of 1-63 bytes, 255 in all)", n)
 		}
-		cfg.Names[i] = fqdn(n)
+		names[i] = fqdn(n)
 	}
+	cfg.Names = names
 	if cfg.RandomSuffix != "" {
 		cfg.RandomSuffix = strings.Trim(cfg.RandomSuffix, ".")
-		if _, err := dnsmessage.NewName("abcdefghijkl." + cfg.RandomSuffix + "."); err != nil {
+		if _, err := buildQuery(0, "abcdefghijkl."+cfg.RandomSuffix+".", dnsmessage.TypeA); err != nil {
 			return fmt.Errorf("dnsgen: random suffix %q is not a valid DNS name", cfg.RandomSuffix)
 		}
 	}
@@ -154,13 +156,15 @@ func (cfg *Config) normalize() error {
 	if len(cfg.QTypes) == 0 {
 		cfg.QTypes = []string{"A"}
 	}
+	qtypes := make([]string, len(cfg.QTypes))
 	for i, t := range cfg.QTypes {
 		t = strings.ToUpper(strings.TrimSpace(t))
 		if _, ok := qtypeByName[t]; !ok {
 			return fmt.Errorf("dnsgen: qtype %q is not supported (use A, AAAA, TXT, SRV, PTR, MX, NS, SOA)", t)
 		}
-		cfg.QTypes[i] = t
+		qtypes[i] = t
 	}
+	cfg.QTypes = qtypes
 	if cfg.QPS < 0 {
 		return fmt.Errorf("dnsgen: qps %v is negative", cfg.QPS)
 	}
