@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -229,5 +230,38 @@ func TestControlPlane(t *testing.T) {
 	}
 	if _, err := os.Stat(cp.Dir); !os.IsNotExist(err) {
 		t.Errorf("data dir %s still exists after Stop (err %v)", cp.Dir, err)
+	}
+}
+
+// A component that dies at start is named in the error, with its log, and nothing is left.
+func TestStartReportsDeadComponent(t *testing.T) {
+	bins, err := EnsureBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(t.TempDir(), "fake-apiserver")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho 'E1124 flag --bogus: unknown flag' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bins.APIServer = script
+	dir := filepath.Join(t.TempDir(), "cp")
+	_, err = Start(context.Background(), Options{Binaries: &bins, Dir: dir})
+	if err == nil {
+		t.Fatal("Start succeeded with an apiserver that exits")
+	}
+	for _, want := range []string{"kube-apiserver exited during start", "exit status 3", "unknown flag", "kube-apiserver.log"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	if _, serr := os.Stat(dir); !os.IsNotExist(serr) {
+		t.Errorf("data dir %s left after failed start", dir)
+	}
+	// etcd was started before the apiserver and must be gone.
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if data, err := os.ReadFile(p); err == nil && strings.Contains(string(data), dir) {
+			t.Errorf("process left after failed start: %s", strings.ReplaceAll(string(data), "\x00", " "))
+		}
 	}
 }
