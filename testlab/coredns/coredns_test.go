@@ -314,3 +314,89 @@ func TestStartRejectsNilPod(t *testing.T) {
 		t.Fatal("nil pod accepted")
 	}
 }
+
+// TestDNSPerfCountsEqualCoreDNSMetrics uses dnsperf as a second, independent load source.
+func TestDNSPerfCountsEqualCoreDNSMetrics(t *testing.T) {
+	if _, err := exec.LookPath("dnsperf"); err != nil {
+		t.Skip("dnsperf not installed (apt-get install dnsperf)")
+	}
+	l := newLab(t)
+	dnsPod := l.pod(t, l.a, "kube-system", "coredns")
+	s := startCoreDNS(t, dnsPod, coredns.Options{})
+	client := l.pod(t, l.b, "default", "loadgen")
+	for _, tcp := range []bool{false, true} {
+		before := metrics(t, s)
+		res, err := dnsgen.RunDNSPerf(context.Background(), client, dnsgen.DNSPerfOptions{
+			Server:  netip.AddrPortFrom(dnsPod.IPv6, 53),
+			Queries: []string{"a.noerror.test A", "b.servfail.test AAAA", "www.example.com A"},
+			Runs:    200, Clients: 2, Outstanding: 20, TCP: tcp,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := metrics(t, s).Sub(before)
+		if res.Sent != 600 || res.Lost != 0 || d.Requests != res.Sent {
+			t.Errorf("tcp=%v: dnsperf sent %d lost %d, CoreDNS saw %d", tcp, res.Sent, res.Lost, d.Requests)
+		}
+		for _, rc := range []string{"NOERROR", "SERVFAIL", "NXDOMAIN"} {
+			if res.RCodes[rc] != 200 || d.ResponsesByRcode[rc] != 200 {
+				t.Errorf("tcp=%v %s: dnsperf %d, CoreDNS %d, want 200", tcp, rc, res.RCodes[rc], d.ResponsesByRcode[rc])
+			}
+		}
+	}
+}
+
+// BenchmarkGeneratorMaxQPS measures how many queries/s dnsgen gets answered by CoreDNS in the
+// lab (both in pods, across the host), as fast as 64 queries in flight allow.
+func BenchmarkGeneratorMaxQPS(b *testing.B) {
+	for _, proto := range []string{"udp", "tcp"} {
+		b.Run(proto, func(b *testing.B) {
+			l := newLab(b)
+			dnsPod := l.pod(b, l.a, "kube-system", "coredns")
+			s, err := coredns.Start(context.Background(), dnsPod, coredns.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Stop()
+			client := l.pod(b, l.b, "default", "loadgen")
+			bin := generator(b)
+			b.ResetTimer()
+			rep, err := dnsgen.RunInPod(context.Background(), client, bin, dnsgen.Config{
+				Server: netip.AddrPortFrom(dnsPod.IPv4, 53), Proto: proto, Names: []string{"a.noerror.test"},
+				RandomSuffix: "example.com", Count: int64(b.N), Concurrency: 64,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(rep.QPS, "qps")
+			b.ReportMetric(rep.Latency.P99Micros, "p99_us")
+			if rep.Timeouts > 0 {
+				b.ReportMetric(float64(rep.Timeouts), "timeouts")
+			}
+		})
+	}
+}
+
+// BenchmarkDNSPerfMaxQPS is the same measurement with dnsperf, for comparison.
+func BenchmarkDNSPerfMaxQPS(b *testing.B) {
+	if _, err := exec.LookPath("dnsperf"); err != nil {
+		b.Skip("dnsperf not installed")
+	}
+	l := newLab(b)
+	dnsPod := l.pod(b, l.a, "kube-system", "coredns")
+	s, err := coredns.Start(context.Background(), dnsPod, coredns.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Stop()
+	client := l.pod(b, l.b, "default", "loadgen")
+	b.ResetTimer()
+	res, err := dnsgen.RunDNSPerf(context.Background(), client, dnsgen.DNSPerfOptions{
+		Server: netip.AddrPortFrom(dnsPod.IPv4, 53), Queries: []string{"a.noerror.test A", "www.example.com A"},
+		Runs: b.N/2 + 1, Clients: 4, Outstanding: 64,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(res.QPS, "qps")
+}
