@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -101,8 +100,5 @@ func (o *TopDNSOptions) usableRESTConfig(ctx context.Context) (*rest.Config, str
 	}
 }
 
-// defaultLocalEngine is replaced by the real daemon engine (see
-// local_daemon.go) once the daemon package provides it.
-var defaultLocalEngine LocalEngine = func(context.Context, LocalConfig) (isoobsv1.DaemonServer, func(), error) {
-	return nil, nil, errors.New("this build of kubectl-isoobs has no in-process daemon engine; run isoobs-daemon and use --daemon ADDR")
-}
+// defaultLocalEngine is the engine --local runs; tests swap in a fake.
+var defaultLocalEngine LocalEngine = daemonEngine

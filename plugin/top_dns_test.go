@@ -261,13 +261,6 @@ func TestTopDNSLocalWithoutKubeconfig(t *testing.T) {
 	}
 }
 
-func TestTopDNSLocalEngineErrorIsShown(t *testing.T) {
-	_, _, err := runCmd(t, "top", "dns", "--local", "--once", "--kubeconfig", "/nonexistent")
-	if err == nil || !strings.Contains(err.Error(), "--local:") {
-		t.Errorf("got %v", err)
-	}
-}
-
 func TestVersionAndHelp(t *testing.T) {
 	out, _, err := runCmd(t, "version")
 	if err != nil || !strings.HasPrefix(out, "kubectl-isoobs ") {

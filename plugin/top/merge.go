@@ -9,8 +9,8 @@ import (
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
 
-// QNameLabel is the row label a daemon sets to the query name when grouping
-// by qname (DNSRow has no dedicated field for it).
+// QNameLabel is a row label read as the query name of a qname-grouped row
+// when DNSRow.qname is empty (daemons predating that field).
 const QNameLabel = "qname"
 
 // MergeOptions controls Merge.
@@ -112,9 +112,12 @@ func nodeOf(r *isoobsv1.DNSRow, frameNode string) string {
 	return frameNode
 }
 
-// QNameOf returns the query name a qname-grouped row stands for: the
-// QNameLabel label, else its only top name.
+// QNameOf returns the query name a qname-grouped row stands for: its qname
+// field, else the QNameLabel label, else its only top name.
 func QNameOf(r *isoobsv1.DNSRow) string {
+	if q := r.GetQname(); q != "" {
+		return q
+	}
 	if q := r.GetLabels()[QNameLabel]; q != "" {
 		return q
 	}
@@ -319,28 +322,30 @@ func histTotal(h []uint64) uint64 {
 }
 
 // PercentileLog2UsToMs estimates quantile q (0..1) in milliseconds from a log2
-// histogram whose bucket i counts latencies in [2^i, 2^(i+1)) µs,
-// interpolating linearly inside the bucket that holds the q-th sample.
-// An empty histogram gives 0.
+// histogram whose bucket i counts latencies in [2^i, 2^(i+1)) µs (bucket 0
+// also holds anything under 1 µs, so it spans [0, 2)), interpolating
+// linearly inside the bucket that holds the q-th sample. It computes what the
+// daemon's own Quantile does, so one node's figures read the same merged or
+// not. An empty histogram gives 0.
 func PercentileLog2UsToMs(hist []uint64, q float64) float64 {
 	total := histTotal(hist)
 	if total == 0 {
 		return 0
 	}
-	rank := q * float64(total)
+	rank := max(q*float64(total), 1)
 	var cum float64
 	for i, c := range hist {
 		if c == 0 {
 			continue
 		}
-		next := cum + float64(c)
-		if next >= rank {
-			lo := math.Ldexp(1, i)
-			frac := (rank - cum) / float64(c)
-			return (lo + frac*lo) / 1000 // bucket width equals its lower bound
+		if cum+float64(c) >= rank {
+			lo, hi := math.Ldexp(1, i), math.Ldexp(1, i+1)
+			if i == 0 {
+				lo = 0
+			}
+			return (lo + (hi-lo)*(rank-cum)/float64(c)) / 1000
 		}
-		cum = next
+		cum += float64(c)
 	}
-	last := len(hist) - 1
-	return math.Ldexp(1, last+1) / 1000
+	return math.Ldexp(1, len(hist)) / 1000
 }

@@ -213,8 +213,9 @@ func TestMergeUnresolvedRowsKeyedByNodeAndCgroup(t *testing.T) {
 func TestMergeQNameAndNodeGrouping(t *testing.T) {
 	frames := []*isoobsv1.TopFrame{
 		{Node: "a", Rows: []*isoobsv1.DNSRow{
-			{Labels: map[string]string{QNameLabel: "api.example.com"}, Queries: 10, TopNames: []*isoobsv1.NameCount{{Name: "api.example.com", Queries: 10}}},
+			{Qname: "api.example.com", Queries: 10, TopNames: []*isoobsv1.NameCount{{Name: "api.example.com", Queries: 10}}},
 			{Queries: 4, TopNames: []*isoobsv1.NameCount{{Name: "db.example.com", Queries: 4}}},
+			{Labels: map[string]string{QNameLabel: "db.example.com"}, Queries: 1},
 		}},
 		{Node: "b", Rows: []*isoobsv1.DNSRow{
 			{Queries: 5, TopNames: []*isoobsv1.NameCount{{Name: "API.example.com", Queries: 5}}},
@@ -224,12 +225,15 @@ func TestMergeQNameAndNodeGrouping(t *testing.T) {
 	if len(got.Rows) != 2 {
 		t.Fatalf("rows = %+v", got.Rows)
 	}
+	if db := findRow(t, got, GroupByQName, "db.example.com"); db.Queries != 5 {
+		t.Errorf("db row = %+v", db)
+	}
 	api := findRow(t, got, GroupByQName, "api.example.com")
 	if api.Queries != 15 || api.Node != "a,b" {
 		t.Errorf("api row = %+v", api)
 	}
 	byNode := Merge(frames, MergeOptions{GroupBy: GroupByNode})
-	if a := findRow(t, byNode, GroupByNode, "a"); a.Queries != 14 {
+	if a := findRow(t, byNode, GroupByNode, "a"); a.Queries != 15 {
 		t.Errorf("node a = %+v", a)
 	}
 }
@@ -245,7 +249,8 @@ func TestPercentileLog2(t *testing.T) {
 		{"zeros", []uint64{0, 0}, 0.99, 0},
 		{"middle of bucket 2", []uint64{0, 0, 4}, 0.5, 0.006},                         // [4,8) µs, rank 2 of 4
 		{"top of bucket 2", []uint64{0, 0, 4}, 1, 0.008},                              // upper edge
-		{"first bucket", []uint64{10}, 0.1, 0.0011},                                   // [1,2) µs, rank 1 of 10
+		{"first bucket", []uint64{10}, 0.1, 0.0002},                                   // [0,2) µs, rank 1 of 10
+		{"rank below one", []uint64{0, 0, 0, 1000}, 0.0001, 0.008 + 0.008/1000},       // rank 0.1 counts as 1
 		{"split", []uint64{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 50, 50}, 0.99, 2.048 * 1.98}, // bucket 11 [2048,4096) µs, 49/50
 	}
 	for _, tt := range tests {

@@ -1,0 +1,33 @@
+package plugin
+
+import (
+	"context"
+
+	"github.com/isoobs/isoobs/daemon"
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+)
+
+// daemonEngine runs the real node daemon (eBPF probe, pod resolver,
+// collector) in this process for --local. daemon.New's errors name the
+// missing capability, BTF or cgroup root.
+func daemonEngine(_ context.Context, cfg LocalConfig) (isoobsv1.DaemonServer, func(), error) {
+	d, err := daemon.New(daemon.Config{
+		NodeName:   cfg.NodeName,
+		CgroupRoot: cfg.CgroupRoot,
+		Interval:   cfg.Interval,
+		RESTConfig: cfg.RESTConfig,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	// The engine outlives the request context only until stop is called.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	stop := func() {
+		cancel()
+		<-done
+		_ = d.Close()
+	}
+	return d.GRPCServer(), stop, nil
+}
