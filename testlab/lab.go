@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -100,19 +102,64 @@ func randomID() string {
 	return string(id)
 }
 
-// netIndexFor derives the address-range index from the lab id, skipping ranges the host already
-// routes (another lab, or the machine's own networks).
+// NetClaimDir holds one file per address-range index in use by a running lab (its owner's
+// PID), so labs started at the same moment, before either has routes, never pick the same one.
+const NetClaimDir = "/run/isoobs-lab-nets"
+
+// claimNetIndex records this process as the user of index n unless a live process holds it.
+func claimNetIndex(n int) bool {
+	if err := os.MkdirAll(NetClaimDir, 0o755); err != nil {
+		return false
+	}
+	path := filepath.Join(NetClaimDir, strconv.Itoa(n))
+	for range 2 {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err == nil {
+			fmt.Fprintf(f, "%d\n", os.Getpid())
+			f.Close()
+			return true
+		}
+		data, rerr := os.ReadFile(path)
+		pid, perr := strconv.Atoi(strings.TrimSpace(string(data)))
+		if rerr == nil && perr == nil && processLive(pid) {
+			return false
+		}
+		os.Remove(path) // stale claim of a dead lab
+	}
+	return false
+}
+
+func releaseNetIndex(n int) {
+	path := filepath.Join(NetClaimDir, strconv.Itoa(n))
+	if data, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(data)) == strconv.Itoa(os.Getpid()) {
+		os.Remove(path)
+		os.Remove(NetClaimDir) // only when empty
+	}
+}
+
+// processLive: the process exists and is not a zombie.
+func processLive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i > 0 && !strings.HasPrefix(string(data[i+1:]), " Z")
+}
+
+// netIndexFor derives the address-range index from the lab id, skipping ranges another lab has
+// claimed or the host already routes, and claims it.
 func netIndexFor(id string) (int, error) {
 	h := fnv.New32a()
 	h.Write([]byte(id))
 	start := int(h.Sum32()%200) + 20
-	for i := range 234 {
+	for i := range 254 {
 		n := (start-1+i)%254 + 1
-		if inUse, _ := netRangeRouted(n); !inUse {
+		if inUse, _ := netRangeRouted(n); !inUse && claimNetIndex(n) {
 			return n, nil
 		}
 	}
-	return 0, errors.New("every 10.<n>.0.0/16 range is routed on this host; set Options.NetIndex")
+	return 0, errors.New("every 10.<n>.0.0/16 range is routed or claimed on this host; set Options.NetIndex")
 }
 
 // netRangeRouted reports whether any host route falls in 10.<n>.0.0/16 or fd77:<n>::/32.
@@ -194,10 +241,13 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		return nil, fmt.Errorf("Options.NetIndex %d is outside 1-254", opts.NetIndex)
 	} else if used, route := netRangeRouted(opts.NetIndex); used {
 		return nil, fmt.Errorf("Options.NetIndex %d: the host already routes %s inside 10.%d.0.0/16 or fd77:%x::/32; pick another NetIndex or stop the lab using it (isoobs-lab down)", opts.NetIndex, route, opts.NetIndex, opts.NetIndex)
+	} else if !claimNetIndex(opts.NetIndex) {
+		return nil, fmt.Errorf("Options.NetIndex %d is used by another running lab (see %s); pick another", opts.NetIndex, NetClaimDir)
 	}
 
 	cg2, err := podnet.CgroupV2Mount()
 	if err != nil {
+		releaseNetIndex(opts.NetIndex)
 		return nil, err
 	}
 	l := &Lab{
@@ -443,6 +493,9 @@ func (l *Lab) Close() error {
 		}
 		if l.CP != nil {
 			l.CP.Stop()
+		}
+		if l.NetIndex != 0 {
+			releaseNetIndex(l.NetIndex)
 		}
 		l.closeErr = errors.Join(errs...)
 	})

@@ -104,12 +104,13 @@ func containsAll(have, want []netip.Addr) bool {
 
 // leftovers lists what the lab with this id still has on the host.
 type leftovers struct {
-	pids []int
-	dir  string
+	pids     []int
+	dir      string
+	netIndex int
 }
 
 func snapshotForLeakCheck(lab *Lab) leftovers {
-	lo := leftovers{dir: lab.CP.Dir}
+	lo := leftovers{dir: lab.CP.Dir, netIndex: lab.NetIndex}
 	for _, pid := range lab.CP.Pids() {
 		lo.pids = append(lo.pids, pid)
 	}
@@ -164,6 +165,11 @@ func assertNothingLeft(t *testing.T, id string, lo leftovers) {
 	}
 	if _, err := os.Stat(filepath.Join(podnet.StateRoot, id)); !os.IsNotExist(err) {
 		t.Errorf("lab state %s left behind", filepath.Join(podnet.StateRoot, id))
+	}
+	if lo.netIndex != 0 {
+		if _, err := os.Stat(filepath.Join(NetClaimDir, fmt.Sprint(lo.netIndex))); !os.IsNotExist(err) {
+			t.Errorf("address-range claim %d left behind", lo.netIndex)
+		}
 	}
 }
 
@@ -342,6 +348,9 @@ func TestTwoLabsAtOnce(t *testing.T) {
 		}
 		pods[lab] = pod
 		checkNodeSide(t, lab, pod)
+	}
+	if _, err := Start(ctx, Options{ID: "tlc", NetIndex: a.NetIndex, NoCoreDNS: true}); err == nil || !strings.Contains(err.Error(), "pick another") {
+		t.Errorf("a third lab on lab %s's address range: %v, want a clear refusal", a.ID, err)
 	}
 	if pods[a].Status.PodIP == pods[b].Status.PodIP {
 		t.Errorf("both labs gave pod IP %s", pods[a].Status.PodIP)
