@@ -27,8 +27,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define QTYPE_SLOTS 12
 #define RCODE_SLOTS 5
 #define LATENCY_BUCKETS 32
-#define NAME_TEXT_MAX 256
-#define QBUF_SIZE 512
+// Room for a question (255 name bytes + qtype + qclass) rounded up to 8.
+#define WIRE_MAX 264
 // A question is at most 255 name bytes + 2 qtype + 2 qclass bytes.
 #define QUESTION_MAX 259
 #define IPV6_EXT_MAX 4
@@ -74,12 +74,15 @@ struct name_key {
 	u64 name_hash; // FNV-1a 64 of the lower-cased dotted name
 };
 
+// The name is kept in wire format (length-prefixed labels, original case);
+// userspace turns it into lower-cased dotted text, which keeps the per-packet
+// work to a walk over the label lengths and a word-wise hash.
 struct name_value {
 	u64 queries;
 	u64 nxdomain;
-	u32 name_len;
+	u32 wire_len; // bytes of wire[] that are the name, root label included
 	u32 _pad;
-	char name[NAME_TEXT_MAX];
+	u8 wire[WIRE_MAX];
 };
 
 struct inflight_key {
@@ -93,8 +96,8 @@ struct inflight_key {
 };
 
 struct scratch {
-	struct name_value nv;
-	u8 qbuf[QBUF_SIZE];
+	struct name_value nv; // the question is loaded into nv.wire
+	u64 name_hash;
 };
 
 // Max entries are overridden from Go (Options.MaxPods/MaxNames/MaxInflight).
@@ -155,11 +158,15 @@ struct {
 	__type(value, struct pod_counters);
 } zero_pod SEC(".maps");
 
+// Per-CPU counters are bumped with plain adds: an atomic per counter would
+// cost more than the rest of the probe. The only loss possible is a softirq
+// on the same CPU updating the same counter of the same cgroup inside the
+// 3-instruction read-add-write window of an interrupted program.
 static __always_inline void stat_inc(u32 idx)
 {
 	u64 *v = bpf_map_lookup_elem(&probe_stats, &idx);
 	if (v)
-		__sync_fetch_and_add(v, 1);
+		*v += 1;
 }
 
 // Slots of pod_counters.qtype; the last one is "other". Mirrored in Go.
@@ -204,55 +211,84 @@ static __always_inline u32 log2_bucket(u64 v)
 	return r > LATENCY_BUCKETS - 1 ? LATENCY_BUCKETS - 1 : r;
 }
 
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
+#define HASH_SEED 0xcbf29ce484222325ULL
+#define HASH_MUL 0x9e3779b97f4a7c15ULL
 
-// parse_qname decodes the question name in s->qbuf[0:avail) into the lower-
-// cased dotted text s->nv.name. Returns the wire length (position of qtype)
-// or -1 if malformed: label > 63, compression pointer / reserved label type,
-// name > 255 bytes, or truncated. The loop is bounded by the 255-byte limit.
-static __always_inline int parse_qname(struct scratch *s, u32 avail, u64 *hash, u32 *text_len)
+// lower8 lower-cases the ASCII letters A-Z of 8 bytes at once (SWAR); label
+// length bytes (< 64) and non-ASCII bytes are left alone.
+static __always_inline u64 lower8(u64 w)
 {
-	u32 pos = 0, out = 0, remaining = 0;
-	u64 h = FNV_OFFSET;
-
-#pragma clang loop unroll(disable)
-	for (u32 i = 0; i < 256; i++) {
-		if (pos >= avail)
-			return -1;
-		u8 c = s->qbuf[pos & (QBUF_SIZE - 1)];
-		pos++;
-		if (remaining == 0) {
-			if (c == 0) {
-				if (out == 0) { // the root name
-					s->nv.name[0] = '.';
-					out = 1;
-					h = (h ^ '.') * FNV_PRIME;
-				}
-				*hash = h;
-				*text_len = out;
-				return pos;
-			}
-			if (c > 63) // 0xC0 pointer or reserved 0x40/0x80 types
-				return -1;
-			if (out) {
-				s->nv.name[out & (NAME_TEXT_MAX - 1)] = '.';
-				out++;
-				h = (h ^ '.') * FNV_PRIME;
-			}
-			remaining = c;
-		} else {
-			c |= (u8)((u8)(c - 'A') < 26) << 5;
-			s->nv.name[out & (NAME_TEXT_MAX - 1)] = c;
-			out++;
-			h = (h ^ c) * FNV_PRIME;
-			remaining--;
-		}
-	}
-	return -1; // longer than 255 bytes
+	u64 low7 = w & 0x7f7f7f7f7f7f7f7fULL;
+	u64 ge_a = low7 + 0x3f3f3f3f3f3f3f3fULL; // high bit set where byte >= 'A'
+	u64 gt_z = low7 + 0x2525252525252525ULL; // high bit set where byte > 'Z'
+	u64 upper = (ge_a ^ gt_z) & ~w & 0x8080808080808080ULL;
+	return w | (upper >> 2);
 }
 
-static __always_inline void name_add(u64 cgroup_id, u64 hash, struct scratch *s, u32 text_len, int nxdomain)
+// parse_question loads the question at off (avail bytes at most) into the
+// scratch buffer and checks its name: labels of at most 63 bytes, no
+// compression pointer or reserved label type, at most 255 bytes in all,
+// qtype and qclass present. It leaves the name's wire length and a
+// case-insensitive 64-bit hash in the scratch buffer and returns the qtype,
+// or -1 if malformed. Both loops are bounded by the 255-byte limit.
+//
+// It is a global (non-inlined) function so the verifier checks its loops
+// once, with unknown arguments, instead of once per path into it.
+__attribute__((noinline)) int parse_question(struct __sk_buff *skb, u64 off, u64 n)
+{
+	u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &zero);
+	if (!s)
+		return -1;
+	// 64-bit lengths and positions: a 32-bit one is re-zero-extended after
+	// its bound check and the verifier loses the bound.
+	if (n < 5 || n > QUESTION_MAX) // smallest question: root + qtype + qclass
+		return -1;
+	if (bpf_skb_load_bytes(skb, off, s->nv.wire, n) < 0)
+		return -1;
+
+	u64 pos = 0;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < 128; i++) {
+		if (pos >= n)
+			return -1;
+		u64 c = s->nv.wire[pos & 0xff];
+		if (c == 0)
+			break;
+		if (c > 63) // 0xC0 pointer or reserved 0x40/0x80 types
+			return -1;
+		pos += c + 1;
+		if (i == 127) // 128 labels do not fit in 255 bytes
+			return -1;
+	}
+	if (pos > 254) // name longer than 255 bytes
+		return -1;
+	if (pos + 5 > n) // qtype and qclass after the root label
+		return -1;
+	// Pass the length through memory: a value loaded from a map is unknown to
+	// the verifier, so every label-walk exit reaches the hash loop in the
+	// same state and is pruned, instead of being checked once per label count.
+	s->nv.wire_len = pos + 1;
+	u64 wire_len = *(volatile u32 *)&s->nv.wire_len & 0xff;
+
+	u64 h = HASH_SEED;
+#pragma clang loop unroll(disable)
+	for (u64 o = 0; o < 256; o += 8) {
+		if (o >= wire_len)
+			break;
+		u64 w = *(u64 *)&s->nv.wire[o];
+		u64 rest = wire_len - o;
+		if (rest < 8) // little endian: the name's bytes are the low ones
+			w &= (1ULL << (rest * 8)) - 1;
+		h = (h ^ lower8(w)) * HASH_MUL;
+		h ^= h >> 29;
+	}
+	s->name_hash = h;
+	u64 q = *(volatile u32 *)&s->nv.wire_len & 0xff;
+	return (s->nv.wire[q] << 8) | s->nv.wire[q + 1];
+}
+
+static __always_inline void name_add(u64 cgroup_id, u64 hash, struct scratch *s, u32 wire_len, int nxdomain)
 {
 	u32 zero = 0;
 	void *table = bpf_map_lookup_elem(&name_tables, &zero);
@@ -263,7 +299,7 @@ static __always_inline void name_add(u64 cgroup_id, u64 hash, struct scratch *s,
 	if (!v) {
 		s->nv.queries = nxdomain ? 0 : 1;
 		s->nv.nxdomain = nxdomain ? 1 : 0;
-		s->nv.name_len = text_len;
+		s->nv.wire_len = wire_len;
 		long err = bpf_map_update_elem(table, &key, &s->nv, BPF_NOEXIST);
 		if (err == 0)
 			return;
@@ -394,9 +430,9 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 	}
 	stat_inc(STAT_DNS_MESSAGES);
 	if (egress)
-		__sync_fetch_and_add(&pc->bytes_out, len);
+		pc->bytes_out += len;
 	else
-		__sync_fetch_and_add(&pc->bytes_in, len);
+		pc->bytes_in += len;
 
 	u8 dh[12];
 	if (msg_max < 12 || bpf_skb_load_bytes(skb, dns_off, dh, 12) < 0)
@@ -414,47 +450,36 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 		avail = msg_max - 12;
 	if (avail > QUESTION_MAX)
 		avail = QUESTION_MAX;
-	if (avail < 5) // smallest question: root name + qtype + qclass
+	int qtype = parse_question(skb, dns_off + 12, avail);
+	if (qtype < 0)
 		goto malformed;
-
 	u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &zero);
 	if (!s)
 		return;
-	// Hide avail's range from the compiler so the mask survives and the
-	// verifier sees a length bounded by the buffer size.
-	u64 load_len = avail;
-	asm volatile("" : "+r"(load_len));
-	load_len &= QBUF_SIZE - 1;
-	if (load_len < 5 || bpf_skb_load_bytes(skb, dns_off + 12, s->qbuf, load_len) < 0)
-		goto malformed;
-	u64 hash = 0;
-	u32 text_len = 0;
-	int qend = parse_qname(s, avail, &hash, &text_len);
-	if (qend < 0 || (u32)qend + 4 > avail)
-		goto malformed;
-	u16 qtype = (s->qbuf[qend & (QBUF_SIZE - 1)] << 8) | s->qbuf[(qend + 1) & (QBUF_SIZE - 1)];
+	u64 hash = s->name_hash;
+	u32 wire_len = s->nv.wire_len;
 
 	switch (role) {
 	case ROLE_CLIENT_QUERY: {
-		__sync_fetch_and_add(&pc->queries, 1);
+		pc->queries++;
 		if (proto == IPPROTO_TCP)
-			__sync_fetch_and_add(&pc->tcp_queries, 1);
-		__sync_fetch_and_add(&pc->qtype[qtype_slot(qtype)], 1);
-		name_add(cgroup_id, hash, s, text_len, 0);
+			pc->tcp_queries++;
+		pc->qtype[qtype_slot(qtype)]++;
+		name_add(cgroup_id, hash, s, wire_len, 0);
 		break;
 	}
 	case ROLE_CLIENT_RESPONSE:
-		__sync_fetch_and_add(&pc->responses, 1);
-		__sync_fetch_and_add(&pc->rcode[rcode_slot(rcode)], 1);
+		pc->responses++;
+		pc->rcode[rcode_slot(rcode)]++;
 		if (rcode == 3)
-			name_add(cgroup_id, hash, s, text_len, 1);
+			name_add(cgroup_id, hash, s, wire_len, 1);
 		break;
 	case ROLE_SERVER_QUERY:
-		__sync_fetch_and_add(&pc->server_queries, 1);
+		pc->server_queries++;
 		return;
 	default:
-		__sync_fetch_and_add(&pc->server_responses, 1);
+		pc->server_responses++;
 		return;
 	}
 
@@ -497,12 +522,12 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 		return;
 	}
 	stat_inc(STAT_INFLIGHT_MATCHED);
-	__sync_fetch_and_add(&pc->latency_log2_us[log2_bucket(delta / 1000)], 1);
+	pc->latency_log2_us[log2_bucket(delta / 1000)]++;
 	return;
 
 malformed:
 	stat_inc(STAT_MALFORMED);
-	__sync_fetch_and_add(&pc->malformed, 1);
+	pc->malformed++;
 }
 
 SEC("cgroup_skb/egress")

@@ -34,9 +34,9 @@ type dnsNameValue struct {
 	_        structs.HostLayout
 	Queries  uint64
 	Nxdomain uint64
-	NameLen  uint32
+	WireLen  uint32
 	Pad      uint32
-	Name     [256]int8
+	Wire     [264]uint8
 }
 
 type dnsPodCounters struct {
@@ -60,11 +60,11 @@ type dnsScratch struct {
 		_        structs.HostLayout
 		Queries  uint64
 		Nxdomain uint64
-		NameLen  uint32
+		WireLen  uint32
 		Pad      uint32
-		Name     [256]int8
+		Wire     [264]uint8
 	}
-	Qbuf [512]uint8
+	NameHash uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -247,18 +247,36 @@ func (r *testRunner) activeName(name string) (queries, nxdomain uint64, text str
 	table := r.p.nameTables[r.p.active]
 	r.p.mu.Unlock()
 	var v dnsNameValue
-	if err := table.Lookup(dnsNameKey{CgroupId: r.id, NameHash: fnv1a64(name)}, &v); err != nil {
+	if err := table.Lookup(dnsNameKey{CgroupId: r.id, NameHash: wireHash(textToWire(name))}, &v); err != nil {
 		return 0, 0, "", false
 	}
 	return v.Queries, v.Nxdomain, nameText(&v), true
 }
 
-func fnv1a64(s string) uint64 {
+// wireHash mirrors parse_qname's hash in dns.c: 8-byte little-endian words
+// of the wire name (the last one zero-padded), A-Z lower-cased.
+func wireHash(wire []byte) uint64 {
 	h := uint64(0xcbf29ce484222325)
-	for i := 0; i < len(s); i++ {
-		h = (h ^ uint64(s[i])) * 0x100000001b3
+	for off := 0; off < len(wire); off += 8 {
+		var word [8]byte
+		copy(word[:], wire[off:])
+		for i, c := range word {
+			if c >= 'A' && c <= 'Z' {
+				word[i] = c + 'a' - 'A'
+			}
+		}
+		h = (h ^ binary.LittleEndian.Uint64(word[:])) * 0x9e3779b97f4a7c15
+		h ^= h >> 29
 	}
 	return h
+}
+
+// textToWire encodes a dotted name as parsed by refQuestion.
+func textToWire(name string) []byte {
+	if name == "." {
+		return []byte{0}
+	}
+	return wireName(strings.Split(name, ".")...)
 }
 
 func TestDNSParserTable(t *testing.T) {

@@ -363,18 +363,6 @@ func drainTableSlow(m *ebpf.Map, fn func(cgroupID uint64, name string, queries, 
 	return nil
 }
 
-func nameText(v *dnsNameValue) string {
-	n := int(v.NameLen)
-	if n > len(v.Name) {
-		n = len(v.Name)
-	}
-	b := make([]byte, n)
-	for i := 0; i < n; i++ {
-		b[i] = byte(v.Name[i])
-	}
-	return string(b)
-}
-
 // Stats returns the probe's health counters and map fill levels.
 func (p *DNSProbe) Stats() (ProbeStats, error) {
 	var s ProbeStats
