@@ -137,6 +137,19 @@ func releaseNetIndex(n int) {
 	}
 }
 
+// SweepStaleNetClaims removes address-range claims of dead labs (isoobs-lab down calls it).
+func SweepStaleNetClaims() {
+	ents, _ := os.ReadDir(NetClaimDir)
+	for _, e := range ents {
+		path := filepath.Join(NetClaimDir, e.Name())
+		data, err := os.ReadFile(path)
+		if pid, perr := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && (perr != nil || !processLive(pid)) {
+			os.Remove(path)
+		}
+	}
+	os.Remove(NetClaimDir) // only when empty
+}
+
 // processLive: the process exists and is not a zombie.
 func processLive(pid int) bool {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -253,6 +253,7 @@ func downCmd() *cobra.Command {
 			if err := podnet.SweepStale(); err != nil {
 				errs = append(errs, err)
 			}
+			testlab.SweepStaleNetClaims()
 			_ = os.Remove(StateRoot)
 			return errors.Join(errs...)
 		},

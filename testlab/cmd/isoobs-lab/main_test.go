@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/isoobs/isoobs/testlab"
 	"github.com/isoobs/isoobs/testlab/podnet"
 )
 
@@ -65,6 +66,9 @@ func TestUpStatusDown(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(podnet.StateRoot, id)); !os.IsNotExist(err) {
 		t.Errorf("podnet state left: %v", err)
+	}
+	if data, err := os.ReadFile(filepath.Join(testlab.NetClaimDir, strconv.Itoa(st.NetIndex))); err == nil && strings.TrimSpace(string(data)) == strconv.Itoa(st.PID) {
+		t.Errorf("address-range claim of the killed lab left")
 	}
 	cg2, _ := podnet.CgroupV2Mount()
 	if _, err := os.Stat(filepath.Join(cg2, "isoobs-"+id)); !os.IsNotExist(err) {
