@@ -262,7 +262,10 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		"--config="+kwokConfig,
 		"--manage-nodes-with-annotation-selector="+KwokNodeAnnotation+"=fake",
 		"--node-ip="+NodeIP,
+		// kwok plays the kubelet's API (logs, exec, port-forward) on the node's daemon port; the
+		// apiserver speaks HTTPS to it.
 		fmt.Sprintf("--server-address=127.0.0.1:%d", kwokPort),
+		"--tls-cert-file="+p.servingCert, "--tls-private-key-file="+p.servingKey,
 		fmt.Sprintf("--node-port=%d", kwokPort))
 	if err != nil {
 		return nil, err
