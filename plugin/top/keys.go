@@ -121,7 +121,7 @@ func SortRows(rows []Row, key, groupBy string) {
 func (f Frame) SortedLimited(key string, limit int) Frame {
 	out := f
 	out.Sort = key
-	out.Rows = append([]Row(nil), f.Rows...)
+	out.Rows = append(make([]Row, 0, len(f.Rows)), f.Rows...) // [] not null in JSON
 	SortRows(out.Rows, key, f.GroupBy)
 	if limit > 0 && len(out.Rows) > limit {
 		out.Truncated += len(out.Rows) - limit
