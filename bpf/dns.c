@@ -32,6 +32,10 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 // A question is at most 255 name bytes + 2 qtype + 2 qclass bytes.
 #define QUESTION_MAX 259
 #define IPV6_EXT_MAX 4
+#define INFLIGHT_TIMEOUT_NS (10ULL * 1000 * 1000 * 1000)
+
+// Set by the loader to the inflight table size - 1 (a power of two - 1).
+volatile const u32 inflight_mask = 16383;
 
 // Indexes into the per-CPU probe_stats array; mirrored in Go (stat* consts).
 enum probe_stat {
@@ -44,7 +48,8 @@ enum probe_stat {
 	STAT_MALFORMED,             // port-53 payloads that are not valid DNS
 	STAT_NOT_PARSED,            // fragments / too many IPv6 extension headers
 	STAT_DNS_MESSAGES,          // port-53 messages examined (valid or malformed)
-	STAT_INFLIGHT_ERRORS,       // inflight map refused an insert (other than EEXIST)
+	STAT_INFLIGHT_EVICTED,      // pending query overwritten by another one in its slot
+	STAT_INFLIGHT_EXPIRED,      // query never answered within INFLIGHT_TIMEOUT_NS
 	STAT_MAX,
 };
 
@@ -85,7 +90,7 @@ struct name_value {
 	u8 wire[WIRE_MAX];
 };
 
-struct inflight_key {
+struct inflight_key { // 8-byte aligned: hashed and compared as 5 u64 words
 	u8 client_addr[16]; // IPv4 in the first 4 bytes
 	u8 server_addr[16];
 	u16 client_port;
@@ -93,7 +98,7 @@ struct inflight_key {
 	u16 dns_id;
 	u8 proto;
 	u8 _pad;
-};
+} __attribute__((aligned(8)));
 
 struct scratch {
 	struct name_value nv; // the question is loaded into nv.wire
@@ -129,11 +134,21 @@ struct {
 struct name_key unused_name_key __attribute__((unused));
 struct name_value unused_name_value __attribute__((unused));
 
+// Pending client queries for latency matching: a direct-mapped table
+// indexed by a hash of the key (an LRU hash costs ~4x the rest of the probe
+// per packet). A query landing on a slot that holds another pending query
+// replaces it (counted as evicted); a query unanswered for
+// INFLIGHT_TIMEOUT_NS is counted as expired when its slot is reused.
+struct inflight_slot {
+	struct inflight_key key;
+	u64 sent_ns; // 0: free
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 16384);
-	__type(key, struct inflight_key);
-	__type(value, u64);
+	__type(key, u32);
+	__type(value, struct inflight_slot);
 } inflight SEC(".maps");
 
 struct {
@@ -499,30 +514,47 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 	fk.dns_id = (dh[0] << 8) | dh[1];
 	fk.proto = proto;
 
+	u64 *kw = (u64 *)&fk;
+	u64 kh = HASH_SEED;
+#pragma clang loop unroll(full)
+	for (int i = 0; i < sizeof(fk) / 8; i++) {
+		kh = (kh ^ kw[i]) * HASH_MUL;
+		kh ^= kh >> 29;
+	}
+	u32 idx = (u32)(kh >> 32) & inflight_mask;
+	struct inflight_slot *slot = bpf_map_lookup_elem(&inflight, &idx);
+	if (!slot)
+		return;
 	u64 now = bpf_ktime_get_ns();
+	u64 sent = slot->sent_ns;
+	u64 *sw = (u64 *)&slot->key;
+	int same = sent != 0;
+#pragma clang loop unroll(full)
+	for (int i = 0; i < sizeof(fk) / 8; i++)
+		same &= sw[i] == kw[i];
+	int fresh = sent != 0 && now - sent < INFLIGHT_TIMEOUT_NS;
+
 	if (role == ROLE_CLIENT_QUERY) {
-		long err = bpf_map_update_elem(&inflight, &fk, &now, BPF_NOEXIST);
-		if (err == 0)
-			stat_inc(STAT_INFLIGHT_INSERTS);
-		else if (err == -EEXIST)
+		if (fresh && same) { // retransmit: keep the first send time
 			stat_inc(STAT_INFLIGHT_DUPLICATES);
-		else
-			stat_inc(STAT_INFLIGHT_ERRORS);
+			return;
+		}
+		if (fresh)
+			stat_inc(STAT_INFLIGHT_EVICTED);
+		else if (sent)
+			stat_inc(STAT_INFLIGHT_EXPIRED);
+		__builtin_memcpy(&slot->key, &fk, sizeof(fk));
+		slot->sent_ns = now;
+		stat_inc(STAT_INFLIGHT_INSERTS);
 		return;
 	}
-	u64 *sent = bpf_map_lookup_elem(&inflight, &fk);
-	if (!sent) {
+	if (!same || !fresh) {
 		stat_inc(STAT_UNMATCHED_RESPONSES);
 		return;
 	}
-	u64 delta = now - *sent;
-	// Only the CPU whose delete succeeds records the sample (exactly once).
-	if (bpf_map_delete_elem(&inflight, &fk) != 0) {
-		stat_inc(STAT_UNMATCHED_RESPONSES);
-		return;
-	}
+	slot->sent_ns = 0;
 	stat_inc(STAT_INFLIGHT_MATCHED);
-	pc->latency_log2_us[log2_bucket(delta / 1000)]++;
+	pc->latency_log2_us[log2_bucket((now - sent) / 1000)]++;
 	return;
 
 malformed:

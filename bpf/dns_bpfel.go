@@ -13,15 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type dnsInflightKey struct {
-	_          structs.HostLayout
-	ClientAddr [16]uint8
-	ServerAddr [16]uint8
-	ClientPort uint16
-	ServerPort uint16
-	DnsId      uint16
-	Proto      uint8
-	Pad        uint8
+type dnsInflightSlot struct {
+	_   structs.HostLayout
+	Key struct {
+		_          structs.HostLayout
+		ClientAddr [16]uint8
+		ServerAddr [16]uint8
+		ClientPort uint16
+		ServerPort uint16
+		DnsId      uint16
+		Proto      uint8
+		Pad        uint8
+	}
+	SentNs uint64
 }
 
 type dnsNameKey struct {
@@ -79,6 +83,7 @@ const (
 	dnsMapZeroPod         = "zero_pod"
 	dnsProgDnsEgress      = "dns_egress"
 	dnsProgDnsIngress     = "dns_ingress"
+	dnsVarInflightMask    = "inflight_mask"
 	dnsVarUnusedNameKey   = "unused_name_key"
 	dnsVarUnusedNameValue = "unused_name_value"
 )
@@ -145,6 +150,7 @@ type dnsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dnsVariableSpecs struct {
+	InflightMask    *ebpf.VariableSpec `ebpf:"inflight_mask"`
 	UnusedNameKey   *ebpf.VariableSpec `ebpf:"unused_name_key"`
 	UnusedNameValue *ebpf.VariableSpec `ebpf:"unused_name_value"`
 }
@@ -192,6 +198,7 @@ func (m *dnsMaps) Close() error {
 //
 // It can be passed to loadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dnsVariables struct {
+	InflightMask    *ebpf.Variable `ebpf:"inflight_mask"`
 	UnusedNameKey   *ebpf.Variable `ebpf:"unused_name_key"`
 	UnusedNameValue *ebpf.Variable `ebpf:"unused_name_value"`
 }

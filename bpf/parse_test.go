@@ -168,11 +168,14 @@ type testRunner struct {
 	id  uint64
 }
 
-func newTestRunner(t testing.TB) *testRunner {
+func newTestRunner(t testing.TB) *testRunner { return newTestRunnerOpts(t, Options{}) }
+
+func newTestRunnerOpts(t testing.TB, opts Options) *testRunner {
 	l := newLab(t)
 	root := l.cgroup("node")
 	cg := l.cgroup("node/runner")
-	p, err := LoadDNS(Options{CgroupRoot: root})
+	opts.CgroupRoot = root
+	p, err := LoadDNS(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,4 +434,37 @@ func FuzzDNSParser(f *testing.F) {
 			t.Fatalf("name %q not counted under its hash (found=%v, text %q)", name, ok, text)
 		}
 	})
+}
+
+// With a one-slot inflight table every query shares the slot: a second
+// pending query evicts the first, whose response is then unmatched.
+func TestDNSInflightEviction(t *testing.T) {
+	r := newTestRunnerOpts(t, Options{MaxInflight: 1})
+	query := func(id uint16) []byte {
+		return ipv4Packet(protoUDP, udpSegment(40000, 53, cat(dnsHeader(id, 0x0100, 1), wireName("a"), qtypeA_IN)))
+	}
+	response := func(id uint16) []byte {
+		p := ipv4Packet(protoUDP, udpSegment(53, 40000, cat(dnsHeader(id, 0x8180, 1), wireName("a"), qtypeA_IN)))
+		ip := p[14:] // the response travels server -> client
+		copy(ip[12:16], serverV4.AsSlice())
+		copy(ip[16:20], clientV4.AsSlice())
+		return p
+	}
+	r.run(true, query(1))
+	r.run(true, query(1)) // retransmit: duplicate, keeps the first send time
+	r.run(true, query(2)) // evicts id 1
+	r.run(false, response(1))
+	r.run(false, response(2))
+	st, err := r.p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := [5]uint64{st.InflightInserted, st.InflightDuplicates, st.InflightEvicted, st.UnmatchedResponses, st.InflightMatched}
+	if want := [5]uint64{2, 1, 1, 1, 1}; got != want || st.Inflight.Max != 1 || st.Inflight.Entries != 0 {
+		t.Errorf("inserted, duplicates, evicted, unmatched, matched = %v, want %v; fill %+v", got, want, st.Inflight)
+	}
+	pods, _ := r.p.ReadPods()
+	if n := sumBuckets(pods[r.id].LatencyLog2US); n != 1 {
+		t.Errorf("%d latency samples, want 1", n)
+	}
 }

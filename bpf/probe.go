@@ -12,11 +12,14 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // Defaults used when an Options field is 0.
@@ -34,7 +37,7 @@ type Options struct {
 	// Bounds of the kernel maps; 0 means the Default* value.
 	MaxPods     uint32 // per-cgroup counters
 	MaxNames    uint32 // (cgroup, query name) pairs between two DrainNames calls
-	MaxInflight uint32 // queries awaiting their response (latency matching)
+	MaxInflight uint32 // slots for queries awaiting their response (latency matching), rounded up to a power of two
 }
 
 // Attachment describes one program attached by the probe.
@@ -105,8 +108,9 @@ type ProbeStats struct {
 	InflightInserted   uint64 // client queries remembered for latency matching
 	InflightDuplicates uint64 // queries whose 5-tuple+id was already pending (retransmits)
 	InflightMatched    uint64 // responses matched with their query (latency samples)
-	InflightEvicted    uint64 // remembered queries pushed out of the LRU before any response
-	InflightErrors     uint64 // inserts refused by the kernel for another reason
+	InflightEvicted    uint64 // pending queries replaced by another query hashed to the same slot
+	InflightExpired    uint64 // queries never answered within 10 s (found when their slot was reused)
+	InflightErrors     uint64 // unused since the inflight table is an array; kept for compatibility
 	UnmatchedResponses uint64 // responses with no pending query
 	Malformed          uint64 // all cgroups, including ones beyond the pod map
 	NotParsed          uint64 // fragments, too many IPv6 extension headers
@@ -124,7 +128,8 @@ const (
 	statMalformed
 	statNotParsed
 	statDNSMessages
-	statInflightErrors
+	statInflightEvicted
+	statInflightExpired
 	statMax
 )
 
@@ -167,7 +172,12 @@ func LoadDNS(opts Options) (*DNSProbe, error) {
 		return nil, fmt.Errorf("dns probe: read embedded object: %w", err)
 	}
 	spec.Maps["pod_stats"].MaxEntries = opts.MaxPods
+	// The inflight table is indexed by hash & mask: round up to a power of two.
+	opts.MaxInflight = 1 << bits.Len32(opts.MaxInflight-1)
 	spec.Maps["inflight"].MaxEntries = opts.MaxInflight
+	if err := spec.Variables["inflight_mask"].Set(opts.MaxInflight - 1); err != nil {
+		return nil, fmt.Errorf("dns probe: set inflight table size: %w", err)
+	}
 	outer := spec.Maps["name_tables"]
 	outer.InnerMap.MaxEntries = opts.MaxNames
 
@@ -385,7 +395,8 @@ func (p *DNSProbe) Stats() (ProbeStats, error) {
 	s.Malformed = counters[statMalformed]
 	s.NotParsed = counters[statNotParsed]
 	s.DNSMessages = counters[statDNSMessages]
-	s.InflightErrors = counters[statInflightErrors]
+	s.InflightEvicted = counters[statInflightEvicted]
+	s.InflightExpired = counters[statInflightExpired]
 
 	p.mu.Lock()
 	names := p.nameTables[p.active]
@@ -397,14 +408,42 @@ func (p *DNSProbe) Stats() (ProbeStats, error) {
 	if s.Names, err = fill(names); err != nil {
 		return s, err
 	}
-	if s.Inflight, err = fill(p.objs.Inflight); err != nil {
+	if s.Inflight, err = p.inflightFill(); err != nil {
 		return s, err
 	}
-	// Every remembered query is either matched, still pending, or evicted.
-	if done := s.InflightMatched + uint64(s.Inflight.Entries); s.InflightInserted > done {
-		s.InflightEvicted = s.InflightInserted - done
-	}
 	return s, nil
+}
+
+// inflightTimeout mirrors INFLIGHT_TIMEOUT_NS in dns.c.
+const inflightTimeout = 10 * time.Second
+
+// inflightFill counts the slots holding a query sent less than
+// inflightTimeout ago (bpf_ktime_get_ns is CLOCK_MONOTONIC).
+func (p *DNSProbe) inflightFill() (MapFill, error) {
+	m := p.objs.Inflight
+	f := MapFill{Max: m.MaxEntries()}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return f, err
+	}
+	now := uint64(ts.Nano())
+	keys := make([]uint32, 1024)
+	vals := make([]dnsInflightSlot, 1024)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for _, v := range vals[:n] {
+			if v.SentNs != 0 && now-v.SentNs < uint64(inflightTimeout) {
+				f.Entries++
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return f, nil
+		}
+		if err != nil {
+			return f, fmt.Errorf("count pending queries: %w", err)
+		}
+	}
 }
 
 // fill counts a map's entries by walking its keys (the kernel keeps no

@@ -35,6 +35,7 @@ enum {
 	BPF_NOEXIST = 1,
 	BPF_EXIST = 2,
 	BPF_F_NO_PREALLOC = (1U << 0),
+	BPF_F_NO_COMMON_LRU = (1U << 1),
 };
 
 #define __bpf_md_ptr(type, name) \
