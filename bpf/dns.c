@@ -17,7 +17,8 @@
 // parsed; a continuation segment is counted as malformed), several messages
 // in one TCP segment (only the first is parsed), IPv4 non-first fragments and
 // IPv6 fragments or more than 4 extension headers (counted as not parsed),
-// and questions beyond the first (QDCOUNT > 1 is parsed as its first question).
+// questions beyond the first (QDCOUNT > 1 is parsed as its first question),
+// and TCP retransmissions (a retransmitted segment is counted again).
 #include "headers/probe_types.h"
 #include <bpf/bpf_helpers.h>
 
@@ -135,10 +136,12 @@ struct name_key unused_name_key __attribute__((unused));
 struct name_value unused_name_value __attribute__((unused));
 
 // Pending client queries for latency matching: a direct-mapped table
-// indexed by a hash of the key (an LRU hash costs ~4x the rest of the probe
-// per packet). A query landing on a slot that holds another pending query
-// replaces it (counted as evicted); a query unanswered for
-// INFLIGHT_TIMEOUT_NS is counted as expired when its slot is reused.
+// indexed by a hash of the key (with an LRU hash, its insert, lookup and
+// delete were the largest per-packet cost). A query landing on a slot that
+// holds another pending query replaces it (counted as evicted); a query
+// unanswered for INFLIGHT_TIMEOUT_NS is counted as expired when its slot is
+// reused. Two responses to one query racing on two CPUs could both match
+// (no atomics: the probe must also load where BPF atomics are missing).
 struct inflight_slot {
 	struct inflight_key key;
 	u64 sent_ns; // 0: free
