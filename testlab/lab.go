@@ -271,6 +271,8 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		opts:        opts,
 	}
 	l.DNSServiceIP = netip.AddrFrom4([4]byte{10, byte(opts.NetIndex), 0, 10})
+	// Registered from the start so a signal during Start still tears down what exists.
+	registerForSignals(l)
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -316,7 +318,6 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 			return nil, err
 		}
 	}
-	registerForSignals(l)
 	return l, nil
 }
 
@@ -791,4 +792,5 @@ func CloseAll() {
 		go func() { defer wg.Done(); l.Close() }()
 	}
 	wg.Wait()
+	controlplane.StopAll() // control planes still starting (not yet in a Lab) or used directly
 }

@@ -77,9 +77,31 @@ type ControlPlane struct {
 	keepDir                     bool
 
 	spawner    *spawner
+	mu         sync.Mutex
+	stopped    bool
 	components []*component // in start order
 	client     kubernetes.Interface
 	stopOnce   sync.Once
+}
+
+// live holds every control plane that is starting or running, for StopAll.
+var live = struct {
+	sync.Mutex
+	m map[*ControlPlane]bool
+}{m: map[*ControlPlane]bool{}}
+
+// StopAll stops every control plane of this process, also ones still starting (for signal
+// handlers: child processes would die anyway, their data dirs would not).
+func StopAll() {
+	live.Lock()
+	cps := make([]*ControlPlane, 0, len(live.m))
+	for cp := range live.m {
+		cps = append(cps, cp)
+	}
+	live.Unlock()
+	for _, cp := range cps {
+		cp.Stop()
+	}
 }
 
 func randomToken() string {
@@ -144,6 +166,9 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		keepDir:         opts.KeepDir,
 		spawner:         newSpawner(),
 	}
+	live.Lock()
+	live.m[cp] = true
+	live.Unlock()
 	defer func() {
 		if err != nil {
 			cp.Stop()
@@ -294,6 +319,11 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 }
 
 func (cp *ControlPlane) start(name, bin string, args ...string) (*component, error) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.stopped {
+		return nil, fmt.Errorf("control plane stopped while starting %s", name)
+	}
 	c, err := cp.spawner.startComponent(cp.Dir, name, bin, args...)
 	if err != nil {
 		return nil, err
@@ -471,6 +501,8 @@ func (cp *ControlPlane) componentFailure(name, what string) error {
 
 // Pids returns the process ids of the running components (for RSS measurements and leak checks).
 func (cp *ControlPlane) Pids() map[string]int {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
 	out := map[string]int{}
 	for _, c := range cp.components {
 		if c.cmd.Process != nil && c.running() {
@@ -484,12 +516,19 @@ func (cp *ControlPlane) Pids() map[string]int {
 // Safe to call more than once.
 func (cp *ControlPlane) Stop() {
 	cp.stopOnce.Do(func() {
-		for i := len(cp.components) - 1; i >= 0; i-- {
-			cp.components[i].stop(0)
+		cp.mu.Lock()
+		cp.stopped = true
+		comps := cp.components
+		cp.mu.Unlock()
+		for i := len(comps) - 1; i >= 0; i-- {
+			comps[i].stop(0)
 		}
 		cp.spawner.close()
 		if !cp.keepDir {
 			os.RemoveAll(cp.Dir)
 		}
+		live.Lock()
+		delete(live.m, cp)
+		live.Unlock()
 	})
 }
