@@ -1,12 +1,16 @@
 package testlab
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -438,4 +442,83 @@ func rssKiB(pid int) int {
 		}
 	}
 	return 0
+}
+
+// TestInterruptedLabLeavesNothing: a test process holding a lab gets SIGINT (Ctrl-C on go test);
+// its handler must tear the lab down before exiting.
+func TestInterruptedLabLeavesNothing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLabUntilSignal$", "-test.v")
+	cmd.Env = append(os.Environ(), "ISOOBS_LAB_HELPER=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var cpDir string
+	var podPIDs []int
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "READY" {
+			cpDir = f[1]
+			for _, p := range f[2:] {
+				pid, _ := strconv.Atoi(p)
+				podPIDs = append(podPIDs, pid)
+			}
+			break
+		}
+	}
+	if cpDir == "" {
+		t.Fatal("helper never reported READY")
+	}
+	lo := leftovers{dir: cpDir, pids: podPIDs}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if data, err := os.ReadFile(p); err == nil && strings.Contains(string(data), cpDir) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			lo.pids = append(lo.pids, pid)
+		}
+	}
+	if len(lo.pids) < 5+2 {
+		t.Fatalf("found %d lab processes before the signal, want the 5 components and 2 pause processes", len(lo.pids))
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, stdout)
+	err = cmd.Wait()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 130 {
+		t.Errorf("helper exit: %v, want status 130", err)
+	}
+	assertNothingLeft(t, "tsig", lo)
+}
+
+func TestHelperLabUntilSignal(t *testing.T) {
+	if os.Getenv("ISOOBS_LAB_HELPER") == "" {
+		t.Skip("helper for TestInterruptedLabLeavesNothing")
+	}
+	lab := StartForTest(t, Options{ID: "tsig", Nodes: []string{"n1", "n2"}, NoCoreDNS: true})
+	ctx := context.Background()
+	var pids []string
+	for i, n := range lab.NodeNames() {
+		p := NewPod("default", fmt.Sprint("p", i), nil)
+		p.Spec.NodeName = n
+		if _, err := lab.CreatePod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		_, np, err := lab.WaitPodReady(ctx, "default", p.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, fmt.Sprint(np.PausePID))
+	}
+	fmt.Println("READY", lab.CP.Dir, strings.Join(pids, " "))
+	select {}
 }
