@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"math"
+	"unsafe"
 
 	"github.com/isoobs/isoobs/bpf"
 )
@@ -71,56 +72,48 @@ func fromBPF(p *bpf.PodCounters) counters {
 	return c
 }
 
-// each visits every field, so add/sub/delta cannot forget one.
-func (c *counters) each(o *counters, f func(a *uint64, b uint64)) {
-	f(&c.Queries, o.Queries)
-	f(&c.Responses, o.Responses)
-	f(&c.Malformed, o.Malformed)
-	f(&c.BytesOut, o.BytesOut)
-	f(&c.BytesIn, o.BytesIn)
-	f(&c.ServerQueries, o.ServerQueries)
-	f(&c.ServerResponses, o.ServerResponses)
-	f(&c.TCPQueries, o.TCPQueries)
-	for i := range c.Rcode {
-		f(&c.Rcode[i], o.Rcode[i])
-	}
-	for i := range c.QType {
-		f(&c.QType[i], o.QType[i])
-	}
-	for i := range c.LatencyLog2US {
-		f(&c.LatencyLog2US[i], o.LatencyLog2US[i])
+// counters holds only uint64 fields, so it is also a flat array of words: add, sub and delta
+// run over that array (no per-field code to forget when a field is added, and fast enough for
+// thousands of pods per tick).
+const counterWords = int(unsafe.Sizeof(counters{}) / 8)
+
+// Fails to compile if a non-uint64 field makes the size not a whole number of words.
+var _ [unsafe.Sizeof(counters{}) % 8]struct{} = [0]struct{}{}
+
+func (c *counters) words() *[counterWords]uint64 { return (*[counterWords]uint64)(unsafe.Pointer(c)) }
+
+func (c *counters) add(o *counters) {
+	a, b := c.words(), o.words()
+	for i := range a {
+		a[i] += b[i]
 	}
 }
-
-func (c *counters) add(o *counters) { c.each(o, func(a *uint64, b uint64) { *a += b }) }
 
 // sub subtracts o, flooring at zero (a baseline taken from a since-replaced kernel entry may
 // exceed the current value).
 func (c *counters) sub(o *counters) {
-	c.each(o, func(a *uint64, b uint64) {
-		if *a >= b {
-			*a -= b
+	a, b := c.words(), o.words()
+	for i := range a {
+		if a[i] >= b[i] {
+			a[i] -= b[i]
 		} else {
-			*a = 0
+			a[i] = 0
 		}
-	})
+	}
 }
 
 // deltaSince returns what happened between prev and cur, two cumulative reads of one kernel
 // entry. A field going backwards means the kernel entry was deleted and created again, so
 // cur itself is the delta.
 func deltaSince(cur, prev *counters) counters {
-	reset := false
 	d := *cur
-	d.each(prev, func(a *uint64, b uint64) {
-		if *a < b {
-			reset = true
+	a, b := d.words(), prev.words()
+	for i := range a {
+		if a[i] < b[i] {
+			return *cur
 		}
-	})
-	if reset {
-		return *cur
+		a[i] -= b[i]
 	}
-	d.sub(prev)
 	return d
 }
 

@@ -214,6 +214,7 @@ func BenchmarkCollectorTick(b *testing.B) {
 			runtime.ReadMemStats(&ms)
 			b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heapMiB")
 			b.ReportMetric(float64(vmHWMKiB())/1024, "peakRSSMiB")
+			runtime.KeepAlive(f)
 		})
 	}
 }

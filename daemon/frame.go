@@ -235,13 +235,17 @@ func (c *collector) frame(q *topQuery) *isoobsv1.TopFrame {
 		}
 	}
 
+	if groupBy == isoobsv1.GroupBy_GROUP_BY_QNAME {
+		// Thousands of names: rank them on their counts before building rows for the few shown.
+		groups, f.Truncated = topQnameGroups(groups, q.sortKey, int(req.GetLimit()), c.cfg.NamesPerNode)
+	}
 	rows := make([]*isoobsv1.DNSRow, 0, len(groups))
 	for _, g := range groups {
 		rows = append(rows, c.row(groupBy, g, q.topNames, seconds, scopeSeconds))
 	}
 	sortRows(rows, q.sortKey)
 	if limit := int(req.GetLimit()); limit > 0 && len(rows) > limit {
-		f.Truncated = uint32(len(rows) - limit)
+		f.Truncated += uint32(len(rows) - limit)
 		rows = rows[:limit]
 	}
 	f.Rows = rows
@@ -292,7 +296,7 @@ func qnameGroups(parts []part) []*group {
 		if p.names == nil {
 			continue
 		}
-		for _, it := range p.names.Top(0) {
+		p.names.Each(func(it *topk.Item) {
 			g := byName[it.Name]
 			if g == nil {
 				g = &group{key: it.Name, qname: it.Name, names: []*topk.SpaceSaving{}}
@@ -303,9 +307,34 @@ func qnameGroups(parts []part) []*group {
 			g.tot.Rcode[bpf.RcodeNXDomain] += it.NXDomain
 			g.nameError += it.Error
 			g.pods++
-		}
+		})
 	}
 	return out
+}
+
+// topQnameGroups keeps the limit (or, without one, maxRows) heaviest name groups under the
+// sort key, and says how many it dropped.
+func topQnameGroups(groups []*group, sortKey string, limit, maxRows int) ([]*group, uint32) {
+	keep := maxRows
+	if limit > 0 {
+		keep = limit
+	}
+	if len(groups) <= keep {
+		return groups, 0
+	}
+	key := func(g *group) uint64 {
+		if sortKey == "nxdomain" || sortKey == "errors" {
+			return g.tot.Rcode[bpf.RcodeNXDomain]
+		}
+		return g.tot.Queries
+	}
+	sort.Slice(groups, func(i, j int) bool {
+		if a, b := key(groups[i]), key(groups[j]); a != b {
+			return a > b
+		}
+		return groups[i].qname < groups[j].qname
+	})
+	return groups[:keep], uint32(len(groups) - keep)
 }
 
 // mergeNames sums the summaries of several pods. Counts and error bounds add up, so the merged
@@ -318,22 +347,21 @@ func mergeNames(sums []*topk.SpaceSaving, n int) []*isoobsv1.NameCount {
 	if len(sums) == 1 {
 		return toNameCounts(sums[0].Top(n))
 	}
-	merged := map[string]*topk.Item{}
+	index := map[string]int{}
+	var items []topk.Item
 	for _, s := range sums {
-		for _, it := range s.Top(0) {
-			m := merged[it.Name]
-			if m == nil {
-				m = &topk.Item{Name: it.Name}
-				merged[it.Name] = m
+		s.Each(func(it *topk.Item) {
+			i, ok := index[it.Name]
+			if !ok {
+				i = len(items)
+				index[it.Name] = i
+				items = append(items, topk.Item{Name: it.Name})
 			}
+			m := &items[i]
 			m.Count += it.Count
 			m.Error += it.Error
 			m.NXDomain += it.NXDomain
-		}
-	}
-	items := make([]topk.Item, 0, len(merged))
-	for _, m := range merged {
-		items = append(items, *m)
+		})
 	}
 	sort.Slice(items, func(i, j int) bool {
 		if items[i].Count != items[j].Count {

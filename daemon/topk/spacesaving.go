@@ -87,6 +87,13 @@ func (s *SpaceSaving) Top(n int) []Item {
 	return out
 }
 
+// Each calls fn for every monitored item, in no particular order, without allocating.
+func (s *SpaceSaving) Each(fn func(*Item)) {
+	for i := range s.items {
+		fn(&s.items[i].Item)
+	}
+}
+
 // Total is the sum of all weights added (exact).
 func (s *SpaceSaving) Total() uint64 { return s.total }
 
