@@ -105,7 +105,11 @@ func TestTopDNSOnceJSONAgainstGRPCDaemon(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[0]), &f); err != nil {
 		t.Fatal(err)
 	}
-	// The fake's first frame (n=0) is empty; --once prints it as is.
+	// The fake's first frame (n=0) is empty; --once prints it as is, with
+	// "rows": [] rather than null so consumers can iterate without checks.
+	if !strings.Contains(lines[0], `"rows":[]`) {
+		t.Errorf("empty frame must carry \"rows\":[]: %s", lines[0])
+	}
 	if len(f.Rows) != 0 || f.Sort != "nxdomain" || f.GroupBy != "pod" || len(f.Nodes) != 1 || f.Nodes[0] != "node-a" {
 		t.Errorf("frame = %+v", f)
 	}

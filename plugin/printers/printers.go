@@ -117,13 +117,18 @@ func columns(groupBy string, wide bool) []column {
 		return s
 	}
 	namespace := column{"NAMESPACE", func(r *top.Row) string { return none(r.Namespace) }}
-	// Rows not resolved to a pod (e.g. --local without a kubeconfig) are
-	// named by their cgroup so they can still be told apart.
+	// Pods without a name (e.g. --local without a kubeconfig) are shown by
+	// UID, other unresolved rows by cgroup, so they can still be told apart.
 	pod := column{"POD", func(r *top.Row) string {
-		if r.Pod == "" && r.Cgroup != "" {
+		switch {
+		case r.Pod != "":
+			return r.Pod
+		case r.PodUID != "":
+			return "uid:" + r.PodUID
+		case r.Cgroup != "":
 			return "cgroup:" + r.Cgroup
 		}
-		return none(r.Pod)
+		return "<none>"
 	}}
 	workload := column{"WORKLOAD", func(r *top.Row) string {
 		if r.Workload == "" {

@@ -35,11 +35,12 @@ func sampleFrame() top.Frame {
 		Queries: 40, QPS: 4, Responses: 40, ResponsesPerSecond: 4, NoError: 40, LatencyP50Ms: 0.5, LatencyP99Ms: 1500,
 		TopNames: []top.NameCount{{Name: "kafka.tenant-jobs.svc.cluster.local", Queries: 40}}, QueriesByType: map[string]uint64{"A": 40},
 	}
+	nameless := top.Row{Node: "node-a", PodUID: "9d1c", Cgroup: "/kubepods/besteffort/pod9d1c", Pods: 1, Queries: 3, QPS: 0.3, TopNames: []top.NameCount{}, QueriesByType: map[string]uint64{}}
 	unresolved := top.Row{Node: "node-a", Cgroup: "/system.slice/cron.service", CgroupID: 9, Queries: 2, QPS: 0, TopNames: []top.NameCount{}, QueriesByType: map[string]uint64{}}
 	return top.Frame{
 		Time: t0.Add(10 * time.Second), Since: t0, IntervalSeconds: 1, Nodes: []string{"node-a", "node-b"},
 		GroupBy: top.GroupByPod, Sort: top.SortQPS,
-		Rows:      []top.Row{crawler, coreapi, unresolved},
+		Rows:      []top.Row{crawler, coreapi, nameless, unresolved},
 		Total:     top.Row{Node: "node-a,node-b", Pods: 2, Queries: 12042, QPS: 1204.5, Responses: 12030, NoError: 1040, NXDomain: 10900, ServFail: 80, Refused: 10, Malformed: 3, TopNames: []top.NameCount{}, QueriesByType: map[string]uint64{}},
 		TopNames:  []top.NameCount{{Name: "jobs-1.example.com", Queries: 6000, NXDomain: 5990}},
 		Truncated: 0, Warnings: []string{},
@@ -185,7 +186,7 @@ func TestTablePrinterSeparatesFramesAndHandlesEmpty(t *testing.T) {
 	// Columns line up: every value starts under its header.
 	header := lines[0]
 	qpsCol := strings.Index(header, "QPS")
-	for _, l := range lines[1:4] {
+	for _, l := range lines[1:5] {
 		if !strings.HasPrefix(l[qpsCol-1:], " ") || l[qpsCol] == ' ' {
 			t.Errorf("QPS column misaligned in %q", l)
 		}
