@@ -30,6 +30,7 @@ import (
 
 	"github.com/isoobs/isoobs/testlab/controlplane"
 	"github.com/isoobs/isoobs/testlab/podnet"
+	"golang.org/x/net/dns/dnsmessage"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -279,6 +280,49 @@ func Start(ctx context.Context, pod *podnet.Pod, opts Options) (_ *Server, err e
 	return s, nil
 }
 
+// probeName is asked on every address and transport before Start returns; it shows up in
+// CoreDNS's counters, so tests compare deltas taken after Start.
+const probeName = "ready-probe." + NoErrorZone
+
+// answers reports whether CoreDNS answers a query on addr over network ("udp" or "tcp").
+// The ready plugin says 200 once its plugins are ready, which may be before every DNS
+// listener is open, so Start also asks each one.
+func answers(ctx context.Context, network string, addr netip.AddrPort) bool {
+	name := dnsmessage.MustNewName(probeName)
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 0x5eed, RecursionDesired: true})
+	_ = b.StartQuestions()
+	_ = b.Question(dnsmessage.Question{Name: name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
+	q, _ := b.Finish()
+	d := net.Dialer{Timeout: 500 * time.Millisecond}
+	c, err := d.DialContext(ctx, network, addr.String())
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if network == "tcp" {
+		q = append([]byte{byte(len(q) >> 8), byte(len(q))}, q...)
+	}
+	if _, err := c.Write(q); err != nil {
+		return false
+	}
+	buf := make([]byte, 1024)
+	header := 12 // a DNS header, after the 2-byte length on TCP
+	if network == "tcp" {
+		header += 2
+	}
+	n, err := io.ReadAtLeast(c, buf, header)
+	if err != nil {
+		return false
+	}
+	if network == "tcp" {
+		buf, n = buf[2:], n-2
+	}
+	var p dnsmessage.Parser
+	h, err := p.Start(buf[:n])
+	return err == nil && h.ID == 0x5eed && h.Response
+}
+
 // forwardAPIServer makes the kubeconfig's API server reachable from inside the pod when it
 // listens on the host's loopback.
 func forwardAPIServer(pod *podnet.Pod, kubeconfig string) (func(), error) {
@@ -320,7 +364,7 @@ func (s *Server) waitReady(ctx context.Context, readyURL string, timeout time.Du
 		if resp, err := hc.Do(req); err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && s.allListening(ctx) {
 				return nil
 			}
 		}
@@ -332,6 +376,17 @@ func (s *Server) waitReady(ctx context.Context, readyURL string, timeout time.Du
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func (s *Server) allListening(ctx context.Context) bool {
+	for _, a := range s.Addrs {
+		for _, network := range []string{"udp", "tcp"} {
+			if !answers(ctx, network, netip.AddrPortFrom(a, DNSPort)) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (s *Server) logTail(n int) string {

@@ -255,9 +255,11 @@ func (p *Pod) plumb() error {
 	}
 	// Proxy ARP answers the pod's ARP for 169.254.1.1; no DAD so fe80::1 is usable at once.
 	for file, val := range map[string]string{
-		"/proc/sys/net/ipv4/conf/" + p.HostVeth + "/proxy_arp":  "1",
-		"/proc/sys/net/ipv6/conf/" + p.HostVeth + "/accept_dad": "0",
-		"/proc/sys/net/ipv6/conf/" + p.HostVeth + "/accept_ra":  "0",
+		"/proc/sys/net/ipv4/conf/" + p.HostVeth + "/proxy_arp": "1",
+		// Proxy ARP replies are otherwise delayed by a random share of 0.8s (as Calico, answer at once).
+		"/proc/sys/net/ipv4/neigh/" + p.HostVeth + "/proxy_delay": "0",
+		"/proc/sys/net/ipv6/conf/" + p.HostVeth + "/accept_dad":   "0",
+		"/proc/sys/net/ipv6/conf/" + p.HostVeth + "/accept_ra":    "0",
 	} {
 		if err := os.WriteFile(file, []byte(val), 0); err != nil {
 			return fmt.Errorf("sysctl %s: %w", file, err)
@@ -299,6 +301,22 @@ func (p *Pod) plumb() error {
 	if err := h.LinkSetUp(eth); err != nil {
 		return err
 	}
+	if p.IPv6.IsValid() {
+		if err := waitLocalRoute(h, p.IPv6, eth.Attrs().Index); err != nil {
+			return err
+		}
+		// The host must own fe80::1 before the pod asks for it, or the pod's neighbour
+		// discovery backs off for a second.
+		hh, err := netlink.NewHandle()
+		if err != nil {
+			return err
+		}
+		err = waitLocalRoute(hh, GatewayV6, host.Attrs().Index)
+		hh.Close()
+		if err != nil {
+			return err
+		}
+	}
 	idx := eth.Attrs().Index
 	if p.IPv4.IsValid() {
 		gw := prefixNet(netip.PrefixFrom(GatewayV4, 32))
@@ -321,6 +339,31 @@ func (p *Pod) plumb() error {
 		}
 	}
 	return nil
+}
+
+// waitLocalRoute waits for the kernel to install the local route of a new IPv6 address: it does
+// so from its DAD work queue even with IFA_F_NODAD, a moment after the address add returns, and
+// packets to the address arriving before that are dropped (Ip6InNoRoutes).
+func waitLocalRoute(h *netlink.Handle, a netip.Addr, linkIndex int) error {
+	filter := &netlink.Route{Table: unix.RT_TABLE_LOCAL, Dst: prefixNet(netip.PrefixFrom(a, 128)), LinkIndex: linkIndex}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		rs, err := h.RouteListFiltered(netlink.FAMILY_V6, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF)
+		if err == nil && len(rs) > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the kernel did not install the local route of %s within 3s", a)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func familyOf(a netip.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
 }
 
 func prefixNet(p netip.Prefix) *net.IPNet {
@@ -464,8 +507,17 @@ func (p *Pod) AddLocalAddress(addr netip.Addr) error {
 		return err
 	}
 	pfx := netip.PrefixFrom(addr, addr.BitLen())
+	// IPv6 would silently add a second nexthop to an existing route: refuse instead.
+	if existing, err := netlink.RouteListFiltered(familyOf(addr), &netlink.Route{Dst: prefixNet(pfx)}, netlink.RT_FILTER_DST); err == nil && len(existing) > 0 {
+		return fmt.Errorf("podnet: %s is already routed on this host (link index %d): another pod or a concurrently running lab uses it; pick another address (e.g. another ServiceCIDR)", addr, existing[0].LinkIndex)
+	}
 	if err := h.AddrAdd(lo, &netlink.Addr{IPNet: prefixNet(pfx), Flags: unix.IFA_F_NODAD}); err != nil {
 		return fmt.Errorf("podnet: adding %s to pod %s: %w", addr, p, err)
+	}
+	if addr.Is6() {
+		if err := waitLocalRoute(h, addr, lo.Attrs().Index); err != nil {
+			return err
+		}
 	}
 	host, err := netlink.LinkByName(p.HostVeth)
 	if err != nil {

@@ -504,15 +504,26 @@ func TestPodToPodAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	step := time.Now()
+	lap := func(what string) { t.Logf("%s: %s", what, time.Since(step)); step = time.Now() }
 	pingFrom(t, pa, pb.IPv4)
+	lap("ping v4")
 	pingFrom(t, pa, pb.IPv6)
+	lap("ping v6")
 	pingFrom(t, pb, pa.IPv4)
+	lap("ping v4 back")
 	udpExchange(t, pa, pb, pb.IPv4)
+	lap("udp v4")
 	udpExchange(t, pa, pb, pb.IPv6)
+	lap("udp v6")
 	udpExchange(t, pb, pa, pa.IPv6)
+	lap("udp v6 back")
 
 	// A ClusterIP-style extra address on b is reachable from a.
-	vip := netip.MustParseAddr("10.96.0.10")
+	// Random ClusterIP-style addresses: other labs on this host may be routing theirs.
+	rb := make([]byte, 2)
+	_, _ = rand.Read(rb)
+	vip := netip.AddrFrom4([4]byte{10, 97, rb[0], rb[1]&0xfe | 2})
 	if err := pb.AddLocalAddress(vip); err != nil {
 		t.Fatal(err)
 	}
@@ -520,11 +531,15 @@ func TestPodToPodAcrossNodes(t *testing.T) {
 		t.Fatalf("AddLocalAddress not idempotent: %v", err)
 	}
 	udpExchange(t, pa, pb, vip)
-	vip6 := netip.MustParseAddr("fd96::a")
+	vip6 := netip.MustParseAddr(fmt.Sprintf("fd97::%x:%x", rb[0], rb[1]))
 	if err := pb.AddLocalAddress(vip6); err != nil {
 		t.Fatal(err)
 	}
 	udpExchange(t, pa, pb, vip6)
+	// The same address on another pod is refused, not silently load-balanced.
+	if err := pa.AddLocalAddress(vip6); err == nil || !strings.Contains(err.Error(), "already routed") {
+		t.Errorf("duplicate local address: %v", err)
+	}
 }
 
 func TestForwardTCP(t *testing.T) {
