@@ -3,9 +3,12 @@ package daemon_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"math/bits"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -273,6 +276,41 @@ func TestDaemonRealProbe(t *testing.T) {
 	}
 	// The daemon-scope stream now has 347 in total.
 	waitFrame(t, stream, 50, func(f *isoobsv1.TopFrame) bool { return f.Total.GetQueries() == 347 && f.Total.GetResponses() == 347 })
+
+	// Health and metrics: probes attached and ticking; pods without Kubernetes metadata are
+	// exported under namespace/workload "unknown" (never per pod).
+	hs := httptest.NewServer(d.HTTPHandler())
+	defer hs.Close()
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
+			t.Errorf("%s: %d %s", path, resp.StatusCode, body)
+		}
+	}
+	resp, err := http.Get(hs.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`isoobs_dns_queries_total{namespace="unknown",workload="unknown"} 347`,
+		`isoobs_dns_responses_total{namespace="unknown",rcode="NXDOMAIN",workload="unknown"} 57`,
+		`isoobs_dns_host_queries_total 25`,
+		`isoobs_probes_attached 2`,
+	} {
+		if !strings.Contains(string(metricsText), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(string(metricsText), uidA) || strings.Contains(string(metricsText), "api.example.com") {
+		t.Error("/metrics carries a pod UID or a query name")
+	}
 
 	// Bad requests get a clear error.
 	bad, err := client.Top(ctx, &isoobsv1.TopRequest{Sort: "loudness"})

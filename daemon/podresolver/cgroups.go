@@ -99,7 +99,11 @@ type Resolver struct {
 
 // NewResolver walks root once.
 func NewResolver(root string, minRescan time.Duration) *Resolver {
-	r := &Resolver{root: root, minRescan: minRescan, now: time.Now, byID: map[uint64]Cgroup{}}
+	return newResolver(root, minRescan, time.Now)
+}
+
+func newResolver(root string, minRescan time.Duration, now func() time.Time) *Resolver {
+	r := &Resolver{root: root, minRescan: minRescan, now: now, byID: map[uint64]Cgroup{}}
 	r.mu.Lock()
 	r.rescanLocked()
 	r.mu.Unlock()
