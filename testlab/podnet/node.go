@@ -22,6 +22,8 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -113,6 +115,11 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	n.stateFile = filepath.Join(labDir(cfg.LabID), "nodes", nodeFileName(cfg.Name))
 	// Record the intent before creating anything, so a crash in between is still swept.
 	st := nodeState{Name: cfg.Name, CgroupParent: cfg.CgroupParent}
+	for _, c := range []netip.Prefix{cfg.PodCIDRv4, cfg.PodCIDRv6} {
+		if c.IsValid() {
+			st.PodCIDRs = append(st.PodCIDRs, c.String())
+		}
+	}
 	if err := writeJSON(n.stateFile, st); err != nil {
 		return nil, fmt.Errorf("podnet: writing node state: %w", err)
 	}
@@ -121,7 +128,11 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if werr := writeJSON(n.stateFile, st); werr != nil && err == nil {
 		err = werr
 	}
+	if err == nil {
+		err = addEgressRules(st.PodCIDRs)
+	}
 	if err != nil || !isCgroup2Dir(cfg.CgroupParent) {
+		removeEgressRules(st.PodCIDRs)
 		_ = removeNodeCgroups(st)
 		_ = os.Remove(n.stateFile)
 		releaseLabIfEmpty(cfg.LabID)
@@ -279,6 +290,7 @@ func (n *Node) Close() error {
 	if err := removeNodeCgroups(st); err != nil {
 		errs = append(errs, err)
 	}
+	removeEgressRules(st.PodCIDRs)
 	if len(errs) == 0 {
 		_ = os.Remove(n.stateFile)
 	}
@@ -305,4 +317,51 @@ func enableForwarding() error {
 		}
 	}
 	return nil
+}
+
+// Policy-routing priorities of the egress rules (below the main table's 32766).
+const (
+	egressLookupPriority = 30100
+	egressDropPriority   = 30101
+)
+
+// egressRules keep pod traffic on the host: packets from a pod CIDR use the main table without
+// its default routes, and whatever only a default route would carry is unreachable. Pods reach
+// other pods, ClusterIPs and host addresses, and nothing leaves the machine (a pod process that
+// reads the host's resolv.conf fails at once instead of querying the outside resolver).
+func egressRules(cidr string) []*netlink.Rule {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return nil
+	}
+	family := netlink.FAMILY_V4
+	if p.Addr().Is6() {
+		family = netlink.FAMILY_V6
+	}
+	lookup := netlink.NewRule()
+	lookup.Priority, lookup.Family, lookup.Src = egressLookupPriority, family, prefixNet(p)
+	lookup.Table, lookup.SuppressPrefixlen = unix.RT_TABLE_MAIN, 0
+	drop := netlink.NewRule()
+	drop.Priority, drop.Family, drop.Src = egressDropPriority, family, prefixNet(p)
+	drop.Type = unix.RTN_UNREACHABLE
+	return []*netlink.Rule{lookup, drop}
+}
+
+func addEgressRules(cidrs []string) error {
+	for _, c := range cidrs {
+		for _, r := range egressRules(c) {
+			if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("adding egress rule for %s: %w", c, err)
+			}
+		}
+	}
+	return nil
+}
+
+func removeEgressRules(cidrs []string) {
+	for _, c := range cidrs {
+		for _, r := range egressRules(c) {
+			_ = netlink.RuleDel(r)
+		}
+	}
 }

@@ -24,8 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// Gateways the pod's default routes point at. The host veth answers ARP for the IPv4 one by
-// proxy ARP and owns the IPv6 one, as Calico does: no bridge and no per-node gateway address.
+// Gateways the pod's default routes point at: link-local addresses that every host veth owns
+// (Calico and Cilium point pods at a link-local gateway too): no bridge, no per-node gateway.
 var (
 	GatewayV4 = netip.MustParseAddr("169.254.1.1")
 	GatewayV6 = netip.MustParseAddr("fe80::1")
@@ -253,16 +253,22 @@ func (p *Pod) plumb() error {
 	if err != nil {
 		return err
 	}
-	// Proxy ARP answers the pod's ARP for 169.254.1.1; no DAD so fe80::1 is usable at once.
+	// No DAD so fe80::1 is usable at once.
 	for file, val := range map[string]string{
-		"/proc/sys/net/ipv4/conf/" + p.HostVeth + "/proxy_arp": "1",
-		// Proxy ARP replies are otherwise delayed by a random share of 0.8s (as Calico, answer at once).
-		"/proc/sys/net/ipv4/neigh/" + p.HostVeth + "/proxy_delay": "0",
-		"/proc/sys/net/ipv6/conf/" + p.HostVeth + "/accept_dad":   "0",
-		"/proc/sys/net/ipv6/conf/" + p.HostVeth + "/accept_ra":    "0",
+		"/proc/sys/net/ipv6/conf/" + p.HostVeth + "/accept_dad": "0",
+		"/proc/sys/net/ipv6/conf/" + p.HostVeth + "/accept_ra":  "0",
 	} {
 		if err := os.WriteFile(file, []byte(val), 0); err != nil {
 			return fmt.Errorf("sysctl %s: %w", file, err)
+		}
+	}
+	// The host end owns the IPv4 gateway too (every host veth has it), so the pod's ARP for it
+	// is answered as for any local address and packets addressed to it stay on the host.
+	// (Proxy ARP, as Calico does it, needs a route to the gateway, which the egress rules
+	// deny to pods.)
+	if p.IPv4.IsValid() {
+		if err := netlink.AddrAdd(host, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(GatewayV4, 32)), Scope: int(netlink.SCOPE_LINK)}); err != nil {
+			return fmt.Errorf("adding %s to %s: %w", GatewayV4, p.HostVeth, err)
 		}
 	}
 	if p.IPv6.IsValid() {

@@ -20,7 +20,6 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,7 +77,10 @@ func randomLabID(t testing.TB) string {
 	return labID
 }
 
-var cidrSeq = 0
+var (
+	cidrSeq  = 0
+	labCIDRs = map[string][]string{} // labID → pod CIDRs its nodes used
+)
 
 // newTestNode makes a node in a fresh lab and checks after the test that the lab left nothing.
 func newTestNode(t testing.TB, labID, name, driver string) *Node {
@@ -97,6 +99,7 @@ func newTestNode(t testing.TB, labID, name, driver string) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	labCIDRs[labID] = append(labCIDRs[labID], n.cfg.PodCIDRv4.String(), n.cfg.PodCIDRv6.String())
 	t.Cleanup(func() {
 		if err := n.Close(); err != nil {
 			t.Errorf("Close: %v", err)
@@ -119,7 +122,16 @@ func assertLabGone(t testing.TB, labID, cgroupDir string) {
 			t.Errorf("link %s still exists", l.Attrs().Name)
 		}
 	}
-	// Ongoing pods of other tests may hold /proc/*/ns/net; only check ours through the veths above.
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rules, _ := netlink.RuleList(fam)
+		for _, r := range rules {
+			for _, c := range labCIDRs[labID] {
+				if r.Src != nil && r.Src.String() == c {
+					t.Errorf("egress rule %s still exists", r)
+				}
+			}
+		}
+	}
 }
 
 func testPod(n *Node, ns, name, uid string, qos corev1.PodQOSClass) *corev1.Pod {
@@ -357,7 +369,7 @@ func TestPodGetsAddressesCgroupAndNetns(t *testing.T) {
 			if _, err := os.Stat(p.CgroupPath); !os.IsNotExist(err) {
 				t.Errorf("pod cgroup survives DetachPod")
 			}
-			if unix.Kill(pause, 0) == nil {
+			if processAlive(pause) {
 				t.Errorf("pause process %d survives DetachPod", pause)
 			}
 			if len(n.Pods()) != 0 {
@@ -503,6 +515,27 @@ func TestPodToPodAcrossNodes(t *testing.T) {
 	pb, err := nb.AttachPod(testPod(nb, "default", "b", newUID(), corev1.PodQOSGuaranteed))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Pod traffic stays on the host: routing decisions only, no packet leaves.
+	for _, dst := range []string{"8.8.8.8", "10.255.255.53", "2001:4860:4860::8888"} {
+		src := pa.IPv4.String()
+		if strings.Contains(dst, ":") {
+			src = pa.IPv6.String()
+		}
+		out, _ := exec.Command("ip", "route", "get", dst, "from", src, "iif", pa.HostVeth).CombinedOutput()
+		if !strings.Contains(string(out), "unreachable") {
+			t.Errorf("route from pod to %s: %s", dst, out)
+		}
+	}
+	for _, dst := range []netip.Addr{pb.IPv4, pb.IPv6} {
+		src := pa.IPv4
+		if dst.Is6() {
+			src = pa.IPv6
+		}
+		out, err := exec.Command("ip", "route", "get", dst.String(), "from", src.String(), "iif", pa.HostVeth).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "dev "+pb.HostVeth) {
+			t.Errorf("route from pod a to pod b %s: %s %v", dst, out, err)
+		}
 	}
 	step := time.Now()
 	lap := func(what string) { t.Logf("%s: %s", what, time.Since(step)); step = time.Now() }
@@ -668,20 +701,24 @@ func TestSweepStaleRemovesDeadLab(t *testing.T) {
 	_ = cmd.Wait()
 	// Pdeathsig takes the pause process (and with it netns and veth) down.
 	deadline := time.Now().Add(5 * time.Second)
-	for unix.Kill(info.Pause, 0) == nil && time.Now().Before(deadline) {
+	for processAlive(info.Pause) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if unix.Kill(info.Pause, 0) == nil {
+	if processAlive(info.Pause) {
 		t.Errorf("pause process %d outlived its owner", info.Pause)
 	}
 	if _, err := os.Stat(info.Cgroup); err != nil {
 		t.Fatalf("expected leftover cgroup %s before the sweep: %v", info.Cgroup, err)
 	}
+	labCIDRs[labID] = []string{"10.79.9.0/24", "fd79:0:0:9::/64"}
+	if out, _ := exec.Command("ip", "rule").CombinedOutput(); !strings.Contains(string(out), "from 10.79.9.0/24") {
+		t.Errorf("expected the dead lab's egress rules before the sweep:\n%s", out)
+	}
 	if err := SweepStale(); err != nil {
 		t.Fatal(err)
 	}
 	assertLabGone(t, labID, labCg)
-	if unix.Kill(info.Child, 0) == nil {
+	if processAlive(info.Child) {
 		t.Errorf("pod process %d survived the sweep", info.Child)
 	}
 }
@@ -699,4 +736,16 @@ func BenchmarkAttachDetach(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// processAlive is false for a missing process and for a zombie (the machine's PID 1 may reap
+// orphans late).
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }

@@ -60,6 +60,7 @@ type nodeState struct {
 	Name         string   `json:"name"`
 	CgroupParent string   `json:"cgroupParent"`
 	CreatedDirs  []string `json:"createdDirs"` // cgroup dirs NewNode created, outermost first
+	PodCIDRs     []string `json:"podCIDRs"`    // keys of the egress rules
 }
 
 type podState struct {
@@ -196,6 +197,7 @@ func sweepLab(dir string) error {
 		if err := removeNodeCgroups(ns); err != nil {
 			errs = append(errs, err)
 		}
+		removeEgressRules(ns.PodCIDRs)
 	}
 	if len(errs) == 0 {
 		if err := os.RemoveAll(dir); err != nil {
