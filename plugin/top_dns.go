@@ -14,6 +14,8 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -311,7 +313,8 @@ func (o *TopDNSOptions) runPlain(ctx context.Context, sources []top.Source, opts
 	switch {
 	case ctx.Err() != nil:
 		return nil // interrupted by the user
-	case single && !printed && errors.Is(streamCtx.Err(), context.DeadlineExceeded):
+	case single && !printed && (errors.Is(streamCtx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded):
+		// gRPC may report the deadline (server side) before our timer fires.
 		return fmt.Errorf("no frame from the isoobs daemon within %s: check that it is running and counting (its Status, its logs), or try without --once/--duration", wait)
 	case err == nil && single && !printed:
 		return errors.New("the isoobs daemon closed the stream before sending a frame: check its logs")

@@ -192,18 +192,34 @@ func sourceError(src Source, err error) error {
 	if !ok {
 		return fmt.Errorf("isoobs daemon %s: %w", src.Name, err)
 	}
+	// The messages drop gRPC's prefix; the wrapped error keeps its status
+	// code for callers (status.Code sees through the wrapping).
+	var msg string
 	switch st.Code() {
 	case codes.Unavailable:
-		return fmt.Errorf("cannot reach the isoobs daemon at %s: %s (is isoobs-daemon running and listening there?)", src.Name, st.Message())
+		msg = fmt.Sprintf("cannot reach the isoobs daemon at %s: %s (is isoobs-daemon running and listening there?)", src.Name, st.Message())
 	case codes.Unimplemented:
-		return fmt.Errorf("the server at %s is not an isoobs daemon or is too old for `top dns`: %s", src.Name, st.Message())
+		msg = fmt.Sprintf("the server at %s is not an isoobs daemon or is too old for `top dns`: %s", src.Name, st.Message())
 	case codes.InvalidArgument:
-		return fmt.Errorf("the isoobs daemon at %s rejected the request: %s", src.Name, st.Message())
-	case codes.Canceled:
-		return fmt.Errorf("isoobs daemon %s: stream cancelled: %w", src.Name, err)
+		msg = fmt.Sprintf("the isoobs daemon at %s rejected the request: %s", src.Name, st.Message())
 	default:
-		return fmt.Errorf("isoobs daemon %s: %s: %s", src.Name, st.Code(), st.Message())
+		msg = fmt.Sprintf("isoobs daemon %s: %s: %s", src.Name, st.Code(), st.Message())
 	}
+	return &daemonError{msg: msg, err: err}
+}
+
+type daemonError struct {
+	msg string
+	err error
+}
+
+func (e *daemonError) Error() string { return e.msg }
+func (e *daemonError) Unwrap() error { return e.err }
+
+// GRPCStatus lets status.Code and status.FromError read the daemon's code.
+func (e *daemonError) GRPCStatus() *status.Status {
+	st, _ := status.FromError(e.err)
+	return st
 }
 
 // DaemonTarget checks a --daemon address (host:port or unix:///path) and

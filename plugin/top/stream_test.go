@@ -185,6 +185,9 @@ func TestStreamUnreachableDaemon(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot reach the isoobs daemon at 127.0.0.1:1") {
 		t.Errorf("want a 'cannot reach' error, got %v", err)
 	}
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("the gRPC code must survive the wrapping, got %v", status.Code(err))
+	}
 }
 
 func TestStreamEmitErrorStops(t *testing.T) {
