@@ -358,6 +358,13 @@ func TestDNSNameTableOverflow(t *testing.T) {
 	if got := pods[id].Queries; got != truth.want.Queries {
 		t.Errorf("pod queries %d, want %d (pod totals must not depend on the name table)", got, truth.want.Queries)
 	}
+	// A gone pod's counters can be forgotten; unknown ids are not an error.
+	if err := p.DeletePods([]uint64{id, 1}); err != nil {
+		t.Fatalf("DeletePods: %v", err)
+	}
+	if pods, _ := p.ReadPods(); len(pods) != 0 {
+		t.Errorf("after DeletePods: %d pods left in the kernel map, want 0", len(pods))
+	}
 }
 
 func TestDNSTwoProbesOnTwoRoots(t *testing.T) {

@@ -268,6 +268,18 @@ func (p *DNSProbe) ReadPods() (map[uint64]PodCounters, error) {
 	return out, nil
 }
 
+// DeletePods forgets the kernel counters of cgroups that are gone, so the bounded
+// pod_stats map does not fill up with dead pods over a node's lifetime. Ids not in
+// the map are ignored.
+func (p *DNSProbe) DeletePods(ids []uint64) error {
+	for _, id := range ids {
+		if err := p.objs.PodStats.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete pod counters of cgroup %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
 func sumPodCounters(perCPU []dnsPodCounters) PodCounters {
 	var pc PodCounters
 	var qtype [len(TrackedQTypes) + 1]uint64
