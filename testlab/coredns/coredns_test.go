@@ -400,3 +400,28 @@ func BenchmarkDNSPerfMaxQPS(b *testing.B) {
 	}
 	b.ReportMetric(res.QPS, "qps")
 }
+
+// TestPodResolverUsesCoreDNS: a pod with a kubelet-style resolv.conf resolves through CoreDNS
+// with the ordinary system resolver (glibc), as a real workload would.
+func TestPodResolverUsesCoreDNS(t *testing.T) {
+	if _, err := exec.LookPath("getent"); err != nil {
+		t.Skip("getent not installed")
+	}
+	l := newLab(t)
+	vip4, _ := clusterIPs()
+	dnsPod := l.pod(t, l.a, "kube-system", "coredns")
+	s := startCoreDNS(t, dnsPod, coredns.Options{ClusterIPs: []netip.Addr{vip4}})
+	client := l.pod(t, l.b, "tenant-jobs", "crawler")
+	if err := client.SetResolvConf(podnet.KubeResolvConf("tenant-jobs", "cluster.local", vip4)); err != nil {
+		t.Fatal(err)
+	}
+	before := metrics(t, s)
+	out, err := client.Command(context.Background(), "getent", "ahostsv4", "x.noerror.test").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), coredns.NoErrorA.String()) {
+		t.Fatalf("getent through CoreDNS: %v %s", err, out)
+	}
+	// ndots:5 makes glibc try the search list first: those NXDOMAINs reach CoreDNS too.
+	if d := metrics(t, s).Sub(before); d.Requests == 0 || d.ResponsesByRcode["NOERROR"] == 0 || d.ResponsesByRcode["NXDOMAIN"] == 0 {
+		t.Errorf("CoreDNS saw %+v", d)
+	}
+}

@@ -6,8 +6,14 @@
 // All nodes of a lab share the host's root network namespace, so pods on different lab nodes
 // reach each other through host routes (IP forwarding is switched on).
 //
-// Resolver: pods get no /etc/resolv.conf of their own; processes started by Pod.Command see the
-// host's. DNS clients in the lab take the server address explicitly (dnsgen --server).
+// Resolver: each pod has its own mount namespace (held by the pause process, entered by
+// Pod.Command). Pod.SetResolvConf(KubeResolvConf(ns, "cluster.local", kubeDNSClusterIP)) bind
+// mounts a kubelet-style /etc/resolv.conf there; until then pods see the host's file, whose
+// nameserver they cannot reach (see egress rules). dnsgen always takes --server explicitly.
+//
+// Egress: packets from a node's pod CIDRs are routed by the main table without its default
+// routes (policy rules at priority 30100/30101), so pods reach pods, routed ClusterIPs and the
+// host, and nothing they send leaves the machine.
 package podnet
 
 import (

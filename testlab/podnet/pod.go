@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -41,6 +42,7 @@ type Pod struct {
 	CgroupPath      string // the pod cgroup (kubepods.slice/.../kubepods-<qos>-pod<uid>.slice)
 	CgroupID        uint64 // inode of CgroupPath
 	NetnsPath       string // /proc/<pause pid>/ns/net
+	MountNsPath     string // /proc/<pause pid>/ns/mnt: the host's mounts, plus the pod's resolv.conf
 	HostVeth        string
 	Node            string
 
@@ -55,6 +57,7 @@ type Pod struct {
 	pauseDone  chan struct{}
 	mu         sync.Mutex
 	localAddrs []netip.Addr
+	resolvConf string // file bind-mounted on the pod's /etc/resolv.conf
 	closers    []func()
 	tornDown   bool
 }
@@ -181,6 +184,7 @@ func (n *Node) attach(pod *corev1.Pod, v4, v6 netip.Addr) (_ *Pod, err error) {
 		return nil, fmt.Errorf("podnet: writing pod state: %w", err)
 	}
 	p.NetnsPath = fmt.Sprintf("/proc/%d/ns/net", p.PausePID)
+	p.MountNsPath = fmt.Sprintf("/proc/%d/ns/mnt", p.PausePID)
 	if err := p.plumb(); err != nil {
 		return nil, fmt.Errorf("podnet: network for pod %s: %w", p, err)
 	}
@@ -218,7 +222,7 @@ func (p *Pod) startPause(sandboxCg string) error {
 	}
 	cmd := exec.Command(sleep, "infinity")
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWNET,
+		Cloneflags:  syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
 		Pdeathsig:   syscall.SIGKILL,
 		UseCgroupFD: true,
 		CgroupFD:    int(fd.Fd()),
@@ -424,6 +428,9 @@ func (p *Pod) teardown() error {
 		p.cgroupFD.Close()
 	}
 	// Empty qos-level dirs (kubepods-burstable.slice) stay, as on a real node.
+	if p.resolvConf != "" {
+		_ = os.Remove(p.resolvConf)
+	}
 	if len(errs) == 0 {
 		_ = os.Remove(p.stateFile)
 		p.node.mu.Lock()
@@ -433,12 +440,58 @@ func (p *Pod) teardown() error {
 	return errors.Join(errs...)
 }
 
+// KubeResolvConf is the resolv.conf the kubelet gives a ClusterFirst pod in namespace.
+func KubeResolvConf(namespace, clusterDomain string, nameservers ...netip.Addr) string {
+	if clusterDomain == "" {
+		clusterDomain = "cluster.local"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "search %s.svc.%s svc.%s %s\n", namespace, clusterDomain, clusterDomain, clusterDomain)
+	for _, ns := range nameservers {
+		fmt.Fprintf(&b, "nameserver %s\n", ns)
+	}
+	b.WriteString("options ndots:5\n")
+	return b.String()
+}
+
+// SetResolvConf gives the pod's processes this /etc/resolv.conf (see KubeResolvConf), bind
+// mounted in the pod's own mount namespace: the host's file is untouched, and the mount goes
+// away with the pod. Calling it again replaces the content.
+func (p *Pod) SetResolvConf(content string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tornDown {
+		return fmt.Errorf("podnet: pod %s is detached", p)
+	}
+	file := strings.TrimSuffix(p.stateFile, ".json") + ".resolv.conf"
+	// Rewrite in place: a bind mount follows the inode, so no rename.
+	if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+		return fmt.Errorf("podnet: writing resolv.conf for %s: %w", p, err)
+	}
+	if p.resolvConf != "" {
+		return nil
+	}
+	if _, err := os.Stat("/etc/resolv.conf"); err != nil {
+		return fmt.Errorf("podnet: the host has no /etc/resolv.conf to mount over: %w", err)
+	}
+	// rslave first: on a host whose / is shared, the bind mount must not propagate back.
+	for _, args := range [][]string{{"--make-rslave", "/"}, {"--bind", file, "/etc/resolv.conf"}} {
+		cmd := exec.Command("nsenter", append([]string{"--mount=" + p.MountNsPath, "--", "mount"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("podnet: mount %v in pod %s: %v: %s", args, p, err, strings.TrimSpace(string(out)))
+		}
+	}
+	p.resolvConf = file
+	return nil
+}
+
 // Command returns a command that runs inside the pod: joined to its cgroup and its netns (join the cgroup before entering the netns).
 // The process starts in the pod's container cgroup (clone into the cgroup, then nsenter enters
 // the netns and execs name), so a probe sees the container cgroup and walks up to the pod's.
 // It is SIGKILLed if this process dies.
 func (p *Pod) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	nsArgs := append([]string{"--net=" + p.NetnsPath, "--", name}, args...)
+	// --wd=. keeps cmd.Dir: entering a mount namespace would reset the cwd to its root.
+	nsArgs := append([]string{"--net=" + p.NetnsPath, "--mount=" + p.MountNsPath, "--wd=.", "--", name}, args...)
 	cmd := exec.CommandContext(ctx, "nsenter", nsArgs...)
 	p.mu.Lock()
 	down := p.tornDown

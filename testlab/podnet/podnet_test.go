@@ -749,3 +749,43 @@ func processAlive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
+
+func TestResolvConfAndWorkingDir(t *testing.T) {
+	requireRoot(t)
+	n := newTestNode(t, randomLabID(t), "lab-node-a", DriverCgroupfs)
+	p, err := n.AttachPod(testPod(n, "tenant-jobs", "crawler", newUID(), corev1.PodQOSBestEffort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostBefore, _ := os.ReadFile("/etc/resolv.conf")
+	want := KubeResolvConf("tenant-jobs", "", netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd96::a"))
+	if want != "search tenant-jobs.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\nnameserver fd96::a\noptions ndots:5\n" {
+		t.Fatalf("KubeResolvConf: %q", want)
+	}
+	if err := p.SetResolvConf(want); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, p.Command(context.Background(), "cat", "/etc/resolv.conf")); got != want {
+		t.Errorf("pod sees %q", got)
+	}
+	again := KubeResolvConf("other", "", netip.MustParseAddr("10.96.0.11"))
+	if err := p.SetResolvConf(again); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, p.Command(context.Background(), "cat", "/etc/resolv.conf")); got != again {
+		t.Errorf("after update pod sees %q", got)
+	}
+	if hostAfter, _ := os.ReadFile("/etc/resolv.conf"); string(hostAfter) != string(hostBefore) {
+		t.Errorf("host resolv.conf changed: %q", hostAfter)
+	}
+	if out, _ := exec.Command("findmnt", "-n", "/etc/resolv.conf").CombinedOutput(); len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("the bind mount leaked to the host: %s", out)
+	}
+	// cmd.Dir survives entering the pod's mount namespace.
+	dir := t.TempDir()
+	cmd := p.Command(context.Background(), "pwd")
+	cmd.Dir = dir
+	if got := strings.TrimSpace(run(t, cmd)); got != dir {
+		t.Errorf("pwd in pod %q, want %q", got, dir)
+	}
+}
