@@ -7,6 +7,8 @@ GOTESTFLAGS ?=
 # Lab tests share the machine's kernel objects (cgroups, veths); one package at a time
 # keeps exact-count tests honest on 2 cores.
 TEST_TIMEOUT ?= 75m
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/isoobs/isoobs/plugin.Version=$(VERSION) -X github.com/isoobs/isoobs/daemon.Version=$(VERSION)
 
 .PHONY: all deps generate build test demo bench lint lab-up lab-down clean
 
@@ -28,8 +30,8 @@ generate: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 ## build: the plugin, the daemon and the lab tools
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/kubectl-isoobs ./cmd/kubectl-isoobs
-	$(GO) build -o $(BIN)/isoobs-daemon ./cmd/isoobs-daemon
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/kubectl-isoobs ./cmd/kubectl-isoobs
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/isoobs-daemon ./cmd/isoobs-daemon
 	$(GO) build -o $(BIN)/isoobs-lab ./testlab/cmd/isoobs-lab
 	$(GO) build -o $(BIN)/dnsgen ./testlab/cmd/dnsgen
 

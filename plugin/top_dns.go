@@ -14,6 +14,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -49,7 +50,7 @@ type TopDNSOptions struct {
 	ConfigFlags *genericclioptions.ConfigFlags
 	genericiooptions.IOStreams
 
-	DaemonAddr    string
+	DaemonAddrs   []string
 	Local         bool
 	CgroupRoot    string
 	NodeName      string
@@ -126,7 +127,7 @@ document (-o yaml). All namespaces are shown unless -n narrows them.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.DaemonAddr, "daemon", o.DaemonAddr, "Read one isoobs daemon at host:port or unix:///path/to.sock")
+	f.StringSliceVar(&o.DaemonAddrs, "daemon", o.DaemonAddrs, "Read isoobs daemons at host:port or unix:///path/to.sock (repeat or comma-separate to merge several nodes)")
 	f.BoolVar(&o.Local, "local", o.Local, "Run the daemon engine in this process on this host (root, or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN)")
 	f.StringVar(&o.CgroupRoot, "cgroup-root", o.CgroupRoot, "With --local: cgroup v2 mount to watch (default: detected)")
 	f.StringVar(&o.NodeName, "node-name", o.NodeName, "With --local: name of this node in the output (default: the host name)")
@@ -171,11 +172,11 @@ func (o *TopDNSOptions) Validate() error {
 	if o.Output, err = printers.ParseOutput(o.Output); err != nil {
 		return err
 	}
-	if o.DaemonAddr != "" && o.Local {
+	if len(o.DaemonAddrs) > 0 && o.Local {
 		return errors.New("--daemon and --local both choose where the data comes from: use --daemon ADDR to read a running daemon, or --local to run the probes here")
 	}
-	if o.DaemonAddr != "" {
-		if _, err := top.DaemonTarget(o.DaemonAddr); err != nil {
+	for _, addr := range o.DaemonAddrs {
+		if _, err := top.DaemonTarget(addr); err != nil {
 			return err
 		}
 	}
@@ -186,7 +187,7 @@ func (o *TopDNSOptions) Validate() error {
 			}
 		}
 	}
-	if o.DaemonAddr == "" && !o.Local {
+	if len(o.DaemonAddrs) == 0 && !o.Local {
 		return errors.New("top dns needs a daemon to read from: pass --daemon ADDR (a running isoobs-daemon, e.g. --daemon unix:///run/isoobs/isoobs.sock or a port-forwarded 127.0.0.1:7070), or --local to run the probes in this process as root. Cluster-wide mode through the isoobs daemon pods is not available yet")
 	}
 	if o.Once && o.Duration != 0 {
@@ -379,15 +380,26 @@ func stdoutIsTerminal(w io.Writer) bool {
 	return ok && isatty.IsTerminal(f.Fd())
 }
 
-// defaultSources opens the daemon chosen by --daemon or --local.
+// defaultSources opens the daemons chosen by --daemon, or the in-process one of --local.
 func (o *TopDNSOptions) defaultSources(ctx context.Context) ([]top.Source, func(), error) {
 	if o.Local {
 		return o.startLocal(ctx)
 	}
-	conn, err := top.DialDaemon(o.DaemonAddr)
-	if err != nil {
-		return nil, nil, err
+	var sources []top.Source
+	var conns []*grpc.ClientConn
+	closeAll := func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
 	}
-	src := top.Source{Name: o.DaemonAddr, Client: isoobsv1.NewDaemonClient(conn)}
-	return []top.Source{src}, func() { _ = conn.Close() }, nil
+	for _, addr := range o.DaemonAddrs {
+		conn, err := top.DialDaemon(addr)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		conns = append(conns, conn)
+		sources = append(sources, top.Source{Name: addr, Client: isoobsv1.NewDaemonClient(conn)})
+	}
+	return sources, closeAll, nil
 }

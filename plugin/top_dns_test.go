@@ -202,7 +202,7 @@ func TestTopDNSOnceTimesOutOnSilentDaemon(t *testing.T) {
 	addr := fakedaemon.StartUnix(t, srv)
 	streams, _, _, _ := genericiooptions.NewTestIOStreams()
 	o := NewTopDNSOptions(genericclioptions.NewConfigFlags(false), streams)
-	o.DaemonAddr, o.Once, o.Interval, o.firstFrameWait = addr, true, 100*time.Millisecond, 200*time.Millisecond
+	o.DaemonAddrs, o.Once, o.Interval, o.firstFrameWait = []string{addr}, true, 100*time.Millisecond, 200*time.Millisecond
 	if err := o.Complete(nil, nil); err != nil {
 		t.Fatal(err)
 	}
