@@ -789,3 +789,20 @@ func TestResolvConfAndWorkingDir(t *testing.T) {
 		t.Errorf("pwd in pod %q, want %q", got, dir)
 	}
 }
+
+// BenchmarkAttach measures AttachPod alone (the detach is not timed).
+func BenchmarkAttach(b *testing.B) {
+	requireRoot(b)
+	n := newTestNode(b, randomLabID(b), "bench-node", DriverSystemd)
+	for b.Loop() {
+		p, err := n.AttachPod(testPod(n, "default", "bench", newUID(), corev1.PodQOSBurstable))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := n.DetachPod(p.UID); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
