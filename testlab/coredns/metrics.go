@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -102,4 +103,30 @@ func ParseMetrics(r io.Reader) (Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// MetricsSince scrapes until CoreDNS has counted at least minResponses responses since prev and
+// returns the difference. CoreDNS counts a query after writing its answer, so a client can
+// hold the answer a moment before the counters include it; waiting for the client's own
+// answered count closes that gap. It gives up after 5s (or ctx) with the last difference.
+func (s *Server) MetricsSince(ctx context.Context, prev Metrics, minResponses uint64) (Metrics, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m, err := s.Metrics(ctx)
+		if err != nil {
+			return Metrics{}, err
+		}
+		d := m.Sub(prev)
+		if d.Responses >= minResponses {
+			return d, nil
+		}
+		if time.Now().After(deadline) {
+			return d, fmt.Errorf("coredns: counted %d responses since the last scrape, want at least %d", d.Responses, minResponses)
+		}
+		select {
+		case <-ctx.Done():
+			return d, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
