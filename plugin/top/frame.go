@@ -16,10 +16,13 @@ type Frame struct {
 	Since           time.Time `json:"since"`
 	IntervalSeconds float64   `json:"intervalSeconds"`
 	// Nodes whose daemons contributed to this frame.
-	Nodes   []string `json:"nodes"`
-	GroupBy string   `json:"groupBy"`
-	Sort    string   `json:"sort"`
-	Rows    []Row    `json:"rows"`
+	Nodes []string `json:"nodes"`
+	// MissingNodes are nodes whose daemons were asked but did not answer:
+	// the frame is a partial result without them.
+	MissingNodes []MissingNode `json:"missingNodes"`
+	GroupBy      string        `json:"groupBy"`
+	Sort         string        `json:"sort"`
+	Rows         []Row         `json:"rows"`
 	// Total covers every row, including rows cut by --limit.
 	Total    Row         `json:"total"`
 	TopNames []NameCount `json:"topNames"`
@@ -42,23 +45,26 @@ type Row struct {
 	Cgroup   string `json:"cgroup"`
 	CgroupID uint64 `json:"cgroupID"`
 	// Pods merged into this row.
-	Pods               uint32            `json:"pods"`
-	Queries            uint64            `json:"queries"`
-	QPS                float64           `json:"qps"`
-	Responses          uint64            `json:"responses"`
-	ResponsesPerSecond float64           `json:"responsesPerSecond"`
-	NoError            uint64            `json:"noerror"`
-	NXDomain           uint64            `json:"nxdomain"`
-	ServFail           uint64            `json:"servfail"`
-	Refused            uint64            `json:"refused"`
-	OtherRcode         uint64            `json:"otherRcode"`
-	Malformed          uint64            `json:"malformed"`
-	LatencyP50Ms       float64           `json:"latencyP50Ms"`
-	LatencyP99Ms       float64           `json:"latencyP99Ms"`
-	TopNames           []NameCount       `json:"topNames"`
-	QueriesByType      map[string]uint64 `json:"queriesByType"`
-	BytesOut           uint64            `json:"bytesOut"`
-	BytesIn            uint64            `json:"bytesIn"`
+	Pods               uint32      `json:"pods"`
+	Queries            uint64      `json:"queries"`
+	QPS                float64     `json:"qps"`
+	Responses          uint64      `json:"responses"`
+	ResponsesPerSecond float64     `json:"responsesPerSecond"`
+	NoError            uint64      `json:"noerror"`
+	NXDomain           uint64      `json:"nxdomain"`
+	ServFail           uint64      `json:"servfail"`
+	Refused            uint64      `json:"refused"`
+	OtherRcode         uint64      `json:"otherRcode"`
+	Malformed          uint64      `json:"malformed"`
+	LatencyP50Ms       float64     `json:"latencyP50Ms"`
+	LatencyP99Ms       float64     `json:"latencyP99Ms"`
+	TopNames           []NameCount `json:"topNames"`
+	// TopZones are the heaviest parent domains of the names ("*.crawl.example"): exact
+	// where a random-subdomain flood makes every single name rare.
+	TopZones      []NameCount       `json:"topZones"`
+	QueriesByType map[string]uint64 `json:"queriesByType"`
+	BytesOut      uint64            `json:"bytesOut"`
+	BytesIn       uint64            `json:"bytesIn"`
 	// Queries answered by this group (it is a DNS server such as CoreDNS).
 	ServedQueries   uint64            `json:"servedQueries"`
 	ServedResponses uint64            `json:"servedResponses"`
@@ -67,6 +73,12 @@ type Row struct {
 	// latencyLog2Us is the merged log2 latency histogram; it stays out of
 	// the output schema but lets frames be merged again exactly.
 	latencyLog2Us []uint64
+}
+
+// MissingNode is a node left out of a frame, and why.
+type MissingNode struct {
+	Node   string `json:"node"`
+	Reason string `json:"reason"`
 }
 
 // NameCount is how often one query name was asked.

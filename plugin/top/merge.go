@@ -33,7 +33,7 @@ func Merge(frames []*isoobsv1.TopFrame, opts MergeOptions) Frame {
 	if groupBy == "" {
 		groupBy = GroupByPod
 	}
-	out := Frame{GroupBy: groupBy, Rows: []Row{}, TopNames: []NameCount{}, Warnings: []string{}}
+	out := Frame{GroupBy: groupBy, Rows: []Row{}, TopNames: []NameCount{}, Warnings: []string{}, MissingNodes: []MissingNode{}}
 
 	byKey := map[string]*rowAccumulator{}
 	var order []string
@@ -165,6 +165,7 @@ type rowAccumulator struct {
 	nodes  map[string]bool
 	row0   Row
 	names  map[string]*NameCount
+	zones  map[string]*NameCount
 	qtypes map[string]uint64
 	hist   []uint64
 	labels map[string]string
@@ -176,7 +177,7 @@ type rowAccumulator struct {
 }
 
 func newRowAccumulator() *rowAccumulator {
-	return &rowAccumulator{nodes: map[string]bool{}, names: map[string]*NameCount{}, qtypes: map[string]uint64{}, differs: map[string]bool{}}
+	return &rowAccumulator{nodes: map[string]bool{}, names: map[string]*NameCount{}, zones: map[string]*NameCount{}, qtypes: map[string]uint64{}, differs: map[string]bool{}}
 }
 
 func (a *rowAccumulator) add(r *isoobsv1.DNSRow, frameNode, groupBy string) {
@@ -238,6 +239,7 @@ func (a *rowAccumulator) add(r *isoobsv1.DNSRow, frameNode, groupBy string) {
 		a.p50, a.p99 = r.GetLatencyP50Ms(), r.GetLatencyP99Ms()
 	}
 	addNames(a.names, r.GetTopNames())
+	addNames(a.zones, r.GetTopZones())
 	if groupBy == GroupByQName && s.QName == "" {
 		s.QName = QNameOf(r)
 	}
@@ -279,8 +281,12 @@ func (a *rowAccumulator) row(topN int) Row {
 		out.LatencyP50Ms, out.LatencyP99Ms = a.p50, a.p99
 	}
 	out.TopNames = topNames(a.names, topN)
+	out.TopZones = topNames(a.zones, TopZonesPerRow)
 	return out
 }
+
+// TopZonesPerRow is how many parent domains ("*.crawl.example") a row keeps.
+const TopZonesPerRow = 3
 
 func addNames(into map[string]*NameCount, names []*isoobsv1.NameCount) {
 	for _, n := range names {

@@ -32,6 +32,10 @@ type StreamOptions struct {
 	// MaxWait is how long a merged frame waits for slow sources before it
 	// is emitted with the frames at hand (default: the request interval).
 	MaxWait time.Duration
+	// Missing are nodes known to be left out before streaming starts (no
+	// daemon, unreachable); every frame lists them with the sources that
+	// fail while streaming.
+	Missing []MissingNode
 }
 
 // ErrStop, returned by an emit callback, ends Stream without error.
@@ -59,11 +63,18 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 
 	events := make(chan sourceEvent)
 	for i, src := range sources {
-		stream, err := src.Client.Top(ctx, opts.Request)
-		if err != nil {
-			return sourceError(src, err)
-		}
+		// Streams open concurrently, and a source that cannot open is
+		// dropped like one that fails later: one bad node of hundreds must
+		// not cost the others their view.
 		go func() {
+			stream, err := src.Client.Top(ctx, opts.Request)
+			if err != nil {
+				select {
+				case events <- sourceEvent{index: i, err: err}:
+				case <-ctx.Done():
+				}
+				return
+			}
 			for {
 				f, err := stream.Recv()
 				select {
@@ -91,6 +102,10 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 	ended := make([]error, len(sources))
 	alive := len(sources)
 	var endWarnings []string
+	missing := append([]MissingNode(nil), opts.Missing...)
+	for _, m := range opts.Missing {
+		endWarnings = append(endWarnings, fmt.Sprintf("node %s left out: %s", m.Node, m.Reason))
+	}
 	var firstErr error
 	var wait <-chan time.Time
 
@@ -108,6 +123,7 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 		wait = nil
 		merged := Merge(frames, opts.Merge)
 		merged.Warnings = append(merged.Warnings, endWarnings...)
+		merged.MissingNodes = append(merged.MissingNodes, missing...)
 		if err := emit(merged); err != nil {
 			if errors.Is(err, ErrStop) {
 				return ErrStop
@@ -153,6 +169,7 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 					ended[ev.index] = sourceError(sources[ev.index], ev.err)
 					fresh[ev.index] = false
 					endWarnings = append(endWarnings, ended[ev.index].Error())
+					missing = append(missing, MissingNode{Node: sources[ev.index].Name, Reason: ended[ev.index].Error()})
 					if firstErr == nil {
 						firstErr = ended[ev.index]
 					}

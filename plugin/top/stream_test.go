@@ -226,3 +226,40 @@ func TestDaemonTarget(t *testing.T) {
 		}
 	}
 }
+
+func TestStreamMarksMissingNodes(t *testing.T) {
+	a := &fakedaemon.Server{Node: "node-a", Frame: countingFrames("crawler-1", 100, 1), Ticks: make(chan struct{})}
+	unreachable, err := top.DialDaemon("127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unreachable.Close()
+	frames := make(chan top.Frame, 4)
+	done := make(chan error, 1)
+	go func() {
+		done <- top.Stream(context.Background(), []top.Source{
+			{Name: "node-a", Client: fakedaemon.StartBufconn(t, a)},
+			{Name: "node-b", Client: isoobsv1.NewDaemonClient(unreachable)},
+		}, top.StreamOptions{Request: request(time.Hour), Merge: top.MergeOptions{GroupBy: top.GroupByWorkload}, MaxWait: time.Hour,
+			Missing: []top.MissingNode{{Node: "node-c", Reason: "no isoobs daemon pod on this node"}}},
+			func(f top.Frame) error { frames <- f; return nil })
+	}()
+	// node-b cannot even open its stream; node-a's frame must still come out
+	// at once (not after MaxWait), with both other nodes marked.
+	a.Ticks <- struct{}{}
+	f := next(t, frames)
+	if len(f.Rows) != 1 || f.Rows[0].Queries != 100 || len(f.Nodes) != 1 || f.Nodes[0] != "node-a" {
+		t.Fatalf("frame rows %+v nodes %v", f.Rows, f.Nodes)
+	}
+	if len(f.MissingNodes) != 2 || f.MissingNodes[0].Node != "node-c" || f.MissingNodes[1].Node != "node-b" ||
+		!strings.Contains(f.MissingNodes[1].Reason, "cannot reach") {
+		t.Errorf("missing nodes: %+v", f.MissingNodes)
+	}
+	if len(f.Warnings) != 2 {
+		t.Errorf("warnings: %v", f.Warnings)
+	}
+	a.Ticks <- struct{}{}
+	if err := next(t, done); err == nil || !strings.Contains(err.Error(), "node-b") {
+		t.Errorf("Stream must end with node-b's error, got %v", err)
+	}
+}
