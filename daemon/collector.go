@@ -8,7 +8,6 @@ import (
 	"github.com/isoobs/isoobs/bpf"
 	"github.com/isoobs/isoobs/daemon/podmeta"
 	"github.com/isoobs/isoobs/daemon/podresolver"
-	"github.com/isoobs/isoobs/daemon/topk"
 	"github.com/isoobs/isoobs/daemon/window"
 )
 
@@ -56,7 +55,7 @@ type subject struct {
 	cgroupID   uint64
 	total      counters // since daemon start
 	series     *window.Series[rateSample]
-	names      *topk.SpaceSaving
+	names      *nameSummary
 	meta       *podmeta.Pod
 	cgroups    int       // live cgroup entries pointing here
 	goneAt     time.Time // when the last cgroup vanished
@@ -66,14 +65,14 @@ type subject struct {
 
 // nameSink receives name deltas for a stream that counts since its own start.
 type nameSink struct {
-	perSubject map[string]*topk.SpaceSaving
-	node       *topk.SpaceSaving
+	perSubject map[string]*nameSummary
+	node       *nameSummary
 	capacity   int
 	maxSubject int
 }
 
 func newNameSink(perPod, node, maxSubjects int) *nameSink {
-	return &nameSink{perSubject: map[string]*topk.SpaceSaving{}, node: topk.New(node), capacity: perPod, maxSubject: maxSubjects}
+	return &nameSink{perSubject: map[string]*nameSummary{}, node: newNameSummary(node), capacity: perPod, maxSubject: maxSubjects}
 }
 
 func (s *nameSink) add(key, name string, q, nx uint64) {
@@ -82,7 +81,7 @@ func (s *nameSink) add(key, name string, q, nx uint64) {
 		if len(s.perSubject) >= s.maxSubject {
 			return
 		}
-		ss = topk.New(s.capacity)
+		ss = newNameSummary(s.capacity)
 		s.perSubject[key] = ss
 	}
 	ss.Add(name, q, nx)
@@ -101,7 +100,7 @@ type collector struct {
 	clock     *window.Clock
 	cgroups   map[uint64]*cgroupEntry
 	subjects  map[string]*subject
-	nodeNames *topk.SpaceSaving
+	nodeNames *nameSummary
 	sinks     map[*nameSink]struct{}
 	started   time.Time // counting since
 	lastTick  time.Time
@@ -130,7 +129,7 @@ func newCollector(cfg *Config, src Source, res cgroupResolver, pods podLookup, m
 		clock:       window.NewClock(ticks),
 		cgroups:     map[uint64]*cgroupEntry{},
 		subjects:    map[string]*subject{},
-		nodeNames:   topk.New(cfg.NamesPerNode),
+		nodeNames:   newNameSummary(cfg.NamesPerNode),
 		sinks:       map[*nameSink]struct{}{},
 		subscribers: map[chan struct{}]struct{}{},
 		started:     now,
@@ -239,7 +238,7 @@ func (c *collector) entry(id uint64, now time.Time) *cgroupEntry {
 		s = &subject{
 			key: key, uid: uid, cgroupPath: path, cgroupID: id,
 			series: window.NewSeries[rateSample](c.clock.Len(), c.tickNo),
-			names:  topk.New(c.cfg.NamesPerPod),
+			names:  newNameSummary(c.cfg.NamesPerPod),
 		}
 		c.subjects[key] = s
 		c.lookupMeta(s)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
@@ -149,12 +150,18 @@ func runFlood(t testing.TB, names int) floodResult {
 	res := floodResult{Names: src.next, TotalsExact: true, HeavyTop: true, ErrorBound: true}
 	for _, id := range ids {
 		s := f.c.cgroups[id].subj
-		if s.total.Queries != src.sent[id] || s.names.Total() != src.sent[id] || s.total.Rcode[bpf.RcodeNXDomain] != src.sent[id] {
+		if s.total.Queries != src.sent[id] || s.names.names.Total() != src.sent[id] || s.total.Rcode[bpf.RcodeNXDomain] != src.sent[id] {
 			res.TotalsExact = false
 			res.Detail += "totals differ for " + strconv.FormatUint(id, 10) + "; "
 		}
 	}
 	for _, r := range fr.Rows {
+		// No random name ranks, but their parent does, exactly: every name was counted there.
+		if len(r.TopZones) == 0 || r.TopZones[0].Name != "*.flood.example.com." ||
+			r.TopZones[0].Queries != uint64(src.perTick*src.batches) || r.TopZones[0].Error != 0 {
+			res.TotalsExact = false
+			res.Detail += fmt.Sprintf("top zone %v, want *.flood.example.com. = %d exactly; ", r.TopZones, src.perTick*src.batches)
+		}
 		if len(r.TopNames) == 0 || r.TopNames[0].Name != "heavy.example.com." {
 			res.HeavyTop = false
 			continue

@@ -108,7 +108,7 @@ type part struct {
 	s     *subject
 	tot   counters
 	rate  rateSample
-	names *topk.SpaceSaving
+	names *nameSummary
 }
 
 // group accumulates the parts of one row.
@@ -118,7 +118,7 @@ type group struct {
 	qname string
 	tot   counters
 	rate  rateSample
-	names []*topk.SpaceSaving
+	names []*nameSummary
 	pods  int
 	// nameError is the summed Space-Saving error bound of a qname row.
 	nameError uint64
@@ -258,9 +258,9 @@ func (c *collector) frame(q *topQuery) *isoobsv1.TopFrame {
 	if unfiltered {
 		// The node-wide summary saw every name of every pod: tighter bounds than merging.
 		if q.sink != nil {
-			total.names = []*topk.SpaceSaving{q.sink.node}
+			total.names = []*nameSummary{q.sink.node}
 		} else {
-			total.names = []*topk.SpaceSaving{c.nodeNames}
+			total.names = []*nameSummary{c.nodeNames}
 		}
 	}
 	f.Total = c.row(isoobsv1.GroupBy_GROUP_BY_NODE, total, q.topNames, seconds, scopeSeconds)
@@ -296,10 +296,10 @@ func qnameGroups(parts []part) []*group {
 		if p.names == nil {
 			continue
 		}
-		p.names.Each(func(it *topk.Item) {
+		p.names.names.Each(func(it *topk.Item) {
 			g := byName[it.Name]
 			if g == nil {
-				g = &group{key: it.Name, qname: it.Name, names: []*topk.SpaceSaving{}}
+				g = &group{key: it.Name, qname: it.Name, names: []*nameSummary{}}
 				byName[it.Name] = g
 				out = append(out, g)
 			}
@@ -425,7 +425,8 @@ func (c *collector) row(by isoobsv1.GroupBy, g *group, topNames int, seconds, sc
 		}
 		return r
 	}
-	r.TopNames = mergeNames(g.names, topNames)
+	r.TopNames = mergeNames(summaries(g.names, false), topNames)
+	r.TopZones = mergeNames(summaries(g.names, true), topZones)
 	s := g.first
 	if s == nil {
 		return r

@@ -112,7 +112,7 @@ func (s *server) Status(context.Context, *isoobsv1.StatusRequest) (*isoobsv1.Sta
 		"read_errors":               c.readErrors,
 		"pods_forgotten":            c.subjectsDeleted,
 		"kernel_entries_forgotten":  c.kernelEntriesForgot,
-		"node_names_evictions":      c.nodeNames.Evictions(),
+		"node_names_evictions":      c.nodeNames.names.Evictions(),
 		"cgroups_known":             uint64(len(c.cgroups)),
 		"stats_errors":              boolCount(c.statsErr != nil),
 	}

@@ -187,7 +187,7 @@ func columns(groupBy string, wide bool) []column {
 		}
 	}
 	if groupBy != top.GroupByQName {
-		cols = append(cols, column{"TOP-NAMES", func(r *top.Row) string { return names(r.TopNames) }})
+		cols = append(cols, column{"TOP-NAMES", func(r *top.Row) string { return names(top.DisplayNames(r)) }})
 	}
 	return cols
 }

@@ -436,7 +436,10 @@ type DNSRow struct {
 	ResponsesPerSecond float64 `protobuf:"fixed64,33,opt,name=responses_per_second,json=responsesPerSecond,proto3" json:"responses_per_second,omitempty"`
 	// The query name of a row when grouped by qname (its counters are that name's, summed
 	// over the pods selected; qps is then the average over the frame's scope).
-	Qname         string `protobuf:"bytes,34,opt,name=qname,proto3" json:"qname,omitempty"`
+	Qname string `protobuf:"bytes,34,opt,name=qname,proto3" json:"qname,omitempty"`
+	// Heaviest parent domains ("*.crawl.example") of the names queried: a random-subdomain
+	// flood has no heavy single name, but its parent is counted exactly.
+	TopZones      []*NameCount `protobuf:"bytes,35,rep,name=top_zones,json=topZones,proto3" json:"top_zones,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -700,6 +703,13 @@ func (x *DNSRow) GetQname() string {
 		return x.Qname
 	}
 	return ""
+}
+
+func (x *DNSRow) GetTopZones() []*NameCount {
+	if x != nil {
+		return x.TopZones
+	}
+	return nil
 }
 
 type TopFrame struct {
@@ -1141,7 +1151,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aqueries\x18\x02 \x01(\x04R\aqueries\x12\x1a\n" +
 	"\bnxdomain\x18\x03 \x01(\x04R\bnxdomain\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\x04R\x05error\"\xc3\t\n" +
+	"\x05error\x18\x04 \x01(\x04R\x05error\"\xf6\t\n" +
 	"\x06DNSRow\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -1177,7 +1187,8 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\asources\x18\x1f \x03(\tR\asources\x12\x12\n" +
 	"\x04pods\x18  \x01(\rR\x04pods\x120\n" +
 	"\x14responses_per_second\x18! \x01(\x01R\x12responsesPerSecond\x12\x14\n" +
-	"\x05qname\x18\" \x01(\tR\x05qname\x1a@\n" +
+	"\x05qname\x18\" \x01(\tR\x05qname\x121\n" +
+	"\ttop_zones\x18# \x03(\v2\x14.isoobs.v1.NameCountR\btopZones\x1a@\n" +
 	"\x12QueriesByTypeEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
@@ -1286,26 +1297,27 @@ var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	4,  // 4: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
 	11, // 5: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
 	12, // 6: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
-	15, // 7: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
-	14, // 8: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
-	15, // 9: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
-	5,  // 10: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
-	5,  // 11: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
-	4,  // 12: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
-	15, // 13: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
-	8,  // 14: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
-	9,  // 15: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
-	13, // 16: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
-	14, // 17: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
-	3,  // 18: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	7,  // 19: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	6,  // 20: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	10, // 21: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	20, // [20:22] is the sub-list for method output_type
-	18, // [18:20] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	4,  // 7: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
+	15, // 8: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
+	14, // 9: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
+	15, // 10: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
+	5,  // 11: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
+	5,  // 12: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
+	4,  // 13: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
+	15, // 14: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
+	8,  // 15: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
+	9,  // 16: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
+	13, // 17: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
+	14, // 18: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
+	3,  // 19: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	7,  // 20: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	6,  // 21: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	10, // 22: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	21, // [21:23] is the sub-list for method output_type
+	19, // [19:21] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
