@@ -295,7 +295,7 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		l.Nodes = append(l.Nodes, n)
 	}
 	// Adopter before nodes exist in the API: nothing can be scheduled yet, so no pod is missed.
-	if l.adopter, err = startAdopter(ctx, l.CP.Client(), l.Nodes, opts.Logf); err != nil {
+	if l.adopter, err = startAdopter(ctx, l.CP.Client(), l.Nodes, l.DNSServiceIP, opts.Logf); err != nil {
 		return nil, err
 	}
 	// kwok nodes in parallel: each waits ~1 s for kwok's node-initialize stage.
@@ -530,6 +530,7 @@ type adopter struct {
 	client  kubernetes.Interface
 	nodes   map[string]*podnet.Node
 	logf    func(string, ...any)
+	dnsIP   netip.Addr // kube-dns ClusterIP every pod's resolv.conf names
 	queue   workqueue.TypedRateLimitingInterface[string]
 	indexer cache.Indexer
 	cancel  context.CancelFunc
@@ -542,9 +543,10 @@ type adopter struct {
 
 const adopterWorkers = 4
 
-func startAdopter(ctx context.Context, client kubernetes.Interface, nodes []*podnet.Node, logf func(string, ...any)) (*adopter, error) {
+func startAdopter(ctx context.Context, client kubernetes.Interface, nodes []*podnet.Node, dnsIP netip.Addr, logf func(string, ...any)) (*adopter, error) {
 	a := &adopter{
 		client: client,
+		dnsIP:  dnsIP,
 		nodes:  map[string]*podnet.Node{},
 		logf:   logf,
 		queue: workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](
@@ -697,6 +699,11 @@ func (a *adopter) sync(ctx context.Context, key string) error {
 	np, err := node.AttachPod(pod)
 	if err != nil {
 		return fmt.Errorf("attach to node %s: %w", node.Name(), err)
+	}
+	// Like the kubelet for a ClusterFirst pod: its resolver is the cluster DNS.
+	if err := np.SetResolvConf(podnet.KubeResolvConf(pod.Namespace, "cluster.local", a.dnsIP)); err != nil {
+		_ = node.DetachPod(pod.UID)
+		return fmt.Errorf("resolv.conf of %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	if allocated {
 		ips := make([]string, len(pod.Status.PodIPs))

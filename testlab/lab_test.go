@@ -298,6 +298,11 @@ func checkClusterDNS(t *testing.T, lab *Lab, clientPod string) {
 			t.Errorf("dig @%s %s from pod %s: %q (err %v), want %s", lab.DNSServiceIP, name, clientPod, out, err, want)
 		}
 	}
+	// The pod's own resolver (resolv.conf the adopter wrote, search list included) reaches CoreDNS.
+	out, err := client.Command(ctx, "getent", "hosts", "kube-dns.kube-system").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), lab.DNSServiceIP.String()+" ") {
+		t.Errorf("getent hosts kube-dns.kube-system in pod %s: %q (err %v), want %s", clientPod, out, err, lab.DNSServiceIP)
+	}
 }
 
 func TestTwoLabsAtOnce(t *testing.T) {
