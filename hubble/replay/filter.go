@@ -123,7 +123,9 @@ func compileFilter(ff *flowpb.FlowFilter) (flowMatcher, error) {
 				return nil, fmt.Errorf("unknown protocol %q", p)
 			}
 		}
-		m = append(m, func(f *flowpb.Flow) bool { return slices.ContainsFunc(v, func(p string) bool { return protocolMatches(p, f) }) })
+		m = append(m, func(f *flowpb.Flow) bool {
+			return slices.ContainsFunc(v, func(p string) bool { return protocolMatches(p, f) })
+		})
 	}
 	if v := ff.GetSourcePort(); len(v) > 0 {
 		m = append(m, func(f *flowpb.Flow) bool { src, _ := ports(f); return slices.Contains(v, src) })
