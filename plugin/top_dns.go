@@ -22,13 +22,23 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/isoobs/isoobs/plugin/cluster"
 	"github.com/isoobs/isoobs/plugin/printers"
 	"github.com/isoobs/isoobs/plugin/top"
 	"github.com/isoobs/isoobs/plugin/tui"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
 
-const topDNSExample = `  # Live view from one node's daemon (a local socket or a port-forward)
+const topDNSExample = `  # Cluster-wide live view: every node's isoobs daemon, reached through the API server
+  kubectl isoobs top dns
+
+  # Count DNS over the next 3 seconds on all nodes, as JSON
+  kubectl isoobs top dns -A --duration 3s -o json
+
+  # Only two nodes
+  kubectl isoobs top dns --node worker-1,worker-2
+
+  # Live view from one node's daemon (a local socket or a port-forward)
   kubectl isoobs top dns --daemon unix:///run/isoobs/isoobs.sock
   kubectl isoobs top dns --daemon 127.0.0.1:7070
 
@@ -66,6 +76,13 @@ type TopDNSOptions struct {
 	TopNames      int
 	Output        string
 
+	// Cluster mode (neither --daemon nor --local).
+	Nodes           []string
+	DaemonNamespace string
+	DaemonSelector  string
+	DaemonPort      int
+	ConnectTimeout  time.Duration
+
 	// Set by Complete.
 	namespace     string
 	groupBy       isoobsv1.GroupBy
@@ -76,21 +93,27 @@ type TopDNSOptions struct {
 	openSources       func(ctx context.Context) ([]top.Source, func(), error)
 	localEngine       LocalEngine
 	firstFrameWait    time.Duration
+	// missing are nodes the cluster fan-out could not reach (set by the sources).
+	missing []top.MissingNode
 }
 
 // NewTopDNSOptions returns options with the flag defaults.
 func NewTopDNSOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *TopDNSOptions {
 	return &TopDNSOptions{
-		ConfigFlags:    configFlags,
-		IOStreams:      streams,
-		Interval:       time.Second,
-		Sort:           top.SortQPS,
-		Limit:          20,
-		GroupBy:        top.GroupByPod,
-		TopNames:       3,
-		isTerminal:     stdoutIsTerminal,
-		localEngine:    defaultLocalEngine,
-		firstFrameWait: 15 * time.Second,
+		ConfigFlags:     configFlags,
+		IOStreams:       streams,
+		Interval:        time.Second,
+		Sort:            top.SortQPS,
+		Limit:           20,
+		GroupBy:         top.GroupByPod,
+		TopNames:        3,
+		DaemonNamespace: cluster.DefaultNamespace,
+		DaemonSelector:  cluster.DefaultSelector,
+		DaemonPort:      cluster.DefaultPort,
+		ConnectTimeout:  cluster.DefaultConnectTimeout,
+		isTerminal:      stdoutIsTerminal,
+		localEngine:     defaultLocalEngine,
+		firstFrameWait:  15 * time.Second,
 	}
 }
 
@@ -105,9 +128,13 @@ NXDOMAIN, SERVFAIL, REFUSED, malformed), their latency (p50/p99) and their most
 asked names, counted by the isoobs daemon's eBPF probes. It needs no Cilium L7
 DNS policy.
 
-Reads one daemon with --daemon ADDR, or runs the daemon's engine in this
-process with --local. Counters cover the time since the daemon started;
---duration D counts only the next D.
+By default it asks the isoobs daemon on every node (the pods labelled
+--daemon-selector in --daemon-namespace), each through the API server's
+port-forward with your kubeconfig, and merges them; --node picks nodes. Nodes
+that do not answer are listed as missing (missingNodes in JSON) and the rest
+is shown. --daemon ADDR reads daemons at given addresses instead, and --local
+runs the daemon's engine in this process. Counters cover the time since the
+daemon started; --duration D counts only the next D.
 
 On a terminal the view refreshes every --interval (keys: s cycles the sort,
 n/f/e/l/r/c/m/a pick one, q quits). Otherwise each frame is printed as a table
@@ -142,6 +169,7 @@ document (-o yaml). All namespaces are shown unless -n narrows them.`,
 	f.StringVar(&o.Pod, "pod", o.Pod, "Only this pod (name, or namespace/name)")
 	f.IntVar(&o.TopNames, "top-names", o.TopNames, "Query names to show per row (0: none)")
 	f.StringVarP(&o.Output, "output", "o", o.Output, "Output format: wide, json (one object per line) or yaml")
+	addClusterFlags(f, &o.Nodes, &o.DaemonNamespace, &o.DaemonSelector, &o.DaemonPort, &o.ConnectTimeout)
 	return cmd
 }
 
@@ -187,8 +215,8 @@ func (o *TopDNSOptions) Validate() error {
 			}
 		}
 	}
-	if len(o.DaemonAddrs) == 0 && !o.Local {
-		return errors.New("top dns needs a daemon to read from: pass --daemon ADDR (a running isoobs-daemon, e.g. --daemon unix:///run/isoobs/isoobs.sock or a port-forwarded 127.0.0.1:7070), or --local to run the probes in this process as root. Cluster-wide mode through the isoobs daemon pods is not available yet")
+	if err := validateClusterFlags(len(o.DaemonAddrs) == 0 && !o.Local, o.Nodes, o.DaemonSelector, o.DaemonPort, o.ConnectTimeout); err != nil {
+		return err
 	}
 	if o.Once && o.Duration != 0 {
 		return errors.New("--once and --duration both print one frame: use --once for counts since the daemon started, or --duration 10s for counts over the next 10 seconds")
@@ -268,6 +296,7 @@ func (o *TopDNSOptions) Run(ctx context.Context) error {
 	opts := top.StreamOptions{
 		Request: o.Request(),
 		Merge:   top.MergeOptions{GroupBy: o.GroupBy, TopNames: o.TopNames},
+		Missing: o.missing,
 	}
 	live := !o.Once && o.Duration == 0 && (o.Output == printers.OutputTable || o.Output == printers.OutputWide) && o.isTerminal(o.Out)
 	if live {
@@ -380,10 +409,16 @@ func stdoutIsTerminal(w io.Writer) bool {
 	return ok && isatty.IsTerminal(f.Fd())
 }
 
-// defaultSources opens the daemons chosen by --daemon, or the in-process one of --local.
+// defaultSources opens the daemons chosen by --daemon, the in-process one of
+// --local, or else every node's daemon pod.
 func (o *TopDNSOptions) defaultSources(ctx context.Context) ([]top.Source, func(), error) {
 	if o.Local {
 		return o.startLocal(ctx)
+	}
+	if len(o.DaemonAddrs) == 0 {
+		sources, missing, closeAll, err := clusterSources(ctx, o.ConfigFlags, o.clusterOptions(), o.ErrOut)
+		o.missing = missing
+		return sources, closeAll, err
 	}
 	var sources []top.Source
 	var conns []*grpc.ClientConn

@@ -34,7 +34,10 @@ func TestTopDNSFlagValidation(t *testing.T) {
 		args []string
 		want []string // substrings of the error
 	}{
-		{"no source", nil, []string{"--daemon ADDR", "--local", "Cluster-wide mode through the isoobs daemon pods is not available yet"}},
+		{"cluster mode without an API server", []string{"--server", "https://127.0.0.1:1", "--once"}, []string{"cannot reach the Kubernetes API server", "--daemon ADDR", "--local"}},
+		{"node with daemon", []string{"--daemon", ":1", "--node", "n1"}, []string{"--node picks daemon pods in cluster mode"}},
+		{"bad daemon selector", []string{"--daemon-selector", "a in (b"}, []string{`invalid --daemon-selector "a in (b"`}},
+		{"bad daemon port", []string{"--daemon-port", "0"}, []string{"--daemon-port 0 is not a port"}},
 		{"bad sort", []string{"--daemon", ":1", "--sort", "bogus"}, []string{`invalid --sort "bogus"`, "qps, queries, nxdomain, servfail, errors, latency, malformed, name"}},
 		{"bad group-by", []string{"--daemon", ":1", "--group-by", "team"}, []string{`invalid --group-by "team"`, "pod, workload, namespace, qname, node"}},
 		{"bad output", []string{"--daemon", ":1", "-o", "jsonpath={}"}, []string{"invalid -o", "wide, json, yaml"}},
