@@ -11,6 +11,7 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/isoobs/isoobs/hubble"
 	"github.com/isoobs/isoobs/hubble/replay"
@@ -98,25 +99,24 @@ func TestAggregatorDNS(t *testing.T) {
 func TestAggregatorSkipsMalformed(t *testing.T) {
 	a := hubble.NewAggregator(hubble.AggregatorConfig{})
 	good := replay.DNSExchange{Node: "n1", Time: time.Now(), Client: crawler, Server: coredns, Query: "a.example.com."}.Flows()
-	noSource := func() *flowpb.Flow { f := good[0]; c := *f; c.Source = nil; return &c }()
+	noSource := func() *flowpb.Flow { c := clone(good[0]); c.Source = nil; return c }()
 	worldSource := func() *flowpb.Flow {
-		f := good[0]
-		c := *f
+		c := clone(good[0])
 		c.Source = &flowpb.Endpoint{Identity: 2, Labels: []string{"reserved:world"}}
-		return &c
+		return c
 	}()
-	noL7 := func() *flowpb.Flow { c := *good[0]; c.L7 = nil; return &c }()
-	badVerdict := func() *flowpb.Flow { c := *good[0]; c.Verdict = flowpb.Verdict(4242); return &c }()
-	unknownVerdict := func() *flowpb.Flow { c := *good[0]; c.Verdict = flowpb.Verdict_VERDICT_UNKNOWN; return &c }()
+	noL7 := func() *flowpb.Flow { c := clone(good[0]); c.L7 = nil; return c }()
+	badVerdict := func() *flowpb.Flow { c := clone(good[0]); c.Verdict = flowpb.Verdict(4242); return c }()
+	unknownVerdict := func() *flowpb.Flow { c := clone(good[0]); c.Verdict = flowpb.Verdict_VERDICT_UNKNOWN; return c }()
 	sample := func() *flowpb.Flow {
-		c := *good[0]
+		c := clone(good[0])
 		c.L7 = &flowpb.Layer7{Type: flowpb.L7FlowType_SAMPLE, Record: c.L7.Record}
-		return &c
+		return c
 	}()
 	kafka := func() *flowpb.Flow {
-		c := *good[0]
+		c := clone(good[0])
 		c.L7 = &flowpb.Layer7{Type: flowpb.L7FlowType_REQUEST}
-		return &c
+		return c
 	}()
 	for _, f := range []*flowpb.Flow{nil, noSource, worldSource, noL7, badVerdict, unknownVerdict, sample, kafka, {}} {
 		a.Observe(f)
@@ -264,3 +264,5 @@ func TestClientConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func clone(f *flowpb.Flow) *flowpb.Flow { return proto.Clone(f).(*flowpb.Flow) }
