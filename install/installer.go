@@ -157,7 +157,7 @@ func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
 				return nil, err
 			}
 			return nil, fmt.Errorf("%s is already installed by someone else (release %s/%s, chart %s, revision %d); values it would change:\n%s\nre-run with --adopt to let isoobs manage it (uninstall will then leave it in place), or leave it out with --components",
-				s.spec.Component, s.spec.Namespace, s.spec.Release, s.current.Chart.Metadata.Version, s.current.Version, diff, )
+				s.spec.Component, s.spec.Namespace, s.spec.Release, s.current.Chart.Metadata.Version, s.current.Version, diff)
 		}
 	}
 	if o.DryRun {
