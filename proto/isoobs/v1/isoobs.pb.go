@@ -186,6 +186,63 @@ func (Window) EnumDescriptor() ([]byte, []int) {
 	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{2}
 }
 
+// Source picks whose counts a Top frame shows.
+type Source int32
+
+const (
+	// Merged: the eBPF probe's counts where it sees the pod, Hubble's identity, policy verdicts
+	// and proxy latency added; pods only Hubble sees are rows of their own.
+	Source_SOURCE_UNSPECIFIED Source = 0
+	Source_SOURCE_ALL         Source = 1
+	// Only the eBPF probe.
+	Source_SOURCE_EBPF Source = 2
+	// Only Hubble's flows (DNS L7 visibility needs a Cilium DNS policy selecting the pod).
+	Source_SOURCE_HUBBLE Source = 3
+)
+
+// Enum value maps for Source.
+var (
+	Source_name = map[int32]string{
+		0: "SOURCE_UNSPECIFIED",
+		1: "SOURCE_ALL",
+		2: "SOURCE_EBPF",
+		3: "SOURCE_HUBBLE",
+	}
+	Source_value = map[string]int32{
+		"SOURCE_UNSPECIFIED": 0,
+		"SOURCE_ALL":         1,
+		"SOURCE_EBPF":        2,
+		"SOURCE_HUBBLE":      3,
+	}
+)
+
+func (x Source) Enum() *Source {
+	p := new(Source)
+	*p = x
+	return p
+}
+
+func (x Source) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Source) Descriptor() protoreflect.EnumDescriptor {
+	return file_isoobs_v1_isoobs_proto_enumTypes[3].Descriptor()
+}
+
+func (Source) Type() protoreflect.EnumType {
+	return &file_isoobs_v1_isoobs_proto_enumTypes[3]
+}
+
+func (x Source) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Source.Descriptor instead.
+func (Source) EnumDescriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{3}
+}
+
 type TopRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Dimension Dimension              `protobuf:"varint,1,opt,name=dimension,proto3,enum=isoobs.v1.Dimension" json:"dimension,omitempty"`
@@ -207,8 +264,10 @@ type TopRequest struct {
 	SinceStreamStart bool `protobuf:"varint,11,opt,name=since_stream_start,json=sinceStreamStart,proto3" json:"since_stream_start,omitempty"`
 	// Include rows that could not be resolved to a pod (host processes are never included).
 	IncludeUnresolved bool `protobuf:"varint,12,opt,name=include_unresolved,json=includeUnresolved,proto3" json:"include_unresolved,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Which view: both merged (default), or one source alone.
+	Source        Source `protobuf:"varint,20,opt,name=source,proto3,enum=isoobs.v1.Source" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TopRequest) Reset() {
@@ -325,6 +384,13 @@ func (x *TopRequest) GetIncludeUnresolved() bool {
 	return false
 }
 
+func (x *TopRequest) GetSource() Source {
+	if x != nil {
+		return x.Source
+	}
+	return Source_SOURCE_UNSPECIFIED
+}
+
 type NameCount struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -439,9 +505,18 @@ type DNSRow struct {
 	Qname string `protobuf:"bytes,34,opt,name=qname,proto3" json:"qname,omitempty"`
 	// Heaviest parent domains ("*.crawl.example") of the names queried: a random-subdomain
 	// flood has no heavy single name, but its parent is counted exactly.
-	TopZones      []*NameCount `protobuf:"bytes,35,rep,name=top_zones,json=topZones,proto3" json:"top_zones,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TopZones []*NameCount `protobuf:"bytes,35,rep,name=top_zones,json=topZones,proto3" json:"top_zones,omitempty"`
+	// Cilium security identity (from Hubble; 0 when unknown).
+	Identity uint32 `protobuf:"varint,40,opt,name=identity,proto3" json:"identity,omitempty"`
+	// DNS queries denied by policy (Hubble: DROPPED L7 DNS requests and policy drops to port 53).
+	PolicyDenied     uint64  `protobuf:"varint,41,opt,name=policy_denied,json=policyDenied,proto3" json:"policy_denied,omitempty"`
+	PolicyDeniedRate float64 `protobuf:"fixed64,42,opt,name=policy_denied_rate,json=policyDeniedRate,proto3" json:"policy_denied_rate,omitempty"`
+	// Cilium DNS proxy latency (Hubble L7 latency), log2 µs buckets like latency_log2_us.
+	ProxyLatencyP50Ms  float64  `protobuf:"fixed64,43,opt,name=proxy_latency_p50_ms,json=proxyLatencyP50Ms,proto3" json:"proxy_latency_p50_ms,omitempty"`
+	ProxyLatencyP99Ms  float64  `protobuf:"fixed64,44,opt,name=proxy_latency_p99_ms,json=proxyLatencyP99Ms,proto3" json:"proxy_latency_p99_ms,omitempty"`
+	ProxyLatencyLog2Us []uint64 `protobuf:"varint,45,rep,packed,name=proxy_latency_log2_us,json=proxyLatencyLog2Us,proto3" json:"proxy_latency_log2_us,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *DNSRow) Reset() {
@@ -708,6 +783,48 @@ func (x *DNSRow) GetQname() string {
 func (x *DNSRow) GetTopZones() []*NameCount {
 	if x != nil {
 		return x.TopZones
+	}
+	return nil
+}
+
+func (x *DNSRow) GetIdentity() uint32 {
+	if x != nil {
+		return x.Identity
+	}
+	return 0
+}
+
+func (x *DNSRow) GetPolicyDenied() uint64 {
+	if x != nil {
+		return x.PolicyDenied
+	}
+	return 0
+}
+
+func (x *DNSRow) GetPolicyDeniedRate() float64 {
+	if x != nil {
+		return x.PolicyDeniedRate
+	}
+	return 0
+}
+
+func (x *DNSRow) GetProxyLatencyP50Ms() float64 {
+	if x != nil {
+		return x.ProxyLatencyP50Ms
+	}
+	return 0
+}
+
+func (x *DNSRow) GetProxyLatencyP99Ms() float64 {
+	if x != nil {
+		return x.ProxyLatencyP99Ms
+	}
+	return 0
+}
+
+func (x *DNSRow) GetProxyLatencyLog2Us() []uint64 {
+	if x != nil {
+		return x.ProxyLatencyLog2Us
 	}
 	return nil
 }
@@ -1009,6 +1126,7 @@ type StatusResponse struct {
 	KubernetesConnected bool                 `protobuf:"varint,10,opt,name=kubernetes_connected,json=kubernetesConnected,proto3" json:"kubernetes_connected,omitempty"`
 	KubernetesError     string               `protobuf:"bytes,11,opt,name=kubernetes_error,json=kubernetesError,proto3" json:"kubernetes_error,omitempty"`
 	Interval            *durationpb.Duration `protobuf:"bytes,12,opt,name=interval,proto3" json:"interval,omitempty"`
+	Hubble              *HubbleStatus        `protobuf:"bytes,20,opt,name=hubble,proto3" json:"hubble,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -1127,11 +1245,188 @@ func (x *StatusResponse) GetInterval() *durationpb.Duration {
 	return nil
 }
 
+func (x *StatusResponse) GetHubble() *HubbleStatus {
+	if x != nil {
+		return x.Hubble
+	}
+	return nil
+}
+
+// HubbleStatus is the daemon's subscription to Hubble's observer API.
+type HubbleStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the daemon runs without Hubble (then error says why).
+	Enabled        bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	Server         string                 `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	Connected      bool                   `protobuf:"varint,3,opt,name=connected,proto3" json:"connected,omitempty"`
+	ConnectedSince *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=connected_since,json=connectedSince,proto3" json:"connected_since,omitempty"`
+	// Why the last connection failed or ended; kept after a reconnect for context.
+	Error          string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	ErrorTime      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=error_time,json=errorTime,proto3" json:"error_time,omitempty"`
+	FlowsReceived  uint64                 `protobuf:"varint,7,opt,name=flows_received,json=flowsReceived,proto3" json:"flows_received,omitempty"`
+	FlowsPerSecond float64                `protobuf:"fixed64,8,opt,name=flows_per_second,json=flowsPerSecond,proto3" json:"flows_per_second,omitempty"`
+	// Events Hubble reported lost (LostEvent.num_events_lost), by LostEventSource.
+	LostEvents         uint64            `protobuf:"varint,9,opt,name=lost_events,json=lostEvents,proto3" json:"lost_events,omitempty"`
+	LostEventsBySource map[string]uint64 `protobuf:"bytes,10,rep,name=lost_events_by_source,json=lostEventsBySource,proto3" json:"lost_events_by_source,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Reconnects         uint64            `protobuf:"varint,11,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
+	// Flows skipped as malformed or partial, by reason (no_source_pod, no_l7_record, ...).
+	SkippedFlows map[string]uint64 `protobuf:"bytes,12,rep,name=skipped_flows,json=skippedFlows,proto3" json:"skipped_flows,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Pods with Hubble counters.
+	Pods          uint32 `protobuf:"varint,13,opt,name=pods,proto3" json:"pods,omitempty"`
+	DnsFlows      uint64 `protobuf:"varint,14,opt,name=dns_flows,json=dnsFlows,proto3" json:"dns_flows,omitempty"`
+	DropFlows     uint64 `protobuf:"varint,15,opt,name=drop_flows,json=dropFlows,proto3" json:"drop_flows,omitempty"`
+	HttpFlows     uint64 `protobuf:"varint,16,opt,name=http_flows,json=httpFlows,proto3" json:"http_flows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HubbleStatus) Reset() {
+	*x = HubbleStatus{}
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HubbleStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HubbleStatus) ProtoMessage() {}
+
+func (x *HubbleStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HubbleStatus.ProtoReflect.Descriptor instead.
+func (*HubbleStatus) Descriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *HubbleStatus) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *HubbleStatus) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *HubbleStatus) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *HubbleStatus) GetConnectedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectedSince
+	}
+	return nil
+}
+
+func (x *HubbleStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *HubbleStatus) GetErrorTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ErrorTime
+	}
+	return nil
+}
+
+func (x *HubbleStatus) GetFlowsReceived() uint64 {
+	if x != nil {
+		return x.FlowsReceived
+	}
+	return 0
+}
+
+func (x *HubbleStatus) GetFlowsPerSecond() float64 {
+	if x != nil {
+		return x.FlowsPerSecond
+	}
+	return 0
+}
+
+func (x *HubbleStatus) GetLostEvents() uint64 {
+	if x != nil {
+		return x.LostEvents
+	}
+	return 0
+}
+
+func (x *HubbleStatus) GetLostEventsBySource() map[string]uint64 {
+	if x != nil {
+		return x.LostEventsBySource
+	}
+	return nil
+}
+
+func (x *HubbleStatus) GetReconnects() uint64 {
+	if x != nil {
+		return x.Reconnects
+	}
+	return 0
+}
+
+func (x *HubbleStatus) GetSkippedFlows() map[string]uint64 {
+	if x != nil {
+		return x.SkippedFlows
+	}
+	return nil
+}
+
+func (x *HubbleStatus) GetPods() uint32 {
+	if x != nil {
+		return x.Pods
+	}
+	return 0
+}
+
+func (x *HubbleStatus) GetDnsFlows() uint64 {
+	if x != nil {
+		return x.DnsFlows
+	}
+	return 0
+}
+
+func (x *HubbleStatus) GetDropFlows() uint64 {
+	if x != nil {
+		return x.DropFlows
+	}
+	return 0
+}
+
+func (x *HubbleStatus) GetHttpFlows() uint64 {
+	if x != nil {
+		return x.HttpFlows
+	}
+	return 0
+}
+
 var File_isoobs_v1_isoobs_proto protoreflect.FileDescriptor
 
 const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\n" +
-	"\x16isoobs/v1/isoobs.proto\x12\tisoobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"\xcc\x03\n" +
+	"\x16isoobs/v1/isoobs.proto\x12\tisoobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"\xf7\x03\n" +
 	"\n" +
 	"TopRequest\x122\n" +
 	"\tdimension\x18\x01 \x01(\x0e2\x14.isoobs.v1.DimensionR\tdimension\x12-\n" +
@@ -1146,12 +1441,13 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\ttop_names\x18\n" +
 	" \x01(\rR\btopNames\x12,\n" +
 	"\x12since_stream_start\x18\v \x01(\bR\x10sinceStreamStart\x12-\n" +
-	"\x12include_unresolved\x18\f \x01(\bR\x11includeUnresolved\"k\n" +
+	"\x12include_unresolved\x18\f \x01(\bR\x11includeUnresolved\x12)\n" +
+	"\x06source\x18\x14 \x01(\x0e2\x11.isoobs.v1.SourceR\x06source\"k\n" +
 	"\tNameCount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aqueries\x18\x02 \x01(\x04R\aqueries\x12\x1a\n" +
 	"\bnxdomain\x18\x03 \x01(\x04R\bnxdomain\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\x04R\x05error\"\xf6\t\n" +
+	"\x05error\x18\x04 \x01(\x04R\x05error\"\xfa\v\n" +
 	"\x06DNSRow\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -1188,7 +1484,13 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x04pods\x18  \x01(\rR\x04pods\x120\n" +
 	"\x14responses_per_second\x18! \x01(\x01R\x12responsesPerSecond\x12\x14\n" +
 	"\x05qname\x18\" \x01(\tR\x05qname\x121\n" +
-	"\ttop_zones\x18# \x03(\v2\x14.isoobs.v1.NameCountR\btopZones\x1a@\n" +
+	"\ttop_zones\x18# \x03(\v2\x14.isoobs.v1.NameCountR\btopZones\x12\x1a\n" +
+	"\bidentity\x18( \x01(\rR\bidentity\x12#\n" +
+	"\rpolicy_denied\x18) \x01(\x04R\fpolicyDenied\x12,\n" +
+	"\x12policy_denied_rate\x18* \x01(\x01R\x10policyDeniedRate\x12/\n" +
+	"\x14proxy_latency_p50_ms\x18+ \x01(\x01R\x11proxyLatencyP50Ms\x12/\n" +
+	"\x14proxy_latency_p99_ms\x18, \x01(\x01R\x11proxyLatencyP99Ms\x121\n" +
+	"\x15proxy_latency_log2_us\x18- \x03(\x04R\x12proxyLatencyLog2Us\x1a@\n" +
 	"\x12QueriesByTypeEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
@@ -1216,7 +1518,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x1f\n" +
 	"\vmax_entries\x18\x03 \x01(\x04R\n" +
-	"maxEntries\"\xca\x04\n" +
+	"maxEntries\"\xfb\x04\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12\x18\n" +
@@ -1232,8 +1534,39 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x14kubernetes_connected\x18\n" +
 	" \x01(\bR\x13kubernetesConnected\x12)\n" +
 	"\x10kubernetes_error\x18\v \x01(\tR\x0fkubernetesError\x125\n" +
-	"\binterval\x18\f \x01(\v2\x19.google.protobuf.DurationR\binterval\x1a;\n" +
+	"\binterval\x18\f \x01(\v2\x19.google.protobuf.DurationR\binterval\x12/\n" +
+	"\x06hubble\x18\x14 \x01(\v2\x17.isoobs.v1.HubbleStatusR\x06hubble\x1a;\n" +
 	"\rCountersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb1\x06\n" +
+	"\fHubbleStatus\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12\x1c\n" +
+	"\tconnected\x18\x03 \x01(\bR\tconnected\x12C\n" +
+	"\x0fconnected_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0econnectedSince\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x129\n" +
+	"\n" +
+	"error_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\terrorTime\x12%\n" +
+	"\x0eflows_received\x18\a \x01(\x04R\rflowsReceived\x12(\n" +
+	"\x10flows_per_second\x18\b \x01(\x01R\x0eflowsPerSecond\x12\x1f\n" +
+	"\vlost_events\x18\t \x01(\x04R\n" +
+	"lostEvents\x12b\n" +
+	"\x15lost_events_by_source\x18\n" +
+	" \x03(\v2/.isoobs.v1.HubbleStatus.LostEventsBySourceEntryR\x12lostEventsBySource\x12\x1e\n" +
+	"\n" +
+	"reconnects\x18\v \x01(\x04R\n" +
+	"reconnects\x12N\n" +
+	"\rskipped_flows\x18\f \x03(\v2).isoobs.v1.HubbleStatus.SkippedFlowsEntryR\fskippedFlows\x12\x12\n" +
+	"\x04pods\x18\r \x01(\rR\x04pods\x12\x1b\n" +
+	"\tdns_flows\x18\x0e \x01(\x04R\bdnsFlows\x12\x1d\n" +
+	"\n" +
+	"drop_flows\x18\x0f \x01(\x04R\tdropFlows\x12\x1d\n" +
+	"\n" +
+	"http_flows\x18\x10 \x01(\x04R\thttpFlows\x1aE\n" +
+	"\x17LostEventsBySourceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a?\n" +
+	"\x11SkippedFlowsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*9\n" +
 	"\tDimension\x12\x19\n" +
@@ -1252,7 +1585,13 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\n" +
 	"WINDOW_10S\x10\x02\x12\r\n" +
 	"\tWINDOW_1M\x10\x03\x12\r\n" +
-	"\tWINDOW_5M\x10\x042|\n" +
+	"\tWINDOW_5M\x10\x04*T\n" +
+	"\x06Source\x12\x16\n" +
+	"\x12SOURCE_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"SOURCE_ALL\x10\x01\x12\x0f\n" +
+	"\vSOURCE_EBPF\x10\x02\x12\x11\n" +
+	"\rSOURCE_HUBBLE\x10\x032|\n" +
 	"\x06Daemon\x123\n" +
 	"\x03Top\x12\x15.isoobs.v1.TopRequest\x1a\x13.isoobs.v1.TopFrame0\x01\x12=\n" +
 	"\x06Status\x12\x18.isoobs.v1.StatusRequest\x1a\x19.isoobs.v1.StatusResponseB3Z1github.com/isoobs/isoobs/proto/isoobs/v1;isoobsv1b\x06proto3"
@@ -1269,55 +1608,65 @@ func file_isoobs_v1_isoobs_proto_rawDescGZIP() []byte {
 	return file_isoobs_v1_isoobs_proto_rawDescData
 }
 
-var file_isoobs_v1_isoobs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_isoobs_v1_isoobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(Dimension)(0),                // 0: isoobs.v1.Dimension
 	(GroupBy)(0),                  // 1: isoobs.v1.GroupBy
 	(Window)(0),                   // 2: isoobs.v1.Window
-	(*TopRequest)(nil),            // 3: isoobs.v1.TopRequest
-	(*NameCount)(nil),             // 4: isoobs.v1.NameCount
-	(*DNSRow)(nil),                // 5: isoobs.v1.DNSRow
-	(*TopFrame)(nil),              // 6: isoobs.v1.TopFrame
-	(*StatusRequest)(nil),         // 7: isoobs.v1.StatusRequest
-	(*ProbeStatus)(nil),           // 8: isoobs.v1.ProbeStatus
-	(*MapStatus)(nil),             // 9: isoobs.v1.MapStatus
-	(*StatusResponse)(nil),        // 10: isoobs.v1.StatusResponse
-	nil,                           // 11: isoobs.v1.DNSRow.QueriesByTypeEntry
-	nil,                           // 12: isoobs.v1.DNSRow.LabelsEntry
-	nil,                           // 13: isoobs.v1.StatusResponse.CountersEntry
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(Source)(0),                   // 3: isoobs.v1.Source
+	(*TopRequest)(nil),            // 4: isoobs.v1.TopRequest
+	(*NameCount)(nil),             // 5: isoobs.v1.NameCount
+	(*DNSRow)(nil),                // 6: isoobs.v1.DNSRow
+	(*TopFrame)(nil),              // 7: isoobs.v1.TopFrame
+	(*StatusRequest)(nil),         // 8: isoobs.v1.StatusRequest
+	(*ProbeStatus)(nil),           // 9: isoobs.v1.ProbeStatus
+	(*MapStatus)(nil),             // 10: isoobs.v1.MapStatus
+	(*StatusResponse)(nil),        // 11: isoobs.v1.StatusResponse
+	(*HubbleStatus)(nil),          // 12: isoobs.v1.HubbleStatus
+	nil,                           // 13: isoobs.v1.DNSRow.QueriesByTypeEntry
+	nil,                           // 14: isoobs.v1.DNSRow.LabelsEntry
+	nil,                           // 15: isoobs.v1.StatusResponse.CountersEntry
+	nil,                           // 16: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	nil,                           // 17: isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	0,  // 0: isoobs.v1.TopRequest.dimension:type_name -> isoobs.v1.Dimension
 	1,  // 1: isoobs.v1.TopRequest.group_by:type_name -> isoobs.v1.GroupBy
-	14, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
+	18, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
 	2,  // 3: isoobs.v1.TopRequest.window:type_name -> isoobs.v1.Window
-	4,  // 4: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
-	11, // 5: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
-	12, // 6: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
-	4,  // 7: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
-	15, // 8: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
-	14, // 9: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
-	15, // 10: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
-	5,  // 11: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
-	5,  // 12: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
-	4,  // 13: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
-	15, // 14: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
-	8,  // 15: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
-	9,  // 16: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
-	13, // 17: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
-	14, // 18: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
-	3,  // 19: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	7,  // 20: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	6,  // 21: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	10, // 22: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	21, // [21:23] is the sub-list for method output_type
-	19, // [19:21] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	3,  // 4: isoobs.v1.TopRequest.source:type_name -> isoobs.v1.Source
+	5,  // 5: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
+	13, // 6: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
+	14, // 7: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
+	5,  // 8: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
+	19, // 9: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
+	18, // 10: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
+	19, // 11: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
+	6,  // 12: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
+	6,  // 13: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
+	5,  // 14: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
+	19, // 15: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
+	9,  // 16: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
+	10, // 17: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
+	15, // 18: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
+	18, // 19: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
+	12, // 20: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
+	19, // 21: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
+	19, // 22: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
+	16, // 23: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	17, // 24: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	4,  // 25: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	8,  // 26: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	7,  // 27: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	11, // 28: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	27, // [27:29] is the sub-list for method output_type
+	25, // [25:27] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
@@ -1330,8 +1679,8 @@ func file_isoobs_v1_isoobs_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_isoobs_v1_isoobs_proto_rawDesc), len(file_isoobs_v1_isoobs_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   11,
+			NumEnums:      4,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
