@@ -282,10 +282,15 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cp.installKwokCRDs(ctx); err != nil {
+		return nil, err
+	}
 	kwok, err := cp.start("kwok", bins.Kwok,
 		"--kubeconfig="+cp.Kubeconfig,
 		"--config="+kwokConfig,
 		"--manage-nodes-with-annotation-selector="+KwokNodeAnnotation+"=fake",
+		// PortForward objects (see ForwardPodPort) route port-forwards to real local addresses.
+		"--enable-crds=PortForward",
 		"--node-ip="+NodeIP,
 		// kwok plays the kubelet's API (logs, exec, port-forward) on the node's daemon port; the
 		// apiserver speaks HTTPS to it.
