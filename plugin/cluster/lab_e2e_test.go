@@ -1,0 +1,289 @@
+//go:build linux
+
+package cluster_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/isoobs/isoobs/plugin"
+	"github.com/isoobs/isoobs/plugin/cluster"
+	"github.com/isoobs/isoobs/plugin/top"
+	"github.com/isoobs/isoobs/testlab"
+	"github.com/isoobs/isoobs/testlab/controlplane"
+	"github.com/isoobs/isoobs/testlab/dnsgen"
+	"github.com/isoobs/isoobs/testlab/scenario"
+)
+
+// daemonLabels are the chart's selector labels (deploy/chart/templates/_helpers.tpl)
+// for a release named "isoobs".
+var daemonLabels = map[string]string{
+	"app.kubernetes.io/name":      "isoobs",
+	"app.kubernetes.io/instance":  "isoobs",
+	"app.kubernetes.io/component": "daemon",
+}
+
+// labDaemon is one node's real isoobs-daemon process.
+type labDaemon struct {
+	node string
+	port int
+	cmd  *exec.Cmd
+}
+
+// TestClusterTopDNSOnLab is issue 6's end-to-end check: three kwok nodes, one
+// real isoobs-daemon process per node (eBPF probe on that node's cgroup root,
+// gRPC on a loopback port of its own), a DaemonSet with the chart's labels so
+// real daemon Pod objects exist per node, and kwok PortForward objects that
+// route each daemon pod's port-forward to its node's daemon. `kubectl isoobs
+// top dns` then runs in cluster mode with the lab kubeconfig, exactly as a
+// user would, and must count the crawler's flood exactly across nodes; with
+// one daemon killed that node is reported missing and the rest stays exact;
+// the restricted user gets a clear permission error.
+func TestClusterTopDNSOnLab(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the lab builds network namespaces and cgroups and the daemons load eBPF: run as root, as CI does")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	bin := t.TempDir()
+	daemonBin := filepath.Join(bin, "isoobs-daemon")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", daemonBin, "github.com/isoobs/isoobs/cmd/isoobs-daemon").CombinedOutput(); err != nil {
+		t.Fatalf("go build isoobs-daemon: %v\n%s", err, out)
+	}
+	gen, err := dnsgen.BuildBinary(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	lab := testlab.StartForTest(t, testlab.Options{})
+	nodes := lab.NodeNames()
+
+	// One daemon process per node.
+	daemons := map[string]*labDaemon{}
+	for _, node := range nodes {
+		d := &labDaemon{node: node, port: freePort(t)}
+		d.cmd = exec.Command(daemonBin, "--node-name", node, "--cgroup-root", lab.Node(node).CgroupRoot(),
+			"--kubeconfig", lab.Kubeconfig(), "--grpc-listen", fmt.Sprintf("127.0.0.1:%d", d.port),
+			"--metrics-listen", "", "--log-level", "warn")
+		d.cmd.Stdout, d.cmd.Stderr = os.Stderr, os.Stderr
+		d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := d.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.cmd.Process.Signal(syscall.SIGTERM); _, _ = d.cmd.Process.Wait() })
+		daemons[node] = d
+	}
+
+	// The daemon pods, one per node, routed to the node's daemon process.
+	ds := testlab.NewDaemonSet(cluster.DefaultNamespace, "isoobs")
+	ds.Labels = daemonLabels
+	ds.Spec.Selector = &metav1.LabelSelector{MatchLabels: daemonLabels}
+	ds.Spec.Template.Labels = daemonLabels
+	if err := lab.Apply(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := lab.WaitPodsReady(ctx, cluster.DefaultNamespace, cluster.DefaultSelector, len(nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		target := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(daemons[p.Spec.NodeName].port))
+		if err := lab.ForwardPodPort(ctx, p.Namespace, p.Name, cluster.DefaultPort, target); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	app, err := scenario.Apply(ctx, lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crawler := app.CrawlerPod()
+	t.Logf("crawler %s on %s", crawler.API.Name, crawler.API.Spec.NodeName)
+
+	// Until kwok has seen the PortForward objects and the daemons know the
+	// pods, a frame may miss nodes or names.
+	waitFor(t, 30*time.Second, func() error {
+		f, _, err := topDNS(ctx, lab.Kubeconfig(), "--once")
+		if err != nil {
+			return err
+		}
+		if len(f.Nodes) != len(nodes) || len(f.MissingNodes) != 0 {
+			return fmt.Errorf("nodes %v missing %v", f.Nodes, f.MissingNodes)
+		}
+		return nil
+	})
+
+	dnsServer := netip.AddrPortFrom(lab.DNSServiceIP, 53)
+	// flood sends exactly count queries from the crawler while a --duration
+	// window is open, and returns the frame and the generator's report.
+	flood := func(count int64) (top.Frame, *dnsgen.Report, string) {
+		t.Helper()
+		type result struct {
+			f      top.Frame
+			stderr string
+			err    error
+		}
+		done := make(chan result, 1)
+		go func() {
+			f, stderr, err := topDNS(ctx, lab.Kubeconfig(), "--duration", "3s")
+			done <- result{f, stderr, err}
+		}()
+		// Discovery and connecting take well under a second here; the frame's
+		// own [since, time] is checked below, so a slow start fails loudly.
+		time.Sleep(time.Second)
+		genStart := time.Now()
+		rep, err := dnsgen.RunInPod(ctx, crawler.Net, gen, dnsgen.Config{Server: dnsServer,
+			RandomSuffix: "crawl.jobs-app.example", Count: count, QPS: 4000, Concurrency: 8, Timeout: 500 * time.Millisecond})
+		genEnd := time.Now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("top dns: %v\n%s", r.err, r.stderr)
+		}
+		if r.f.Since.After(genStart) || r.f.Time.Before(genEnd) {
+			t.Fatalf("the flood [%s, %s] is not inside the frame's window [%s, %s]", genStart.Format(time.StampMicro), genEnd.Format(time.StampMicro),
+				r.f.Since.Format(time.StampMicro), r.f.Time.Format(time.StampMicro))
+		}
+		return r.f, rep, r.stderr
+	}
+	checkCrawler := func(f top.Frame, rep *dnsgen.Report) {
+		t.Helper()
+		if len(f.Rows) == 0 {
+			t.Fatalf("no rows; frame %+v", f)
+		}
+		r := f.Rows[0]
+		if r.Namespace != scenario.Namespace || r.Workload != scenario.Crawler || r.Pod != crawler.API.Name || r.Node != crawler.API.Spec.NodeName {
+			t.Fatalf("first row is %s/%s (workload %s, node %s), want the crawler; rows: %+v", r.Namespace, r.Pod, r.Workload, r.Node, f.Rows)
+		}
+		if r.Queries != rep.Sent || r.Responses != rep.Answered || r.NXDomain != rep.RCodes.NXDomain {
+			t.Errorf("crawler row: queries %d responses %d nxdomain %d; generator: sent %d answered %d nxdomain %d",
+				r.Queries, r.Responses, r.NXDomain, rep.Sent, rep.Answered, rep.RCodes.NXDomain)
+		}
+		if rep.Answered != rep.Sent {
+			t.Errorf("generator: %d of %d queries answered; the comparison wants a clean run", rep.Answered, rep.Sent)
+		}
+	}
+	// servedBy sums what DNS servers (CoreDNS) counted as served, cluster-wide.
+	servedBy := func(f top.Frame) (served uint64, nodes []string) {
+		for _, r := range f.Rows {
+			if r.ServedQueries > 0 {
+				served += r.ServedQueries
+				nodes = append(nodes, r.Node)
+			}
+		}
+		return served, nodes
+	}
+
+	const count = 2000
+	f, rep, _ := flood(count)
+	checkCrawler(f, rep)
+	if len(f.Nodes) != len(nodes) || len(f.MissingNodes) != 0 {
+		t.Errorf("nodes %v, missing %v: want all %d", f.Nodes, f.MissingNodes, len(nodes))
+	}
+	if served, on := servedBy(f); served != rep.Sent {
+		t.Errorf("CoreDNS (on %v) served %d queries, the crawler sent %d", on, served, rep.Sent)
+	}
+	t.Logf("all nodes: crawler sent %d, first row %+v", rep.Sent, f.Rows[0])
+
+	// Kill the daemon of a node that runs neither the crawler nor CoreDNS if
+	// there is one, else any node but the crawler's.
+	coreDNSNode := ""
+	if dnsPods, err := lab.Client().CoreV1().Pods(testlab.DNSNamespace).List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=" + testlab.DNSAppLabel}); err == nil && len(dnsPods.Items) > 0 {
+		coreDNSNode = dnsPods.Items[0].Spec.NodeName
+	}
+	victim := ""
+	for _, n := range nodes {
+		if n != crawler.API.Spec.NodeName && (victim == "" || n != coreDNSNode) {
+			victim = n
+		}
+	}
+	d := daemons[victim]
+	_ = d.cmd.Process.Kill()
+	_, _ = d.cmd.Process.Wait()
+	t.Logf("killed the daemon of %s", victim)
+
+	f, rep, stderr := flood(count)
+	checkCrawler(f, rep)
+	if len(f.MissingNodes) != 1 || f.MissingNodes[0].Node != victim || f.MissingNodes[0].Reason == "" {
+		t.Errorf("missing nodes %+v, want exactly %s with a reason", f.MissingNodes, victim)
+	}
+	if slices.Contains(f.Nodes, victim) || len(f.Nodes) != len(nodes)-1 {
+		t.Errorf("nodes %v must be all but %s", f.Nodes, victim)
+	}
+	if !strings.Contains(stderr, victim) {
+		t.Errorf("stderr must name the missing node %s:\n%s", victim, stderr)
+	}
+	if served, on := servedBy(f); victim != coreDNSNode && served != rep.Sent {
+		t.Errorf("CoreDNS (on %v) served %d queries, the crawler sent %d", on, served, rep.Sent)
+	}
+	t.Logf("%s missing: %s", victim, f.MissingNodes[0].Reason)
+
+	// The restricted user may list pods but not port-forward.
+	_, _, err = topDNS(ctx, lab.CP.RestrictedKubeconfig, "--once")
+	if err == nil {
+		t.Fatal("the restricted user must get a permission error")
+	}
+	for _, want := range []string{controlplane.RestrictedUser, "pods/portforward", "namespace " + cluster.DefaultNamespace, "kubectl auth can-i create pods/portforward -n " + cluster.DefaultNamespace} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("permission error lacks %q:\n%v", want, err)
+		}
+	}
+	t.Logf("restricted user: %v", err)
+}
+
+// topDNS runs `kubectl isoobs top dns -A -o json ARGS` in this process in
+// cluster mode and decodes its one frame.
+func topDNS(ctx context.Context, kubeconfig string, args ...string) (top.Frame, string, error) {
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	root := plugin.NewRootCmd(streams)
+	root.SetArgs(append([]string{"top", "dns", "-A", "-o", "json", "--limit", "0", "--kubeconfig", kubeconfig}, args...))
+	if err := root.ExecuteContext(ctx); err != nil {
+		return top.Frame{}, errOut.String(), err
+	}
+	var f top.Frame
+	if err := json.Unmarshal(out.Bytes(), &f); err != nil {
+		return f, errOut.String(), fmt.Errorf("decoding %q: %w", out.String(), err)
+	}
+	return f, errOut.String(), nil
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitFor(t *testing.T, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
