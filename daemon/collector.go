@@ -59,6 +59,10 @@ type subject struct {
 	meta       *podmeta.Pod
 	cgroups    int       // live cgroup entries pointing here
 	goneAt     time.Time // when the last cgroup vanished
+	// hub is set on subjects that stand for a pod Hubble reports (see hubble.go); peer links an
+	// eBPF subject and the Hubble subject of the same pod.
+	hub  *hubbleInfo
+	peer *subject
 	// metricsKey is the (namespace, workload) the subject's deltas were exported under.
 	metricsNS, metricsWorkload string
 }
@@ -120,6 +124,9 @@ type collector struct {
 	kernelEntriesForgot uint64
 
 	subscribers map[chan struct{}]struct{}
+
+	// hub merges Hubble's flows; nil when Hubble is off.
+	hub *hubbleFeed
 }
 
 func newCollector(cfg *Config, src Source, res cgroupResolver, pods podLookup, m *metrics, now time.Time) *collector {
@@ -180,6 +187,7 @@ func (c *collector) tick(now time.Time) {
 		c.readErr = drainErr
 		c.readErrors++
 	}
+	c.tickHubble(tick)
 	for _, s := range c.subjects {
 		s.series.Set(tick, s.total.rateSample())
 		c.lookupMeta(s)
@@ -192,6 +200,7 @@ func (c *collector) tick(now time.Time) {
 	}
 	if tick%uint64(c.cfg.gcEvery()) == 0 {
 		c.collectGarbage(now)
+		c.gcHubble(now)
 	}
 	subs := make([]chan struct{}, 0, len(c.subscribers))
 	for ch := range c.subscribers {
@@ -231,7 +240,7 @@ func (c *collector) entry(id uint64, now time.Time) *cgroupEntry {
 	}
 	s := c.subjects[key]
 	if s == nil {
-		if len(c.subjects) >= c.cfg.MaxTrackedPods {
+		if c.ebpfSubjects() >= c.cfg.MaxTrackedPods {
 			c.untrackedPods++
 			return e
 		}

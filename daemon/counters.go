@@ -17,9 +17,11 @@ type counters struct {
 	BytesOut, BytesIn              uint64
 	ServerQueries, ServerResponses uint64
 	TCPQueries                     uint64
-	Rcode                          [bpf.NumRcodeSlots]uint64
-	QType                          [numQTypeSlots]uint64
-	LatencyLog2US                  [bpf.NumLatencyBuckets]uint64
+	// PolicyDenied are DNS queries Hubble reports denied by policy (0 in the probe's counters).
+	PolicyDenied  uint64
+	Rcode         [bpf.NumRcodeSlots]uint64
+	QType         [numQTypeSlots]uint64
+	LatencyLog2US [bpf.NumLatencyBuckets]uint64
 }
 
 func qtypeSlot(t uint16) int {
@@ -129,6 +131,7 @@ const (
 	rMalformed
 	rServed
 	rServedResponses
+	rPolicyDenied
 	numRateFields
 )
 
@@ -144,6 +147,7 @@ func (c *counters) rateSample() rateSample {
 		rOtherRcode: c.Rcode[bpf.RcodeOther],
 		rMalformed:  c.Malformed,
 		rServed:     c.ServerQueries, rServedResponses: c.ServerResponses,
+		rPolicyDenied: c.PolicyDenied,
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/isoobs/isoobs/bpf"
 	"github.com/isoobs/isoobs/daemon/podmeta"
 	"github.com/isoobs/isoobs/daemon/podresolver"
+	"github.com/isoobs/isoobs/hubble"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
 
@@ -64,6 +65,13 @@ type Config struct {
 	KernelMaxPods, KernelMaxNames, KernelMaxInflight uint32
 
 	Logger *slog.Logger
+
+	// Hubble is the observer API whose flows are merged into the rows: Server defaults to the
+	// node-local socket (hubble.DefaultServer). A missing socket is not an error: the daemon
+	// serves the probe's rows and Status says why Hubble is not connected.
+	Hubble hubble.ClientConfig
+	// HubbleDisabled runs without Hubble.
+	HubbleDisabled bool
 
 	// source replaces the real probe in tests.
 	source Source
@@ -161,6 +169,14 @@ func New(cfg Config) (*Daemon, error) {
 		lookup = d.watcher
 	}
 	d.coll = newCollector(&d.cfg, src, d.resolver, lookup, d.metrics, time.Now())
+	if !cfg.HubbleDisabled {
+		feed, err := newHubbleFeed(&d.cfg)
+		if err != nil {
+			src.Close()
+			return nil, err
+		}
+		d.coll.hub = feed
+	}
 	d.metrics.c = d.coll
 	d.server = &server{d: d}
 	return d, nil
@@ -184,6 +200,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
+	if h := d.coll.hub; h != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.client.Run(ctx)
+		}()
+	}
 
 	gs := grpc.NewServer()
 	isoobsv1.RegisterDaemonServer(gs, d.server)
@@ -234,6 +257,7 @@ loop:
 			d.coll.tick(now)
 		}
 	}
+	cancel() // stops the Hubble client too
 	gs.Stop()
 	if hs != nil {
 		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)

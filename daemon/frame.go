@@ -109,6 +109,8 @@ type part struct {
 	tot   counters
 	rate  rateSample
 	names *nameSummary
+	// hub is the Hubble share: a Hubble subject's own, or its eBPF subject's peer's.
+	hub *hubblePart
 }
 
 // group accumulates the parts of one row.
@@ -122,6 +124,11 @@ type group struct {
 	pods  int
 	// nameError is the summed Space-Saving error bound of a qname row.
 	nameError uint64
+	// Sources seen and what Hubble added (see hubble.go).
+	ebpf, hubble bool
+	identity     uint32
+	hubbleNode   string
+	proxyLatency [len(counters{}.LatencyLog2US)]uint64
 }
 
 func (g *group) add(p *part) {
@@ -134,6 +141,7 @@ func (g *group) add(p *part) {
 		g.names = append(g.names, p.names)
 	}
 	g.pods++
+	g.addHubble(p)
 }
 
 // startStream snapshots the totals a since-stream-start query subtracts.
@@ -157,7 +165,7 @@ func (c *collector) startStream(q *topQuery) {
 
 func (c *collector) matches(q *topQuery, s *subject) bool {
 	req := q.req
-	if s.uid == "" && !req.GetIncludeUnresolved() {
+	if s.uid == "" && s.hub == nil && !req.GetIncludeUnresolved() {
 		return false
 	}
 	if req.GetNamespace() != "" && (s.meta == nil || s.meta.Namespace != req.GetNamespace()) {
@@ -195,21 +203,26 @@ func (c *collector) frame(q *topQuery) *isoobsv1.TopFrame {
 		f.Warnings = append(f.Warnings, "reading the probe failed: "+c.readErr.Error())
 	}
 
+	source := req.GetSource()
+	hubbleNames := false // some names come from Hubble: the probe's node-wide summary lacks them
 	parts := make([]part, 0, len(c.subjects))
 	for _, s := range c.subjects {
-		if !c.matches(q, s) {
+		if !wantSubject(source, s) || !c.matches(q, s) {
 			continue
 		}
-		p := part{s: s, tot: s.total, names: s.names}
-		if q.baseline != nil {
-			b := q.baseline[s.key]
-			p.tot.sub(&b)
-			p.names = q.sink.perSubject[s.key]
-		}
-		if haveRate {
-			p.rate = s.series.At(to)
-			old := s.series.At(from)
-			p.rate.sub(&old)
+		p := c.part(q, s, haveRate, from, to)
+		if s.hub != nil {
+			p.hub = splitHubble(s, &p.tot, &p.rate)
+			hubbleNames = true
+		} else if s.peer != nil && source != isoobsv1.Source_SOURCE_EBPF {
+			// Merged: the probe's counts, the peer's identity, denials and proxy latency.
+			peer := c.part(q, s.peer, haveRate, from, to)
+			p.hub = splitHubble(s.peer, &peer.tot, &peer.rate)
+			if (p.names == nil || p.names.names.Len() == 0) && peer.names != nil && peer.names.names.Len() > 0 {
+				// Names the probe's name table did not keep.
+				p.names = peer.names
+				hubbleNames = true
+			}
 		}
 		parts = append(parts, p)
 	}
@@ -255,7 +268,7 @@ func (c *collector) frame(q *topQuery) *isoobsv1.TopFrame {
 		total.add(&parts[i])
 	}
 	unfiltered := req.GetNamespace() == "" && req.GetPod() == "" && q.selector.Empty() && !req.GetIncludeUnresolved()
-	if unfiltered {
+	if unfiltered && !hubbleNames && source != isoobsv1.Source_SOURCE_HUBBLE {
 		// The node-wide summary saw every name of every pod: tighter bounds than merging.
 		if q.sink != nil {
 			total.names = []*nameSummary{q.sink.node}
@@ -307,6 +320,12 @@ func qnameGroups(parts []part) []*group {
 			g.tot.Rcode[bpf.RcodeNXDomain] += it.NXDomain
 			g.nameError += it.Error
 			g.pods++
+			// Names of a merged part may be Hubble's (the probe kept none for that pod).
+			if p.s.hub != nil || p.hub != nil && p.names != p.s.names {
+				g.hubble = true
+			} else {
+				g.ebpf = true
+			}
 		})
 	}
 	return out
@@ -397,7 +416,6 @@ func (c *collector) row(by isoobsv1.GroupBy, g *group, topNames int, seconds, sc
 		LatencyP50Ms:  Quantile(t.LatencyLog2US[:], 0.50),
 		LatencyP99Ms:  Quantile(t.LatencyLog2US[:], 0.99),
 		Pods:          uint32(g.pods),
-		Sources:       []string{"ebpf"},
 	}
 	if seconds > 0 {
 		r.Qps = float64(g.rate[rQueries]) / seconds
@@ -405,6 +423,7 @@ func (c *collector) row(by isoobsv1.GroupBy, g *group, topNames int, seconds, sc
 		r.NxdomainRate = float64(g.rate[rNXDomain]) / seconds
 		r.ServfailRate = float64(g.rate[rServFail]) / seconds
 	}
+	hubbleRow(r, g, seconds)
 	for i, n := range t.QType {
 		if n > 0 {
 			if r.QueriesByType == nil {
@@ -483,4 +502,20 @@ func sortRows(rows []*isoobsv1.DNSRow, key string) {
 		}
 		return name(rows[i]) < name(rows[j])
 	})
+}
+
+// part is s's contribution to a frame of q: its counts over the frame's scope and rate window.
+func (c *collector) part(q *topQuery, s *subject, haveRate bool, from, to uint64) part {
+	p := part{s: s, tot: s.total, names: s.names}
+	if q.baseline != nil {
+		b := q.baseline[s.key]
+		p.tot.sub(&b)
+		p.names = q.sink.perSubject[s.key]
+	}
+	if haveRate {
+		p.rate = s.series.At(to)
+		old := s.series.At(from)
+		p.rate.sub(&old)
+	}
+	return p
 }

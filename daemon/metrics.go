@@ -75,6 +75,9 @@ func (m *metrics) observeTick(c *collector) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, s := range c.subjects {
+		if s.hub != nil {
+			continue // Hubble's counts are Hubble's own metrics; these are the probe's
+		}
 		prev := m.exported[s]
 		if prev == nil {
 			prev = &counters{}

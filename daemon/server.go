@@ -119,6 +119,11 @@ func (s *server) Status(context.Context, *isoobsv1.StatusRequest) (*isoobsv1.Sta
 	if c.lastTick.IsZero() {
 		resp.Counters["ticks"] = 0
 	}
+	resp.Hubble = d.hubbleStatus()
+	if c.hub != nil {
+		resp.Counters["hubble_untracked_pods"] = c.hub.untrackedPods
+		resp.Counters["hubble_untracked_name_queries"] = c.hub.droppedNames
+	}
 	return resp, nil
 }
 
