@@ -114,6 +114,11 @@ func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
 	if slices.Contains(o.Components, ComponentSplunk) && o.SplunkToken == "" {
 		return nil, errors.New("the splunk pipeline needs a Splunk Observability access token: pass --splunk-token-file FILE or set SPLUNK_ACCESS_TOKEN (it is stored only in the Secret " + values.NamespaceSplunk + "/" + o.Values.Splunk.TokenSecretName + ")")
 	}
+	// Charts first: an unreachable repository or a bad --chart-dir fails before the cluster is read.
+	charts, err := loadCharts(ctx, o)
+	if err != nil {
+		return nil, err
+	}
 	kubeVersion, apiVersions, err := i.discover(ctx, o.KubeVersion)
 	if err != nil {
 		return nil, err
@@ -134,7 +139,7 @@ func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
 		overrides[c] = MergeValues(MergeValues(map[string]any{}, overrides[c]), v)
 	}
 
-	steps, err := i.plan(ctx, o, overrides, kubeVersion, apiVersions)
+	steps, err := i.plan(o, charts, overrides, kubeVersion, apiVersions)
 	if err != nil {
 		return nil, err
 	}
@@ -215,9 +220,10 @@ func (i *Installer) discover(ctx context.Context, kubeVersion string) (string, [
 	return kubeVersion, apiVersions, nil
 }
 
-func (i *Installer) plan(ctx context.Context, o Options, overrides Overrides, kubeVersion string, apiVersions []string) ([]*step, error) {
+// loadCharts loads every chosen component's chart (all of them, so every
+// unreachable repository is named at once) and prepares the monitoring chart.
+func loadCharts(ctx context.Context, o Options) (map[Component]*chart.Chart, error) {
 	specs := Specs(o.Values.Edition)
-	// Load every chart first, so an unreachable repository fails before anything changes.
 	charts := map[Component]*chart.Chart{}
 	needed := slices.Clone(o.Components)
 	if slices.Contains(needed, ComponentPrometheus) && !slices.Contains(needed, ComponentCilium) {
@@ -244,6 +250,11 @@ func (i *Installer) plan(ctx context.Context, o Options, overrides Overrides, ku
 			return nil, err
 		}
 	}
+	return charts, nil
+}
+
+func (i *Installer) plan(o Options, charts map[Component]*chart.Chart, overrides Overrides, kubeVersion string, apiVersions []string) ([]*step, error) {
+	specs := Specs(o.Values.Edition)
 	var steps []*step
 	for _, c := range o.Components {
 		spec := specs[c]

@@ -41,6 +41,8 @@ Commands:
 	cmd.SetOut(streams.Out)
 	cmd.SetErr(streams.ErrOut)
 	cmd.AddCommand(NewCmdTop(configFlags, streams))
+	cmd.AddCommand(NewCmdInstall(configFlags, streams))
+	cmd.AddCommand(NewCmdUninstall(configFlags, streams))
 	cmd.AddCommand(NewCmdVersion(streams))
 	return cmd
 }
