@@ -31,6 +31,7 @@ probes, within seconds and without needing a Cilium L7 DNS policy.
 
 Commands:
   top dns    live per-pod DNS query rates, error codes, latency and top names
+  status     every node's isoobs daemon: probes, counting since, map fill, lost events
   version    print the plugin version`,
 		Example:      rootExample,
 		SilenceUsage: true,
@@ -41,8 +42,7 @@ Commands:
 	cmd.SetOut(streams.Out)
 	cmd.SetErr(streams.ErrOut)
 	cmd.AddCommand(NewCmdTop(configFlags, streams))
-	cmd.AddCommand(NewCmdInstall(configFlags, streams))
-	cmd.AddCommand(NewCmdUninstall(configFlags, streams))
+	cmd.AddCommand(NewCmdStatus(configFlags, streams))
 	cmd.AddCommand(NewCmdVersion(streams))
 	return cmd
 }

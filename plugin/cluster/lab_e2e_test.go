@@ -201,6 +201,19 @@ func TestClusterTopDNSOnLab(t *testing.T) {
 	}
 	t.Logf("all nodes: crawler sent %d, first row %+v", rep.Sent, f.Rows[0])
 
+	report, err := status(ctx, lab.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Daemons) != len(nodes) {
+		t.Fatalf("status: %+v", report)
+	}
+	for i, d := range report.Daemons {
+		if d.Node != nodes[i] || d.Error != "" || d.ProbesAttached == 0 || d.ProbesAttached != len(d.Probes) || d.CountingSince == nil || !d.KubernetesConnected {
+			t.Errorf("status of %s: %+v", nodes[i], d)
+		}
+	}
+
 	// Kill the daemon of a node that runs neither the crawler nor CoreDNS if
 	// there is one, else any node but the crawler's.
 	coreDNSNode := ""
@@ -233,6 +246,14 @@ func TestClusterTopDNSOnLab(t *testing.T) {
 		t.Errorf("CoreDNS (on %v) served %d queries, the crawler sent %d", on, served, rep.Sent)
 	}
 	t.Logf("%s missing: %s", victim, f.MissingNodes[0].Reason)
+	if report, err = status(ctx, lab.Kubeconfig()); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range report.Daemons {
+		if (d.Node == victim) != (d.Error != "") {
+			t.Errorf("status of %s after killing %s's daemon: %+v", d.Node, victim, d)
+		}
+	}
 
 	// The restricted user may list pods but not port-forward.
 	_, _, err = topDNS(ctx, lab.CP.RestrictedKubeconfig, "--once")
@@ -261,6 +282,19 @@ func topDNS(ctx context.Context, kubeconfig string, args ...string) (top.Frame, 
 		return f, errOut.String(), fmt.Errorf("decoding %q: %w", out.String(), err)
 	}
 	return f, errOut.String(), nil
+}
+
+// status runs `kubectl isoobs status -o json` in this process.
+func status(ctx context.Context, kubeconfig string) (plugin.StatusReport, error) {
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	root := plugin.NewRootCmd(streams)
+	root.SetArgs([]string{"status", "-o", "json", "--kubeconfig", kubeconfig})
+	var report plugin.StatusReport
+	if err := root.ExecuteContext(ctx); err != nil {
+		return report, fmt.Errorf("status: %w\n%s", err, errOut.String())
+	}
+	err := json.Unmarshal(out.Bytes(), &report)
+	return report, err
 }
 
 func freePort(t *testing.T) int {
