@@ -389,7 +389,7 @@ func TestMonitoringChartAndPromtool(t *testing.T) {
 		t.Fatal(err)
 	}
 	objs := renderComponent(t, ComponentPrometheus, o, nil, mon)
-	if got := configMapData(t, objs, "prometheus")["prometheus.yaml"]; got != string(cfg) {
+	if got := configMapData(t, objs, "prometheus")["prometheus.yaml"]; strings.TrimSpace(got) != strings.TrimSpace(string(cfg)) {
 		t.Errorf("prometheus ConfigMap holds\n%s\nwant the generated config", got)
 	}
 	var dashboards []string
