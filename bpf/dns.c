@@ -83,12 +83,14 @@ struct name_key {
 // The name is kept in wire format (length-prefixed labels, original case);
 // userspace turns it into lower-cased dotted text, which keeps the per-packet
 // work to a walk over the label lengths and a word-wise hash.
+// wire comes first so that the DNS header and the question are read with one
+// bpf_skb_load_bytes into struct scratch (header right before the name).
 struct name_value {
+	u8 wire[WIRE_MAX];
 	u64 queries;
 	u64 nxdomain;
 	u32 wire_len; // bytes of wire[] that are the name, root label included
 	u32 _pad;
-	u8 wire[WIRE_MAX];
 };
 
 struct inflight_key { // 8-byte aligned: hashed and compared as 5 u64 words
@@ -102,6 +104,8 @@ struct inflight_key { // 8-byte aligned: hashed and compared as 5 u64 words
 } __attribute__((aligned(8)));
 
 struct scratch {
+	u8 _align[4];
+	u8 dns_header[12];    // loaded together with the question that follows it
 	struct name_value nv; // the question is loaded into nv.wire
 	u64 name_hash;
 };
@@ -142,9 +146,15 @@ struct name_value unused_name_value __attribute__((unused));
 // unanswered for INFLIGHT_TIMEOUT_NS is counted as expired when its slot is
 // reused. Two responses to one query racing on two CPUs could both match
 // (no atomics: the probe must also load where BPF atomics are missing).
+//
+// A slot holds a 64-bit fingerprint of the key instead of the 40-byte key:
+// 16-byte slots put 4 per cache line and 256 per page, and the table's
+// random accesses (TLB and cache misses, ~70 ns per packet with 56-byte
+// slots) were the probe's largest cost. Two pending queries with different
+// keys share a fingerprint with probability 2^-64.
 struct inflight_slot {
-	struct inflight_key key;
-	u64 sent_ns; // 0: free
+	u64 fingerprint; // hash of struct inflight_key
+	u64 sent_ns;     // 0: free
 };
 
 struct {
@@ -161,12 +171,26 @@ struct {
 	__type(value, u64);
 } probe_stats SEC(".maps");
 
+// Two scratch buffers per CPU, picked by nesting depth: a program running
+// in task context (egress from sendmsg) can be interrupted by a softirq
+// running the probe on the same CPU (ingress), which must not overwrite the
+// header and name the interrupted run is still using.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, struct scratch);
+} scratch_buf SEC(".maps");
+
+// Per-CPU nesting depth of DNS handling (index into scratch_buf). A nested
+// run always finishes before the one it interrupted resumes, so plain
+// increments stay balanced.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, u32);
-	__type(value, struct scratch);
-} scratch_buf SEC(".maps");
+	__type(value, u32);
+} nesting SEC(".maps");
 
 // Never written: the initial value of a new pod entry.
 struct {
@@ -243,27 +267,28 @@ static __always_inline u64 lower8(u64 w)
 	return w | (upper >> 2);
 }
 
-// parse_question loads the question at off (avail bytes at most) into the
-// scratch buffer and checks its name: labels of at most 63 bytes, no
-// compression pointer or reserved label type, at most 255 bytes in all,
-// qtype and qclass present. It leaves the name's wire length and a
-// case-insensitive 64-bit hash in the scratch buffer and returns the qtype,
-// or -1 if malformed. Both loops are bounded by the 255-byte limit.
+// parse_message loads the DNS header and the question at off (n bytes at
+// most, header included) into the scratch buffer with one helper call and
+// checks the name: labels of at most 63 bytes, no compression pointer or
+// reserved label type, at most 255 bytes in all, qtype and qclass present.
+// It leaves the name's wire length in the scratch buffer and returns the
+// qtype, or -1 if malformed. The loop is bounded by the 255-byte limit.
 //
-// It is a global (non-inlined) function so the verifier checks its loops
+// It is a global (non-inlined) function so the verifier checks its loop
 // once, with unknown arguments, instead of once per path into it.
-__attribute__((noinline)) int parse_question(struct __sk_buff *skb, u64 off, u64 n)
+__attribute__((noinline)) int parse_message(struct __sk_buff *skb, u64 off, u64 n, u32 slot)
 {
-	u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &zero);
+	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &slot);
 	if (!s)
 		return -1;
 	// 64-bit lengths and positions: a 32-bit one is re-zero-extended after
 	// its bound check and the verifier loses the bound.
-	if (n < 5 || n > QUESTION_MAX) // smallest question: root + qtype + qclass
+	// Smallest: header + root + qtype + qclass.
+	if (n < 12 + 5 || n > 12 + QUESTION_MAX)
 		return -1;
-	if (bpf_skb_load_bytes(skb, off, s->nv.wire, n) < 0)
+	if (bpf_skb_load_bytes(skb, off, s->dns_header, n) < 0)
 		return -1;
+	n -= 12;
 
 	u64 pos = 0;
 #pragma clang loop unroll(disable)
@@ -283,12 +308,22 @@ __attribute__((noinline)) int parse_question(struct __sk_buff *skb, u64 off, u64
 		return -1;
 	if (pos + 5 > n) // qtype and qclass after the root label
 		return -1;
-	// Pass the length through memory: a value loaded from a map is unknown to
-	// the verifier, so every label-walk exit reaches the hash loop in the
-	// same state and is pruned, instead of being checked once per label count.
 	s->nv.wire_len = pos + 1;
-	u64 wire_len = *(volatile u32 *)&s->nv.wire_len & 0xff;
+	pos &= 0xff;
+	return (s->nv.wire[pos + 1] << 8) | s->nv.wire[pos + 2];
+}
 
+// hash_name leaves a case-insensitive 64-bit hash of the name that
+// parse_message left in the scratch buffer in s->name_hash. Only queries and
+// NXDOMAIN responses need it (name table key).
+__attribute__((noinline)) int hash_name(u32 slot)
+{
+	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &slot);
+	if (!s)
+		return -1;
+	// The length is read from the map: unknown to the verifier, so this is
+	// checked once for any length up to 255.
+	u64 wire_len = *(volatile u32 *)&s->nv.wire_len & 0xff;
 	u64 h = HASH_SEED;
 #pragma clang loop unroll(disable)
 	for (u64 o = 0; o < 256; o += 8) {
@@ -302,8 +337,7 @@ __attribute__((noinline)) int parse_question(struct __sk_buff *skb, u64 off, u64
 		h ^= h >> 29;
 	}
 	s->name_hash = h;
-	u64 q = *(volatile u32 *)&s->nv.wire_len & 0xff;
-	return (s->nv.wire[q] << 8) | s->nv.wire[q + 1];
+	return 0;
 }
 
 static __always_inline void name_add(u64 cgroup_id, u64 hash, struct scratch *s, u32 wire_len, int nxdomain)
@@ -338,17 +372,44 @@ static __always_inline void name_add(u64 cgroup_id, u64 hash, struct scratch *s,
 		__sync_fetch_and_add(&v->queries, 1);
 }
 
+// load_hdr copies n (constant: 2 or a multiple of 4) header bytes at off to
+// the stack: straight from the packet's linear data when they are there
+// (always for headers the local stack built), otherwise with
+// bpf_skb_load_bytes. A helper call per header was most of the cost of
+// every non-DNS packet.
+static __always_inline int load_hdr(struct __sk_buff *skb, u32 off, void *to, const u32 n)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (off < 0x4000) {
+		u8 *p = (u8 *)data + off;
+		if ((void *)(p + n) <= end) {
+			if (n == 2) {
+				*(u16 *)to = *(u16 *)p;
+				return 0;
+			}
+#pragma clang loop unroll(full)
+			for (u32 i = 0; i < n / 4; i++)
+				((u32 *)to)[i] = ((u32 *)p)[i];
+			return 0;
+		}
+	}
+	return bpf_skb_load_bytes(skb, off, to, n);
+}
+
+static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int role, u8 proto, u32 payload,
+				       u8 *saddr, u8 *daddr, u32 alen, u16 sport, u16 dport, u32 sbuf);
+
 static __always_inline void handle(struct __sk_buff *skb, int egress)
 {
-	struct inflight_key fk = {};
-	u8 ip[40];
-	u8 l4[20];
+	u32 ipw[10], l4w[5];
+	u8 *ip = (u8 *)ipw, *l4 = (u8 *)l4w;
 	u32 l4off;
 	u8 proto;
 	u8 *saddr, *daddr;
 	u32 alen;
 
-	if (bpf_skb_load_bytes(skb, 0, ip, 20) < 0)
+	if (load_hdr(skb, 0, ip, 20) < 0)
 		return;
 	u8 version = ip[0] >> 4;
 	if (version == 4) {
@@ -364,7 +425,7 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 		daddr = &ip[16];
 		alen = 4;
 	} else if (version == 6) {
-		if (bpf_skb_load_bytes(skb, 0, ip, 40) < 0)
+		if (load_hdr(skb, 0, ip, 40) < 0)
 			return;
 		proto = ip[6];
 		l4off = 40;
@@ -372,8 +433,9 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 		for (int i = 0; i < IPV6_EXT_MAX; i++) {
 			if (proto != IPPROTO_HOPOPTS && proto != IPPROTO_ROUTING && proto != IPPROTO_DSTOPTS)
 				break;
-			u8 ext[2];
-			if (bpf_skb_load_bytes(skb, l4off, ext, 2) < 0)
+			u16 extw;
+			u8 *ext = (u8 *)&extw;
+			if (load_hdr(skb, l4off, ext, 2) < 0)
 				return;
 			proto = ext[0];
 			l4off += ((u32)ext[1] + 1) * 8;
@@ -392,11 +454,11 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 
 	u32 payload;
 	if (proto == IPPROTO_UDP) {
-		if (bpf_skb_load_bytes(skb, l4off, l4, 8) < 0)
+		if (load_hdr(skb, l4off, l4, 8) < 0)
 			return;
 		payload = l4off + 8;
 	} else if (proto == IPPROTO_TCP) {
-		if (bpf_skb_load_bytes(skb, l4off, l4, 20) < 0)
+		if (load_hdr(skb, l4off, l4, 20) < 0)
 			return;
 		u32 doff = (l4[12] >> 4) * 4;
 		if (doff < 20)
@@ -416,14 +478,29 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 	else
 		role = sport == DNS_PORT ? ROLE_CLIENT_RESPONSE : ROLE_SERVER_QUERY;
 
+	u32 zero = 0;
+	u32 *depth = bpf_map_lookup_elem(&nesting, &zero);
+	if (!depth)
+		return;
+	u32 slot = *depth & 1;
+	*depth = slot + 1;
+	handle_dns(skb, egress, role, proto, payload, saddr, daddr, alen, sport, dport, slot);
+	*depth = slot;
+}
+
+static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int role, u8 proto, u32 payload,
+				       u8 *saddr, u8 *daddr, u32 alen, u16 sport, u16 dport, u32 sbuf)
+{
+	struct inflight_key fk = {};
 	u32 len = skb->len;
 	u32 dns_off = payload;
 	u32 msg_max = 0xffff;
 	if (proto == IPPROTO_TCP) {
 		if (payload >= len) // handshake, ACK, FIN: no DNS bytes
 			return;
-		u8 pfx[2];
-		if (bpf_skb_load_bytes(skb, payload, pfx, 2) < 0)
+		u16 pfxw;
+		u8 *pfx = (u8 *)&pfxw;
+		if (load_hdr(skb, payload, pfx, 2) < 0)
 			msg_max = 0; // a 1-byte segment: malformed below
 		else
 			msg_max = (pfx[0] << 8) | pfx[1];
@@ -452,9 +529,19 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 	else
 		pc->bytes_in += len;
 
-	u8 dh[12];
-	if (msg_max < 12 || bpf_skb_load_bytes(skb, dns_off, dh, 12) < 0)
+	// The header and the question, loaded by parse_message in one go.
+	u64 n = len - dns_off; // wraps if dns_off > len: capped, then the load fails
+	if (n > msg_max)
+		n = msg_max;
+	if (n > 12 + QUESTION_MAX)
+		n = 12 + QUESTION_MAX;
+	int qtype = parse_message(skb, dns_off, n, sbuf);
+	if (qtype < 0)
 		goto malformed;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &sbuf);
+	if (!s)
+		return;
+	u8 *dh = s->dns_header;
 	u8 is_response = dh[2] >> 7;
 	u8 rcode = dh[3] & 0xf;
 	u16 qdcount = (dh[4] << 8) | dh[5];
@@ -462,20 +549,6 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 		goto malformed;
 	if (is_response != (role == ROLE_CLIENT_RESPONSE || role == ROLE_SERVER_RESPONSE))
 		goto malformed;
-
-	u32 avail = len - (dns_off + 12);
-	if (avail > msg_max - 12)
-		avail = msg_max - 12;
-	if (avail > QUESTION_MAX)
-		avail = QUESTION_MAX;
-	int qtype = parse_question(skb, dns_off + 12, avail);
-	if (qtype < 0)
-		goto malformed;
-	u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &zero);
-	if (!s)
-		return;
-	u64 hash = s->name_hash;
 	u32 wire_len = s->nv.wire_len;
 
 	switch (role) {
@@ -484,14 +557,15 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 		if (proto == IPPROTO_TCP)
 			pc->tcp_queries++;
 		pc->qtype[qtype_slot(qtype)]++;
-		name_add(cgroup_id, hash, s, wire_len, 0);
+		if (hash_name(sbuf) == 0)
+			name_add(cgroup_id, s->name_hash, s, wire_len, 0);
 		break;
 	}
 	case ROLE_CLIENT_RESPONSE:
 		pc->responses++;
 		pc->rcode[rcode_slot(rcode)]++;
-		if (rcode == 3)
-			name_add(cgroup_id, hash, s, wire_len, 1);
+		if (rcode == 3 && hash_name(sbuf) == 0)
+			name_add(cgroup_id, s->name_hash, s, wire_len, 1);
 		break;
 	case ROLE_SERVER_QUERY:
 		pc->server_queries++;
@@ -530,11 +604,7 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 		return;
 	u64 now = bpf_ktime_get_ns();
 	u64 sent = slot->sent_ns;
-	u64 *sw = (u64 *)&slot->key;
-	int same = sent != 0;
-#pragma clang loop unroll(full)
-	for (int i = 0; i < sizeof(fk) / 8; i++)
-		same &= sw[i] == kw[i];
+	int same = sent != 0 && slot->fingerprint == kh;
 	int fresh = sent != 0 && now - sent < INFLIGHT_TIMEOUT_NS;
 
 	if (role == ROLE_CLIENT_QUERY) {
@@ -546,7 +616,7 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 			stat_inc(STAT_INFLIGHT_EVICTED);
 		else if (sent)
 			stat_inc(STAT_INFLIGHT_EXPIRED);
-		__builtin_memcpy(&slot->key, &fk, sizeof(fk));
+		slot->fingerprint = kh;
 		slot->sent_ns = now;
 		stat_inc(STAT_INFLIGHT_INSERTS);
 		return;

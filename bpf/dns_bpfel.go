@@ -14,18 +14,9 @@ import (
 )
 
 type dnsInflightSlot struct {
-	_   structs.HostLayout
-	Key struct {
-		_          structs.HostLayout
-		ClientAddr [16]uint8
-		ServerAddr [16]uint8
-		ClientPort uint16
-		ServerPort uint16
-		DnsId      uint16
-		Proto      uint8
-		Pad        uint8
-	}
-	SentNs uint64
+	_           structs.HostLayout
+	Fingerprint uint64
+	SentNs      uint64
 }
 
 type dnsNameKey struct {
@@ -36,11 +27,11 @@ type dnsNameKey struct {
 
 type dnsNameValue struct {
 	_        structs.HostLayout
+	Wire     [264]uint8
 	Queries  uint64
 	Nxdomain uint64
 	WireLen  uint32
 	Pad      uint32
-	Wire     [264]uint8
 }
 
 type dnsPodCounters struct {
@@ -59,14 +50,16 @@ type dnsPodCounters struct {
 }
 
 type dnsScratch struct {
-	_  structs.HostLayout
-	Nv struct {
+	_         structs.HostLayout
+	Align     [4]uint8
+	DnsHeader [12]uint8
+	Nv        struct {
 		_        structs.HostLayout
+		Wire     [264]uint8
 		Queries  uint64
 		Nxdomain uint64
 		WireLen  uint32
 		Pad      uint32
-		Wire     [264]uint8
 	}
 	NameHash uint64
 }
@@ -77,6 +70,7 @@ type dnsScratch struct {
 const (
 	dnsMapInflight        = "inflight"
 	dnsMapNameTables      = "name_tables"
+	dnsMapNesting         = "nesting"
 	dnsMapPodStats        = "pod_stats"
 	dnsMapProbeStats      = "probe_stats"
 	dnsMapScratchBuf      = "scratch_buf"
@@ -140,6 +134,7 @@ type dnsProgramSpecs struct {
 type dnsMapSpecs struct {
 	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
 	NameTables *ebpf.MapSpec `ebpf:"name_tables"`
+	Nesting    *ebpf.MapSpec `ebpf:"nesting"`
 	PodStats   *ebpf.MapSpec `ebpf:"pod_stats"`
 	ProbeStats *ebpf.MapSpec `ebpf:"probe_stats"`
 	ScratchBuf *ebpf.MapSpec `ebpf:"scratch_buf"`
@@ -177,6 +172,7 @@ func (o *dnsObjects) Close() error {
 type dnsMaps struct {
 	Inflight   *ebpf.Map `ebpf:"inflight"`
 	NameTables *ebpf.Map `ebpf:"name_tables"`
+	Nesting    *ebpf.Map `ebpf:"nesting"`
 	PodStats   *ebpf.Map `ebpf:"pod_stats"`
 	ProbeStats *ebpf.Map `ebpf:"probe_stats"`
 	ScratchBuf *ebpf.Map `ebpf:"scratch_buf"`
@@ -187,6 +183,7 @@ func (m *dnsMaps) Close() error {
 	return _DnsClose(
 		m.Inflight,
 		m.NameTables,
+		m.Nesting,
 		m.PodStats,
 		m.ProbeStats,
 		m.ScratchBuf,

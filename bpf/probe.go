@@ -171,6 +171,12 @@ func LoadDNS(opts Options) (*DNSProbe, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dns probe: read embedded object: %w", err)
 	}
+	return loadDNSSpec(spec, opts)
+}
+
+// loadDNSSpec loads and attaches the probe from spec, an object with the
+// maps and programs of dns.c (benchmarks also load earlier versions of it).
+func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 	spec.Maps["pod_stats"].MaxEntries = opts.MaxPods
 	// The inflight table is indexed by hash & mask: round up to a power of two.
 	opts.MaxInflight = 1 << bits.Len32(opts.MaxInflight-1)
