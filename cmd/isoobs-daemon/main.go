@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/isoobs/isoobs/daemon"
+	"github.com/isoobs/isoobs/hubble"
 )
 
 func main() {
@@ -56,6 +58,9 @@ func newCommand() *cobra.Command {
 				}
 				cfg.RESTConfig = rc
 			}
+			if cfg.Hubble.Server == "off" {
+				cfg.HubbleDisabled = true
+			}
 			d, err := daemon.New(cfg)
 			if err != nil {
 				return err
@@ -63,7 +68,7 @@ func newCommand() *cobra.Command {
 			defer d.Close()
 			eff := d.Config()
 			log.Info("isoobs daemon started", "version", daemon.Version, "node", eff.NodeName, "cgroup_root", eff.CgroupRoot,
-				"interval", eff.Interval, "grpc", eff.GRPCListen, "metrics", eff.MetricsListen, "kubernetes", eff.RESTConfig != nil)
+				"interval", eff.Interval, "hubble", hubbleDesc(eff), "grpc", eff.GRPCListen, "metrics", eff.MetricsListen, "kubernetes", eff.RESTConfig != nil)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return d.Run(ctx)
@@ -85,6 +90,7 @@ func newCommand() *cobra.Command {
 	f.Uint32Var(&cfg.KernelMaxNames, "kernel-max-names", 0, "kernel name table size per interval (0: probe default)")
 	f.Uint32Var(&cfg.KernelMaxInflight, "kernel-max-inflight", 0, "kernel pending-query map size (0: probe default)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	addHubbleFlags(f, &cfg)
 	return cmd
 }
 
@@ -105,4 +111,22 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("in-cluster Kubernetes config: %w (pass --kubeconfig or --no-kubernetes)", err)
 	}
 	return rc, nil
+}
+
+// addHubbleFlags are the hubble CLI's connection options under a --hubble- prefix.
+func addHubbleFlags(f *pflag.FlagSet, cfg *daemon.Config) {
+	f.StringVar(&cfg.Hubble.Server, "hubble-server", hubble.DefaultServer, "Hubble observer API to merge flows from: unix:///path, host:port (e.g. hubble-relay.kube-system.svc:80) or \"off\"")
+	f.BoolVar(&cfg.Hubble.TLS.Enabled, "hubble-tls", false, "use TLS to reach --hubble-server")
+	f.StringSliceVar(&cfg.Hubble.TLS.CAFiles, "hubble-tls-ca-cert", nil, "CA certificate files that verify the Hubble server (default: system roots)")
+	f.StringVar(&cfg.Hubble.TLS.CertFile, "hubble-tls-client-cert", "", "client certificate for mTLS to Hubble")
+	f.StringVar(&cfg.Hubble.TLS.KeyFile, "hubble-tls-client-key", "", "client key for mTLS to Hubble")
+	f.StringVar(&cfg.Hubble.TLS.ServerName, "hubble-tls-server-name", "", "name expected in the Hubble server certificate (e.g. *.default.hubble-grpc.cilium.io)")
+	f.BoolVar(&cfg.Hubble.TLS.InsecureSkipVerify, "hubble-tls-insecure", false, "do not verify the Hubble server certificate")
+}
+
+func hubbleDesc(cfg daemon.Config) string {
+	if cfg.HubbleDisabled {
+		return "off"
+	}
+	return cfg.Hubble.Server
 }
