@@ -246,6 +246,24 @@ func TestClusterTopDNSOnLab(t *testing.T) {
 		t.Errorf("CoreDNS (on %v) served %d queries, the crawler sent %d", on, served, rep.Sent)
 	}
 	t.Logf("%s missing: %s", victim, f.MissingNodes[0].Reason)
+	// One real end-to-end data point for BENCHMARKS.md (not asserted: timing
+	// belongs to benchmarks): discovery, access review, port-forwards, frame.
+	started := time.Now()
+	dialer, err := cluster.NewPortForwardDialer(lab.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	livePods, _, err := cluster.Discover(ctx, lab.Client(), cluster.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	discovered := time.Since(started)
+	conns, unreachable, err := cluster.Connect(ctx, livePods, dialer.Dial, cluster.Options{})
+	if err != nil || len(conns) != len(nodes)-1 || len(unreachable) != 1 {
+		t.Fatalf("connect: %v, %d connected, unreachable %v", err, len(conns), unreachable)
+	}
+	conns.Close()
+	t.Logf("real API server: discovery %s, discovery + %d port-forwards to gRPC ready %s", discovered, len(livePods), time.Since(started))
 	if report, err = status(ctx, lab.Kubeconfig()); err != nil {
 		t.Fatal(err)
 	}
