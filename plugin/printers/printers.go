@@ -204,6 +204,9 @@ func WriteTable(w io.Writer, f top.Frame, wide, noHeaders bool) error {
 		return err
 	}
 	cols := columns(f.GroupBy, wide)
+	if hasHubble(f) {
+		cols = withHubbleColumns(cols, wide)
+	}
 	tw := printers.GetNewTabWriter(w)
 	if !noHeaders {
 		headers := make([]string, len(cols))

@@ -69,6 +69,16 @@ type Row struct {
 	ServedQueries   uint64            `json:"servedQueries"`
 	ServedResponses uint64            `json:"servedResponses"`
 	Labels          map[string]string `json:"labels,omitempty"`
+	// Sources that counted this row: "ebpf" (the daemon's probe), "hubble" (Cilium's flows).
+	Sources []string `json:"sources,omitempty"`
+	// Identity is the Cilium security identity (from Hubble; 0 when unknown or mixed).
+	Identity uint32 `json:"identity,omitempty"`
+	// PolicyDenied are DNS queries Hubble saw denied by policy.
+	PolicyDenied     uint64  `json:"policyDenied,omitempty"`
+	PolicyDeniedRate float64 `json:"policyDeniedRate,omitempty"`
+	// ProxyLatency* are Cilium's DNS proxy latency (Hubble), apart from the probe's latency.
+	ProxyLatencyP50Ms float64 `json:"proxyLatencyP50Ms,omitempty"`
+	ProxyLatencyP99Ms float64 `json:"proxyLatencyP99Ms,omitempty"`
 
 	// latencyLog2Us is the merged log2 latency histogram; it stays out of
 	// the output schema but lets frames be merged again exactly.

@@ -174,6 +174,10 @@ type rowAccumulator struct {
 	differs   map[string]bool
 	p50, p99  float64 // from the largest row, used only without histograms
 	pctWeight uint64
+	// Hubble's share: sources seen, identities, DNS proxy latency histogram.
+	sources    map[string]bool
+	identities map[uint32]bool
+	proxyHist  []uint64
 }
 
 func newRowAccumulator() *rowAccumulator {
@@ -240,6 +244,24 @@ func (a *rowAccumulator) add(r *isoobsv1.DNSRow, frameNode, groupBy string) {
 	}
 	addNames(a.names, r.GetTopNames())
 	addNames(a.zones, r.GetTopZones())
+	s.PolicyDenied += r.GetPolicyDenied()
+	s.PolicyDeniedRate += r.GetPolicyDeniedRate()
+	if a.sources == nil {
+		a.sources, a.identities = map[string]bool{}, map[uint32]bool{}
+	}
+	for _, src := range r.GetSources() {
+		a.sources[src] = true
+	}
+	if id := r.GetIdentity(); id != 0 {
+		a.identities[id] = true
+	}
+	ph := r.GetProxyLatencyLog2Us()
+	if len(ph) > len(a.proxyHist) {
+		a.proxyHist = append(a.proxyHist, make([]uint64, len(ph)-len(a.proxyHist))...)
+	}
+	for i, c := range ph {
+		a.proxyHist[i] += c
+	}
 	if groupBy == GroupByQName && s.QName == "" {
 		s.QName = QNameOf(r)
 	}
@@ -282,6 +304,19 @@ func (a *rowAccumulator) row(topN int) Row {
 	}
 	out.TopNames = topNames(a.names, topN)
 	out.TopZones = topNames(a.zones, TopZonesPerRow)
+	out.Sources = []string{}
+	for _, src := range []string{"ebpf", "hubble"} { // fixed order
+		if a.sources[src] {
+			out.Sources = append(out.Sources, src)
+		}
+	}
+	if len(a.identities) == 1 {
+		for id := range a.identities {
+			out.Identity = id
+		}
+	}
+	out.ProxyLatencyP50Ms = PercentileLog2UsToMs(a.proxyHist, 0.50)
+	out.ProxyLatencyP99Ms = PercentileLog2UsToMs(a.proxyHist, 0.99)
 	return out
 }
 
