@@ -285,14 +285,10 @@ func TestDaemonChartRender(t *testing.T) {
 	for _, a := range c["args"].([]any) {
 		args = append(args, a.(string))
 	}
-	for _, want := range []string{"--node-name=$(NODE_NAME)", "--grpc-listen=127.0.0.1:9967", "--grpc-listen=unix:///run/isoobs/isoobs.sock", "--metrics-listen=:9966", "--interval=1s"} {
+	for _, want := range []string{"--node-name=$(NODE_NAME)", "--grpc-listen=127.0.0.1:9967", "--grpc-listen=unix:///run/isoobs/isoobs.sock", "--metrics-listen=:9966", "--interval=1s", "--hubble-server=unix:///var/run/cilium/hubble.sock"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("args %v lack %s", args, want)
 		}
-	}
-	env := containerEnv(t, ds, "daemon")
-	if env["ISOOBS_HUBBLE_ADDRESS"] != "unix:///var/run/cilium/hubble.sock" {
-		t.Errorf("ISOOBS_HUBBLE_ADDRESS = %q", env["ISOOBS_HUBBLE_ADDRESS"])
 	}
 	nodeName, _ := yaml.Marshal(c["env"].([]any)[0])
 	if !strings.Contains(string(nodeName), "fieldPath: spec.nodeName") {
