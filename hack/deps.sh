@@ -20,5 +20,8 @@ fi
 if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
 	mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 fi
-# The lab's real components (control plane, etcd, kwok, CoreDNS), cached outside the repo.
-exec "$(dirname "$0")/../testlab/scripts/build-bins.sh"
+here=$(dirname "$0")
+# The lab's real components (control plane, etcd, kwok, CoreDNS, the hubble CLI), cached
+# outside the repo, and promtool with Kubernetes discovery (Debian's lacks it).
+"$here/../testlab/scripts/build-bins.sh" etcd kwok coredns k8s hubble
+sh "$here/../install/scripts/build-promtool.sh" >/dev/null
