@@ -41,7 +41,7 @@ func TestConnectMarksUnreachableNodesAndMergesTheRest(t *testing.T) {
 	var pods []cluster.DaemonPod
 	for i, node := range []string{"node-a", "node-b", "node-c"} {
 		addrs[node] = fakedaemon.StartUnix(t, &fakedaemon.Server{Node: node, Frame: nodeFrames(node, uint64(1000*(i+1))), Immediate: true})
-		pods = append(pods, cluster.DaemonPod{Node: node, Namespace: "isoobs-system", Name: "isoobs-" + node, Port: 9967})
+		pods = append(pods, cluster.DaemonPod{Node: node, Namespace: "isoobs", Name: "isoobs-" + node, Port: 9967})
 	}
 	// node-d: nothing listens; node-e: accepts and never speaks gRPC (a hung forward).
 	addrs["node-d"] = "unix://" + filepath.Join(t.TempDir(), "nobody.sock")
@@ -61,8 +61,8 @@ func TestConnectMarksUnreachableNodesAndMergesTheRest(t *testing.T) {
 		}
 	}()
 	addrs["node-e"] = "unix://" + hung
-	pods = append(pods, cluster.DaemonPod{Node: "node-d", Namespace: "isoobs-system", Name: "isoobs-node-d", Port: 9967},
-		cluster.DaemonPod{Node: "node-e", Namespace: "isoobs-system", Name: "isoobs-node-e", Port: 9967})
+	pods = append(pods, cluster.DaemonPod{Node: "node-d", Namespace: "isoobs", Name: "isoobs-node-d", Port: 9967},
+		cluster.DaemonPod{Node: "node-e", Namespace: "isoobs", Name: "isoobs-node-e", Port: 9967})
 
 	start := time.Now()
 	conns, missing, err := cluster.Connect(context.Background(), pods, unixDialer(addrs), cluster.Options{ConnectTimeout: time.Second, Concurrency: 2})
@@ -97,15 +97,15 @@ func TestConnectMarksUnreachableNodesAndMergesTheRest(t *testing.T) {
 }
 
 func TestConnectReturnsThePermissionError(t *testing.T) {
-	denied := &cluster.PermissionError{Verb: "create", Resource: "pods/portforward", Namespace: "isoobs-system", Why: "to reach the isoobs daemon pods"}
+	denied := &cluster.PermissionError{Verb: "create", Resource: "pods/portforward", Namespace: "isoobs", Why: "to reach the isoobs daemon pods"}
 	dial := func(context.Context, cluster.DaemonPod) (net.Conn, error) { return nil, denied }
-	pods := []cluster.DaemonPod{{Node: "a", Namespace: "isoobs-system", Name: "p-a"}, {Node: "b", Namespace: "isoobs-system", Name: "p-b"}}
+	pods := []cluster.DaemonPod{{Node: "a", Namespace: "isoobs", Name: "p-a"}, {Node: "b", Namespace: "isoobs", Name: "p-b"}}
 	_, missing, err := cluster.Connect(context.Background(), pods, dial, cluster.Options{})
 	var pe *cluster.PermissionError
 	if !errors.As(err, &pe) || len(missing) != 2 {
 		t.Fatalf("want the permission error, got %v (missing %v)", err, missing)
 	}
-	for _, want := range []string{"not allowed to create pods/portforward in namespace isoobs-system", `resources: ["pods/portforward"]`, "kubectl auth can-i create pods/portforward -n isoobs-system"} {
+	for _, want := range []string{"not allowed to create pods/portforward in namespace isoobs", `resources: ["pods/portforward"]`, "kubectl auth can-i create pods/portforward -n isoobs"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

@@ -21,10 +21,10 @@ import (
 	"github.com/isoobs/isoobs/plugin/top"
 )
 
-// Defaults match the daemon chart in deploy/chart (installed into
-// DefaultNamespace by `kubectl isoobs install`).
+// Defaults match the daemon chart in deploy/chart as `kubectl isoobs install`
+// installs it (namespace install/values.NamespaceIsoobs; a test keeps them equal).
 const (
-	DefaultNamespace = "isoobs-system"
+	DefaultNamespace = "isoobs"
 	// DefaultSelector is the chart's selector labels minus the release name,
 	// so any release of the chart is found.
 	DefaultSelector = "app.kubernetes.io/name=isoobs,app.kubernetes.io/component=daemon"
@@ -113,7 +113,7 @@ func Discover(ctx context.Context, client kubernetes.Interface, opts Options) ([
 	}
 	if len(byNode) == 0 {
 		return nil, nil, fmt.Errorf("no isoobs daemon pods (labels %s) in namespace %s: install the daemon with `kubectl isoobs install` "+
-			"(or `helm install isoobs deploy/chart -n %s`), point --daemon-namespace/--daemon-selector at an existing install, "+
+			"(or `helm install isoobs deploy/chart -n %s --create-namespace`), point --daemon-namespace/--daemon-selector at an existing install, "+
 			"or read one daemon directly with --daemon ADDR", opts.Selector, opts.Namespace, DefaultNamespace)
 	}
 

@@ -17,9 +17,16 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/isoobs/isoobs/deploy"
+	"github.com/isoobs/isoobs/install"
+	"github.com/isoobs/isoobs/install/values"
 	"github.com/isoobs/isoobs/plugin"
 	"github.com/isoobs/isoobs/plugin/cluster"
 	"github.com/isoobs/isoobs/plugin/top"
@@ -29,12 +36,51 @@ import (
 	"github.com/isoobs/isoobs/testlab/scenario"
 )
 
-// daemonLabels are the chart's selector labels (deploy/chart/templates/_helpers.tpl)
-// for a release named "isoobs".
-var daemonLabels = map[string]string{
-	"app.kubernetes.io/name":      "isoobs",
-	"app.kubernetes.io/instance":  "isoobs",
-	"app.kubernetes.io/component": "daemon",
+// chartObjects renders the daemon chart (deploy/chart) with the installer's
+// spec and returns its ServiceAccount and DaemonSet: the objects that make
+// daemon pods exist. The daemons themselves run as host processes.
+func chartObjects(t *testing.T) []any {
+	t.Helper()
+	spec := install.Specs(values.EditionOSS)[install.ComponentIsoobs]
+	if spec.Namespace != cluster.DefaultNamespace {
+		t.Fatalf("the installer puts the daemon in namespace %q, the plugin looks in %q", spec.Namespace, cluster.DefaultNamespace)
+	}
+	ch, err := deploy.Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := install.Render(ch, spec, map[string]any{}, controlplane.K8sVersion, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifests, err := install.Objects(rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs []any
+	for _, m := range manifests {
+		var obj any
+		switch m.Object.GetKind() {
+		case "DaemonSet":
+			ds := &appsv1.DaemonSet{}
+			if got, err := labels.Parse(cluster.DefaultSelector); err != nil || !got.Matches(labels.Set(m.Object.GetLabels())) {
+				t.Fatalf("the chart's DaemonSet labels %v do not match the plugin's default selector %s", m.Object.GetLabels(), cluster.DefaultSelector)
+			}
+			obj = ds
+		case "ServiceAccount":
+			obj = &corev1.ServiceAccount{}
+		default:
+			continue
+		}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(m.Object.Object, obj); err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, obj)
+	}
+	if len(objs) != 2 {
+		t.Fatalf("the chart rendered %d of ServiceAccount+DaemonSet", len(objs))
+	}
+	return objs
 }
 
 // labDaemon is one node's real isoobs-daemon process.
@@ -88,12 +134,9 @@ func TestClusterTopDNSOnLab(t *testing.T) {
 		daemons[node] = d
 	}
 
-	// The daemon pods, one per node, routed to the node's daemon process.
-	ds := testlab.NewDaemonSet(cluster.DefaultNamespace, "isoobs")
-	ds.Labels = daemonLabels
-	ds.Spec.Selector = &metav1.LabelSelector{MatchLabels: daemonLabels}
-	ds.Spec.Template.Labels = daemonLabels
-	if err := lab.Apply(ctx, ds); err != nil {
+	// The daemon pods from the real chart, as `kubectl isoobs install` renders
+	// it, one per node, each routed to its node's daemon process.
+	if err := lab.Apply(ctx, chartObjects(t)...); err != nil {
 		t.Fatal(err)
 	}
 	pods, err := lab.WaitPodsReady(ctx, cluster.DefaultNamespace, cluster.DefaultSelector, len(nodes))
