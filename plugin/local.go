@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 
+	"github.com/isoobs/isoobs/hubble"
 	"github.com/isoobs/isoobs/plugin/top"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
@@ -24,6 +25,9 @@ type LocalConfig struct {
 	Interval   time.Duration
 	// RESTConfig resolves cgroups to pods; nil runs without pod names.
 	RESTConfig *rest.Config
+	// Hubble is where the engine finds Hubble's flows (default: the node-local socket).
+	Hubble         hubble.ClientConfig
+	HubbleDisabled bool
 }
 
 // LocalEngine starts the node daemon engine in this process and returns its
@@ -35,6 +39,7 @@ type LocalEngine func(ctx context.Context, cfg LocalConfig) (svc isoobsv1.Daemon
 // --daemon.
 func (o *TopDNSOptions) startLocal(ctx context.Context) ([]top.Source, func(), error) {
 	cfg := LocalConfig{NodeName: o.NodeName, CgroupRoot: o.CgroupRoot, Interval: o.Interval}
+	cfg.Hubble, cfg.HubbleDisabled = o.Hubble.localHubble()
 	if cfg.NodeName == "" {
 		if h, err := os.Hostname(); err == nil {
 			cfg.NodeName = h

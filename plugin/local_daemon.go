@@ -18,6 +18,9 @@ func daemonEngine(_ context.Context, cfg LocalConfig) (isoobsv1.DaemonServer, fu
 		CgroupRoot: cfg.CgroupRoot,
 		Interval:   cfg.Interval,
 		RESTConfig: cfg.RESTConfig,
+		Hubble:     cfg.Hubble,
+		// A missing Hubble socket is not an error: Status says why it is not connected.
+		HubbleDisabled: cfg.HubbleDisabled,
 	})
 	if err != nil {
 		return nil, nil, err

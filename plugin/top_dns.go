@@ -75,6 +75,8 @@ type TopDNSOptions struct {
 	Pod           string
 	TopNames      int
 	Output        string
+	// Hubble: --source, and --hubble-server with --local.
+	Hubble HubbleOptions
 
 	// Cluster mode (neither --daemon nor --local).
 	Nodes           []string
@@ -170,6 +172,7 @@ document (-o yaml). All namespaces are shown unless -n narrows them.`,
 	f.IntVar(&o.TopNames, "top-names", o.TopNames, "Query names to show per row (0: none)")
 	f.StringVarP(&o.Output, "output", "o", o.Output, "Output format: wide, json (one object per line) or yaml")
 	addClusterFlags(f, &o.Nodes, &o.DaemonNamespace, &o.DaemonSelector, &o.DaemonPort, &o.ConnectTimeout)
+	addHubbleFlags(f, &o.Hubble)
 	return cmd
 }
 
@@ -247,7 +250,7 @@ func (o *TopDNSOptions) Validate() error {
 			return fmt.Errorf("invalid -l %q: %v (example: -l app=crawler,tier!=web)", o.Selector, err)
 		}
 	}
-	return nil
+	return o.Hubble.validate(o.Local)
 }
 
 // Request is the TopRequest sent to every daemon. The daemons return all
@@ -263,6 +266,7 @@ func (o *TopDNSOptions) Request() *isoobsv1.TopRequest {
 		Interval:          durationpb.New(o.Interval),
 		TopNames:          uint32(o.TopNames),
 		IncludeUnresolved: o.includeUnresolved,
+		Source:            o.Hubble.source,
 	}
 	if !o.AllNamespaces {
 		req.Namespace = o.namespace
