@@ -18,7 +18,7 @@ import (
 const (
 	LabelCiliumAgent    = "k8s-app=cilium"
 	LabelCiliumEnvoy    = "k8s-app=cilium-envoy"
-	LabelCiliumOperator = "io.cilium.app=operator"
+	LabelCiliumOperator = "io.cilium/app=operator" // Prometheus sees it as __meta_kubernetes_pod_label_io_cilium_app (seed 000)
 	LabelHubbleRelay    = "k8s-app=hubble-relay"
 	LabelHubbleUI       = "k8s-app=hubble-ui"
 	LabelTetragon       = "app.kubernetes.io/name=tetragon"

@@ -38,6 +38,8 @@ type RelayStatus struct {
 	UnavailableNodes []string
 	ConnectedNodes   []string
 	Version          string
+	// Fallback says why the port-forward was not used ("" when it was).
+	Fallback string
 }
 
 // Summary formats the status the way `hubble status` (compact) does.
@@ -88,6 +90,9 @@ func checkRelay(ctx context.Context, e *env) Result {
 	if len(st.ConnectedNodes) > 0 {
 		items = append(items, "connected: "+strings.Join(st.ConnectedNodes, ", "))
 	}
+	if st.Fallback != "" {
+		items = append(items, "reached Relay at its pod IP because "+st.Fallback)
+	}
 	if st.Unavailable > 0 {
 		names := st.UnavailableNodes
 		if len(names) == 0 {
@@ -137,6 +142,7 @@ func (e *env) relayStatus(ctx context.Context, pod *corev1.Pod) (RelayStatus, er
 		addr := net.JoinHostPort(ip.String(), strconv.Itoa(port))
 		st, err := queryRelay(ctx, addr, "passthrough:///"+addr, creds, nil, "pod IP "+addr+note)
 		if err == nil {
+			st.Fallback = errs[0]
 			return st, nil
 		}
 		errs = append(errs, "pod IP "+addr+": "+err.Error())
