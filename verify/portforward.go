@@ -75,8 +75,9 @@ func dialPodPort(ctx context.Context, cfg *rest.Config, client kubernetes.Interf
 		_ = streamConn.Close()
 		return nil, fmt.Errorf("port-forward to %s/%s: data stream: %w", ns, pod, err)
 	}
-	c := &streamNetConn{conn: streamConn, data: dataStream, target: fmt.Sprintf("%s/%s:%d", ns, pod, port)}
+	c := &streamNetConn{conn: streamConn, data: dataStream, target: fmt.Sprintf("%s/%s:%d", ns, pod, port), errRead: make(chan struct{})}
 	go func() {
+		defer close(c.errRead)
 		msg, _ := io.ReadAll(errorStream)
 		if s := strings.TrimSpace(string(msg)); s != "" {
 			c.fail(fmt.Errorf("port-forward to %s: %s", c.target, s))
@@ -90,6 +91,9 @@ type streamNetConn struct {
 	conn   httpstream.Connection
 	data   httpstream.Stream
 	target string
+	// errRead closes once the error stream is read: the kubelet's reason
+	// may arrive just after the data stream ends.
+	errRead chan struct{}
 
 	mu     sync.Mutex
 	err    error
@@ -108,6 +112,10 @@ func (c *streamNetConn) fail(err error) {
 func (c *streamNetConn) Read(p []byte) (int, error) {
 	n, err := c.data.Read(p)
 	if err != nil {
+		select {
+		case <-c.errRead:
+		case <-time.After(200 * time.Millisecond):
+		}
 		c.mu.Lock()
 		if c.err != nil {
 			err = c.err

@@ -203,7 +203,7 @@ func queryRelay(ctx context.Context, name, target string, creds credentials.Tran
 		return RelayStatus{}, err
 	}
 	defer conn.Close()
-	hc, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: observerServiceName}, grpc.WaitForReady(true))
+	hc, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: observerServiceName})
 	if err != nil {
 		return RelayStatus{}, fmt.Errorf("health check: %w", err)
 	}

@@ -212,6 +212,15 @@ func podNetworking(spec *corev1.PodSpec) {
 	}
 }
 
+// Settle waits until count pods of the selector are ready, then starts
+// peers for new ones.
+func (s *Stack) Settle(ctx context.Context, ns, sel string, count int) error {
+	if err := s.waitSettled(ctx, ns, sel, count); err != nil {
+		return err
+	}
+	return s.Reconcile(ctx)
+}
+
 // waitSettled waits until exactly count pods match, all ready and adopted
 // (a rollout has replaced the old ones).
 func (s *Stack) waitSettled(ctx context.Context, ns, sel string, count int) error {
