@@ -54,9 +54,9 @@ type Stack struct {
 
 	t       testing.TB
 	mu      sync.Mutex
-	texts   map[int][]byte            // port -> default body
-	perPod  map[string][]byte         // "pod:port" -> body override
-	served  map[string]func()         // "uid:port" -> stop
+	texts   map[int][]byte    // port -> default body
+	perPod  map[string][]byte // "pod:port" -> body override
+	served  map[string]func() // "uid:port" -> stop
 	relayTC credentials.TransportCredentials
 }
 
