@@ -183,19 +183,25 @@ func (d *daemonProc) stop() {
 	}
 }
 
-// cpuTime is the process's user+system CPU time from /proc/<pid>/stat.
+// cpuTime is the CPU time of all the process's threads, in ns resolution:
+// the first field of /proc/<pid>/task/<tid>/schedstat (utime+stime of
+// /proc/<pid>/stat count 10 ms ticks, too coarse for a mostly idle daemon).
 func (d *daemonProc) cpuTime(b *testing.B) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.pid))
-	if err != nil {
-		b.Fatal(err)
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", d.pid))
+	if err != nil || len(tasks) == 0 {
+		b.Fatalf("daemon threads of pid %d: %v", d.pid, err)
 	}
-	// Fields after the ")" that ends the command name: state is field 3,
-	// utime 14 and stime 15 (1-based), in clock ticks (USER_HZ = 100 on Linux).
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseUint(f[11], 10, 64)
-	st, _ := strconv.ParseUint(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	var sum time.Duration
+	for _, t := range tasks {
+		raw, err := os.ReadFile(t)
+		if err != nil {
+			continue // thread exited
+		}
+		f := strings.Fields(string(raw))
+		ns, _ := strconv.ParseInt(f[0], 10, 64)
+		sum += time.Duration(ns)
+	}
+	return sum
 }
 
 // memKiB reads VmRSS and VmHWM (peak RSS) from /proc/<pid>/status.
