@@ -6,89 +6,27 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/isoobs/isoobs/deploy"
-	"github.com/isoobs/isoobs/install"
-	"github.com/isoobs/isoobs/install/values"
 	"github.com/isoobs/isoobs/plugin"
 	"github.com/isoobs/isoobs/plugin/cluster"
 	"github.com/isoobs/isoobs/plugin/top"
 	"github.com/isoobs/isoobs/testlab"
 	"github.com/isoobs/isoobs/testlab/controlplane"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
+	"github.com/isoobs/isoobs/testlab/labdaemons"
 	"github.com/isoobs/isoobs/testlab/scenario"
 )
-
-// chartObjects renders the daemon chart (deploy/chart) with the installer's
-// spec and returns its ServiceAccount and DaemonSet: the objects that make
-// daemon pods exist. The daemons themselves run as host processes.
-func chartObjects(t *testing.T) []any {
-	t.Helper()
-	spec := install.Specs(values.EditionOSS)[install.ComponentIsoobs]
-	if spec.Namespace != cluster.DefaultNamespace {
-		t.Fatalf("the installer puts the daemon in namespace %q, the plugin looks in %q", spec.Namespace, cluster.DefaultNamespace)
-	}
-	ch, err := deploy.Chart()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := install.Render(ch, spec, map[string]any{}, controlplane.K8sVersion, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifests, err := install.Objects(rel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var objs []any
-	for _, m := range manifests {
-		var obj any
-		switch m.Object.GetKind() {
-		case "DaemonSet":
-			ds := &appsv1.DaemonSet{}
-			if got, err := labels.Parse(cluster.DefaultSelector); err != nil || !got.Matches(labels.Set(m.Object.GetLabels())) {
-				t.Fatalf("the chart's DaemonSet labels %v do not match the plugin's default selector %s", m.Object.GetLabels(), cluster.DefaultSelector)
-			}
-			obj = ds
-		case "ServiceAccount":
-			obj = &corev1.ServiceAccount{}
-		default:
-			continue
-		}
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(m.Object.Object, obj); err != nil {
-			t.Fatal(err)
-		}
-		objs = append(objs, obj)
-	}
-	if len(objs) != 2 {
-		t.Fatalf("the chart rendered %d of ServiceAccount+DaemonSet", len(objs))
-	}
-	return objs
-}
-
-// labDaemon is one node's real isoobs-daemon process.
-type labDaemon struct {
-	node string
-	port int
-	cmd  *exec.Cmd
-}
 
 // TestClusterTopDNSOnLab is issue 6's end-to-end check: three kwok nodes, one
 // real isoobs-daemon process per node (eBPF probe on that node's cgroup root,
@@ -118,37 +56,12 @@ func TestClusterTopDNSOnLab(t *testing.T) {
 	lab := testlab.StartForTest(t, testlab.Options{})
 	nodes := lab.NodeNames()
 
-	// One daemon process per node.
-	daemons := map[string]*labDaemon{}
-	for _, node := range nodes {
-		d := &labDaemon{node: node, port: freePort(t)}
-		d.cmd = exec.Command(daemonBin, "--node-name", node, "--cgroup-root", lab.Node(node).CgroupRoot(),
-			"--kubeconfig", lab.Kubeconfig(), "--grpc-listen", fmt.Sprintf("127.0.0.1:%d", d.port),
-			"--metrics-listen", "", "--log-level", "warn")
-		d.cmd.Stdout, d.cmd.Stderr = os.Stderr, os.Stderr
-		d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := d.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = d.cmd.Process.Signal(syscall.SIGTERM); _, _ = d.cmd.Process.Wait() })
-		daemons[node] = d
-	}
-
-	// The daemon pods from the real chart, as `kubectl isoobs install` renders
-	// it, one per node, each routed to its node's daemon process.
-	if err := lab.Apply(ctx, chartObjects(t)...); err != nil {
-		t.Fatal(err)
-	}
-	pods, err := lab.WaitPodsReady(ctx, cluster.DefaultNamespace, cluster.DefaultSelector, len(nodes))
+	// One real daemon per node behind the chart's daemon pod (port-forward routed to it).
+	daemons, err := labdaemons.Start(ctx, lab, labdaemons.Options{Binary: daemonBin})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range pods {
-		target := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(daemons[p.Spec.NodeName].port))
-		if err := lab.ForwardPodPort(ctx, p.Namespace, p.Name, cluster.DefaultPort, target); err != nil {
-			t.Fatal(err)
-		}
-	}
+	t.Cleanup(daemons.Close)
 
 	app, err := scenario.Apply(ctx, lab)
 	if err != nil {
@@ -269,9 +182,9 @@ func TestClusterTopDNSOnLab(t *testing.T) {
 			victim = n
 		}
 	}
-	d := daemons[victim]
-	_ = d.cmd.Process.Kill()
-	_, _ = d.cmd.Process.Wait()
+	if err := daemons.ByNode[victim].Kill(); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("killed the daemon of %s", victim)
 
 	f, rep, stderr := flood(count)
@@ -356,16 +269,6 @@ func status(ctx context.Context, kubeconfig string) (plugin.StatusReport, error)
 	}
 	err := json.Unmarshal(out.Bytes(), &report)
 	return report, err
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func waitFor(t *testing.T, timeout time.Duration, check func() error) {

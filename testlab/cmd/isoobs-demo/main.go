@@ -1,7 +1,8 @@
 // isoobs-demo plays the seed 000 incident on the local lab: the jobs-app runs in tenant-jobs
 // with light, normal DNS; then the crawler floods CoreDNS with random names that end in
 // NXDOMAIN, and `kubectl isoobs top dns` — reading one real isoobs daemon per lab node —
-// names it within seconds. Everything is cleaned up at the end (also on Ctrl-C).
+// names it within seconds, in cluster mode: through the API server's port-forward into the
+// daemon pods of the real chart. Everything is cleaned up at the end (also on Ctrl-C).
 //
 // Run it with `make demo` (root).
 package main
@@ -18,11 +19,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/isoobs/isoobs/plugin/cluster"
 	"github.com/isoobs/isoobs/testlab"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
+	"github.com/isoobs/isoobs/testlab/labdaemons"
 	"github.com/isoobs/isoobs/testlab/scenario"
 )
 
@@ -85,29 +87,25 @@ func run(calm, flood time.Duration, floodQPS float64, keep bool) error {
 	if err != nil {
 		return err
 	}
-	kubectl := exec.Command("kubectl", "--kubeconfig", lab.Kubeconfig(), "get", "pods", "-A", "-o", "wide")
-	kubectl.Stdout, kubectl.Stderr = os.Stdout, os.Stderr
-	if err := kubectl.Run(); err != nil {
-		return fmt.Errorf("kubectl get pods: %w", err)
+	if err := kubectlTo(lab, "get", "pods", "-A", "-o", "wide"); err != nil {
+		return err
 	}
 
-	step("starting one isoobs daemon per lab node (eBPF probe at the node's cgroup root)")
-	var daemons []string
-	for _, name := range lab.NodeNames() {
-		sock := filepath.Join(work, name+".sock")
-		d := exec.Command(filepath.Join(bin, "isoobs-daemon"), "--node-name", name,
-			"--cgroup-root", lab.Node(name).CgroupRoot(), "--kubeconfig", lab.Kubeconfig(),
-			"--grpc-listen", "unix://"+sock, "--metrics-listen", "", "--log-level", "warn")
-		d.Stdout, d.Stderr = os.Stdout, os.Stderr
-		d.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := d.Start(); err != nil {
-			return err
-		}
-		defer func() { _ = d.Process.Signal(syscall.SIGTERM); _ = d.Wait() }()
-		daemons = append(daemons, "unix://"+sock)
-		fmt.Printf("  %-14s cgroup root %s\n", name, lab.Node(name).CgroupRoot())
+	step("the isoobs DaemonSet: one daemon pod per node (the real chart), each reached through the API server's port-forward")
+	daemons, err := labdaemons.Start(ctx, lab, labdaemons.Options{Binary: filepath.Join(bin, "isoobs-daemon"),
+		// No Cilium in the lab: the daemons run on their eBPF probes alone, as on a cluster without Hubble.
+		ExtraArgs: []string{"--hubble-server", "off"}})
+	if err != nil {
+		return err
 	}
-	if err := waitSockets(daemons, 20*time.Second); err != nil {
+	defer daemons.Close()
+	for _, name := range lab.NodeNames() {
+		fmt.Printf("  %-14s eBPF probe at cgroup root %s\n", name, lab.Node(name).CgroupRoot())
+	}
+	if err := kubectlTo(lab, "get", "pods", "-n", cluster.DefaultNamespace, "-o", "wide"); err != nil {
+		return err
+	}
+	if err := runTo(exec.Command(filepath.Join(bin, "kubectl-isoobs"), "status", "--kubeconfig", lab.Kubeconfig())); err != nil {
 		return err
 	}
 
@@ -126,7 +124,7 @@ func run(calm, flood time.Duration, floodQPS float64, keep bool) error {
 		}()
 	}
 	top := func(extra ...string) *exec.Cmd {
-		args := append([]string{"top", "dns", "-A", "--daemon", strings.Join(daemons, ","), "--kubeconfig", lab.Kubeconfig()}, extra...)
+		args := append([]string{"top", "dns", "-A", "--kubeconfig", lab.Kubeconfig()}, extra...)
 		return exec.Command(filepath.Join(bin, "kubectl-isoobs"), args...)
 	}
 	time.Sleep(calm)
@@ -205,18 +203,12 @@ func runTo(cmd *exec.Cmd) error {
 	return cmd.Run()
 }
 
-func waitSockets(addrs []string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for _, a := range addrs {
-		for {
-			if _, err := os.Stat(strings.TrimPrefix(a, "unix://")); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("daemon socket %s did not appear within %s", a, timeout)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+func kubectlTo(lab *testlab.Lab, args ...string) error {
+	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", lab.Kubeconfig()}, args...)...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("kubectl %s: %w", strings.Join(args, " "), err)
 	}
 	return nil
 }
