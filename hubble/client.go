@@ -180,6 +180,7 @@ func (c *Client) Run(ctx context.Context) {
 			}
 		}
 	}()
+	lastLogged := ""
 	for ctx.Err() == nil {
 		c.mu.Lock()
 		c.attempts++
@@ -193,7 +194,16 @@ func (c *Client) Run(ctx context.Context) {
 			break
 		}
 		c.setDown(err)
-		c.cfg.Logger.Warn("hubble flows unavailable; retrying", "server", c.cfg.Server, "err", err, "retry_in", backoff)
+		if time.Since(started) > c.cfg.BackoffMax {
+			lastLogged = "" // it had been working: a new failure is news
+		}
+		// Say it once; the same failure again every few seconds is noise (Status keeps it).
+		if msg := err.Error(); msg != lastLogged {
+			c.cfg.Logger.Warn("hubble flows unavailable; retrying", "server", c.cfg.Server, "err", err, "retry_in", backoff)
+			lastLogged = msg
+		} else {
+			c.cfg.Logger.Debug("hubble flows still unavailable", "server", c.cfg.Server, "err", err, "retry_in", backoff)
+		}
 		// A stream that ran for a while was a success: start the backoff over.
 		if time.Since(started) > c.cfg.BackoffMax {
 			backoff = c.cfg.BackoffMin
