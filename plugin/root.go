@@ -44,6 +44,8 @@ Commands:
 	cmd.AddCommand(NewCmdTop(configFlags, streams))
 	cmd.AddCommand(NewCmdStatus(configFlags, streams))
 	cmd.AddCommand(NewCmdVerify(configFlags, streams))
+	cmd.AddCommand(NewCmdInstall(configFlags, streams))
+	cmd.AddCommand(NewCmdUninstall(configFlags, streams))
 	cmd.AddCommand(NewCmdVersion(streams))
 	return cmd
 }
