@@ -51,6 +51,7 @@ enum probe_stat {
 	STAT_DNS_MESSAGES,          // port-53 messages examined (valid or malformed)
 	STAT_INFLIGHT_EVICTED,      // pending query overwritten by another one in its slot
 	STAT_INFLIGHT_EXPIRED,      // query never answered within INFLIGHT_TIMEOUT_NS
+	STAT_NAME_INSERTS,          // new (cgroup, name) entries: userspace drains early when many
 	STAT_MAX,
 };
 
@@ -353,8 +354,10 @@ static __always_inline void name_add(u64 cgroup_id, u64 hash, struct scratch *s,
 		s->nv.nxdomain = nxdomain ? 1 : 0;
 		s->nv.wire_len = wire_len;
 		long err = bpf_map_update_elem(table, &key, &s->nv, BPF_NOEXIST);
-		if (err == 0)
+		if (err == 0) {
+			stat_inc(STAT_NAME_INSERTS);
 			return;
+		}
 		if (err != -EEXIST) {
 			stat_inc(STAT_NAME_OVERFLOW);
 			return;

@@ -314,7 +314,7 @@ func TestDNSNameTableOverflow(t *testing.T) {
 	pod := l.cgroup("node1/pod")
 	l.startServer(l.cgroup("server"))
 	const maxNames = 8
-	p, err := LoadDNS(Options{CgroupRoot: root, MaxNames: maxNames})
+	p, err := LoadDNS(Options{CgroupRoot: root, MaxNames: maxNames, NoEarlyDrain: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,6 +438,51 @@ func TestLoadDNSErrors(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("LoadDNS(%q) = %q, want it to contain %q", tc.root, err, tc.want)
+		}
+	}
+}
+
+// TestDNSNameFloodDrainedEarly sends 5x more unique names than the kernel
+// name table holds, paced over ~2 s, and drains once at the end: the probe's
+// early drains (the table a quarter full) keep every name, exactly once.
+func TestDNSNameFloodDrainedEarly(t *testing.T) {
+	l := newLab(t)
+	root := l.cgroup("node1")
+	pod := l.cgroup("node1/pod")
+	l.startServer(l.cgroup("server"))
+	const maxNames, unique = 128, 640
+	p, err := LoadDNS(Options{CgroupRoot: root, MaxNames: maxNames})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	id, _ := CgroupID(pod)
+	c := l.dial(pod, false, false)
+	truth := newPodTruth(t, pod)
+	for i := 0; i < unique; i++ {
+		truth.send(t, c, fmt.Sprintf("flood-%d.crawl.example.", i), dnsmessage.TypeA)
+		time.Sleep(3 * time.Millisecond)
+	}
+	// The same name again after early drains: merged, reported once.
+	truth.send(t, c, "flood-0.crawl.example.", dnsmessage.TypeA)
+	st, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := drainAll(t, p)
+	if st.NameOverflow != 0 {
+		t.Errorf("name overflow %d with early drains", st.NameOverflow)
+	}
+	if len(got[id]) != unique {
+		t.Errorf("%d names drained, want %d", len(got[id]), unique)
+	}
+	for i := 0; i < unique; i++ {
+		want := [2]uint64{1, 0}
+		if i == 0 {
+			want = [2]uint64{2, 0}
+		}
+		if name := fmt.Sprintf("flood-%d.crawl.example", i); got[id][name] != want {
+			t.Errorf("name %s counts %v, want %v", name, got[id][name], want)
 		}
 	}
 }

@@ -38,6 +38,9 @@ type Options struct {
 	MaxPods     uint32 // per-cgroup counters
 	MaxNames    uint32 // (cgroup, query name) pairs between two DrainNames calls
 	MaxInflight uint32 // slots for queries awaiting their response (latency matching), rounded up to a power of two
+	// NoEarlyDrain turns off draining the name table early when it fills
+	// between two DrainNames calls (tests of the overflow accounting).
+	NoEarlyDrain bool
 }
 
 // Attachment describes one program attached by the probe.
@@ -130,6 +133,7 @@ const (
 	statDNSMessages
 	statInflightEvicted
 	statInflightExpired
+	statNameInserts
 	statMax
 )
 
@@ -145,7 +149,31 @@ type DNSProbe struct {
 	nameTables [2]*ebpf.Map
 	active     int // index in nameTables of the table the programs write
 	closed     bool
+
+	// Early drains: a flood of unique names fills the kernel table faster
+	// than the caller drains it (16384 per second by default), so a
+	// goroutine watches the kernel's insert counter and drains into pending
+	// when the table is a quarter full; DrainNames hands pending over.
+	pending        map[nameKey]nameCounts
+	insertsAtSwap  uint64
+	stopEarlyDrain chan struct{}
+	earlyDrainDone chan struct{}
 }
+
+type nameKey struct {
+	cgroupID uint64
+	name     string
+}
+
+type nameCounts struct{ queries, nxdomain uint64 }
+
+const (
+	// earlyDrainEvery is how often the kernel's name insert counter is read.
+	earlyDrainEvery = 50 * time.Millisecond
+	// maxPendingFactor x MaxNames bounds the names held between two
+	// DrainNames calls; beyond it the kernel table overflows (counted).
+	maxPendingFactor = 8
+)
 
 // LoadDNS loads the DNS probe and attaches its egress and ingress programs
 // to opts.CgroupRoot. Errors name what is missing (capability, BTF, cgroup
@@ -227,7 +255,55 @@ func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 		p.links = append(p.links, l)
 		p.attachments = append(p.attachments, att)
 	}
+	if !opts.NoEarlyDrain {
+		p.stopEarlyDrain = make(chan struct{})
+		p.earlyDrainDone = make(chan struct{})
+		go p.earlyDrainLoop()
+	}
 	return p, nil
+}
+
+func (p *DNSProbe) earlyDrainLoop() {
+	defer close(p.earlyDrainDone)
+	t := time.NewTicker(earlyDrainEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stopEarlyDrain:
+			return
+		case <-t.C:
+		}
+		inserts, err := p.nameInserts()
+		if err != nil {
+			continue
+		}
+		p.mu.Lock()
+		if !p.closed && inserts-p.insertsAtSwap >= uint64(p.opts.MaxNames/4) && len(p.pending) < maxPendingFactor*int(p.opts.MaxNames) {
+			if p.pending == nil {
+				p.pending = make(map[nameKey]nameCounts)
+			}
+			// An error leaves the entries in the kernel table for DrainNames.
+			_ = p.swapAndDrain(func(id uint64, name string, q, nx uint64) {
+				k := nameKey{id, name}
+				c := p.pending[k]
+				p.pending[k] = nameCounts{c.queries + q, c.nxdomain + nx}
+			})
+		}
+		p.mu.Unlock()
+	}
+}
+
+// nameInserts is the kernel's count of name table inserts, all CPUs.
+func (p *DNSProbe) nameInserts() (uint64, error) {
+	var perCPU []uint64
+	if err := p.objs.ProbeStats.Lookup(uint32(statNameInserts), &perCPU); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
 }
 
 // Close detaches the programs and frees the maps.
@@ -238,6 +314,12 @@ func (p *DNSProbe) Close() error {
 		return nil
 	}
 	p.closed = true
+	if p.stopEarlyDrain != nil {
+		close(p.stopEarlyDrain)
+		p.mu.Unlock() // the loop may be waiting for the lock
+		<-p.earlyDrainDone
+		p.mu.Lock()
+	}
 	var errs []error
 	for _, l := range p.links {
 		errs = append(errs, l.Close())
@@ -337,6 +419,25 @@ func (p *DNSProbe) DrainNames(fn func(cgroupID uint64, name string, queries, nxd
 	if p.closed {
 		return errors.New("dns probe is closed")
 	}
+	if len(p.pending) == 0 {
+		return p.swapAndDrain(fn)
+	}
+	// Names drained early: merge so each (cgroup, name) is reported once.
+	err := p.swapAndDrain(func(id uint64, name string, q, nx uint64) {
+		k := nameKey{id, name}
+		c := p.pending[k]
+		p.pending[k] = nameCounts{c.queries + q, c.nxdomain + nx}
+	})
+	for k, c := range p.pending {
+		fn(k.cgroupID, k.name, c.queries, c.nxdomain)
+	}
+	clear(p.pending)
+	return err
+}
+
+// swapAndDrain switches the programs to the other name table and drains the
+// old one. Callers hold p.mu.
+func (p *DNSProbe) swapAndDrain(fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
 	old := p.nameTables[p.active]
 	next := p.nameTables[1-p.active]
 	// An array-of-maps update returns only after synchronize_rcu(), i.e.
@@ -345,6 +446,10 @@ func (p *DNSProbe) DrainNames(fn func(cgroupID uint64, name string, queries, nxd
 		return fmt.Errorf("switch name table: %w", err)
 	}
 	p.active = 1 - p.active
+	// Inserts counted from here on land in the new table.
+	if n, err := p.nameInserts(); err == nil {
+		p.insertsAtSwap = n
+	}
 	return drainTable(old, fn)
 }
 
