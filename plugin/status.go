@@ -53,6 +53,18 @@ type DaemonStatus struct {
 	KubernetesConnected bool              `json:"kubernetesConnected"`
 	KubernetesError     string            `json:"kubernetesError,omitempty"`
 	Counters            map[string]uint64 `json:"counters,omitempty"`
+	Hubble              *HubbleState      `json:"hubble,omitempty"`
+}
+
+// HubbleState is the daemon's Hubble subscription, as `hubble status` would judge it.
+type HubbleState struct {
+	Enabled        bool    `json:"enabled"`
+	Server         string  `json:"server,omitempty"`
+	Connected      bool    `json:"connected"`
+	Error          string  `json:"error,omitempty"`
+	FlowsPerSecond float64 `json:"flowsPerSecond"`
+	LostEvents     uint64  `json:"lostEvents"`
+	SkippedFlows   uint64  `json:"skippedFlows"`
 }
 
 // ProbeState is one eBPF program of a daemon.
@@ -205,7 +217,27 @@ func daemonStatus(node string, r *isoobsv1.StatusResponse) DaemonStatus {
 	for _, name := range LostCounters {
 		st.Lost += r.GetCounters()[name]
 	}
+	if h := r.GetHubble(); h != nil {
+		st.Hubble = &HubbleState{Enabled: h.GetEnabled(), Server: h.GetServer(), Connected: h.GetConnected(),
+			Error: h.GetError(), FlowsPerSecond: h.GetFlowsPerSecond(), LostEvents: h.GetLostEvents()}
+		for _, n := range h.GetSkippedFlows() {
+			st.Hubble.SkippedFlows += n
+		}
+	}
 	return st
+}
+
+// hubbleColumn is one word a column wide: the probes work without Hubble, so
+// a missing Hubble is information, not a failure.
+func hubbleColumn(h *HubbleState) string {
+	switch {
+	case h == nil || !h.Enabled:
+		return "off"
+	case h.Connected:
+		return fmt.Sprintf("%.0f flows/s", h.FlowsPerSecond)
+	default:
+		return "down"
+	}
 }
 
 func printStatus(w io.Writer, report StatusReport, output string) error {
@@ -223,14 +255,14 @@ func printStatus(w io.Writer, report StatusReport, output string) error {
 		return err
 	}
 	tw := printers.GetNewTabWriter(w)
-	header := "NODE\tPOD\tPROBES\tCOUNTING-SINCE\tMAP-FILL\tLOST\tPODS\tKUBERNETES\tSTATUS"
+	header := "NODE\tPOD\tPROBES\tCOUNTING-SINCE\tMAP-FILL\tLOST\tPODS\tKUBERNETES\tHUBBLE\tSTATUS"
 	if output == "wide" {
 		header += "\tVERSION\tKERNEL\tCGROUP-ROOT"
 	}
 	fmt.Fprintln(tw, header)
 	for _, d := range report.Daemons {
 		if d.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\tmissing: %s", d.Node, orNone(d.Pod), d.Error)
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\tmissing: %s", d.Node, orNone(d.Pod), d.Error)
 			if output == "wide" {
 				fmt.Fprint(tw, "\t-\t-\t-")
 			}
@@ -265,7 +297,7 @@ func printStatus(w io.Writer, report StatusReport, output string) error {
 		case d.KubernetesError != "":
 			status = "kubernetes: " + d.KubernetesError
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%d\t%d\t%s\t%s", d.Node, orNone(d.Pod), d.ProbesAttached, len(d.Probes), since, fullest, d.Lost, d.PodsKnown, kube, status)
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s", d.Node, orNone(d.Pod), d.ProbesAttached, len(d.Probes), since, fullest, d.Lost, d.PodsKnown, kube, hubbleColumn(d.Hubble), status)
 		if output == "wide" {
 			fmt.Fprintf(tw, "\t%s\t%s\t%s", d.Version, d.Kernel, d.CgroupRoot)
 		}

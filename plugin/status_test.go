@@ -23,9 +23,12 @@ func TestDaemonStatusRows(t *testing.T) {
 		Maps:      []*isoobsv1.MapStatus{{Name: "pod_stats", Entries: 10, MaxEntries: 1000}, {Name: "names", Entries: 750, MaxEntries: 1000}},
 		Counters:  map[string]uint64{"probe_name_table_full": 3, "read_errors": 2, "ticks": 90},
 		PodsKnown: 12, KubernetesConnected: true,
+		Hubble: &isoobsv1.HubbleStatus{Enabled: true, Connected: true, FlowsPerSecond: 42, LostEvents: 7,
+			SkippedFlows: map[string]uint64{"no_source_pod": 2, "no_l7_record": 1}},
 	}
 	st := daemonStatus("node-a", resp)
-	if st.ProbesAttached != 1 || len(st.Probes) != 2 || st.Lost != 5 || st.Maps[1].Percent != 75 || !st.CountingSince.Equal(since.Truncate(0)) {
+	if st.ProbesAttached != 1 || len(st.Probes) != 2 || st.Lost != 5 || st.Maps[1].Percent != 75 || !st.CountingSince.Equal(since.Truncate(0)) ||
+		st.Hubble == nil || st.Hubble.LostEvents != 7 || st.Hubble.SkippedFlows != 3 {
 		t.Errorf("status: %+v", st)
 	}
 	report := StatusReport{Daemons: []DaemonStatus{st, {Node: "node-b", Error: "port-forward to isoobs-system/isoobs-x: connection refused"}}}
@@ -38,7 +41,7 @@ func TestDaemonStatusRows(t *testing.T) {
 	if len(lines) != 3 {
 		t.Fatalf("table:\n%s", table.String())
 	}
-	for _, want := range []string{"node-a", "1/2", "90s ago", "75% names", " 5 ", "12", "connected", "probes detached"} {
+	for _, want := range []string{"node-a", "1/2", "90s ago", "75% names", " 5 ", "12", "connected", "42 flows/s", "probes detached"} {
 		if !strings.Contains(lines[1], want) {
 			t.Errorf("row %q lacks %q", lines[1], want)
 		}
