@@ -39,6 +39,11 @@ func explainLoadError(what string, err error) error {
 			what, detail), err}
 	case errors.Is(err, btf.ErrNotFound):
 		return &loadError{fmt.Sprintf("%s: no BTF: the kernel has no /sys/kernel/btf/vmlinux (needs CONFIG_DEBUG_INFO_BTF=y) (%s)", what, detail), err}
+	case isVerifierError(err) && strings.Contains(fmt.Sprintf("%+v", err), "!root") && len(missingCapabilities()) > 0:
+		// Without CAP_PERFMON the verifier runs in unprivileged mode and refuses pointer
+		// arithmetic ("prohibited for !root"): a capability problem, not a program bug.
+		return &loadError{fmt.Sprintf("%s: permission denied: missing %s (the verifier refuses packet pointer arithmetic without CAP_PERFMON); run the daemon as root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN",
+			what, strings.Join(missingCapabilities(), ", ")), err}
 	case isVerifierError(err):
 		return &loadError{fmt.Sprintf("%s: the kernel verifier rejected the program, please report this with the kernel version (`uname -r`): %+v", what, err), err}
 	case errors.Is(err, ebpf.ErrNotSupported):
