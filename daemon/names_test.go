@@ -30,4 +30,3 @@ func TestNameSummaryZonesExactUnderUniqueFlood(t *testing.T) {
 		t.Errorf("second zone %+v, want *.svc.cluster.local = 5", z[1])
 	}
 }
-
