@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/isoobs/isoobs/testlab"
@@ -148,12 +149,24 @@ func TestLabStackFaults(t *testing.T) {
 		if err := stack.Settle(ctx, "kube-system", verify.LabelHubbleRelay, 1); err != nil {
 			t.Fatal(err)
 		}
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "hubble-relay", metav1.GetOptions{})
+			return err == nil && d.Status.ReadyReplicas == 1 && d.Status.AvailableReplicas == 1, nil
+		})
+		if err != nil {
+			t.Fatal("hubble-relay Deployment status not back to 1 ready: ", err)
+		}
 	})
 
 	t.Run("cilium pod NotReady on one node", func(t *testing.T) {
 		pod := podOnNode(t, lab, "kube-system", verify.LabelCiliumAgent, nodes[1])
 		setPodReady(t, lab, pod, false)
-		defer setPodReady(t, lab, pod, true)
+		defer func() {
+			setPodReady(t, lab, pod, true)
+			// The DaemonSet controller's status lags the pod; verify rightly
+			// warns until it catches up, so the next fault waits for it.
+			waitDaemonSetReady(t, lab, "kube-system", "cilium", int32(len(nodes)))
+		}()
 		rep := runVerify(t, opts)
 		expectOnly(t, rep, "cilium/agent", verify.StatusFail, "on 2/3 nodes", nodes[1]+": "+pod.Name+" Running, not Ready", "kubectl -n kube-system describe pod "+pod.Name)
 	})
@@ -221,6 +234,7 @@ func TestLabStackFaults(t *testing.T) {
 		if err := stack.Settle(ctx, "isoobs", verify.LabelIsoobsDaemon, 3); err != nil {
 			t.Fatal(err)
 		}
+		waitDaemonSetReady(t, lab, "isoobs", "isoobs", int32(len(nodes)))
 	})
 
 	t.Run("relay reports an unavailable node", func(t *testing.T) {
@@ -256,5 +270,19 @@ func setDaemonExcludes(t *testing.T, lab *testlab.Lab, node string) {
 	}
 	if _, err := lab.Client().AppsV1().DaemonSets("isoobs").Patch(context.Background(), "isoobs", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func waitDaemonSetReady(t *testing.T, lab *testlab.Lab, ns, name string, n int32) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		ds, err := lab.Client().AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return ds.Status.NumberReady == n && ds.Status.NumberAvailable == n, nil
+	})
+	if err != nil {
+		t.Fatalf("DaemonSet %s/%s not back to %d ready: %v", ns, name, n, err)
 	}
 }
