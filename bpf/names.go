@@ -6,7 +6,9 @@ package bpf
 // bytes are kept raw. ok is false if wire is not a well-formed name, which
 // the kernel never stores; the text is then escaped for display.
 func decodeWireName(wire []byte) (name string, ok bool) {
-	out := make([]byte, 0, len(wire))
+	// On the stack for any name the kernel stores (<= 255 bytes): the only
+	// allocation is the returned string.
+	out := make([]byte, 0, 256)
 	pos := 0
 	for pos < len(wire) {
 		n := int(wire[pos])

@@ -154,18 +154,21 @@ type DNSProbe struct {
 	// than the caller drains it (16384 per second by default), so a
 	// goroutine watches the kernel's insert counter and drains into pending
 	// when the table is a quarter full; DrainNames hands pending over.
-	pending        map[nameKey]nameCounts
+	pending        []pendingName
 	insertsAtSwap  uint64
 	stopEarlyDrain chan struct{}
 	earlyDrainDone chan struct{}
+
+	// Batch buffers of drainTable, reused (p.mu).
+	batchKeys []dnsNameKey
+	batchVals []dnsNameValue
 }
 
-type nameKey struct {
-	cgroupID uint64
-	name     string
+type pendingName struct {
+	cgroupID          uint64
+	name              string
+	queries, nxdomain uint64
 }
-
-type nameCounts struct{ queries, nxdomain uint64 }
 
 const (
 	// earlyDrainEvery is how often the kernel's name insert counter is read.
@@ -279,14 +282,9 @@ func (p *DNSProbe) earlyDrainLoop() {
 		}
 		p.mu.Lock()
 		if !p.closed && inserts-p.insertsAtSwap >= uint64(p.opts.MaxNames/4) && len(p.pending) < maxPendingFactor*int(p.opts.MaxNames) {
-			if p.pending == nil {
-				p.pending = make(map[nameKey]nameCounts)
-			}
 			// An error leaves the entries in the kernel table for DrainNames.
 			_ = p.swapAndDrain(func(id uint64, name string, q, nx uint64) {
-				k := nameKey{id, name}
-				c := p.pending[k]
-				p.pending[k] = nameCounts{c.queries + q, c.nxdomain + nx}
+				p.pending = append(p.pending, pendingName{id, name, q, nx})
 			})
 		}
 		p.mu.Unlock()
@@ -413,26 +411,25 @@ func sumPodCounters(perCPU []dnsPodCounters) PodCounters {
 // Names are the question's labels joined by dots, A-Z lower-cased, without
 // the trailing dot ("." for the root); other bytes are kept raw and are not
 // escaped, so a name may hold non-UTF-8 bytes or a '.' inside a label.
+// When a flood filled the kernel table between two calls, part of it was
+// drained early and is handed over first: a (cgroup, name) may then come
+// more than once in one call, and its counts add up.
 func (p *DNSProbe) DrainNames(fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return errors.New("dns probe is closed")
 	}
-	if len(p.pending) == 0 {
-		return p.swapAndDrain(fn)
+	for _, n := range p.pending {
+		fn(n.cgroupID, n.name, n.queries, n.nxdomain)
 	}
-	// Names drained early: merge so each (cgroup, name) is reported once.
-	err := p.swapAndDrain(func(id uint64, name string, q, nx uint64) {
-		k := nameKey{id, name}
-		c := p.pending[k]
-		p.pending[k] = nameCounts{c.queries + q, c.nxdomain + nx}
-	})
-	for k, c := range p.pending {
-		fn(k.cgroupID, k.name, c.queries, c.nxdomain)
+	if cap(p.pending) > 4*int(p.opts.MaxNames) {
+		p.pending = nil // a flood is over: give the memory back
+	} else {
+		clear(p.pending)
+		p.pending = p.pending[:0]
 	}
-	clear(p.pending)
-	return err
+	return p.swapAndDrain(fn)
 }
 
 // swapAndDrain switches the programs to the other name table and drains the
@@ -450,12 +447,18 @@ func (p *DNSProbe) swapAndDrain(fn func(cgroupID uint64, name string, queries, n
 	if n, err := p.nameInserts(); err == nil {
 		p.insertsAtSwap = n
 	}
-	return drainTable(old, fn)
+	return p.drainTable(old, fn)
 }
 
-func drainTable(m *ebpf.Map, fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
-	keys := make([]dnsNameKey, 256)
-	vals := make([]dnsNameValue, 256)
+// drainBatch is how many entries one batch syscall moves (~312 KiB of values).
+const drainBatch = 1024
+
+func (p *DNSProbe) drainTable(m *ebpf.Map, fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
+	if p.batchKeys == nil {
+		p.batchKeys = make([]dnsNameKey, drainBatch)
+		p.batchVals = make([]dnsNameValue, drainBatch)
+	}
+	keys, vals := p.batchKeys, p.batchVals
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
