@@ -9,8 +9,15 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 )
 
-const rootExample = `  # Who is flooding DNS? Live view from the daemon on this node
+const rootExample = `  # Who is flooding DNS? Live, cluster-wide, from every node's daemon
+  kubectl isoobs top dns -A
+
+  # The same from one daemon on this node
   kubectl isoobs top dns --daemon unix:///run/isoobs/isoobs.sock
+
+  # Install the stack, then check it
+  kubectl isoobs install --profile kubeadm --wait
+  kubectl isoobs verify
 
   # Run the probes in-process on this host (root) for one 10-second count
   sudo kubectl isoobs top dns --local --duration 10s
@@ -32,6 +39,9 @@ probes, within seconds and without needing a Cilium L7 DNS policy.
 Commands:
   top dns    live per-pod DNS query rates, error codes, latency and top names
   status     every node's isoobs daemon: probes, counting since, map fill, lost events
+  install    install or upgrade Cilium+Hubble, Tetragon, a metrics pipeline and the daemons
+  uninstall  remove what install created
+  verify     check the whole stack end to end and say what to run next
   version    print the plugin version`,
 		Example:      rootExample,
 		SilenceUsage: true,
