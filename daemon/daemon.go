@@ -27,6 +27,7 @@ import (
 	"github.com/isoobs/isoobs/daemon/podresolver"
 	"github.com/isoobs/isoobs/hubble"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Version is set at build time (-ldflags "-X github.com/isoobs/isoobs/daemon.Version=...").
@@ -178,8 +179,33 @@ func New(cfg Config) (*Daemon, error) {
 		d.coll.hub = feed
 	}
 	d.metrics.c = d.coll
+	d.metrics.reg.MustRegister(d.hubbleMetrics()...)
 	d.server = &server{d: d}
 	return d, nil
+}
+
+// hubbleMetrics say whether the Hubble side of the merge works (verify reads
+// isoobs_hubble_connected); the flows themselves are Hubble's own metrics.
+func (d *Daemon) hubbleMetrics() []prometheus.Collector {
+	status := func() hubble.Status {
+		if d.coll.hub == nil {
+			return hubble.Status{}
+		}
+		return d.coll.hub.client.Status()
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "isoobs_hubble_connected",
+			Help: "1 while the daemon follows Hubble's observer API, 0 when down or disabled (--hubble-server=off)."},
+			func() float64 {
+				if status().Connected {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "isoobs_hubble_flows_received_total",
+			Help: "Flows received from Hubble."},
+			func() float64 { return float64(status().FlowsReceived) }),
+	}
 }
 
 // GRPCServer is the API implementation, usable in-process (e.g. over bufconn) while Run runs.

@@ -303,6 +303,7 @@ func TestDaemonRealProbe(t *testing.T) {
 		`isoobs_dns_responses_total{namespace="unknown",rcode="NXDOMAIN",workload="unknown"} 57`,
 		`isoobs_dns_host_queries_total 25`,
 		`isoobs_probes_attached 2`,
+		`isoobs_hubble_connected 0`, // no Hubble on this machine
 	} {
 		if !strings.Contains(string(metricsText), want) {
 			t.Errorf("/metrics lacks %s", want)

@@ -5,22 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-)
 
-// SeedHubbleMetrics is seed 001's hubble.metrics.enabled list, exactly.
-// flow_export only exists in Isovalent Enterprise (Timescape): OSS
-// cilium-agent refuses to start with it, so OSS expects the list without it.
-var SeedHubbleMetrics = []string{
-	"dns:labelsContext=source_namespace,destination_namespace",
-	"drop:labelsContext=source_namespace,destination_namespace",
-	"tcp:labelsContext=source_namespace,destination_namespace",
-	"port-distribution:labelsContext=source_namespace,destination_namespace",
-	"icmp:labelsContext=source_namespace,destination_namespace;sourceContext=workload-name|reserved-identity;destinationContext=workload-name|reserved-identity",
-	"flow:sourceContext=workload-name|reserved-identity;destinationContext=workload-name|reserved-identity",
-	"httpV2:exemplars=true;labelsContext=source_ip,source_namespace,source_workload,destination_namespace,destination_workload,traffic_direction;sourceContext=workload-name|reserved-identity;destinationContext=workload-name|reserved-identity",
-	"policy:sourceContext=app|workload-name|pod|reserved-identity;destinationContext=app|workload-name|pod|dns|reserved-identity;labelsContext=source_namespace,destination_namespace",
-	"flow_export",
-}
+	"github.com/isoobs/isoobs/install/values"
+)
 
 // configExpectation is one cilium-config key as `kubectl isoobs install`
 // sets it. severity is what a difference costs.
@@ -36,9 +23,10 @@ type configExpectation struct {
 // on). It is kept in this one function so it can be replaced by rendering
 // install's values once that package lands.
 func expectedCiliumConfig(edition string) (keys []configExpectation, hubbleMetrics []string) {
-	metrics := SeedHubbleMetrics
-	if edition != "enterprise" {
-		metrics = slices.DeleteFunc(slices.Clone(metrics), func(m string) bool { return m == "flow_export" })
+	// What install sets: seed 001's set; flow_export only where the enterprise agent knows it.
+	metrics := values.HubbleMetricsOSS
+	if edition == "enterprise" {
+		metrics = values.HubbleMetricsEnterprise
 	}
 	return []configExpectation{
 		{"enable-hubble", "true", StatusFail, "Hubble is off: no flows, no hubble metrics, no relay data"},
