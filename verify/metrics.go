@@ -13,64 +13,27 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/isoobs/isoobs/install/values"
 )
 
 // SeedAllowlist is seed 000's OpenTelemetry collector filter
-// (filter/includemetrics, match_type strict): the metric names the pipeline
-// forwards, per component. Kubernetes base metrics are left out (they do not
-// come from the stack's endpoints).
-var SeedAllowlist = map[string][]string{
-	"cilium-agent": {
-		"cilium_api_limiter_processed_requests_total",
-		"cilium_api_limiter_processing_duration_seconds",
-		"cilium_bpf_map_ops_total",
-		"cilium_controllers_group_runs_total",
-		"cilium_controllers_runs_total",
-		"cilium_endpoint_state",
-		"cilium_errors_warnings_total",
-		"cilium_ip_addresses",
-		"cilium_ipam_capacity",
-		"cilium_kubernetes_events_total",
-		"cilium_policy_l7_total",
-		"cilium_proxy_upstream_reply_seconds_bucket",
-	},
-	"hubble": {
-		"hubble_dns_queries_total",
-		"hubble_dns_responses_total",
-		"hubble_drop_total",
-		"hubble_flows_processed_total",
-		"hubble_http_request_duration_seconds_bucket",
-		"hubble_http_requests_total",
-		"hubble_icmp_total",
-		"hubble_policy_verdicts_total",
-		"hubble_tcp_flags_total",
-	},
-	"tetragon": {
-		"tetragon_events_total",
-		"tetragon_dns_cache_evictions_total",
-		"tetragon_dns_cache_misses_total",
-		"tetragon_dns_total",
-		"tetragon_http_response_total",
-		"tetragon_http_stats_latency_bucket",
-		"tetragon_http_stats_latency_count",
-		"tetragon_http_stats_latency_sum",
-		"tetragon_layer3_event_errors_total",
-		"tetragon_socket_stats_retransmitsegs_total",
-		"tetragon_socket_stats_rxsegs_total",
-		"tetragon_socket_stats_srtt_count",
-		"tetragon_socket_stats_srtt_sum",
-		"tetragon_socket_stats_txbytes_total",
-		"tetragon_socket_stats_txsegs_total",
-		"tetragon_socket_stats_rxbytes_total",
-		"tetragon_socket_stats_udp_retrieve_total",
-		"tetragon_socket_stats_udp_txbytes_total",
-		"tetragon_socket_stats_udp_txsegs_total",
-		"tetragon_socket_stats_udp_rxbytes_total",
-		"tetragon_network_connect_total",
-		"tetragon_network_close_total",
-		"tetragon_network_send_total",
-		"tetragon_network_receive_total",
-	},
+// (filter/includemetrics, match_type strict) — the list install writes into the
+// collector — split by the component whose endpoint serves each name.
+// Kubernetes base metrics are left out (they do not come from the stack's endpoints).
+var SeedAllowlist = allowlistByComponent(values.SplunkMetricAllowlist)
+
+func allowlistByComponent(names []string) map[string][]string {
+	prefixes := map[string]string{"cilium_": "cilium-agent", "hubble_": "hubble", "tetragon_": "tetragon"}
+	out := map[string][]string{}
+	for _, n := range names {
+		for prefix, component := range prefixes {
+			if strings.HasPrefix(n, prefix) {
+				out[component] = append(out[component], n)
+			}
+		}
+	}
+	return out
 }
 
 // trafficDependent names are metric vectors whose series only appear once
