@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/isoobs/isoobs/plugin/cluster"
 	observerpb "github.com/isoobs/isoobs/proto/observer/observer"
 	relaypb "github.com/isoobs/isoobs/proto/observer/relay"
 )
@@ -131,7 +132,14 @@ func (e *env) relayStatus(ctx context.Context, pod *corev1.Pod) (RelayStatus, er
 	budget := time.Until(deadlineOr(ctx, time.Now().Add(5*time.Second)))
 	pfCtx, cancel := context.WithTimeout(ctx, budget/2)
 	st, err := queryRelay(pfCtx, pod.Name, "passthrough:///"+pod.Name, creds, func(ctx context.Context, _ string) (net.Conn, error) {
-		return dialPodPort(ctx, e.Config, e.Client, pod.Namespace, pod.Name, port)
+		if e.Config == nil {
+			return nil, errors.New("no REST config for a port-forward")
+		}
+		d, err := cluster.NewPortForwardDialer(e.Config)
+		if err != nil {
+			return nil, err
+		}
+		return d.Dial(ctx, cluster.DaemonPod{Namespace: pod.Namespace, Name: pod.Name, Node: pod.Spec.NodeName, Port: port})
 	}, "port-forward "+pod.Name+":"+strconv.Itoa(port)+note)
 	cancel()
 	if err == nil {
