@@ -26,14 +26,15 @@ var dnsperfQueries = []string{
 
 // BenchmarkCoreDNSThroughputWithProbe runs dnsperf (as fast as CoreDNS
 // answers, 4 clients x 100 outstanding) from a lab pod against the lab's real
-// CoreDNS pod on the same node, alternating 3 s runs without and with the DNS
-// probe attached to the node's cgroup root, which then sees every query and
-// response twice (client pod and CoreDNS pod). Short alternating runs, in
-// pairs, spread the machine's other load over both sides. Metrics:
-//   - qps-without, qps-with (means over the pairs) and ratio (with/without:
-//     the median of the pairs' ratios, robust to a pair disturbed by other
-//     work on the machine; target >= 0.97), ratio-mean (sum with / sum
-//     without);
+// CoreDNS pod on the same node, rotating 3 s runs without any program, with
+// the DNS probe attached to the node's cgroup root (it then sees every query
+// and response twice: client pod and CoreDNS pod), and with empty cgroup_skb
+// programs there (the hook's own cost). Short rotating runs spread the
+// machine's other load over all arms. Metrics:
+//   - qps-without, qps-with, qps-empty-progs (means over the rounds) and
+//     ratio (with/without: the median of the rounds' ratios, robust to a
+//     round disturbed by other work on the machine; target >= 0.97),
+//     ratio-mean (sum with / sum without), ratio-empty-progs;
 //   - exact: 1 when, in every with-probe run, the probe's per-pod counts equal
 //     dnsperf's own: queries = sent, responses = completed, each rcode;
 //   - probe-net-ns/pkt-under-load: one more with-probe run with run-time
@@ -43,59 +44,70 @@ func BenchmarkCoreDNSThroughputWithProbe(b *testing.B) {
 	w := getWorld(b)
 	ctx := context.Background()
 	root := w.lab.Node(benchNode).CgroupRoot()
-	const pairs = 8
+	const rounds = 8
 	opts := dnsgen.DNSPerfOptions{Server: w.dns, Queries: dnsperfQueries, Runs: 1 << 30,
 		Duration: 3 * time.Second, Clients: 4, Outstanding: 100, Timeout: 2 * time.Second}
 
 	for i := 0; i < b.N; i++ {
-		var sumWith, sumWithout float64
-		var ratios []float64
+		// Three arms per round: no program, the probe, and empty programs
+		// (the cost of the cgroup_skb hook itself, which no probe avoids).
+		const none, probe, empty = 0, 1, 2
+		var sum [3]float64
+		var ratios, emptyRatios []float64
 		exact := 1.0
-		for r := 0; r < pairs; r++ {
-			var qpsWithout, qpsWith float64
-			// Alternate which side goes first, so neither always follows the other.
-			for _, withProbe := range [][2]bool{{false, true}, {true, false}}[r%2] {
-				if !withProbe {
-					res, err := dnsgen.RunDNSPerf(ctx, w.loadgen, opts)
-					if err != nil {
-						b.Fatal(err)
-					}
-					qpsWithout = res.QPS
-					continue
+		orders := [][3]int{{none, probe, empty}, {probe, empty, none}, {empty, none, probe}}
+		for r := 0; r < rounds; r++ {
+			var qps [3]float64
+			for _, arm := range orders[r%3] {
+				var p *bpf.DNSProbe
+				var e *bpf.EmptyPrograms
+				var err error
+				switch arm {
+				case probe:
+					p, err = bpf.LoadDNS(bpf.Options{CgroupRoot: root})
+				case empty:
+					e, err = bpf.AttachEmptyPrograms(root)
 				}
-				p, err := bpf.LoadDNS(bpf.Options{CgroupRoot: root})
 				if err != nil {
 					b.Fatal(err)
 				}
 				res, err := dnsgen.RunDNSPerf(ctx, w.loadgen, opts)
 				if err != nil {
-					p.Close()
 					b.Fatal(err)
 				}
-				qpsWith = res.QPS
-				if !countsMatch(b, p, w, res) {
-					exact = 0
+				qps[arm] = res.QPS
+				if p != nil {
+					if !countsMatch(b, p, w, res) {
+						exact = 0
+					}
+					p.Close()
 				}
-				p.Close()
+				if e != nil {
+					e.Close()
+				}
 			}
-			sumWith += qpsWith
-			sumWithout += qpsWithout
-			ratios = append(ratios, qpsWith/qpsWithout)
+			for a := range sum {
+				sum[a] += qps[a]
+			}
+			ratios = append(ratios, qps[probe]/qps[none])
+			emptyRatios = append(emptyRatios, qps[empty]/qps[none])
 		}
-		slices.Sort(ratios)
-		b.ReportMetric(sumWithout/pairs, "qps-without")
-		b.ReportMetric(sumWith/pairs, "qps-with")
-		b.ReportMetric((ratios[pairs/2-1]+ratios[pairs/2])/2, "ratio")
-		b.ReportMetric(sumWith/sumWithout, "ratio-mean")
+		b.ReportMetric(sum[none]/rounds, "qps-without")
+		b.ReportMetric(sum[probe]/rounds, "qps-with")
+		b.ReportMetric(sum[empty]/rounds, "qps-empty-progs")
+		b.ReportMetric(median(ratios), "ratio")
+		b.ReportMetric(sum[probe]/sum[none], "ratio-mean")
+		b.ReportMetric(median(emptyRatios), "ratio-empty-progs")
 		b.ReportMetric(exact, "exact")
-		b.Logf("pair ratios (sorted): %.3f", ratios)
+		b.Logf("probe/none ratios (sorted): %.3f", sorted(ratios))
+		b.Logf("empty/none ratios (sorted): %.3f", sorted(emptyRatios))
 
 		// Cost per packet under this load.
 		stats, err := bpf.EnableRunStats()
 		if err != nil {
 			b.Fatal(err)
 		}
-		empty, err := bpf.AttachEmptyPrograms(root)
+		emptyProgs, err := bpf.AttachEmptyPrograms(root)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -104,14 +116,14 @@ func BenchmarkCoreDNSThroughputWithProbe(b *testing.B) {
 			b.Fatal(err)
 		}
 		p0, _ := p.RunStats()
-		e0, _ := empty.RunStats()
+		e0, _ := emptyProgs.RunStats()
 		if _, err := dnsgen.RunDNSPerf(ctx, w.loadgen, opts); err != nil {
 			b.Fatal(err)
 		}
 		p1, _ := p.RunStats()
-		e1, _ := empty.RunStats()
+		e1, _ := emptyProgs.RunStats()
 		p.Close()
-		empty.Close()
+		emptyProgs.Close()
 		stats.Close()
 		b.ReportMetric(p1.Sub(p0).NsPerRun()-e1.Sub(e0).NsPerRun(), "probe-net-ns/pkt-under-load")
 	}
@@ -151,4 +163,18 @@ func countsMatch(b *testing.B, p *bpf.DNSProbe, w *world, res *dnsgen.DNSPerfRes
 			got.Queries, got.Responses, got.Rcode, res.Sent, res.Completed, res.Lost, want)
 	}
 	return ok
+}
+
+func median(v []float64) float64 {
+	s := sorted(v)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func sorted(v []float64) []float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s
 }
