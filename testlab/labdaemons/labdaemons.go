@@ -12,18 +12,16 @@ package labdaemons
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"syscall"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 
-	"github.com/isoobs/isoobs/deploy"
 	"github.com/isoobs/isoobs/install"
 	"github.com/isoobs/isoobs/install/values"
 	"github.com/isoobs/isoobs/plugin/cluster"
@@ -91,11 +89,7 @@ func Start(ctx context.Context, lab *testlab.Lab, opts Options) (_ *Set, err err
 		}
 		s.ByNode[node] = &Daemon{Node: node, Port: port, Cmd: cmd}
 	}
-	objs, err := ChartObjects()
-	if err != nil {
-		return nil, err
-	}
-	if err := lab.Apply(ctx, objs...); err != nil {
+	if err := installChart(ctx, lab); err != nil {
 		return nil, err
 	}
 	pods, err := lab.WaitPodsReady(ctx, cluster.DefaultNamespace, cluster.DefaultSelector, len(s.ByNode))
@@ -125,53 +119,35 @@ func (s *Set) Close() {
 	}
 }
 
-// ChartObjects renders the daemon chart (deploy/chart) with the installer's
-// spec and returns its ServiceAccount and DaemonSet: the objects that make
-// daemon pods exist. It checks that the plugin's discovery finds them.
-func ChartObjects() ([]any, error) {
+// installChart installs the daemon chart (embedded from deploy/) as the isoobs
+// Helm release, exactly as `kubectl isoobs install --components isoobs` does:
+// its DaemonSet makes one daemon pod per node. It also checks that the
+// plugin's discovery defaults find those pods.
+func installChart(ctx context.Context, lab *testlab.Lab) error {
 	spec := install.Specs(values.EditionOSS)[install.ComponentIsoobs]
 	if spec.Namespace != cluster.DefaultNamespace {
-		return nil, fmt.Errorf("the installer puts the daemon in namespace %q, the plugin looks in %q", spec.Namespace, cluster.DefaultNamespace)
+		return fmt.Errorf("the installer puts the daemon in namespace %q, the plugin looks in %q", spec.Namespace, cluster.DefaultNamespace)
 	}
-	ch, err := deploy.Chart()
+	flags := genericclioptions.NewConfigFlags(false)
+	kubeconfig := lab.Kubeconfig()
+	flags.KubeConfig = &kubeconfig
+	inst, err := install.New(flags, io.Discard)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	rel, err := install.Render(ch, spec, map[string]any{}, controlplane.K8sVersion, nil)
+	o := install.Options{Values: values.Defaults(), Components: []install.Component{install.ComponentIsoobs},
+		Sources: map[install.Component]install.Source{}, KubeVersion: controlplane.K8sVersion}
+	if _, err := inst.Install(ctx, o); err != nil {
+		return fmt.Errorf("install the isoobs chart: %w", err)
+	}
+	ds, err := lab.Client().AppsV1().DaemonSets(spec.Namespace).List(ctx, metav1.ListOptions{LabelSelector: cluster.DefaultSelector})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	manifests, err := install.Objects(rel)
-	if err != nil {
-		return nil, err
+	if len(ds.Items) != 1 {
+		return fmt.Errorf("%d DaemonSets in %s match the plugin's default selector %s after install, want 1", len(ds.Items), spec.Namespace, cluster.DefaultSelector)
 	}
-	selector, err := labels.Parse(cluster.DefaultSelector)
-	if err != nil {
-		return nil, err
-	}
-	var objs []any
-	for _, m := range manifests {
-		var obj any
-		switch m.Object.GetKind() {
-		case "DaemonSet":
-			if !selector.Matches(labels.Set(m.Object.GetLabels())) {
-				return nil, fmt.Errorf("the chart's DaemonSet labels %v do not match the plugin's default selector %s", m.Object.GetLabels(), cluster.DefaultSelector)
-			}
-			obj = &appsv1.DaemonSet{}
-		case "ServiceAccount":
-			obj = &corev1.ServiceAccount{}
-		default:
-			continue
-		}
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(m.Object.Object, obj); err != nil {
-			return nil, err
-		}
-		objs = append(objs, obj)
-	}
-	if len(objs) != 2 {
-		return nil, fmt.Errorf("the chart rendered %d of ServiceAccount+DaemonSet, want 2", len(objs))
-	}
-	return objs, nil
+	return nil
 }
 
 func freePort() (int, error) {
