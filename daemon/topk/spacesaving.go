@@ -25,7 +25,7 @@ type Item struct {
 type SpaceSaving struct {
 	capacity int
 	items    minHeap
-	index    map[string]int // name -> position in items
+	index    map[string]*entry // name -> its entry (which knows its heap position)
 	total    uint64
 	// evictions counts names displaced; 0 means every count is exact.
 	evictions uint64
@@ -36,7 +36,7 @@ func New(capacity int) *SpaceSaving {
 	if capacity < 1 {
 		capacity = 1
 	}
-	return &SpaceSaving{capacity: capacity, index: make(map[string]int)}
+	return &SpaceSaving{capacity: capacity, index: make(map[string]*entry)}
 }
 
 // Add counts weight occurrences of name, nxdomain of which were NXDOMAIN answers.
@@ -45,27 +45,28 @@ func (s *SpaceSaving) Add(name string, weight, nxdomain uint64) {
 		return
 	}
 	s.total += weight
-	if i, ok := s.index[name]; ok {
-		it := &s.items[i]
-		it.Count += weight
-		it.NXDomain += nxdomain
-		heap.Fix(&s.items, i)
+	if e, ok := s.index[name]; ok {
+		e.Count += weight
+		e.NXDomain += nxdomain
+		heap.Fix(&s.items, e.pos)
 		return
 	}
 	if len(s.items) < s.capacity {
-		heap.Push(&s.items, entry{Item: Item{Name: name, Count: weight, NXDomain: nxdomain}, s: s})
+		e := &entry{Item: Item{Name: name, Count: weight, NXDomain: nxdomain}}
+		s.index[name] = e
+		heap.Push(&s.items, e)
 		return
 	}
 	// Replace the minimum: the newcomer may have been among the displaced before, so it gets
 	// the minimum as its possible over-count.
-	min := &s.items[0]
+	min := s.items[0]
 	delete(s.index, min.Name)
 	s.evictions++
 	min.Error = min.Count
 	min.Count += weight
 	min.Name = name
 	min.NXDomain = nxdomain
-	s.index[name] = 0
+	s.index[name] = min
 	heap.Fix(&s.items, 0)
 }
 
@@ -113,30 +114,32 @@ func (s *SpaceSaving) Reset() {
 	s.total, s.evictions = 0, 0
 }
 
+// entry is a monitored item and its position in the heap. Keeping the position here (not
+// in the name index) makes a heap swap two integer stores instead of two string-keyed map
+// writes, which were most of the cost of a flood of unique names.
 type entry struct {
 	Item
-	s *SpaceSaving
+	pos int
 }
 
-// minHeap orders by count, smallest on top, and keeps the name index in step.
-type minHeap []entry
+// minHeap orders by count, smallest on top, and keeps each entry's position in step.
+type minHeap []*entry
 
 func (h minHeap) Len() int           { return len(h) }
 func (h minHeap) Less(i, j int) bool { return h[i].Count < h[j].Count }
 func (h minHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].s.index[h[i].Name] = i
-	h[j].s.index[h[j].Name] = j
+	h[i].pos = i
+	h[j].pos = j
 }
 func (h *minHeap) Push(x any) {
-	e := x.(entry)
-	e.s.index[e.Name] = len(*h)
+	e := x.(*entry)
+	e.pos = len(*h)
 	*h = append(*h, e)
 }
 func (h *minHeap) Pop() any {
 	old := *h
 	e := old[len(old)-1]
 	*h = old[:len(old)-1]
-	delete(e.s.index, e.Name)
 	return e
 }

@@ -1,7 +1,7 @@
 //go:build linux
 
 // Package labdaemons puts the isoobs daemon on every lab node the way a cluster
-// has it: the real chart (as `kubectl isoobs install` renders it) makes one
+// has it: the real chart, installed by the real installer (Helm SDK), makes one
 // daemon Pod per node, and each pod's port-forward reaches a real isoobs-daemon
 // process observing that node's cgroup root. The plugin then runs in cluster
 // mode against the lab kubeconfig, exactly as a user's would.
