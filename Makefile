@@ -41,7 +41,7 @@ test: deps lint
 
 ## bench: benchmarks (probe cost, daemon, fan-out); results go to BENCHMARKS.md by hand
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./...
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./...
 
 ## demo: plays the seed 000 DNS incident on the local lab, then cleans up
 demo: deps build
