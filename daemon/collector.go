@@ -80,6 +80,10 @@ func newNameSink(perPod, node, maxSubjects int) *nameSink {
 }
 
 func (s *nameSink) add(key, name string, q, nx uint64) {
+	s.addName(key, drainedNameOf(name, zoneOf(name)), q, nx)
+}
+
+func (s *nameSink) addName(key string, name drainedName, q, nx uint64) {
 	ss := s.perSubject[key]
 	if ss == nil {
 		if len(s.perSubject) >= s.maxSubject {
@@ -88,8 +92,8 @@ func (s *nameSink) add(key, name string, q, nx uint64) {
 		ss = newNameSummary(s.capacity)
 		s.perSubject[key] = ss
 	}
-	ss.Add(name, q, nx)
-	s.node.Add(name, q, nx)
+	ss.addName(name, q, nx)
+	s.node.addName(name, q, nx)
 }
 
 // collector owns all per-pod state. Ticks take the write lock; frames and status the read lock.
@@ -105,6 +109,7 @@ type collector struct {
 	cgroups   map[uint64]*cgroupEntry
 	subjects  map[string]*subject
 	nodeNames *nameSummary
+	zones     zoneCache // parents of drained names, built once
 	sinks     map[*nameSink]struct{}
 	started   time.Time // counting since
 	lastTick  time.Time
@@ -137,6 +142,7 @@ func newCollector(cfg *Config, src Source, res cgroupResolver, pods podLookup, m
 		cgroups:     map[uint64]*cgroupEntry{},
 		subjects:    map[string]*subject{},
 		nodeNames:   newNameSummary(cfg.NamesPerNode),
+		zones:       zoneCache{},
 		sinks:       map[*nameSink]struct{}{},
 		subscribers: map[chan struct{}]struct{}{},
 		started:     now,
@@ -177,10 +183,11 @@ func (c *collector) tick(now time.Time) {
 			c.droppedNameQueries += q
 			return
 		}
-		e.subj.names.Add(name, q, nx)
-		c.nodeNames.Add(name, q, nx)
+		k := c.zones.key(name)
+		e.subj.names.addName(k, q, nx)
+		c.nodeNames.addName(k, q, nx)
 		for s := range c.sinks {
-			s.add(e.subj.key, name, q, nx)
+			s.addName(e.subj.key, k, q, nx)
 		}
 	})
 	if drainErr != nil && c.readErr == nil {

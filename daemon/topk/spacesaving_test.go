@@ -3,6 +3,7 @@ package topk
 import (
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 )
 
@@ -117,5 +118,41 @@ func BenchmarkAddUnique(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		s.Add(names[i&(len(names)-1)], 1, 0)
+	}
+}
+
+// TestBoundsRandomWeights checks the Space-Saving guarantees on a skewed stream with weights
+// above 1 (moves across several buckets): counts sum to the total, every true count is in
+// [Count-Error, Count], and every name counted more than the minimum is monitored.
+func TestBoundsRandomWeights(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	s := New(16)
+	truth := map[string]uint64{}
+	for range 20000 {
+		name := "n" + strconv.Itoa(int(rng.ExpFloat64()*20))
+		w := uint64(rng.IntN(4)) // 0..3: weight 0 carries only NXDOMAIN counts
+		s.Add(name, w, 1)
+		truth[name] += w
+	}
+	var sum, least uint64 = 0, ^uint64(0)
+	monitored := map[string]bool{}
+	for _, it := range s.Top(0) {
+		sum += it.Count
+		least = min(least, it.Count)
+		if monitored[it.Name] {
+			t.Errorf("%s monitored twice", it.Name)
+		}
+		monitored[it.Name] = true
+		if tc := truth[it.Name]; tc > it.Count || tc < it.Count-it.Error {
+			t.Errorf("%s: true %d not in [%d, %d]", it.Name, tc, it.Count-it.Error, it.Count)
+		}
+	}
+	if sum != s.Total() || s.Len() != 16 {
+		t.Fatalf("counts sum to %d, total %d, len %d", sum, s.Total(), s.Len())
+	}
+	for name, tc := range truth {
+		if tc > least && !monitored[name] {
+			t.Errorf("%s counted %d > minimum %d but not monitored", name, tc, least)
+		}
 	}
 }
