@@ -231,10 +231,11 @@ func TestLabStackFaults(t *testing.T) {
 		rep := runVerify(t, opts)
 		expectOnly(t, rep, "isoobs/daemons", verify.StatusFail, "on 2/3 nodes", nodes[2]+": no pod", "kubectl -n isoobs describe ds isoobs")
 		setDaemonExcludes(t, lab, "")
+		waitDaemonSetReady(t, lab, "isoobs", "isoobs", int32(len(nodes)))
+		// Settle after the rollout: it serves the metrics of the pods that replaced the old ones.
 		if err := stack.Settle(ctx, "isoobs", verify.LabelIsoobsDaemon, 3); err != nil {
 			t.Fatal(err)
 		}
-		waitDaemonSetReady(t, lab, "isoobs", "isoobs", int32(len(nodes)))
 	})
 
 	t.Run("relay reports an unavailable node", func(t *testing.T) {
@@ -280,7 +281,9 @@ func waitDaemonSetReady(t *testing.T, lab *testlab.Lab, ns, name string, n int32
 		if err != nil {
 			return false, err
 		}
-		return ds.Status.NumberReady == n && ds.Status.NumberAvailable == n, nil
+		// The rollout must be over too, not just n pods ready (old ones may still be replaced).
+		return ds.Status.ObservedGeneration >= ds.Generation && ds.Status.UpdatedNumberScheduled == n &&
+			ds.Status.NumberReady == n && ds.Status.NumberAvailable == n, nil
 	})
 	if err != nil {
 		t.Fatalf("DaemonSet %s/%s not back to %d ready: %v", ns, name, n, err)
