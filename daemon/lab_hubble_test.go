@@ -18,7 +18,6 @@ import (
 	"github.com/isoobs/isoobs/hubble/replay"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 	flowpb "github.com/isoobs/isoobs/proto/observer/flow"
-	"github.com/isoobs/isoobs/testlab"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
 )
 
@@ -104,24 +103,9 @@ func waitHubble(t *testing.T, ctx context.Context, c isoobsv1.DaemonClient, what
 // Hubble going away costs no probe counts and the daemon reconnects when it returns.
 func TestDaemonHubbleInLab(t *testing.T) {
 	const node = "lab-node-h"
-	lab := testlab.StartForTest(t, testlab.Options{Nodes: []string{node}})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if err := lab.Apply(ctx, testlab.NewDeployment("tenant-jobs", "crawler", 1)); err != nil {
-		t.Fatal(err)
-	}
-	pods, err := lab.WaitPodsReady(ctx, "tenant-jobs", "app=crawler", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crawler := lab.Pod("tenant-jobs", pods[0].Name)
-	if crawler == nil {
-		t.Fatalf("pod %s not adopted by the lab", pods[0].Name)
-	}
-	bin, err := dnsgen.BuildBinary(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, crawler, bin := labWithCrawler(t, ctx, node)
 
 	dir, err := os.MkdirTemp("", "isoobs-hubble")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 	"github.com/isoobs/isoobs/testlab"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
+	"github.com/isoobs/isoobs/testlab/podnet"
 )
 
 // TestDaemonInLab runs the daemon for one node of the lab (real kube-apiserver, kwok node,
@@ -18,24 +19,9 @@ import (
 // queries a DNS client in that pod sent and got answered.
 func TestDaemonInLab(t *testing.T) {
 	const node = "lab-node-a"
-	lab := testlab.StartForTest(t, testlab.Options{Nodes: []string{node}})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if err := lab.Apply(ctx, testlab.NewDeployment("tenant-jobs", "crawler", 1)); err != nil {
-		t.Fatal(err)
-	}
-	pods, err := lab.WaitPodsReady(ctx, "tenant-jobs", "app=crawler", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crawler := lab.Pod("tenant-jobs", pods[0].Name)
-	if crawler == nil {
-		t.Fatalf("pod %s not adopted by the lab", pods[0].Name)
-	}
-	bin, err := dnsgen.BuildBinary(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, crawler, bin := labWithCrawler(t, ctx, node)
 
 	d, err := daemon.New(daemon.Config{NodeName: node, CgroupRoot: lab.Node(node).CgroupRoot(), RESTConfig: lab.RESTConfig(), Interval: 250 * time.Millisecond})
 	if err != nil {
@@ -142,4 +128,27 @@ func TestDaemonInLab(t *testing.T) {
 	if served < rep.Sent {
 		t.Errorf("kube-system rows served %d queries, want at least the %d the crawler sent: %v", served, rep.Sent, kf.Rows)
 	}
+}
+
+// labWithCrawler starts a one-node lab with a tenant-jobs/crawler Deployment
+// and returns the lab, the crawler's node-side pod and a built dnsgen binary.
+func labWithCrawler(t *testing.T, ctx context.Context, node string) (*testlab.Lab, *podnet.Pod, string) {
+	t.Helper()
+	lab := testlab.StartForTest(t, testlab.Options{Nodes: []string{node}})
+	if err := lab.Apply(ctx, testlab.NewDeployment("tenant-jobs", "crawler", 1)); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := lab.WaitPodsReady(ctx, "tenant-jobs", "app=crawler", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crawler := lab.Pod("tenant-jobs", pods[0].Name)
+	if crawler == nil {
+		t.Fatalf("pod %s not adopted by the lab", pods[0].Name)
+	}
+	bin, err := dnsgen.BuildBinary(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lab, crawler, bin
 }
