@@ -1,7 +1,6 @@
 package podresolver
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/isoobs/isoobs/bpf"
 )
 
 // DetectCgroupRoot finds the cgroup v2 mount: /sys/fs/cgroup on unified hosts,
@@ -23,18 +24,8 @@ func DetectCgroupRoot() (string, error) {
 			return p, nil
 		}
 	}
-	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			// mountinfo: ... mountpoint ... - fstype source options
-			fields := strings.Fields(sc.Text())
-			for i, fld := range fields {
-				if fld == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" && len(fields) > 4 {
-					return fields[4], nil
-				}
-			}
-		}
+	if p, err := bpf.Cgroup2Mount(); err == nil {
+		return p, nil
 	}
 	return "", errors.New("no cgroup v2 mount found (looked at /sys/fs/cgroup, /sys/fs/cgroup/unified and /proc/self/mountinfo); " +
 		"mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or pass --cgroup-root")
