@@ -204,6 +204,9 @@ func WriteTable(w io.Writer, f top.Frame, wide, noHeaders bool) error {
 		return err
 	}
 	cols := columns(f.GroupBy, wide)
+	if servesDNS(f) {
+		cols = withServedColumn(cols)
+	}
 	if hasHubble(f) {
 		cols = withHubbleColumns(cols, wide)
 	}
@@ -282,4 +285,26 @@ func qtypes(m map[string]uint64) string {
 		parts[i] = k + ":" + strconv.FormatUint(m[k], 10)
 	}
 	return strings.Join(parts, ",")
+}
+
+// servesDNS says whether a row is a DNS server (CoreDNS): its load is what the
+// incident is about, yet it sends no queries of its own.
+func servesDNS(f top.Frame) bool {
+	for i := range f.Rows {
+		if f.Rows[i].ServedQueries > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// withServedColumn adds SERVED (queries the row answered as a DNS server) after SERVFAIL.
+func withServedColumn(cols []column) []column {
+	served := column{"SERVED", func(r *top.Row) string { return strconv.FormatUint(r.ServedQueries, 10) }}
+	for i, c := range cols {
+		if c.header == "SERVFAIL" {
+			return append(cols[:i+1], append([]column{served}, cols[i+1:]...)...)
+		}
+	}
+	return append(cols, served)
 }

@@ -218,3 +218,23 @@ func TestQTypesOrder(t *testing.T) {
 		t.Errorf("wide pod columns: %v", keys)
 	}
 }
+
+func TestTableShowsServedQueriesOfDNSServers(t *testing.T) {
+	f := top.Frame{GroupBy: top.GroupByPod, Rows: []top.Row{
+		{Namespace: "tenant-jobs", Pod: "crawler-1", Queries: 9000, QPS: 3000},
+		{Namespace: "kube-system", Pod: "coredns-1", ServedQueries: 9015},
+	}}
+	var b strings.Builder
+	if err := WriteTable(&b, f, false, false); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "SERVFAIL   SERVED") || !strings.Contains(lines[2], "9015") {
+		t.Errorf("want a SERVED column after SERVFAIL with CoreDNS's 9015:\n%s", b.String())
+	}
+	b.Reset()
+	f.Rows = f.Rows[:1]
+	if err := WriteTable(&b, f, false, false); err != nil || strings.Contains(b.String(), "SERVED") {
+		t.Errorf("no DNS server in the frame: no SERVED column (err %v):\n%s", err, b.String())
+	}
+}
