@@ -13,10 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type dnsInflightSlot struct {
-	_           structs.HostLayout
-	Fingerprint uint64
-	SentNs      uint64
+type dnsInflightSet struct {
+	_   structs.HostLayout
+	Way [4]struct {
+		_           structs.HostLayout
+		Fingerprint uint64
+		SentNs      uint64
+	}
 }
 
 type dnsNameKey struct {
@@ -26,12 +29,12 @@ type dnsNameKey struct {
 }
 
 type dnsNameValue struct {
-	_        structs.HostLayout
-	Wire     [264]uint8
-	Queries  uint64
-	Nxdomain uint64
-	WireLen  uint32
-	Pad      uint32
+	_         structs.HostLayout
+	Queries   uint64
+	Nxdomain  uint64
+	WireLen   uint32
+	DnsHeader [12]uint8
+	Wire      [264]uint8
 }
 
 type dnsPodCounters struct {
@@ -50,16 +53,14 @@ type dnsPodCounters struct {
 }
 
 type dnsScratch struct {
-	_         structs.HostLayout
-	Align     [4]uint8
-	DnsHeader [12]uint8
-	Nv        struct {
-		_        structs.HostLayout
-		Wire     [264]uint8
-		Queries  uint64
-		Nxdomain uint64
-		WireLen  uint32
-		Pad      uint32
+	_  structs.HostLayout
+	Nv struct {
+		_         structs.HostLayout
+		Queries   uint64
+		Nxdomain  uint64
+		WireLen   uint32
+		DnsHeader [12]uint8
+		Wire      [264]uint8
 	}
 	NameHash uint64
 }

@@ -450,10 +450,10 @@ func FuzzDNSParser(f *testing.F) {
 	})
 }
 
-// With a one-slot inflight table every query shares the slot: a second
-// pending query evicts the first, whose response is then unmatched.
+// With a one-set inflight table (4 ways) every query shares the set: a fifth
+// pending query evicts the oldest, whose response is then unmatched.
 func TestDNSInflightEviction(t *testing.T) {
-	r := newTestRunnerOpts(t, Options{MaxInflight: 1})
+	r := newTestRunnerOpts(t, Options{MaxInflight: 1}) // rounded up to one set
 	query := func(id uint16) []byte {
 		return ipv4Packet(protoUDP, udpSegment(40000, 53, cat(dnsHeader(id, 0x0100, 1), wireName("a"), qtypeA_IN)))
 	}
@@ -466,7 +466,9 @@ func TestDNSInflightEviction(t *testing.T) {
 	}
 	r.run(true, query(1))
 	r.run(true, query(1)) // retransmit: duplicate, keeps the first send time
-	r.run(true, query(2)) // evicts id 1
+	for id := uint16(2); id <= 5; id++ {
+		r.run(true, query(id)) // the fifth evicts the oldest, id 1
+	}
 	r.run(false, response(1))
 	r.run(false, response(2))
 	st, err := r.p.Stats()
@@ -474,7 +476,7 @@ func TestDNSInflightEviction(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := [5]uint64{st.InflightInserted, st.InflightDuplicates, st.InflightEvicted, st.UnmatchedResponses, st.InflightMatched}
-	if want := [5]uint64{2, 1, 1, 1, 1}; got != want || st.Inflight.Max != 1 || st.Inflight.Entries != 0 {
+	if want := [5]uint64{5, 1, 1, 1, 1}; got != want || st.Inflight.Max != 4 || st.Inflight.Entries != 3 {
 		t.Errorf("inserted, duplicates, evicted, unmatched, matched = %v, want %v; fill %+v", got, want, st.Inflight)
 	}
 	pods, _ := r.p.ReadPods()

@@ -26,7 +26,7 @@ import (
 const (
 	DefaultMaxPods     = 8192
 	DefaultMaxNames    = 16384
-	DefaultMaxInflight = 16384
+	DefaultMaxInflight = 1024
 )
 
 // Options configures LoadDNS.
@@ -37,7 +37,7 @@ type Options struct {
 	// Bounds of the kernel maps; 0 means the Default* value.
 	MaxPods     uint32 // per-cgroup counters
 	MaxNames    uint32 // (cgroup, query name) pairs between two DrainNames calls
-	MaxInflight uint32 // slots for queries awaiting their response (latency matching), rounded up to a power of two
+	MaxInflight uint32 // slots for queries awaiting their response (latency matching), rounded up to a power of two (at least 4: sets of 4 ways)
 	// NoEarlyDrain turns off draining the name table early when it fills
 	// between two DrainNames calls (tests of the overflow accounting).
 	NoEarlyDrain bool
@@ -205,14 +205,36 @@ func LoadDNS(opts Options) (*DNSProbe, error) {
 	return loadDNSSpec(spec, opts)
 }
 
+// LoadDNSObject is LoadDNS with the probe read from an object file built from
+// dns.c instead of the embedded one: benchmarks compare builds of the probe
+// (earlier versions, parts compiled out) under the same load.
+func LoadDNSObject(path string, opts Options) (*DNSProbe, error) {
+	spec, err := ebpf.LoadCollectionSpec(path)
+	if err != nil {
+		return nil, fmt.Errorf("dns probe: read %s: %w", path, err)
+	}
+	if opts.MaxPods == 0 {
+		opts.MaxPods = DefaultMaxPods
+	}
+	if opts.MaxNames == 0 {
+		opts.MaxNames = DefaultMaxNames
+	}
+	if opts.MaxInflight == 0 {
+		opts.MaxInflight = DefaultMaxInflight
+	}
+	return loadDNSSpec(spec, opts)
+}
+
 // loadDNSSpec loads and attaches the probe from spec, an object with the
 // maps and programs of dns.c (benchmarks also load earlier versions of it).
 func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 	spec.Maps["pod_stats"].MaxEntries = opts.MaxPods
-	// The inflight table is indexed by hash & mask: round up to a power of two.
-	opts.MaxInflight = 1 << bits.Len32(opts.MaxInflight-1)
-	spec.Maps["inflight"].MaxEntries = opts.MaxInflight
-	if err := spec.Variables["inflight_mask"].Set(opts.MaxInflight - 1); err != nil {
+	// The inflight table holds sets of inflightWays slots indexed by
+	// hash & mask: round the set count up to a power of two.
+	sets := uint32(1) << bits.Len32((opts.MaxInflight+inflightWays-1)/inflightWays-1)
+	opts.MaxInflight = sets * inflightWays
+	spec.Maps["inflight"].MaxEntries = sets
+	if err := spec.Variables["inflight_mask"].Set(sets - 1); err != nil {
 		return nil, fmt.Errorf("dns probe: set inflight table size: %w", err)
 	}
 	outer := spec.Maps["name_tables"]
@@ -540,27 +562,33 @@ func (p *DNSProbe) Stats() (ProbeStats, error) {
 	return s, nil
 }
 
-// inflightTimeout mirrors INFLIGHT_TIMEOUT_NS in dns.c.
-const inflightTimeout = 10 * time.Second
+// inflightTimeout and inflightWays mirror INFLIGHT_TIMEOUT_NS and
+// INFLIGHT_WAYS in dns.c.
+const (
+	inflightTimeout = 10 * time.Second
+	inflightWays    = 4
+)
 
 // inflightFill counts the slots holding a query sent less than
 // inflightTimeout ago (bpf_ktime_get_ns is CLOCK_MONOTONIC).
 func (p *DNSProbe) inflightFill() (MapFill, error) {
 	m := p.objs.Inflight
-	f := MapFill{Max: m.MaxEntries()}
+	f := MapFill{Max: m.MaxEntries() * inflightWays}
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return f, err
 	}
 	now := uint64(ts.Nano())
 	keys := make([]uint32, 1024)
-	vals := make([]dnsInflightSlot, 1024)
+	vals := make([]dnsInflightSet, 1024)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookup(&cursor, keys, vals, nil)
-		for _, v := range vals[:n] {
-			if v.SentNs != 0 && now-v.SentNs < uint64(inflightTimeout) {
-				f.Entries++
+		for _, set := range vals[:n] {
+			for _, v := range set.Way {
+				if v.SentNs != 0 && now-v.SentNs < uint64(inflightTimeout) {
+					f.Entries++
+				}
 			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
