@@ -333,6 +333,17 @@ func TestDNSParserTable(t *testing.T) {
 		{"TCP length prefix below header size", true, ipv4Packet(protoTCP, tcpSegment(40000, 53, cat([]byte{0, 5}, dnsQuery(wireName("a"))))), want{malformed: 1}},
 		{"TCP continuation segment (not covered)", true, ipv4Packet(protoTCP, tcpSegment(40000, 53, []byte("continuation of a long message"))), want{malformed: 1}},
 
+		// The server side checks the header only (the names are counted on
+		// the client side).
+		{"server: label longer than 63 counted from its header", false, ipv4Packet(protoUDP, udpSegment(40000, 53, dnsQuery(wireName(strings.Repeat("x", 64))))),
+			want{serverQueries: 1}},
+		{"server: truncated DNS header", false, ipv4Packet(protoUDP, udpSegment(40000, 53, []byte{1, 2, 3, 4, 5})), want{malformed: 1}},
+		{"server: header without room for a question", false, ipv4Packet(protoUDP, udpSegment(40000, 53, cat(dnsHeader(1, 0x0100, 1), []byte{0, 0, 1}))), want{malformed: 1}},
+		{"server: response arriving on port 53", false, ipv4Packet(protoUDP, udpSegment(40000, 53, cat(dnsHeader(1, 0x8180, 1), wireName("a"), qtypeA_IN))), want{malformed: 1}},
+		{"server: zero questions", false, ipv4Packet(protoUDP, udpSegment(40000, 53, cat(dnsHeader(1, 0x0100, 0), wireName("a"), qtypeA_IN))), want{malformed: 1}},
+		{"server: query sent from port 53", true, ipv4Packet(protoUDP, udpSegment(53, 40000, dnsQuery(wireName("a")))), want{malformed: 1}},
+		{"server: TCP query", false, ipv4Packet(protoTCP, tcpSegment(40000, 53, tcpFrame(dnsQuery(wireName("tcp"))))), want{serverQueries: 1}},
+
 		{"TCP pure ACK", true, ipv4Packet(protoTCP, tcpSegment(40000, 53, nil)), want{}},
 		{"IPv4 header length past the end", true, ipv4PacketOpts(protoUDP, nil, []byte{1, 1, 1, 1}, 0)[:14+22], want{}},
 		{"truncated UDP header", true, ipv4Packet(protoUDP, []byte{0x9c, 0x40, 0, 53}), want{}},
