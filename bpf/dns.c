@@ -118,8 +118,12 @@ _Static_assert(__builtin_offsetof(struct name_value, wire) ==
 	       "the question must follow the DNS header");
 
 // Max entries are overridden from Go (Options.MaxPods/MaxNames/MaxInflight).
+// pod_stats is not preallocated: a preallocated per-CPU hash reserves
+// max_entries x 456 bytes on every CPU (240 MiB on a 64-CPU node for 8,192
+// pods); a pod's values are allocated when its first DNS packet is seen.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 8192);
 	__type(key, u64);
 	__type(value, struct pod_counters);
