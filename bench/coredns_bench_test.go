@@ -29,7 +29,8 @@ var dnsperfQueries = []string{
 // CoreDNS pod on the same node, rotating 3 s runs without any program, with
 // the DNS probe attached to the node's cgroup root (it then sees every query
 // and response twice: client pod and CoreDNS pod), and with empty cgroup_skb
-// programs there (the hook's own cost). Short rotating runs spread the
+// programs there (the hook's own cost). While the probe is attached its maps
+// are read once a second as the daemon does. Short rotating runs spread the
 // machine's other load over all arms. Metrics:
 //   - qps-without, qps-with, qps-empty-progs (means over the rounds) and
 //     ratio (with/without: the median of the rounds' ratios, robust to a
@@ -71,7 +72,12 @@ func BenchmarkCoreDNSThroughputWithProbe(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				stopReader := func() {}
+				if p != nil {
+					stopReader = readLikeDaemon(b, p)
+				}
 				res, err := dnsgen.RunDNSPerf(ctx, w.loadgen, opts)
+				stopReader()
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -117,7 +123,10 @@ func BenchmarkCoreDNSThroughputWithProbe(b *testing.B) {
 		}
 		p0, _ := p.RunStats()
 		e0, _ := emptyProgs.RunStats()
-		if _, err := dnsgen.RunDNSPerf(ctx, w.loadgen, opts); err != nil {
+		stopReader := readLikeDaemon(b, p)
+		_, err = dnsgen.RunDNSPerf(ctx, w.loadgen, opts)
+		stopReader()
+		if err != nil {
 			b.Fatal(err)
 		}
 		p1, _ := p.RunStats()
@@ -177,4 +186,31 @@ func sorted(v []float64) []float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s
+}
+
+// readLikeDaemon reads the probe's maps once a second while a load runs, as
+// the daemon's collector does (pods counted on the fast path only after their
+// first read), and returns a function that stops it.
+func readLikeDaemon(b *testing.B, p *bpf.DNSProbe) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if _, err := p.ReadPods(); err != nil {
+				b.Error(err)
+			}
+			if err := p.DrainNames(func(uint64, string, uint64, uint64) {}); err != nil {
+				b.Error(err)
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }

@@ -19,7 +19,8 @@ import (
 // ("label=path,label=path": e.g. dns.c compiled with parts left out, to see
 // what each part costs; "path?inflight=N&names=N&pods=N" sets table sizes,
 // and an empty path is the embedded object). Builds are attached in turn, rounds rotating the
-// order, each beside empty programs with run-time accounting on. Metrics per
+// order, each beside empty programs with run-time accounting on, its maps
+// read once a second as the daemon does. Metrics per
 // build: <label>-net-ns/pkt (probe minus empty programs, all rounds) and
 // <label>-qps. With ISOOBS_PROBE_BUILDS_MODE=throughput there is no
 // accounting and no empty programs, and a "none" arm runs without any program:
@@ -112,7 +113,9 @@ func BenchmarkProbeBuildsUnderLoad(b *testing.B) {
 				if emptyProgs != nil {
 					e0, _ = emptyProgs.RunStats()
 				}
+				stopReader := readLikeDaemon(b, p)
 				res, err := dnsgen.RunDNSPerf(ctx, w.loadgen, opts)
+				stopReader()
 				if err != nil {
 					b.Fatal(err)
 				}

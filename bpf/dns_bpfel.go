@@ -72,6 +72,8 @@ const (
 	dnsMapInflight        = "inflight"
 	dnsMapNameTables      = "name_tables"
 	dnsMapNesting         = "nesting"
+	dnsMapPodSlotCounters = "pod_slot_counters"
+	dnsMapPodSlotOwner    = "pod_slot_owner"
 	dnsMapPodStats        = "pod_stats"
 	dnsMapProbeStats      = "probe_stats"
 	dnsMapScratchBuf      = "scratch_buf"
@@ -79,6 +81,7 @@ const (
 	dnsProgDnsEgress      = "dns_egress"
 	dnsProgDnsIngress     = "dns_ingress"
 	dnsVarInflightMask    = "inflight_mask"
+	dnsVarPodSlotMask     = "pod_slot_mask"
 	dnsVarUnusedNameKey   = "unused_name_key"
 	dnsVarUnusedNameValue = "unused_name_value"
 )
@@ -133,13 +136,15 @@ type dnsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dnsMapSpecs struct {
-	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
-	NameTables *ebpf.MapSpec `ebpf:"name_tables"`
-	Nesting    *ebpf.MapSpec `ebpf:"nesting"`
-	PodStats   *ebpf.MapSpec `ebpf:"pod_stats"`
-	ProbeStats *ebpf.MapSpec `ebpf:"probe_stats"`
-	ScratchBuf *ebpf.MapSpec `ebpf:"scratch_buf"`
-	ZeroPod    *ebpf.MapSpec `ebpf:"zero_pod"`
+	Inflight        *ebpf.MapSpec `ebpf:"inflight"`
+	NameTables      *ebpf.MapSpec `ebpf:"name_tables"`
+	Nesting         *ebpf.MapSpec `ebpf:"nesting"`
+	PodSlotCounters *ebpf.MapSpec `ebpf:"pod_slot_counters"`
+	PodSlotOwner    *ebpf.MapSpec `ebpf:"pod_slot_owner"`
+	PodStats        *ebpf.MapSpec `ebpf:"pod_stats"`
+	ProbeStats      *ebpf.MapSpec `ebpf:"probe_stats"`
+	ScratchBuf      *ebpf.MapSpec `ebpf:"scratch_buf"`
+	ZeroPod         *ebpf.MapSpec `ebpf:"zero_pod"`
 }
 
 // dnsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -147,6 +152,7 @@ type dnsMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type dnsVariableSpecs struct {
 	InflightMask    *ebpf.VariableSpec `ebpf:"inflight_mask"`
+	PodSlotMask     *ebpf.VariableSpec `ebpf:"pod_slot_mask"`
 	UnusedNameKey   *ebpf.VariableSpec `ebpf:"unused_name_key"`
 	UnusedNameValue *ebpf.VariableSpec `ebpf:"unused_name_value"`
 }
@@ -171,13 +177,15 @@ func (o *dnsObjects) Close() error {
 //
 // It can be passed to loadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dnsMaps struct {
-	Inflight   *ebpf.Map `ebpf:"inflight"`
-	NameTables *ebpf.Map `ebpf:"name_tables"`
-	Nesting    *ebpf.Map `ebpf:"nesting"`
-	PodStats   *ebpf.Map `ebpf:"pod_stats"`
-	ProbeStats *ebpf.Map `ebpf:"probe_stats"`
-	ScratchBuf *ebpf.Map `ebpf:"scratch_buf"`
-	ZeroPod    *ebpf.Map `ebpf:"zero_pod"`
+	Inflight        *ebpf.Map `ebpf:"inflight"`
+	NameTables      *ebpf.Map `ebpf:"name_tables"`
+	Nesting         *ebpf.Map `ebpf:"nesting"`
+	PodSlotCounters *ebpf.Map `ebpf:"pod_slot_counters"`
+	PodSlotOwner    *ebpf.Map `ebpf:"pod_slot_owner"`
+	PodStats        *ebpf.Map `ebpf:"pod_stats"`
+	ProbeStats      *ebpf.Map `ebpf:"probe_stats"`
+	ScratchBuf      *ebpf.Map `ebpf:"scratch_buf"`
+	ZeroPod         *ebpf.Map `ebpf:"zero_pod"`
 }
 
 func (m *dnsMaps) Close() error {
@@ -185,6 +193,8 @@ func (m *dnsMaps) Close() error {
 		m.Inflight,
 		m.NameTables,
 		m.Nesting,
+		m.PodSlotCounters,
+		m.PodSlotOwner,
 		m.PodStats,
 		m.ProbeStats,
 		m.ScratchBuf,
@@ -197,6 +207,7 @@ func (m *dnsMaps) Close() error {
 // It can be passed to loadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dnsVariables struct {
 	InflightMask    *ebpf.Variable `ebpf:"inflight_mask"`
+	PodSlotMask     *ebpf.Variable `ebpf:"pod_slot_mask"`
 	UnusedNameKey   *ebpf.Variable `ebpf:"unused_name_key"`
 	UnusedNameValue *ebpf.Variable `ebpf:"unused_name_value"`
 }

@@ -495,3 +495,65 @@ func TestDNSInflightEviction(t *testing.T) {
 		t.Errorf("%d latency samples, want 1", n)
 	}
 }
+
+// Pods move from pod_stats to a fast-path slot on the first ReadPods, give it
+// up on DeletePods and get it back later; with one slot, a second pod stays
+// in pod_stats. Every count is kept through each move.
+func TestDNSPodSlots(t *testing.T) {
+	r := newTestRunnerOpts(t, Options{PodSlots: 1})
+	other := r.lab.cgroup("node/other")
+	otherID, err := CgroupID(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	query := ipv4Packet(protoUDP, udpSegment(40000, 53, dnsQuery(wireName("slot"))))
+	send := func(cg string, n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			err := r.lab.inCgroup(cg, r.lab.clientNS, func() error {
+				_, err := r.p.objs.DnsEgress.Run(&ebpf.RunOptions{Data: query})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	check := func(step string, wantRunner, wantOther uint64, slotOwner uint64) {
+		t.Helper()
+		pods, err := r.p.ReadPods()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pods[r.id].Queries != wantRunner || pods[otherID].Queries != wantOther {
+			t.Errorf("%s: queries runner %d other %d, want %d and %d", step, pods[r.id].Queries, pods[otherID].Queries, wantRunner, wantOther)
+		}
+		var owner uint64
+		if err := r.p.objs.PodSlotOwner.Lookup(uint32(0), &owner); err != nil {
+			t.Fatal(err)
+		}
+		if owner != slotOwner {
+			t.Errorf("%s: slot owned by cgroup %d, want %d", step, owner, slotOwner)
+		}
+	}
+	send(r.cg, 3) // pod_stats only
+	check("first read", 3, 0, r.id)
+	send(r.cg, 4)  // the slot
+	send(other, 5) // pod_stats: the one slot is taken
+	check("both", 7, 5, r.id)
+	if err := r.p.DeletePods([]uint64{r.id}); err != nil {
+		t.Fatal(err)
+	}
+	send(other, 1)
+	check("runner deleted", 0, 6, otherID) // the freed slot is zeroed and handed to other
+	send(other, 2)
+	send(r.cg, 1) // back in pod_stats, from 0
+	check("runner back", 1, 8, otherID)
+	var slot []dnsPodCounters
+	if err := r.p.objs.PodSlotCounters.Lookup(uint32(0), &slot); err != nil {
+		t.Fatal(err)
+	}
+	if got := sumPodCounters(slot).Queries; got != 2 {
+		t.Errorf("slot counters hold %d queries, want 2 (other's since it got the slot)", got)
+	}
+}

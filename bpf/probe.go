@@ -27,6 +27,7 @@ const (
 	DefaultMaxPods     = 8192
 	DefaultMaxNames    = 16384
 	DefaultMaxInflight = 1024
+	DefaultPodSlots    = 256
 )
 
 // Options configures LoadDNS.
@@ -38,6 +39,7 @@ type Options struct {
 	MaxPods     uint32 // per-cgroup counters
 	MaxNames    uint32 // (cgroup, query name) pairs between two DrainNames calls
 	MaxInflight uint32 // slots for queries awaiting their response (latency matching), rounded up to a power of two (at least 4: sets of 4 ways)
+	PodSlots    uint32 // pods counted on the fast path (an array indexed by the cgroup id's low bits), rounded up to a power of two
 	// NoEarlyDrain turns off draining the name table early when it fills
 	// between two DrainNames calls (tests of the overflow accounting).
 	NoEarlyDrain bool
@@ -162,6 +164,13 @@ type DNSProbe struct {
 	// Batch buffers of drainTable, reused (p.mu).
 	batchKeys []dnsNameKey
 	batchVals []dnsNameValue
+
+	// The pods' fast-path slots (pod_slot_owner in dns.c), mirrored:
+	// slotOwner[i] is the cgroup id owning slot i (0: free); a slot freed by
+	// DeletePods is dirty until the next ReadPods zeroes its counters.
+	slotMu    sync.Mutex
+	slotOwner []uint64
+	slotDirty []bool
 }
 
 type pendingName struct {
@@ -182,15 +191,6 @@ const (
 // to opts.CgroupRoot. Errors name what is missing (capability, BTF, cgroup
 // root) and what to do.
 func LoadDNS(opts Options) (*DNSProbe, error) {
-	if opts.MaxPods == 0 {
-		opts.MaxPods = DefaultMaxPods
-	}
-	if opts.MaxNames == 0 {
-		opts.MaxNames = DefaultMaxNames
-	}
-	if opts.MaxInflight == 0 {
-		opts.MaxInflight = DefaultMaxInflight
-	}
 	if err := checkCgroupRoot(opts.CgroupRoot); err != nil {
 		return nil, err
 	}
@@ -213,14 +213,16 @@ func LoadDNSObject(path string, opts Options) (*DNSProbe, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dns probe: read %s: %w", path, err)
 	}
-	if opts.MaxPods == 0 {
-		opts.MaxPods = DefaultMaxPods
+	// An earlier build may lack maps added since: they are created unused
+	// so that the objects struct fills.
+	cur, err := loadDns()
+	if err != nil {
+		return nil, err
 	}
-	if opts.MaxNames == 0 {
-		opts.MaxNames = DefaultMaxNames
-	}
-	if opts.MaxInflight == 0 {
-		opts.MaxInflight = DefaultMaxInflight
+	for name, m := range cur.Maps {
+		if _, ok := spec.Maps[name]; !ok {
+			spec.Maps[name] = m
+		}
 	}
 	return loadDNSSpec(spec, opts)
 }
@@ -228,7 +230,26 @@ func LoadDNSObject(path string, opts Options) (*DNSProbe, error) {
 // loadDNSSpec loads and attaches the probe from spec, an object with the
 // maps and programs of dns.c (benchmarks also load earlier versions of it).
 func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
+	for _, d := range []struct {
+		v   *uint32
+		def uint32
+	}{
+		{&opts.MaxPods, DefaultMaxPods}, {&opts.MaxNames, DefaultMaxNames},
+		{&opts.MaxInflight, DefaultMaxInflight}, {&opts.PodSlots, DefaultPodSlots},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
 	spec.Maps["pod_stats"].MaxEntries = opts.MaxPods
+	opts.PodSlots = 1 << bits.Len32(opts.PodSlots-1)
+	spec.Maps["pod_slot_owner"].MaxEntries = opts.PodSlots
+	spec.Maps["pod_slot_counters"].MaxEntries = opts.PodSlots
+	if v := spec.Variables["pod_slot_mask"]; v != nil { // nil in builds before the fast path
+		if err := v.Set(opts.PodSlots - 1); err != nil {
+			return nil, fmt.Errorf("dns probe: set pod slot count: %w", err)
+		}
+	}
 	// The inflight table holds sets of inflightWays slots indexed by
 	// hash & mask: round the set count up to a power of two.
 	sets := uint32(1) << bits.Len32((opts.MaxInflight+inflightWays-1)/inflightWays-1)
@@ -240,7 +261,7 @@ func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 	outer := spec.Maps["name_tables"]
 	outer.InnerMap.MaxEntries = opts.MaxNames
 
-	p := &DNSProbe{opts: opts}
+	p := &DNSProbe{opts: opts, slotOwner: make([]uint64, opts.PodSlots), slotDirty: make([]bool, opts.PodSlots)}
 	for i := range p.nameTables {
 		inner := outer.InnerMap.Copy()
 		inner.Name = fmt.Sprintf("dns_names_%d", i)
@@ -253,7 +274,12 @@ func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 	}
 	outer.Contents = []ebpf.MapKV{{Key: uint32(0), Value: p.nameTables[0]}}
 
-	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+	// Programs and maps only: the variables are set in the spec above, and
+	// a build from before a variable was added still loads.
+	if err := spec.LoadAndAssign(&struct {
+		*dnsPrograms
+		*dnsMaps
+	}{&p.objs.dnsPrograms, &p.objs.dnsMaps}, nil); err != nil {
 		p.Close()
 		return nil, explainLoadError("load dns programs", err)
 	}
@@ -362,28 +388,79 @@ func (p *DNSProbe) Attachments() []Attachment {
 
 // ReadPods returns the counters of every cgroup seen, keyed by cgroup id
 // (the inode number of the cgroup directory, see CgroupID).
+//
+// A pod's counts are in pod_stats until it gets a fast-path slot, and in the
+// slot from then on: both are added. ReadPods also gives free slots to pods
+// it found in pod_stats, and zeroes the slots DeletePods freed.
 func (p *DNSProbe) ReadPods() (map[uint64]PodCounters, error) {
-	out := make(map[uint64]PodCounters)
+	p.slotMu.Lock()
+	defer p.slotMu.Unlock()
+	// Freed at least one read ago: no program can still be counting there.
+	for i, dirty := range p.slotDirty {
+		if !dirty {
+			continue
+		}
+		zero := make([]dnsPodCounters, ebpf.MustPossibleCPU())
+		if err := p.objs.PodSlotCounters.Put(uint32(i), zero); err != nil {
+			return nil, fmt.Errorf("reset pod slot %d: %w", i, err)
+		}
+		p.slotDirty[i] = false
+	}
+
+	raw := make(map[uint64][]dnsPodCounters)
 	var id uint64
 	var perCPU []dnsPodCounters
 	it := p.objs.PodStats.Iterate()
 	for it.Next(&id, &perCPU) {
-		out[id] = sumPodCounters(perCPU)
+		raw[id] = perCPU
+		perCPU = nil // Next would reuse the slice
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read pod counters: %w", err)
+	}
+	for i, owner := range p.slotOwner {
+		if owner == 0 {
+			continue
+		}
+		var slot []dnsPodCounters
+		if err := p.objs.PodSlotCounters.Lookup(uint32(i), &slot); err != nil {
+			return nil, fmt.Errorf("read pod slot %d: %w", i, err)
+		}
+		raw[owner] = append(raw[owner], slot...)
+	}
+	out := make(map[uint64]PodCounters, len(raw))
+	for id, perCPU := range raw {
+		out[id] = sumPodCounters(perCPU)
+		i := id & uint64(len(p.slotOwner)-1)
+		if p.slotOwner[i] == 0 && !p.slotDirty[i] {
+			if err := p.objs.PodSlotOwner.Put(uint32(i), id); err != nil {
+				return nil, fmt.Errorf("assign pod slot %d: %w", i, err)
+			}
+			p.slotOwner[i] = id
+		}
 	}
 	return out, nil
 }
 
 // DeletePods forgets the kernel counters of cgroups that are gone, so the bounded
-// pod_stats map does not fill up with dead pods over a node's lifetime. Ids not in
-// the map are ignored.
+// pod_stats map does not fill up with dead pods over a node's lifetime, and
+// frees their fast-path slots. Ids not in the maps are ignored.
 func (p *DNSProbe) DeletePods(ids []uint64) error {
+	p.slotMu.Lock()
+	defer p.slotMu.Unlock()
 	for _, id := range ids {
 		if err := p.objs.PodStats.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete pod counters of cgroup %d: %w", id, err)
 		}
+		i := id & uint64(len(p.slotOwner)-1)
+		if p.slotOwner[i] != id {
+			continue
+		}
+		if err := p.objs.PodSlotOwner.Put(uint32(i), uint64(0)); err != nil {
+			return fmt.Errorf("free pod slot %d: %w", i, err)
+		}
+		p.slotOwner[i] = 0
+		p.slotDirty[i] = true
 	}
 	return nil
 }
