@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 75m
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/isoobs/isoobs/plugin.Version=$(VERSION) -X github.com/isoobs/isoobs/daemon.Version=$(VERSION)
 
-.PHONY: all deps generate build test demo bench lint lab-up lab-down clean
+.PHONY: all deps generate build test demo bench bench-probe-parts lint lab-up lab-down clean
 
 all: build
 
@@ -42,6 +42,10 @@ test: deps lint
 ## bench: benchmarks (probe cost, daemon, fan-out); results go to BENCHMARKS.md by hand
 bench: deps
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./...
+
+## bench-probe-parts: what each part of the DNS probe costs per packet under load
+bench-probe-parts: deps
+	bash hack/probe-parts.sh
 
 ## demo: plays the seed 000 DNS incident on the local lab, then cleans up
 demo: deps build

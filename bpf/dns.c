@@ -20,6 +20,9 @@
 // questions beyond the first (QDCOUNT > 1 is parsed as its first question),
 // the question of a server pod's messages (checked from the header only),
 // and TCP retransmissions (a retransmitted segment is counted again).
+//
+// ABLATE_* macros compile parts out for the cost breakdown benchmark
+// (`make bench-probe-parts`); the product is built without them.
 #include "headers/probe_types.h"
 #include <bpf/bpf_helpers.h>
 
@@ -524,6 +527,9 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 	else
 		role = sport == DNS_PORT ? ROLE_CLIENT_RESPONSE : ROLE_SERVER_QUERY;
 
+#ifdef ABLATE_AFTER_PORTS
+	return;
+#endif
 	u32 zero = 0;
 	u32 *depth = bpf_map_lookup_elem(&nesting, &zero);
 	if (!depth)
@@ -581,6 +587,9 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 	else
 		pc->bytes_in += len;
 
+#ifdef ABLATE_AFTER_POD
+	return;
+#endif
 	u64 n = len - dns_off; // wraps if dns_off > len: capped, then the load fails
 	if (n > msg_max)
 		n = msg_max;
@@ -629,19 +638,26 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 		if (proto == IPPROTO_TCP)
 			pc->tcp_queries++;
 		pc->qtype[qtype_slot(qtype)]++;
+#ifndef ABLATE_NAMES
 		if (hash_name(sbuf) == 0)
 			name_add(cgroup_id, s->name_hash, s, wire_len, 0);
+#endif
 		break;
 	case ROLE_CLIENT_RESPONSE:
 		pc->responses++;
 		pc->rcode[rcode_slot(rcode)]++;
+#ifndef ABLATE_NAMES
 		if (rcode == 3 && hash_name(sbuf) == 0)
 			name_add(cgroup_id, s->name_hash, s, wire_len, 1);
+#endif
 		break;
 	default: // server roles were counted above
 		return;
 	}
 
+#ifdef ABLATE_LATENCY
+	return;
+#endif
 	// Latency: remember the query by (client, server, ports, proto, DNS id)
 	// and match the response that comes back with the same key.
 	u8 *client = role == ROLE_CLIENT_QUERY ? saddr : daddr;
