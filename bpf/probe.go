@@ -105,6 +105,7 @@ type MapFill struct {
 // ProbeStats are the probe's own health counters, cumulative since load.
 type ProbeStats struct {
 	Pods     MapFill // per-cgroup counters
+	PodSlots MapFill // pods counted on the fast path (slots assigned by ReadPods)
 	Names    MapFill // name table currently written (emptied by DrainNames)
 	Inflight MapFill // queries awaiting their response
 
@@ -636,7 +637,27 @@ func (p *DNSProbe) Stats() (ProbeStats, error) {
 	if s.Inflight, err = p.inflightFill(); err != nil {
 		return s, err
 	}
+	p.slotMu.Lock()
+	s.PodSlots.Max = uint32(len(p.slotOwner))
+	for _, owner := range p.slotOwner {
+		if owner != 0 {
+			s.PodSlots.Entries++
+		}
+	}
+	p.slotMu.Unlock()
 	return s, nil
+}
+
+// NamedMapFill is the fill level of one kernel map, by the map's name in
+// Status and metrics.
+type NamedMapFill struct {
+	Name string
+	MapFill
+}
+
+// Maps lists the fill levels by map name.
+func (s ProbeStats) Maps() []NamedMapFill {
+	return []NamedMapFill{{"pod_stats", s.Pods}, {"pod_slots", s.PodSlots}, {"names", s.Names}, {"inflight", s.Inflight}}
 }
 
 // inflightTimeout and inflightWays mirror INFLIGHT_TIMEOUT_NS and

@@ -63,7 +63,7 @@ type Config struct {
 	NamesPerPod  int
 	NamesPerNode int
 	// Kernel map sizes (bpf.Options); 0 means the probe's defaults.
-	KernelMaxPods, KernelMaxNames, KernelMaxInflight uint32
+	KernelMaxPods, KernelMaxNames, KernelMaxInflight, KernelPodSlots uint32
 
 	Logger *slog.Logger
 
@@ -148,7 +148,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	src := cfg.source
 	if src == nil {
-		probe, err := bpf.LoadDNS(bpf.Options{CgroupRoot: cfg.CgroupRoot, MaxPods: cfg.KernelMaxPods, MaxNames: cfg.KernelMaxNames, MaxInflight: cfg.KernelMaxInflight})
+		probe, err := bpf.LoadDNS(bpf.Options{CgroupRoot: cfg.CgroupRoot, MaxPods: cfg.KernelMaxPods, MaxNames: cfg.KernelMaxNames, MaxInflight: cfg.KernelMaxInflight, PodSlots: cfg.KernelPodSlots})
 		if err != nil {
 			return nil, fmt.Errorf("load DNS probe: %w", err)
 		}

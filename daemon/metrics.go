@@ -159,12 +159,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	st := c.stats
-	for _, mf := range []struct {
-		name string
-		f    bpf.MapFill
-	}{{"pod_stats", st.Pods}, {"names", st.Names}, {"inflight", st.Inflight}} {
-		ch <- prometheus.MustNewConstMetric(m.mapEntriesDesc, prometheus.GaugeValue, float64(mf.f.Entries), mf.name)
-		ch <- prometheus.MustNewConstMetric(m.mapMaxDesc, prometheus.GaugeValue, float64(mf.f.Max), mf.name)
+	for _, mf := range st.Maps() {
+		ch <- prometheus.MustNewConstMetric(m.mapEntriesDesc, prometheus.GaugeValue, float64(mf.Entries), mf.Name)
+		ch <- prometheus.MustNewConstMetric(m.mapMaxDesc, prometheus.GaugeValue, float64(mf.Max), mf.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(m.nameOverflowDesc, prometheus.CounterValue, float64(st.NameOverflow))
 	for reason, v := range map[string]uint64{

@@ -76,11 +76,8 @@ func (s *server) Status(context.Context, *isoobsv1.StatusRequest) (*isoobsv1.Sta
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	st := c.stats
-	for _, m := range []struct {
-		name       string
-		entries, m uint32
-	}{{"pod_stats", st.Pods.Entries, st.Pods.Max}, {"names", st.Names.Entries, st.Names.Max}, {"inflight", st.Inflight.Entries, st.Inflight.Max}} {
-		resp.Maps = append(resp.Maps, &isoobsv1.MapStatus{Name: m.name, Entries: uint64(m.entries), MaxEntries: uint64(m.m)})
+	for _, m := range st.Maps() {
+		resp.Maps = append(resp.Maps, &isoobsv1.MapStatus{Name: m.Name, Entries: uint64(m.Entries), MaxEntries: uint64(m.Max)})
 	}
 	resp.Maps = append(resp.Maps, &isoobsv1.MapStatus{Name: "tracked_pods", Entries: uint64(len(c.subjects)), MaxEntries: uint64(c.cfg.MaxTrackedPods)})
 	var pods uint32

@@ -88,7 +88,8 @@ func newCommand() *cobra.Command {
 	f.IntVar(&cfg.NamesPerNode, "names-per-node", 1024, "query names tracked node-wide (Space-Saving capacity)")
 	f.Uint32Var(&cfg.KernelMaxPods, "kernel-max-pods", 0, "kernel per-cgroup map size (0: probe default)")
 	f.Uint32Var(&cfg.KernelMaxNames, "kernel-max-names", 0, "kernel name table size per interval (0: probe default)")
-	f.Uint32Var(&cfg.KernelMaxInflight, "kernel-max-inflight", 0, "kernel pending-query map size (0: probe default)")
+	f.Uint32Var(&cfg.KernelMaxInflight, "kernel-max-inflight", 0, "kernel pending-query table size, queries awaiting their response (0: probe default, 1024)")
+	f.Uint32Var(&cfg.KernelPodSlots, "kernel-pod-slots", 0, "pods counted on the kernel's fast path; others use the per-cgroup map (0: probe default, 256)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	addHubbleFlags(f, &cfg)
 	return cmd
