@@ -501,7 +501,8 @@ func (l *Lab) Close() error {
 		}
 		// Nodes remove their own dirs; the shared parent only goes once all are gone.
 		if l.CgroupRoot != "" {
-			if err := os.Remove(l.CgroupRoot); err != nil && !os.IsNotExist(err) {
+			// RemoveCgroupTree waits for processes still being reaped (EBUSY).
+			if err := podnet.RemoveCgroupTree(l.CgroupRoot); err != nil {
 				errs = append(errs, fmt.Errorf("removing lab cgroup %s: %w", l.CgroupRoot, err))
 			}
 		}

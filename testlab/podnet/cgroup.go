@@ -168,9 +168,10 @@ func mkdirCgroups(dir string) ([]string, error) {
 	return created, nil
 }
 
-// removeCgroupTree kills every process in the subtree at dir and removes its directories bottom-up.
+// RemoveCgroupTree kills every process in the subtree at dir and removes its directories bottom-up,
+// waiting up to 5 s for killed processes to be reaped.
 // A missing dir is not an error.
-func removeCgroupTree(dir string) error {
+func RemoveCgroupTree(dir string) error {
 	if _, err := os.Stat(dir); os.IsNotExist(err) {
 		return nil
 	}

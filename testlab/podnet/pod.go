@@ -414,7 +414,7 @@ func (p *Pod) teardown() error {
 			errs = append(errs, fmt.Errorf("deleting veth %s: %w", p.HostVeth, err))
 		}
 	}
-	if err := removeCgroupTree(p.CgroupPath); err != nil {
+	if err := RemoveCgroupTree(p.CgroupPath); err != nil {
 		errs = append(errs, err)
 	}
 	if p.PausePID > 0 {

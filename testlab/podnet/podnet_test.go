@@ -694,7 +694,7 @@ func TestSweepStaleRemovesDeadLab(t *testing.T) {
 	}
 	cg2, _ := CgroupV2Mount()
 	labCg := filepath.Join(cg2, "isoobs-"+labID)
-	t.Cleanup(func() { _ = removeCgroupTree(labCg); _ = os.RemoveAll(labDir(labID)) })
+	t.Cleanup(func() { _ = RemoveCgroupTree(labCg); _ = os.RemoveAll(labDir(labID)) })
 
 	// The lab's owner dies without cleaning up.
 	_ = cmd.Process.Kill()

@@ -175,7 +175,7 @@ func sweepLab(dir string) error {
 			}
 		}
 		if ps.CgroupPath != "" {
-			if err := removeCgroupTree(ps.CgroupPath); err != nil {
+			if err := RemoveCgroupTree(ps.CgroupPath); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -211,7 +211,7 @@ func sweepLab(dir string) error {
 func removeNodeCgroups(ns nodeState) error {
 	var errs []error
 	for _, sub := range []string{"kubepods.slice", "kubepods"} {
-		if err := removeCgroupTree(filepath.Join(ns.CgroupParent, sub)); err != nil {
+		if err := RemoveCgroupTree(filepath.Join(ns.CgroupParent, sub)); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -219,7 +219,7 @@ func removeNodeCgroups(ns nodeState) error {
 		d := ns.CreatedDirs[i]
 		if i == len(ns.CreatedDirs)-1 {
 			// The node root itself: whatever else is below it belongs to this node.
-			if err := removeCgroupTree(d); err != nil {
+			if err := RemoveCgroupTree(d); err != nil {
 				errs = append(errs, err)
 			}
 			continue
