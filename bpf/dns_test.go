@@ -444,7 +444,7 @@ func TestLoadDNSErrors(t *testing.T) {
 
 // TestDNSNameFloodDrainedEarly sends 5x more unique names than the kernel
 // name table holds, paced over ~2 s, and drains once at the end: the probe's
-// early drains (the table a quarter full) keep every name, counted exactly.
+// early drains (the table half full) keep every name, counted exactly.
 func TestDNSNameFloodDrainedEarly(t *testing.T) {
 	l := newLab(t)
 	root := l.cgroup("node1")

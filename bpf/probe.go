@@ -156,7 +156,7 @@ type DNSProbe struct {
 	// Early drains: a flood of unique names fills the kernel table faster
 	// than the caller drains it (16384 per second by default), so a
 	// goroutine watches the kernel's insert counter and drains into pending
-	// when the table is a quarter full; DrainNames hands pending over.
+	// when the table is half full; DrainNames hands pending over.
 	pending        []pendingName
 	insertsAtSwap  uint64
 	stopEarlyDrain chan struct{}
@@ -181,8 +181,13 @@ type pendingName struct {
 }
 
 const (
-	// earlyDrainEvery is how often the kernel's name insert counter is read.
-	earlyDrainEvery = 50 * time.Millisecond
+	// earlyDrainEvery is how often the kernel's name insert counter is read;
+	// a drain starts when the table is half full. The other half absorbs
+	// 8,192 new names per 25 ms (330k/s) with the default table before any
+	// overflow, and the kernel's batch drain walks every bucket, so a fuller
+	// table costs less per name (BenchmarkDrainNames: 365 CPU ns per name a
+	// quarter full, 318 half full).
+	earlyDrainEvery = 25 * time.Millisecond
 	// maxPendingFactor x MaxNames bounds the names held between two
 	// DrainNames calls; beyond it the kernel table overflows (counted).
 	maxPendingFactor = 8
@@ -330,7 +335,7 @@ func (p *DNSProbe) earlyDrainLoop() {
 			continue
 		}
 		p.mu.Lock()
-		if !p.closed && inserts-p.insertsAtSwap >= uint64(p.opts.MaxNames/4) && len(p.pending) < maxPendingFactor*int(p.opts.MaxNames) {
+		if !p.closed && inserts-p.insertsAtSwap >= uint64(p.opts.MaxNames/2) && len(p.pending) < maxPendingFactor*int(p.opts.MaxNames) {
 			// An error leaves the entries in the kernel table for DrainNames.
 			_ = p.swapAndDrain(func(id uint64, name string, q, nx uint64) {
 				p.pending = append(p.pending, pendingName{id, name, q, nx})
