@@ -40,7 +40,8 @@ var dnsperfQueries = []string{
 //     dnsperf's own: queries = sent, responses = completed, each rcode;
 //   - probe-net-ns/pkt-under-load: one more with-probe run with run-time
 //     accounting on and empty programs beside the probe (both cost
-//     throughput, so they are kept out of the ratio runs).
+//     throughput, so they are kept out of the ratio runs), and in that run
+//     inflight-evicted and latency-samples from the probe's Stats.
 func BenchmarkCoreDNSThroughputWithProbe(b *testing.B) {
 	w := getWorld(b)
 	ctx := context.Background()
@@ -131,6 +132,12 @@ func BenchmarkCoreDNSThroughputWithProbe(b *testing.B) {
 		}
 		p1, _ := p.RunStats()
 		e1, _ := emptyProgs.RunStats()
+		if st, err := p.Stats(); err == nil {
+			// Pending queries replaced before their answer came (the
+			// 1,024-slot table's evictions) and answers matched to a query.
+			b.ReportMetric(float64(st.InflightEvicted), "inflight-evicted")
+			b.ReportMetric(float64(st.InflightMatched), "latency-samples")
+		}
 		p.Close()
 		emptyProgs.Close()
 		stats.Close()

@@ -103,15 +103,6 @@ struct name_value {
 	u8 wire[WIRE_MAX];
 };
 
-struct inflight_key { // 8-byte aligned: hashed and compared as 5 u64 words
-	u8 client_addr[16]; // IPv4 in the first 4 bytes
-	u8 server_addr[16];
-	u16 client_port;
-	u16 server_port;
-	u16 dns_id;
-	u8 proto;
-	u8 _pad;
-} __attribute__((aligned(8)));
 
 struct scratch {
 	struct name_value nv; // header and question are loaded into nv.dns_header
@@ -191,8 +182,9 @@ struct name_value unused_name_value __attribute__((unused));
 // load, a quarter of the probe's cost. Four ways keep evictions rare at
 // hundreds of concurrent queries (0 in the dnsperf benchmark, 400 pending).
 //
-// A way holds a 64-bit fingerprint of the key instead of the 40-byte key;
-// two pending queries with different keys share one with probability 2^-64.
+// A way holds a 64-bit fingerprint of the key (addresses, ports, DNS id,
+// protocol) instead of the key itself; two pending queries with different
+// keys share one with probability 2^-64.
 #define INFLIGHT_WAYS 4
 
 struct inflight_slot {
@@ -302,6 +294,12 @@ static __always_inline u32 log2_bucket(u64 v)
 
 #define HASH_SEED 0xcbf29ce484222325ULL
 #define HASH_MUL 0x9e3779b97f4a7c15ULL
+
+static __always_inline u64 mix64(u64 h, u64 w)
+{
+	h = (h ^ w) * HASH_MUL;
+	return h ^ (h >> 29);
+}
 
 // lower8 lower-cases the ASCII letters A-Z of 8 bytes at once (SWAR); label
 // length bytes (< 64) and non-ASCII bytes are left alone.
@@ -451,7 +449,8 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 
 static __always_inline void handle(struct __sk_buff *skb, int egress)
 {
-	u32 ipw[10], l4w[5];
+	u64 ipw[5]; // 8-byte aligned: the IPv6 addresses are hashed as u64 words
+	u32 l4w[5];
 	u8 *ip = (u8 *)ipw, *l4 = (u8 *)l4w;
 	u32 l4off;
 	u8 proto;
@@ -543,7 +542,6 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int role, u8 proto, u32 payload,
 				       u8 *saddr, u8 *daddr, u32 alen, u16 sport, u16 dport, u32 sbuf)
 {
-	struct inflight_key fk = {};
 	u32 len = skb->len;
 	u32 dns_off = payload;
 	u32 msg_max = 0xffff;
@@ -658,29 +656,25 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 #ifdef ABLATE_LATENCY
 	return;
 #endif
-	// Latency: remember the query by (client, server, ports, proto, DNS id)
-	// and match the response that comes back with the same key.
+	// Latency: remember the query by (client address, server address, client
+	// port, server port, DNS id, protocol) and match the response that comes
+	// back with the same key. The key is hashed straight from the headers
+	// into the 64-bit fingerprint the table keeps.
 	u8 *client = role == ROLE_CLIENT_QUERY ? saddr : daddr;
 	u8 *server = role == ROLE_CLIENT_QUERY ? daddr : saddr;
-	if (alen == 4) {
-		__builtin_memcpy(fk.client_addr, client, 4);
-		__builtin_memcpy(fk.server_addr, server, 4);
-	} else {
-		__builtin_memcpy(fk.client_addr, client, 16);
-		__builtin_memcpy(fk.server_addr, server, 16);
-	}
-	fk.client_port = role == ROLE_CLIENT_QUERY ? sport : dport;
-	fk.server_port = role == ROLE_CLIENT_QUERY ? dport : sport;
-	fk.dns_id = (dh[0] << 8) | dh[1];
-	fk.proto = proto;
-
-	u64 *kw = (u64 *)&fk;
+	u64 client_port = role == ROLE_CLIENT_QUERY ? sport : dport;
+	u64 server_port = role == ROLE_CLIENT_QUERY ? dport : sport;
 	u64 kh = HASH_SEED;
-#pragma clang loop unroll(full)
-	for (int i = 0; i < sizeof(fk) / 8; i++) {
-		kh = (kh ^ kw[i]) * HASH_MUL;
-		kh ^= kh >> 29;
+	if (alen == 4) {
+		kh = mix64(kh, (u64)*(u32 *)client | (u64)*(u32 *)server << 32);
+	} else {
+		kh = mix64(kh, *(u64 *)client);
+		kh = mix64(kh, *(u64 *)(client + 8));
+		kh = mix64(kh, *(u64 *)server);
+		kh = mix64(kh, *(u64 *)(server + 8));
 	}
+	u64 dns_id = (dh[0] << 8) | dh[1];
+	kh = mix64(kh, client_port | server_port << 16 | dns_id << 32 | (u64)proto << 48);
 	kh |= 1; // never 0, so a zeroed way never matches
 	u32 idx = (u32)(kh >> 32) & inflight_mask;
 	struct inflight_set *set = bpf_map_lookup_elem(&inflight, &idx);
@@ -688,39 +682,41 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 		return;
 	u64 now = bpf_ktime_get_ns();
 
-	// The way holding this key, and the way a new query would take: a free
-	// way, else the oldest (expired ones first). Ages are clamped at 0: a
-	// query stamped on another CPU can look a few ns younger than now.
-	u32 hit = INFLIGHT_WAYS, victim = 0;
-	u64 hit_age = 0, victim_age = 0;
+	u32 hit = INFLIGHT_WAYS;
 #pragma clang loop unroll(full)
-	for (u32 w = 0; w < INFLIGHT_WAYS; w++) {
-		u64 sent = set->way[w].sent_ns;
-		u64 age = !sent ? ~0ULL : now > sent ? now - sent : 0;
-		if (sent && set->way[w].fingerprint == kh) {
+	for (u32 w = 0; w < INFLIGHT_WAYS; w++)
+		if (set->way[w].fingerprint == kh)
 			hit = w;
-			hit_age = age;
-		}
-		if (age >= victim_age) {
-			victim = w;
-			victim_age = age;
-		}
-	}
+	u64 hit_sent = hit < INFLIGHT_WAYS ? set->way[hit & (INFLIGHT_WAYS - 1)].sent_ns : 0;
+	// Ages are clamped at 0: a query stamped on another CPU can look a few ns
+	// younger than now.
+	u64 hit_age = now > hit_sent ? now - hit_sent : 0;
 
 	if (role == ROLE_CLIENT_QUERY) {
-		if (hit < INFLIGHT_WAYS) {
+		u32 victim = hit;
+		if (hit_sent) {
 			if (hit_age < INFLIGHT_TIMEOUT_NS) { // retransmit: keep the first send time
 				stat_inc(STAT_INFLIGHT_DUPLICATES);
 				return;
 			}
-			victim = hit;
-			victim_age = hit_age;
-		}
-		if (victim_age != ~0ULL) { // the way held a query never answered
-			if (victim_age < INFLIGHT_TIMEOUT_NS)
-				stat_inc(STAT_INFLIGHT_EVICTED);
-			else
-				stat_inc(STAT_INFLIGHT_EXPIRED);
+			stat_inc(STAT_INFLIGHT_EXPIRED);
+		} else if (hit >= INFLIGHT_WAYS) {
+			// A free way (sent 0), else the oldest query of the set.
+			u64 oldest = ~0ULL;
+#pragma clang loop unroll(full)
+			for (u32 w = 0; w < INFLIGHT_WAYS; w++) {
+				u64 sent = set->way[w].sent_ns;
+				if (sent < oldest) {
+					oldest = sent;
+					victim = w;
+				}
+			}
+			if (oldest) { // a query never answered
+				if (now - oldest < INFLIGHT_TIMEOUT_NS || oldest > now)
+					stat_inc(STAT_INFLIGHT_EVICTED);
+				else
+					stat_inc(STAT_INFLIGHT_EXPIRED);
+			}
 		}
 		struct inflight_slot *slot = &set->way[victim & (INFLIGHT_WAYS - 1)];
 		slot->fingerprint = kh;
@@ -728,7 +724,7 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 		stat_inc(STAT_INFLIGHT_INSERTS);
 		return;
 	}
-	if (hit >= INFLIGHT_WAYS || hit_age >= INFLIGHT_TIMEOUT_NS) {
+	if (!hit_sent || hit_age >= INFLIGHT_TIMEOUT_NS) {
 		stat_inc(STAT_UNMATCHED_RESPONSES);
 		return;
 	}
