@@ -1,6 +1,7 @@
 // isoobs-daemon is the per-node isoobs daemon: eBPF DNS probe, per-pod top view over gRPC,
-// Prometheus metrics. Run it as root (or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
-// CAP_SYS_ADMIN) on every node, usually from the isoobs DaemonSet.
+// Prometheus metrics. Run it as root, or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN
+// (CAP_SYS_ADMIN instead on kernels before 5.8), on every node, usually from the isoobs
+// DaemonSet.
 package main
 
 import (
