@@ -150,6 +150,11 @@ func startDaemon(b *testing.B, w *world) *daemonProc {
 		"--hubble-server", "off",
 		"--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// The chart's soft memory limit, for the daemon only: GOMEMLIMIT set for
+	// the whole benchmark would also slow CoreDNS and the load generators.
+	if v := os.Getenv("ISOOBS_BENCH_DAEMON_GOMEMLIMIT"); v != "" {
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+v)
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
