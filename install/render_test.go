@@ -335,6 +335,38 @@ func TestDaemonChartRender(t *testing.T) {
 	}
 }
 
+// Kernel map sizes reach the daemon's flags only when set; 0 keeps the
+// probe's defaults and adds no flag.
+func TestDaemonChartKernelMaps(t *testing.T) {
+	ch, err := LoadChart(context.Background(), Specs(values.EditionOSS)[ComponentIsoobs], Source{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernelArgs := func(ov Overrides) []string {
+		objs := renderComponent(t, ComponentIsoobs, testOptions(values.ProfileDefault), ov, ch)
+		ds := Find(objs, "DaemonSet", "isoobs")
+		if ds == nil {
+			t.Fatal("no isoobs DaemonSet")
+		}
+		spec := ds.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+		var out []string
+		for _, a := range spec["containers"].([]any)[0].(map[string]any)["args"].([]any) {
+			if strings.HasPrefix(a.(string), "--kernel-") {
+				out = append(out, a.(string))
+			}
+		}
+		return out
+	}
+	if got := kernelArgs(nil); len(got) != 0 {
+		t.Errorf("defaults: kernel flags %v, want none", got)
+	}
+	ov := Overrides{ComponentIsoobs: {"kernelMaps": map[string]any{"maxInflight": 4096, "podSlots": 512}}}
+	want := []string{"--kernel-max-inflight=4096", "--kernel-pod-slots=512"}
+	if got := kernelArgs(ov); !slices.Equal(got, want) {
+		t.Errorf("kernel flags %v, want %v", got, want)
+	}
+}
+
 func TestDaemonChartLint(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "isoobs")
 	if err := os.CopyFS(dir, chartFS()); err != nil {
