@@ -51,7 +51,7 @@ func BenchmarkCoreDNSThroughputWithProbe(b *testing.B) {
 	root := w.lab.Node(benchNode).CgroupRoot()
 	const rounds = 8
 	opts := dnsgen.DNSPerfOptions{Server: w.dns, Queries: dnsperfQueries, Runs: 1 << 30,
-		Duration: 3 * time.Second, Clients: 4, Outstanding: 100, Timeout: 2 * time.Second}
+		Duration: 3 * time.Second, Clients: dnsperfClients, Outstanding: 100, Timeout: 2 * time.Second}
 
 	for i := 0; i < b.N; i++ {
 		// Three arms per round: no program, the probe, and empty programs
@@ -174,16 +174,34 @@ func countsMatch(b *testing.B, p *bpf.DNSProbe, w *world, res *dnsgen.DNSPerfRes
 			want[bpf.RcodeOther] += n
 		}
 	}
-	// The lab CoreDNS's template plugin sends every REFUSED answer twice
-	// (checked packet by packet in e2e.TestCoreDNSRefusedTwice); dnsperf
-	// discards the second copy, the pod still receives it.
-	want[bpf.RcodeRefused] *= 2
-	ok := got.Queries == res.Sent && got.Responses == res.Completed+res.RCodes["REFUSED"] && got.Rcode == want && res.Lost == 0
-	if !ok {
-		b.Logf("probe: queries %d responses %d rcodes %v; dnsperf: sent %d completed %d lost %d rcodes %v",
-			got.Queries, got.Responses, got.Rcode, res.Sent, res.Completed, res.Lost, want)
+	copies, copiesOK := refusedCopies(got.Rcode[bpf.RcodeRefused], res.RCodes["REFUSED"], dnsperfClients)
+	want[bpf.RcodeRefused] += copies
+	ok := copiesOK && got.Queries == res.Sent && got.Responses == res.Completed+copies && got.Rcode == want && res.Lost == 0
+	if !ok || copies != res.RCodes["REFUSED"] {
+		b.Logf("probe: queries %d responses %d rcodes %v; dnsperf: sent %d completed %d lost %d rcodes %v (REFUSED second copies received: %d of %d)",
+			got.Queries, got.Responses, got.Rcode, res.Sent, res.Completed, res.Lost, want, copies, res.RCodes["REFUSED"])
 	}
 	return ok
+}
+
+// dnsperfClients is the number of dnsperf client sockets in the benchmarks.
+const dnsperfClients = 4
+
+// refusedCopies is how many second copies of REFUSED answers the pod
+// received, from the REFUSED answers the probe (or the daemon) counted and
+// those dnsperf completed. The lab CoreDNS's template plugin sends every
+// REFUSED answer twice (checked packet by packet in
+// e2e.TestCoreDNSRefusedTwice); dnsperf keeps the first copy and the pod
+// receives both, except that a second copy arriving after dnsperf closed its
+// socket at the end of the run reaches no socket and is never received (seen
+// once in ~50 runs: one copy short). So at most one copy per dnsperf socket
+// may be missing; ok is false for anything else.
+func refusedCopies(counted, refused uint64, sockets int) (copies uint64, ok bool) {
+	if counted < refused || counted > 2*refused {
+		return 0, false
+	}
+	copies = counted - refused
+	return copies, refused-copies <= uint64(sockets)
 }
 
 func median(v []float64) float64 {

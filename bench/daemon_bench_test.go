@@ -52,6 +52,18 @@ func podRow(ctx context.Context, b *testing.B, c isoobsv1.DaemonClient, p *podne
 	return &isoobsv1.DNSRow{}
 }
 
+// onlyRefusedCopiesShort: got differs from want (which expects every
+// REFUSED answer twice) only by second copies that arrived after dnsperf
+// closed its sockets (see refusedCopies).
+func onlyRefusedCopiesShort(got, want rowCounts) bool {
+	refused := want.refused / 2
+	copies, ok := refusedCopies(got.refused, refused, dnsperfClients)
+	short := refused - copies
+	want.refused -= short
+	want.responses -= short
+	return ok && got == want
+}
+
 // rowCounts are the row fields compared with a generator's ground truth.
 type rowCounts struct{ queries, responses, noerror, nxdomain, servfail, refused uint64 }
 
@@ -121,7 +133,7 @@ func BenchmarkDaemonCPUAndRSS(b *testing.B) {
 			b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "cpu%core@"+name)
 			b.ReportMetric(float64(rss)/1024, "rss-MiB@"+name)
 			if name != "idle" {
-				if got := waitCounts(ctx, b, c, w.loadgen, before, want); got != want {
+				if got := waitCounts(ctx, b, c, w.loadgen, before, want); got != want && !onlyRefusedCopiesShort(got, want) {
 					exact = 0
 				}
 			}
@@ -140,14 +152,14 @@ func BenchmarkDaemonCPUAndRSS(b *testing.B) {
 		}
 		step("max", func() (float64, rowCounts) {
 			res, err := dnsgen.RunDNSPerf(ctx, w.loadgen, dnsgen.DNSPerfOptions{Server: w.dns, Queries: dnsperfQueries, Runs: 1 << 30,
-				Duration: 10 * time.Second, Clients: 4, Outstanding: 100, Timeout: 2 * time.Second})
+				Duration: 10 * time.Second, Clients: dnsperfClients, Outstanding: 100, Timeout: 2 * time.Second})
 			if err != nil {
 				b.Fatal(err)
 			}
 			if res.Lost != 0 {
 				b.Logf("dnsperf lost %d queries: responses not comparable", res.Lost)
 			}
-			// CoreDNS sends each REFUSED answer twice (see countsMatch).
+			// CoreDNS sends each REFUSED answer twice (see refusedCopies).
 			return res.QPS, rowCounts{res.Sent, res.Completed + res.RCodes["REFUSED"], res.RCodes["NOERROR"],
 				res.RCodes["NXDOMAIN"], res.RCodes["SERVFAIL"], 2 * res.RCodes["REFUSED"]}
 		})
