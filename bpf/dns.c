@@ -50,8 +50,8 @@ enum probe_stat {
 	STAT_NAME_OVERFLOW,         // name increment not counted: name map full
 	STAT_INFLIGHT_INSERTS,      // client queries remembered for latency
 	STAT_INFLIGHT_DUPLICATES,   // query with the same 5-tuple+id already pending
-	STAT_INFLIGHT_MATCHED,      // responses matched with their query
-	STAT_UNMATCHED_RESPONSES,   // responses with no pending query (evicted/never seen)
+	STAT_INFLIGHT_MATCHED,      // responses matched with their query (latency samples)
+	STAT_UNMATCHED_RESPONSES,   // timed responses with no pending query (evicted/never seen)
 	STAT_MALFORMED,             // port-53 payloads that are not valid DNS
 	STAT_NOT_PARSED,            // fragments / too many IPv6 extension headers
 	STAT_DNS_MESSAGES,          // port-53 messages examined (valid or malformed)
@@ -125,6 +125,18 @@ struct {
 	__type(value, struct pod_counters);
 } pod_stats SEC(".maps");
 
+// A fast-path slot's owner, and how the owner's latency is sampled.
+struct pod_slot {
+	u64 cgroup_id; // 0: free
+	// 1 in 2^latency_sample_shift of the pod's queries is timed (chosen by
+	// the query's key hash, so its response agrees), each timed response
+	// weighing 2^shift in the histogram. Userspace raises it for a pod
+	// sending more queries per second than it needs to estimate
+	// percentiles (Options.LatencySampleAbove); 0: every query is timed.
+	u32 latency_sample_shift;
+	u32 unused;
+};
+
 // The fast path for pods: per-CPU counters in an array, slot i owned by the
 // cgroup id in pod_slot_owner[i] (i = the id's low bits). Userspace assigns a
 // free slot to a pod it has seen in pod_stats, and frees the slot of a pod
@@ -137,7 +149,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 256);
 	__type(key, u32);
-	__type(value, u64);
+	__type(value, struct pod_slot);
 } pod_slot_owner SEC(".maps");
 
 struct {
@@ -168,9 +180,10 @@ struct {
 struct name_key unused_name_key __attribute__((unused));
 struct name_value unused_name_value __attribute__((unused));
 
-// Pending client queries for latency matching: a 4-way set-associative
-// table, a set picked by a hash of the key. A query whose set is full
-// replaces the oldest pending query of the set (counted as evicted); a query
+// Pending client queries for latency matching (the timed ones, see pod_slot):
+// a 4-way set-associative table, a set picked by a hash of the key. A query
+// whose set is full replaces the oldest pending query of the set (counted as
+// evicted); a query
 // unanswered for INFLIGHT_TIMEOUT_NS is counted as expired when its way is
 // reused. Two responses to one query racing on two CPUs could both match (no
 // atomics: the probe must also load where BPF atomics are missing).
@@ -560,9 +573,12 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 	u64 cgroup_id = bpf_skb_cgroup_id(skb);
 	struct pod_counters *pc = 0;
 	u32 pod_slot = (u32)cgroup_id & pod_slot_mask;
-	u64 *owner = bpf_map_lookup_elem(&pod_slot_owner, &pod_slot);
-	if (owner && *owner == cgroup_id)
+	u32 sample_shift = 0; // pods without a slot time every query
+	struct pod_slot *owner = bpf_map_lookup_elem(&pod_slot_owner, &pod_slot);
+	if (owner && owner->cgroup_id == cgroup_id) {
 		pc = bpf_map_lookup_elem(&pod_slot_counters, &pod_slot);
+		sample_shift = owner->latency_sample_shift & 15;
+	}
 	if (!pc)
 		pc = bpf_map_lookup_elem(&pod_stats, &cgroup_id);
 	if (!pc) {
@@ -676,6 +692,13 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 	u64 dns_id = (dh[0] << 8) | dh[1];
 	kh = mix64(kh, client_port | server_port << 16 | dns_id << 32 | (u64)proto << 48);
 	kh |= 1; // never 0, so a zeroed way never matches
+	// A busy pod's queries are sampled: the two clock reads and the pending
+	// set of each timed pair were a third of the probe's cost per DNS packet
+	// under load. The top bits of the key's hash (the best mixed: a
+	// multiply carries upwards) pick the timed queries; the set index uses
+	// bits 32 and up, 2^22 sets at most.
+	if ((kh >> 54) & ((1ULL << sample_shift) - 1))
+		return;
 	u32 idx = (u32)(kh >> 32) & inflight_mask;
 	struct inflight_set *set = bpf_map_lookup_elem(&inflight, &idx);
 	if (!set)
@@ -731,7 +754,7 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 	struct inflight_slot *slot = &set->way[hit & (INFLIGHT_WAYS - 1)];
 	slot->sent_ns = 0;
 	stat_inc(STAT_INFLIGHT_MATCHED);
-	pc->latency_log2_us[log2_bucket(hit_age / 1000)]++;
+	pc->latency_log2_us[log2_bucket(hit_age / 1000)] += 1ULL << sample_shift;
 	return;
 
 malformed:

@@ -52,6 +52,13 @@ type dnsPodCounters struct {
 	LatencyLog2Us   [32]uint64
 }
 
+type dnsPodSlot struct {
+	_                  structs.HostLayout
+	CgroupId           uint64
+	LatencySampleShift uint32
+	Unused             uint32
+}
+
 type dnsScratch struct {
 	_  structs.HostLayout
 	Nv struct {

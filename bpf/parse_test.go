@@ -528,12 +528,12 @@ func TestDNSPodSlots(t *testing.T) {
 		if pods[r.id].Queries != wantRunner || pods[otherID].Queries != wantOther {
 			t.Errorf("%s: queries runner %d other %d, want %d and %d", step, pods[r.id].Queries, pods[otherID].Queries, wantRunner, wantOther)
 		}
-		var owner uint64
+		var owner dnsPodSlot
 		if err := r.p.objs.PodSlotOwner.Lookup(uint32(0), &owner); err != nil {
 			t.Fatal(err)
 		}
-		if owner != slotOwner {
-			t.Errorf("%s: slot owned by cgroup %d, want %d", step, owner, slotOwner)
+		if owner.CgroupId != slotOwner || owner.LatencySampleShift != 0 {
+			t.Errorf("%s: slot owned by cgroup %d (latency sampled 1 in 2^%d), want %d (every query timed)", step, owner.CgroupId, owner.LatencySampleShift, slotOwner)
 		}
 	}
 	send(r.cg, 3) // pod_stats only

@@ -64,6 +64,11 @@ type Config struct {
 	NamesPerNode int
 	// Kernel map sizes (bpf.Options); 0 means the probe's defaults.
 	KernelMaxPods, KernelMaxNames, KernelMaxInflight, KernelPodSlots uint32
+	// LatencySampleAbove is the query rate (per second) above which a pod's
+	// latency is sampled (bpf.Options.LatencySampleAbove; 0: its default);
+	// TimeEveryQuery turns sampling off.
+	LatencySampleAbove uint32
+	TimeEveryQuery     bool
 
 	Logger *slog.Logger
 
@@ -148,7 +153,8 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	src := cfg.source
 	if src == nil {
-		probe, err := bpf.LoadDNS(bpf.Options{CgroupRoot: cfg.CgroupRoot, MaxPods: cfg.KernelMaxPods, MaxNames: cfg.KernelMaxNames, MaxInflight: cfg.KernelMaxInflight, PodSlots: cfg.KernelPodSlots})
+		probe, err := bpf.LoadDNS(bpf.Options{CgroupRoot: cfg.CgroupRoot, MaxPods: cfg.KernelMaxPods, MaxNames: cfg.KernelMaxNames, MaxInflight: cfg.KernelMaxInflight, PodSlots: cfg.KernelPodSlots,
+			LatencySampleAbove: cfg.LatencySampleAbove, TimeEveryQuery: cfg.TimeEveryQuery})
 		if err != nil {
 			return nil, fmt.Errorf("load DNS probe: %w", err)
 		}

@@ -40,6 +40,7 @@ type metrics struct {
 	queriesDesc, responsesDesc, malformedDesc, latencyDesc          *prometheus.Desc
 	mapEntriesDesc, mapMaxDesc, nameOverflowDesc, lostDesc          *prometheus.Desc
 	probesAttachedDesc, podsTrackedDesc, hostQueriesDesc, ticksDesc *prometheus.Desc
+	latencySampledDesc                                              *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -56,7 +57,8 @@ func newMetrics() *metrics {
 		queriesDesc:        prometheus.NewDesc("isoobs_dns_queries_total", "DNS queries sent by pods, per namespace and workload.", []string{"namespace", "workload"}, nil),
 		responsesDesc:      prometheus.NewDesc("isoobs_dns_responses_total", "DNS responses received by pods, per namespace, workload and rcode.", []string{"namespace", "workload", "rcode"}, nil),
 		malformedDesc:      prometheus.NewDesc("isoobs_dns_malformed_total", "Port-53 payloads of pods that are not valid DNS, per namespace and workload.", []string{"namespace", "workload"}, nil),
-		latencyDesc:        prometheus.NewDesc("isoobs_dns_latency_seconds", "DNS query to response time seen at the pod's cgroup, per namespace.", []string{"namespace"}, nil),
+		latencyDesc:        prometheus.NewDesc("isoobs_dns_latency_seconds", "DNS query to response time seen at the pod's cgroup, per namespace (a busy pod's queries are timed 1 in 2^k, each weighing 2^k: see --latency-sample-above).", []string{"namespace"}, nil),
+		latencySampledDesc: prometheus.NewDesc("isoobs_dns_latency_sampled_pods", "Pods whose DNS latency is sampled now: they send more queries a second than --latency-sample-above.", nil, nil),
 		mapEntriesDesc:     prometheus.NewDesc("isoobs_map_entries", "Entries in a bounded probe map.", []string{"map"}, nil),
 		mapMaxDesc:         prometheus.NewDesc("isoobs_map_max_entries", "Capacity of a bounded probe map.", []string{"map"}, nil),
 		nameOverflowDesc:   prometheus.NewDesc("isoobs_dns_name_overflow_total", "Query-name increments not counted because the kernel name table was full.", nil, nil),
@@ -186,6 +188,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(m.probesAttachedDesc, prometheus.GaugeValue, float64(attached))
 	ch <- prometheus.MustNewConstMetric(m.podsTrackedDesc, prometheus.GaugeValue, float64(len(c.subjects)))
+	ch <- prometheus.MustNewConstMetric(m.latencySampledDesc, prometheus.GaugeValue, float64(st.LatencySampledPods))
 	ch <- prometheus.MustNewConstMetric(m.hostQueriesDesc, prometheus.CounterValue, float64(c.hostQueries))
 	ch <- prometheus.MustNewConstMetric(m.ticksDesc, prometheus.CounterValue, float64(c.tickNo+1))
 }

@@ -336,7 +336,7 @@ func TestDaemonChartRender(t *testing.T) {
 }
 
 // Kernel map sizes reach the daemon's flags only when set; 0 keeps the
-// probe's defaults and adds no flag.
+// probe's defaults and adds no flag. Latency sampling is always passed.
 func TestDaemonChartKernelMaps(t *testing.T) {
 	ch, err := LoadChart(context.Background(), Specs(values.EditionOSS)[ComponentIsoobs], Source{})
 	if err != nil {
@@ -351,17 +351,17 @@ func TestDaemonChartKernelMaps(t *testing.T) {
 		spec := ds.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
 		var out []string
 		for _, a := range spec["containers"].([]any)[0].(map[string]any)["args"].([]any) {
-			if strings.HasPrefix(a.(string), "--kernel-") {
+			if strings.HasPrefix(a.(string), "--kernel-") || strings.HasPrefix(a.(string), "--latency-") {
 				out = append(out, a.(string))
 			}
 		}
 		return out
 	}
-	if got := kernelArgs(nil); len(got) != 0 {
-		t.Errorf("defaults: kernel flags %v, want none", got)
+	if got, want := kernelArgs(nil), []string{"--latency-sample-above=2000"}; !slices.Equal(got, want) {
+		t.Errorf("defaults: kernel flags %v, want %v", got, want)
 	}
-	ov := Overrides{ComponentIsoobs: {"kernelMaps": map[string]any{"maxInflight": 4096, "podSlots": 512}}}
-	want := []string{"--kernel-max-inflight=4096", "--kernel-pod-slots=512"}
+	ov := Overrides{ComponentIsoobs: {"kernelMaps": map[string]any{"maxInflight": 4096, "podSlots": 512}, "latencySampleAbove": 1000000}}
+	want := []string{"--latency-sample-above=1000000", "--kernel-max-inflight=4096", "--kernel-pod-slots=512"}
 	if got := kernelArgs(ov); !slices.Equal(got, want) {
 		t.Errorf("kernel flags %v, want %v", got, want)
 	}

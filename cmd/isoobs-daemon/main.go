@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/isoobs/isoobs/bpf"
 	"github.com/isoobs/isoobs/daemon"
 	"github.com/isoobs/isoobs/hubble"
 )
@@ -59,6 +60,7 @@ func newCommand() *cobra.Command {
 				}
 				cfg.RESTConfig = rc
 			}
+			cfg.TimeEveryQuery = cfg.LatencySampleAbove == 0
 			if cfg.Hubble.Server == "off" {
 				cfg.HubbleDisabled = true
 			}
@@ -91,6 +93,7 @@ func newCommand() *cobra.Command {
 	f.Uint32Var(&cfg.KernelMaxNames, "kernel-max-names", 0, "kernel name table size per interval (0: probe default)")
 	f.Uint32Var(&cfg.KernelMaxInflight, "kernel-max-inflight", 0, "kernel pending-query table size, queries awaiting their response (0: probe default, 1024)")
 	f.Uint32Var(&cfg.KernelPodSlots, "kernel-pod-slots", 0, "pods counted on the kernel's fast path; others use the per-cgroup map (0: probe default, 256)")
+	f.Uint32Var(&cfg.LatencySampleAbove, "latency-sample-above", bpf.DefaultLatencySampleAbove, "a pod sending more DNS queries a second than this has 1 in 2^k of them timed (enough for percentiles; each weighs 2^k); 0: time every query")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	addHubbleFlags(f, &cfg)
 	return cmd
