@@ -18,7 +18,8 @@ import (
 // embedded probe and every object named in ISOOBS_PROBE_OBJECTS
 // ("label=path,label=path": e.g. dns.c compiled with parts left out, to see
 // what each part costs; "path?inflight=N&names=N&pods=N" sets table sizes,
-// and an empty path is the embedded object). Builds are attached in turn, rounds rotating the
+// "?timeall=1" turns latency sampling off, and an empty path is the embedded
+// object). Each arm is warmed up for a second first (warmUp). Builds are attached in turn, rounds rotating the
 // order, each beside empty programs with run-time accounting on, its maps
 // read once a second as the daemon does. Metrics per
 // build: <label>-net-ns/pkt (probe minus empty programs, all rounds) and
@@ -47,6 +48,7 @@ func BenchmarkProbeBuildsUnderLoad(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				bl.opts.TimeEveryQuery = vals.Get("timeall") == "1"
 				for k, dst := range map[string]*uint32{"inflight": &bl.opts.MaxInflight, "names": &bl.opts.MaxNames, "pods": &bl.opts.MaxPods} {
 					if v := vals.Get(k); v != "" {
 						n, err := strconv.ParseUint(v, 10, 32)
@@ -84,6 +86,7 @@ func BenchmarkProbeBuildsUnderLoad(b *testing.B) {
 			for k := range builds {
 				j := (k + r) % len(builds)
 				if builds[j].path == "-" {
+					warmUp(b, w, nil, opts)
 					res, err := dnsgen.RunDNSPerf(ctx, w.loadgen, opts)
 					if err != nil {
 						b.Fatal(err)
@@ -108,12 +111,13 @@ func BenchmarkProbeBuildsUnderLoad(b *testing.B) {
 				if err != nil {
 					b.Fatalf("%s: %v", builds[j].label, err)
 				}
+				warmUp(b, w, p, opts)
 				p0, _ := p.RunStats()
 				var e0, e1 bpf.RunStats
 				if emptyProgs != nil {
 					e0, _ = emptyProgs.RunStats()
 				}
-				stopReader := readLikeDaemon(b, p)
+				stopReader := readLikeDaemon(b, p, time.Second)
 				res, err := dnsgen.RunDNSPerf(ctx, w.loadgen, opts)
 				stopReader()
 				if err != nil {
