@@ -548,6 +548,10 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 		return;
 	u32 slot = *depth & 1;
 	*depth = slot + 1;
+#ifdef ABLATE_AFTER_NESTING
+	*depth = slot;
+	return;
+#endif
 	handle_dns(skb, egress, role, proto, payload, saddr, daddr, alen, sport, dport, slot);
 	*depth = slot;
 }
@@ -571,6 +575,11 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 	}
 
 	u64 cgroup_id = bpf_skb_cgroup_id(skb);
+#ifdef ABLATE_AFTER_CGROUP_ID
+	if (cgroup_id == 1)
+		stat_inc(STAT_POD_OVERFLOW);
+	return;
+#endif
 	struct pod_counters *pc = 0;
 	u32 pod_slot = (u32)cgroup_id & pod_slot_mask;
 	u32 sample_shift = 0; // pods without a slot time every query
