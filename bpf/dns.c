@@ -175,10 +175,44 @@ struct {
 	});
 } name_tables SEC(".maps");
 
+// Hot names are counted without the hash table: a direct-mapped array of
+// slots, slot i owned by the key (see name_slot_key) userspace wrote there.
+// Userspace gives a free slot to a name it drained more than once in an
+// interval and takes it back from a name gone idle; programs only compare
+// the key and add, so the hash table's jhash, bucket and element are skipped
+// for the names a node repeats (~7 ns per counted name under load). Like the
+// hash table, the array is one of two swapped by DrainNames, and userspace
+// writes owners only into the array the programs do not use, so no count is
+// lost: a name's count is in whichever array or table it was added to, and
+// both are read after the swap. 1024 slots of 32 bytes (32 KiB) are
+// kmalloc'ed in the direct map: their accesses hit the TLB.
+struct name_slot {
+	u64 key; // name_slot_key of the owner; 0: free
+	u64 queries;
+	u64 nxdomain;
+	u64 unused;
+};
+
+// Set by the loader to the number of name slots - 1 (a power of two - 1).
+volatile const u32 name_slot_mask = 1023;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_ARRAY);
+		__uint(max_entries, 1024);
+		__type(key, u32);
+		__type(value, struct name_slot);
+	});
+} name_slot_tables SEC(".maps");
+
 // Unused globals that make BTF carry the full key/value types of the inner
-// map (otherwise emitted as forward declarations that cilium/ebpf rejects).
+// maps (otherwise emitted as forward declarations that cilium/ebpf rejects).
 struct name_key unused_name_key __attribute__((unused));
 struct name_value unused_name_value __attribute__((unused));
+struct name_slot unused_name_slot __attribute__((unused));
 
 // Pending client queries for latency matching (the timed ones, see pod_slot):
 // a 4-way set-associative table, a set picked by a hash of the key. A query
@@ -401,6 +435,22 @@ __attribute__((noinline)) int hash_name(u32 slot)
 static __always_inline void name_add(u64 cgroup_id, u64 hash, struct scratch *s, u32 wire_len, int nxdomain)
 {
 	u32 zero = 0;
+#ifndef ABLATE_NAME_SLOTS
+	// name_slot_key: never 0; the slot index is bits 32 and up.
+	u64 slot_key = mix64(hash, cgroup_id) | 1;
+	u32 si = (u32)(slot_key >> 32) & name_slot_mask;
+	void *slots = bpf_map_lookup_elem(&name_slot_tables, &zero);
+	if (slots) {
+		struct name_slot *e = bpf_map_lookup_elem(slots, &si);
+		if (e && e->key == slot_key) {
+			if (nxdomain)
+				__sync_fetch_and_add(&e->nxdomain, 1);
+			else
+				__sync_fetch_and_add(&e->queries, 1);
+			return;
+		}
+	}
+#endif
 	void *table = bpf_map_lookup_elem(&name_tables, &zero);
 	if (!table)
 		return;

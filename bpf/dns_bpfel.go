@@ -28,6 +28,14 @@ type dnsNameKey struct {
 	NameHash uint64
 }
 
+type dnsNameSlot struct {
+	_        structs.HostLayout
+	Key      uint64
+	Queries  uint64
+	Nxdomain uint64
+	Unused   uint64
+}
+
 type dnsNameValue struct {
 	_         structs.HostLayout
 	Queries   uint64
@@ -77,6 +85,7 @@ type dnsScratch struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	dnsMapInflight        = "inflight"
+	dnsMapNameSlotTables  = "name_slot_tables"
 	dnsMapNameTables      = "name_tables"
 	dnsMapNesting         = "nesting"
 	dnsMapPodSlotCounters = "pod_slot_counters"
@@ -88,8 +97,10 @@ const (
 	dnsProgDnsEgress      = "dns_egress"
 	dnsProgDnsIngress     = "dns_ingress"
 	dnsVarInflightMask    = "inflight_mask"
+	dnsVarNameSlotMask    = "name_slot_mask"
 	dnsVarPodSlotMask     = "pod_slot_mask"
 	dnsVarUnusedNameKey   = "unused_name_key"
+	dnsVarUnusedNameSlot  = "unused_name_slot"
 	dnsVarUnusedNameValue = "unused_name_value"
 )
 
@@ -144,6 +155,7 @@ type dnsProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type dnsMapSpecs struct {
 	Inflight        *ebpf.MapSpec `ebpf:"inflight"`
+	NameSlotTables  *ebpf.MapSpec `ebpf:"name_slot_tables"`
 	NameTables      *ebpf.MapSpec `ebpf:"name_tables"`
 	Nesting         *ebpf.MapSpec `ebpf:"nesting"`
 	PodSlotCounters *ebpf.MapSpec `ebpf:"pod_slot_counters"`
@@ -159,8 +171,10 @@ type dnsMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type dnsVariableSpecs struct {
 	InflightMask    *ebpf.VariableSpec `ebpf:"inflight_mask"`
+	NameSlotMask    *ebpf.VariableSpec `ebpf:"name_slot_mask"`
 	PodSlotMask     *ebpf.VariableSpec `ebpf:"pod_slot_mask"`
 	UnusedNameKey   *ebpf.VariableSpec `ebpf:"unused_name_key"`
+	UnusedNameSlot  *ebpf.VariableSpec `ebpf:"unused_name_slot"`
 	UnusedNameValue *ebpf.VariableSpec `ebpf:"unused_name_value"`
 }
 
@@ -185,6 +199,7 @@ func (o *dnsObjects) Close() error {
 // It can be passed to loadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dnsMaps struct {
 	Inflight        *ebpf.Map `ebpf:"inflight"`
+	NameSlotTables  *ebpf.Map `ebpf:"name_slot_tables"`
 	NameTables      *ebpf.Map `ebpf:"name_tables"`
 	Nesting         *ebpf.Map `ebpf:"nesting"`
 	PodSlotCounters *ebpf.Map `ebpf:"pod_slot_counters"`
@@ -198,6 +213,7 @@ type dnsMaps struct {
 func (m *dnsMaps) Close() error {
 	return _DnsClose(
 		m.Inflight,
+		m.NameSlotTables,
 		m.NameTables,
 		m.Nesting,
 		m.PodSlotCounters,
@@ -214,8 +230,10 @@ func (m *dnsMaps) Close() error {
 // It can be passed to loadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dnsVariables struct {
 	InflightMask    *ebpf.Variable `ebpf:"inflight_mask"`
+	NameSlotMask    *ebpf.Variable `ebpf:"name_slot_mask"`
 	PodSlotMask     *ebpf.Variable `ebpf:"pod_slot_mask"`
 	UnusedNameKey   *ebpf.Variable `ebpf:"unused_name_key"`
+	UnusedNameSlot  *ebpf.Variable `ebpf:"unused_name_slot"`
 	UnusedNameValue *ebpf.Variable `ebpf:"unused_name_value"`
 }
 

@@ -51,6 +51,10 @@ type Options struct {
 	MaxNames    uint32 // (cgroup, query name) pairs between two DrainNames calls
 	MaxInflight uint32 // slots for queries awaiting their response (latency matching), rounded up to a power of two (at least 4: sets of 4 ways)
 	PodSlots    uint32 // pods counted on the fast path (an array indexed by the cgroup id's low bits), rounded up to a power of two
+	// NameSlots is the number of hot (pod, name) pairs counted outside the
+	// kernel's name hash table (see nameslots.go), rounded up to a power of
+	// two; 0 means DefaultNameSlots.
+	NameSlots uint32
 	// LatencySampleAbove is the query rate (per second) above which a pod's
 	// latency is sampled: ReadPods then has the kernel time 1 in 2^k of the
 	// pod's queries, k the smallest that brings the timed rate to at most
@@ -135,7 +139,10 @@ type ProbeStats struct {
 	// (they send more than Options.LatencySampleAbove queries a second).
 	LatencySampledPods uint32
 	Names              MapFill // name table currently written (emptied by DrainNames)
-	Inflight           MapFill // queries awaiting their response
+	// NameSlots: hot (pod, name) pairs counted outside the name table, in
+	// the array the programs use.
+	NameSlots MapFill
+	Inflight  MapFill // queries awaiting their response
 
 	PodOverflow        uint64 // DNS packets not counted because the pod map was full
 	NameOverflow       uint64 // name increments not counted because the name table was full
@@ -179,6 +186,7 @@ type DNSProbe struct {
 	mu         sync.Mutex // serialises DrainNames (table swap) and Close
 	nameTables [2]*ebpf.Map
 	active     int // index in nameTables of the table the programs write
+	slots      *nameSlots
 	closed     bool
 
 	// Early drains: a flood of unique names fills the kernel table faster
@@ -301,6 +309,20 @@ func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 	if err := spec.Variables["inflight_mask"].Set(sets - 1); err != nil {
 		return nil, fmt.Errorf("dns probe: set inflight table size: %w", err)
 	}
+	if opts.NameSlots == 0 {
+		opts.NameSlots = DefaultNameSlots
+	}
+	if opts.NameSlots > maxNameSlots {
+		return nil, fmt.Errorf("dns probe: %d name slots is more than the %d supported", opts.NameSlots, maxNameSlots)
+	}
+	opts.NameSlots = 1 << bits.Len32(opts.NameSlots-1)
+	if v := spec.Variables["name_slot_mask"]; v != nil { // nil in builds before the name slots
+		if err := v.Set(opts.NameSlots - 1); err != nil {
+			return nil, fmt.Errorf("dns probe: set name slot count: %w", err)
+		}
+	}
+	slotOuter := spec.Maps["name_slot_tables"]
+	slotOuter.InnerMap.MaxEntries = opts.NameSlots
 	outer := spec.Maps["name_tables"]
 	outer.InnerMap.MaxEntries = opts.MaxNames
 
@@ -320,6 +342,18 @@ func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 		p.nameTables[i] = m
 	}
 	outer.Contents = []ebpf.MapKV{{Key: uint32(0), Value: p.nameTables[0]}}
+	p.slots = newNameSlots(opts.NameSlots)
+	for i := range p.slots.tables {
+		inner := slotOuter.InnerMap.Copy()
+		inner.Name = fmt.Sprintf("dns_slots_%d", i)
+		m, err := ebpf.NewMap(inner)
+		if err != nil {
+			p.Close()
+			return nil, explainLoadError("create name slots", err)
+		}
+		p.slots.tables[i] = m
+	}
+	slotOuter.Contents = []ebpf.MapKV{{Key: uint32(0), Value: p.slots.tables[0]}}
 
 	// Programs and maps only: the variables are set in the spec above, and
 	// a build from before a variable was added still loads.
@@ -423,6 +457,13 @@ func (p *DNSProbe) Close() error {
 	for _, m := range p.nameTables {
 		if m != nil {
 			errs = append(errs, m.Close())
+		}
+	}
+	if p.slots != nil {
+		for _, m := range p.slots.tables {
+			if m != nil {
+				errs = append(errs, m.Close())
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -612,7 +653,10 @@ func (p *DNSProbe) DrainNames(fn func(cgroupID uint64, name string, queries, nxd
 		clear(p.pending)
 		p.pending = p.pending[:0]
 	}
-	return p.swapAndDrain(fn)
+	if err := p.swapAndDrain(fn); err != nil {
+		return err
+	}
+	return p.slots.drain(p.objs.NameSlotTables, fn)
 }
 
 // swapAndDrain switches the programs to the other name table and drains the
@@ -646,13 +690,15 @@ func (p *DNSProbe) drainTable(m *ebpf.Map, fn func(cgroupID uint64, name string,
 	for {
 		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
-			fn(keys[i].CgroupId, nameText(&vals[i]), vals[i].Queries, vals[i].Nxdomain)
+			name := nameText(&vals[i])
+			p.slots.noteDrained(keys[i], name, vals[i].Queries+vals[i].Nxdomain)
+			fn(keys[i].CgroupId, name, vals[i].Queries, vals[i].Nxdomain)
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
 		}
 		if errors.Is(err, ebpf.ErrNotSupported) {
-			return drainTableSlow(m, fn)
+			return p.drainTableSlow(m, fn)
 		}
 		if err != nil {
 			return fmt.Errorf("drain name table: %w", err)
@@ -662,13 +708,15 @@ func (p *DNSProbe) drainTable(m *ebpf.Map, fn func(cgroupID uint64, name string,
 
 // drainTableSlow is the fallback for kernels without batch operations
 // (before 5.6). The table has no writer, so iterate-then-delete is exact.
-func drainTableSlow(m *ebpf.Map, fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
+func (p *DNSProbe) drainTableSlow(m *ebpf.Map, fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
 	var key dnsNameKey
 	var val dnsNameValue
 	var seen []dnsNameKey
 	it := m.Iterate()
 	for it.Next(&key, &val) {
-		fn(key.CgroupId, nameText(&val), val.Queries, val.Nxdomain)
+		name := nameText(&val)
+		p.slots.noteDrained(key, name, val.Queries+val.Nxdomain)
+		fn(key.CgroupId, name, val.Queries, val.Nxdomain)
 		seen = append(seen, key)
 	}
 	if err := it.Err(); err != nil {
@@ -709,6 +757,7 @@ func (p *DNSProbe) Stats() (ProbeStats, error) {
 
 	p.mu.Lock()
 	names := p.nameTables[p.active]
+	s.NameSlots = MapFill{Entries: p.slots.owned(), Max: uint32(len(p.slots.buf))}
 	p.mu.Unlock()
 	var err error
 	if s.Pods, err = fill(p.objs.PodStats); err != nil {
@@ -743,7 +792,7 @@ type NamedMapFill struct {
 
 // Maps lists the fill levels by map name.
 func (s ProbeStats) Maps() []NamedMapFill {
-	return []NamedMapFill{{"pod_stats", s.Pods}, {"pod_slots", s.PodSlots}, {"names", s.Names}, {"inflight", s.Inflight}}
+	return []NamedMapFill{{"pod_stats", s.Pods}, {"pod_slots", s.PodSlots}, {"names", s.Names}, {"name_slots", s.NameSlots}, {"inflight", s.Inflight}}
 }
 
 // inflightTimeout and inflightWays mirror INFLIGHT_TIMEOUT_NS and

@@ -1,0 +1,79 @@
+package bpf
+
+import "testing"
+
+// A name drained twice or more in an interval gets a hot slot in the array
+// the programs will use after the next swap; from then on it is counted there,
+// not in the name table, exactly; an idle owner gives the slot back.
+func TestDNSNameSlots(t *testing.T) {
+	r := newTestRunnerOpts(t, Options{NoEarlyDrain: true})
+	query := func(name string) []byte {
+		return ipv4Packet(protoUDP, udpSegment(40000, 53, cat(dnsHeader(1, 0x0100, 1), wireName(name, "example"), qtypeA_IN)))
+	}
+	nxdomain := func(name string) []byte {
+		p := ipv4Packet(protoUDP, udpSegment(53, 40000, cat(dnsHeader(1, 0x8183, 1), wireName(name, "example"), qtypeA_IN)))
+		ip := p[14:]
+		copy(ip[12:16], serverV4.AsSlice())
+		copy(ip[16:20], clientV4.AsSlice())
+		return p
+	}
+	send := func(pkt []byte, egress bool, n int) {
+		for i := 0; i < n; i++ {
+			r.run(egress, pkt)
+		}
+	}
+	drain := func(step string, want map[string][2]uint64) {
+		t.Helper()
+		got := drainAll(t, r.p)[r.id]
+		if len(got) != len(want) {
+			t.Errorf("%s: drained %v, want %v", step, got, want)
+		}
+		for name, w := range want {
+			if got[name] != w {
+				t.Errorf("%s: %s counted %v, want %v", step, name, got[name], w)
+			}
+		}
+	}
+	slotsInUse := func() uint32 {
+		st, err := r.p.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.NameSlots.Entries
+	}
+
+	send(query("hot"), true, 5)
+	send(query("cold"), true, 1)
+	drain("first interval", map[string][2]uint64{"hot.example": {5, 0}, "cold.example": {1, 0}})
+	if n := slotsInUse(); n != 0 {
+		t.Errorf("after the first drain %d slots in use, want 0 (owners take effect at the next swap)", n)
+	}
+	send(query("hot"), true, 3)
+	drain("second interval", map[string][2]uint64{"hot.example": {3, 0}})
+	if n := slotsInUse(); n != 1 {
+		t.Fatalf("after the second drain %d slots in use, want 1 (hot.example)", n)
+	}
+
+	send(query("hot"), true, 4)
+	send(nxdomain("hot"), false, 2)
+	send(query("cold"), true, 1)
+	if _, _, _, ok := r.activeName("hot.example"); ok {
+		t.Error("hot.example is in the name table, want it counted in its slot only")
+	}
+	if _, _, _, ok := r.activeName("cold.example"); !ok {
+		t.Error("cold.example is not in the name table")
+	}
+	drain("on the hot slot", map[string][2]uint64{"hot.example": {4, 2}, "cold.example": {1, 0}})
+
+	for i := 0; i < idleDrains+2; i++ {
+		drain("idle", map[string][2]uint64{})
+	}
+	if n := slotsInUse(); n != 0 {
+		t.Errorf("after %d idle drains %d slots in use, want 0", idleDrains+2, n)
+	}
+	send(query("hot"), true, 1)
+	if _, _, _, ok := r.activeName("hot.example"); !ok {
+		t.Error("hot.example, idle and dropped from its slot, is not counted in the name table")
+	}
+	drain("after the slot is gone", map[string][2]uint64{"hot.example": {1, 0}})
+}
