@@ -25,9 +25,10 @@ const (
 	// dropped.
 	promoteMin = 2
 	idleDrains = 30
-	// maxCandidates bounds the names remembered between two DrainNames as
-	// possible owners (a flood's names are each seen once and never are).
-	maxCandidates = 4 * DefaultNameSlots
+	// candidatesPerSlot x slots bounds the names remembered between two
+	// DrainNames as possible owners (a flood's names, each seen once, never
+	// are).
+	candidatesPerSlot = 4
 )
 
 // nameSlotKey mirrors name_slot_key in dns.c.
@@ -79,7 +80,7 @@ func (ns *nameSlots) noteDrained(k dnsNameKey, name string, total uint64) {
 		c.lastCount += total
 		return
 	}
-	if len(ns.candidates) < maxCandidates {
+	if len(ns.candidates) < candidatesPerSlot*len(ns.buf) {
 		ns.candidates[key] = &nameOwner{cgroupID: k.CgroupId, name: name, lastCount: total}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -31,9 +32,10 @@ import (
 
 // Daemon is one node's real isoobs-daemon process.
 type Daemon struct {
-	Node string
-	Port int
-	Cmd  *exec.Cmd
+	Node   string
+	Port   int
+	Cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has exited (Cmd.Wait returned)
 }
 
 // Kill stops the daemon abruptly, like a crashed pod.
@@ -41,8 +43,71 @@ func (d *Daemon) Kill() error {
 	if err := d.Cmd.Process.Kill(); err != nil {
 		return err
 	}
-	_, _ = d.Cmd.Process.Wait()
+	<-d.exited
 	return nil
+}
+
+func (d *Daemon) stop() {
+	_ = d.Cmd.Process.Signal(syscall.SIGTERM)
+	<-d.exited
+}
+
+// startDaemon runs a daemon for node on a free loopback port and waits until
+// it accepts connections. A port found free can be taken by another process
+// before the daemon binds it (it then exits: address in use), so that is
+// retried on another port.
+func startDaemon(lab *testlab.Lab, node string, opts Options) (*Daemon, error) {
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		args := append([]string{"--node-name", node, "--cgroup-root", lab.Node(node).CgroupRoot(),
+			"--kubeconfig", lab.Kubeconfig(), "--grpc-listen", fmt.Sprintf("127.0.0.1:%d", port),
+			"--metrics-listen", "", "--log-level", "warn"}, opts.ExtraArgs...)
+		cmd := exec.Command(opts.Binary, args...)
+		cmd.Stdout, cmd.Stderr = opts.Stderr, opts.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start isoobs-daemon for %s: %w", node, err)
+		}
+		d := &Daemon{Node: node, Port: port, Cmd: cmd, exited: make(chan struct{})}
+		go func() { _ = cmd.Wait(); close(d.exited) }()
+		if lastErr = d.waitListening(30 * time.Second); lastErr == nil {
+			return d, nil
+		}
+		d.stop()
+	}
+	return nil, fmt.Errorf("isoobs-daemon for %s: %w", node, lastErr)
+}
+
+// waitListening waits until the daemon's port accepts connections and the
+// daemon is still running a moment later (a connection accepted by another
+// process on the port while the daemon fails to bind it shows as its exit).
+func (d *Daemon) waitListening(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	addr := fmt.Sprintf("127.0.0.1:%d", d.Port)
+	for {
+		select {
+		case <-d.exited:
+			return fmt.Errorf("exited before listening on %s (%v)", addr, d.Cmd.ProcessState)
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			select {
+			case <-d.exited:
+				return fmt.Errorf("exited after %s accepted a connection (%v)", addr, d.Cmd.ProcessState)
+			case <-time.After(300 * time.Millisecond):
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not listening on %s after %v", addr, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Set is the daemons of every lab node.
@@ -74,20 +139,11 @@ func Start(ctx context.Context, lab *testlab.Lab, opts Options) (_ *Set, err err
 		}
 	}()
 	for _, node := range lab.NodeNames() {
-		port, err := freePort()
+		d, err := startDaemon(lab, node, opts)
 		if err != nil {
 			return nil, err
 		}
-		args := append([]string{"--node-name", node, "--cgroup-root", lab.Node(node).CgroupRoot(),
-			"--kubeconfig", lab.Kubeconfig(), "--grpc-listen", fmt.Sprintf("127.0.0.1:%d", port),
-			"--metrics-listen", "", "--log-level", "warn"}, opts.ExtraArgs...)
-		cmd := exec.Command(opts.Binary, args...)
-		cmd.Stdout, cmd.Stderr = opts.Stderr, opts.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start isoobs-daemon for %s: %w", node, err)
-		}
-		s.ByNode[node] = &Daemon{Node: node, Port: port, Cmd: cmd}
+		s.ByNode[node] = d
 	}
 	if err := installChart(ctx, lab); err != nil {
 		return nil, err
@@ -112,10 +168,7 @@ func Start(ctx context.Context, lab *testlab.Lab, opts Options) (_ *Set, err err
 // Close stops every daemon.
 func (s *Set) Close() {
 	for _, d := range s.ByNode {
-		if d.Cmd.ProcessState == nil {
-			_ = d.Cmd.Process.Signal(syscall.SIGTERM)
-			_, _ = d.Cmd.Process.Wait()
-		}
+		d.stop()
 	}
 }
 
