@@ -22,7 +22,9 @@ const (
 	// A name drained at least promoteMin times in one interval gets a free
 	// slot, or takes one from an owner it beat more than twice over in the
 	// last interval; an owner not counted for idleDrains intervals is
-	// dropped.
+	// dropped. A name's count here is the larger of its queries and its
+	// NXDOMAIN answers: a name queried once and answered NXDOMAIN (a
+	// random-subdomain flood's) counts once.
 	promoteMin = 2
 	idleDrains = 30
 	// candidatesPerSlot x slots bounds the names remembered between two
@@ -108,7 +110,7 @@ func (ns *nameSlots) drain(outer *ebpf.Map, fn func(cgroupID uint64, name string
 			continue
 		}
 		fn(o.cgroupID, o.name, e.Queries, e.Nxdomain)
-		o.lastCount, o.lastSeen = e.Queries+e.Nxdomain, ns.drainNo
+		o.lastCount, o.lastSeen = max(e.Queries, e.Nxdomain), ns.drainNo
 	}
 
 	// The owners wanted next: the ones in the array the programs now use,

@@ -691,7 +691,7 @@ func (p *DNSProbe) drainTable(m *ebpf.Map, fn func(cgroupID uint64, name string,
 		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
 			name := nameText(&vals[i])
-			p.slots.noteDrained(keys[i], name, vals[i].Queries+vals[i].Nxdomain)
+			p.slots.noteDrained(keys[i], name, max(vals[i].Queries, vals[i].Nxdomain))
 			fn(keys[i].CgroupId, name, vals[i].Queries, vals[i].Nxdomain)
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -715,7 +715,7 @@ func (p *DNSProbe) drainTableSlow(m *ebpf.Map, fn func(cgroupID uint64, name str
 	it := m.Iterate()
 	for it.Next(&key, &val) {
 		name := nameText(&val)
-		p.slots.noteDrained(key, name, val.Queries+val.Nxdomain)
+		p.slots.noteDrained(key, name, max(val.Queries, val.Nxdomain))
 		fn(key.CgroupId, name, val.Queries, val.Nxdomain)
 		seen = append(seen, key)
 	}
