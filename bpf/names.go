@@ -37,10 +37,15 @@ func decodeWireName(wire []byte) (name string, ok bool) {
 }
 
 func nameText(v *dnsNameValue) string {
+	name, _ := decodeWireName(entryWire(v))
+	return name
+}
+
+// entryWire is the entry's name in wire format.
+func entryWire(v *dnsNameValue) []byte {
 	n := int(v.WireLen)
 	if n > len(v.Wire) {
 		n = len(v.Wire)
 	}
-	name, _ := decodeWireName(v.Wire[:n])
-	return name
+	return v.Wire[:n]
 }

@@ -73,7 +73,8 @@ func (ns *nameSlots) index(key uint64) uint64 { return key >> 32 & ns.mask }
 
 // noteDrained remembers a name drained from the hash table as a possible
 // slot owner.
-func (ns *nameSlots) noteDrained(k dnsNameKey, name string, total uint64) {
+func (ns *nameSlots) noteDrained(k *dnsNameKey, v *dnsNameValue) {
+	total := max(v.Queries, v.Nxdomain)
 	if total < promoteMin {
 		return
 	}
@@ -83,7 +84,7 @@ func (ns *nameSlots) noteDrained(k dnsNameKey, name string, total uint64) {
 		return
 	}
 	if len(ns.candidates) < candidatesPerSlot*len(ns.buf) {
-		ns.candidates[key] = &nameOwner{cgroupID: k.CgroupId, name: name, lastCount: total}
+		ns.candidates[key] = &nameOwner{cgroupID: k.CgroupId, name: nameText(v), lastCount: total}
 	}
 }
 

@@ -194,6 +194,7 @@ type DNSProbe struct {
 	// goroutine watches the kernel's insert counter and drains into pending
 	// when the table is half full; DrainNames hands pending over.
 	pending        []pendingName
+	pendingWire    []byte
 	insertsAtSwap  uint64
 	stopEarlyDrain chan struct{}
 	earlyDrainDone chan struct{}
@@ -215,10 +216,14 @@ type DNSProbe struct {
 	rateAt      time.Time
 }
 
+// pendingName is a name drained early, its wire bytes kept in
+// DNSProbe.pendingWire (one reused buffer rather than a string per name: a
+// flood's names are many, short-lived and turned into text only when
+// handed over).
 type pendingName struct {
 	cgroupID          uint64
-	name              string
 	queries, nxdomain uint64
+	off, n            uint32
 }
 
 const (
@@ -412,8 +417,10 @@ func (p *DNSProbe) earlyDrainLoop() {
 		p.mu.Lock()
 		if !p.closed && inserts-p.insertsAtSwap >= uint64(p.opts.MaxNames/2) && len(p.pending) < maxPendingFactor*int(p.opts.MaxNames) {
 			// An error leaves the entries in the kernel table for DrainNames.
-			_ = p.swapAndDrain(func(id uint64, name string, q, nx uint64) {
-				p.pending = append(p.pending, pendingName{id, name, q, nx})
+			_ = p.swapAndDrainRaw(func(k *dnsNameKey, v *dnsNameValue) {
+				wire := entryWire(v)
+				p.pending = append(p.pending, pendingName{k.CgroupId, v.Queries, v.Nxdomain, uint32(len(p.pendingWire)), uint32(len(wire))})
+				p.pendingWire = append(p.pendingWire, wire...)
 			})
 		}
 		p.mu.Unlock()
@@ -645,13 +652,13 @@ func (p *DNSProbe) DrainNames(fn func(cgroupID uint64, name string, queries, nxd
 		return errors.New("dns probe is closed")
 	}
 	for _, n := range p.pending {
-		fn(n.cgroupID, n.name, n.queries, n.nxdomain)
+		name, _ := decodeWireName(p.pendingWire[n.off : n.off+n.n])
+		fn(n.cgroupID, name, n.queries, n.nxdomain)
 	}
 	if cap(p.pending) > 4*int(p.opts.MaxNames) {
-		p.pending = nil // a flood is over: give the memory back
+		p.pending, p.pendingWire = nil, nil // a flood is over: give the memory back
 	} else {
-		clear(p.pending)
-		p.pending = p.pending[:0]
+		p.pending, p.pendingWire = p.pending[:0], p.pendingWire[:0]
 	}
 	if err := p.swapAndDrain(fn); err != nil {
 		return err
@@ -662,6 +669,14 @@ func (p *DNSProbe) DrainNames(fn func(cgroupID uint64, name string, queries, nxd
 // swapAndDrain switches the programs to the other name table and drains the
 // old one. Callers hold p.mu.
 func (p *DNSProbe) swapAndDrain(fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
+	return p.swapAndDrainRaw(func(k *dnsNameKey, v *dnsNameValue) {
+		fn(k.CgroupId, nameText(v), v.Queries, v.Nxdomain)
+	})
+}
+
+// swapAndDrainRaw is swapAndDrain handing over the kernel's entries, valid
+// during the call only. Every entry is also offered to the name slots.
+func (p *DNSProbe) swapAndDrainRaw(fn func(k *dnsNameKey, v *dnsNameValue)) error {
 	old := p.nameTables[p.active]
 	next := p.nameTables[1-p.active]
 	// An array-of-maps update returns only after synchronize_rcu(), i.e.
@@ -674,13 +689,16 @@ func (p *DNSProbe) swapAndDrain(fn func(cgroupID uint64, name string, queries, n
 	if n, err := p.nameInserts(); err == nil {
 		p.insertsAtSwap = n
 	}
-	return p.drainTable(old, fn)
+	return p.drainTable(old, func(k *dnsNameKey, v *dnsNameValue) {
+		p.slots.noteDrained(k, v)
+		fn(k, v)
+	})
 }
 
 // drainBatch is how many entries one batch syscall moves (~312 KiB of values).
 const drainBatch = 1024
 
-func (p *DNSProbe) drainTable(m *ebpf.Map, fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
+func (p *DNSProbe) drainTable(m *ebpf.Map, fn func(k *dnsNameKey, v *dnsNameValue)) error {
 	if p.batchKeys == nil {
 		p.batchKeys = make([]dnsNameKey, drainBatch)
 		p.batchVals = make([]dnsNameValue, drainBatch)
@@ -690,9 +708,7 @@ func (p *DNSProbe) drainTable(m *ebpf.Map, fn func(cgroupID uint64, name string,
 	for {
 		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
-			name := nameText(&vals[i])
-			p.slots.noteDrained(keys[i], name, max(vals[i].Queries, vals[i].Nxdomain))
-			fn(keys[i].CgroupId, name, vals[i].Queries, vals[i].Nxdomain)
+			fn(&keys[i], &vals[i])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
@@ -708,15 +724,13 @@ func (p *DNSProbe) drainTable(m *ebpf.Map, fn func(cgroupID uint64, name string,
 
 // drainTableSlow is the fallback for kernels without batch operations
 // (before 5.6). The table has no writer, so iterate-then-delete is exact.
-func (p *DNSProbe) drainTableSlow(m *ebpf.Map, fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
+func (p *DNSProbe) drainTableSlow(m *ebpf.Map, fn func(k *dnsNameKey, v *dnsNameValue)) error {
 	var key dnsNameKey
 	var val dnsNameValue
 	var seen []dnsNameKey
 	it := m.Iterate()
 	for it.Next(&key, &val) {
-		name := nameText(&val)
-		p.slots.noteDrained(key, name, max(val.Queries, val.Nxdomain))
-		fn(key.CgroupId, name, val.Queries, val.Nxdomain)
+		fn(&key, &val)
 		seen = append(seen, key)
 	}
 	if err := it.Err(); err != nil {
