@@ -655,8 +655,11 @@ func (p *DNSProbe) DrainNames(fn func(cgroupID uint64, name string, queries, nxd
 		name, _ := decodeWireName(p.pendingWire[n.off : n.off+n.n])
 		fn(n.cgroupID, name, n.queries, n.nxdomain)
 	}
-	if cap(p.pending) > 4*int(p.opts.MaxNames) {
-		p.pending, p.pendingWire = nil, nil // a flood is over: give the memory back
+	// Buffers sized for a flood are kept while it lasts (regrowing them
+	// every interval was garbage at the flood's rate) and given back once
+	// an interval used less than a quarter of them.
+	if cap(p.pending) > int(p.opts.MaxNames) && len(p.pending) < cap(p.pending)/4 {
+		p.pending, p.pendingWire = nil, nil
 	} else {
 		p.pending, p.pendingWire = p.pending[:0], p.pendingWire[:0]
 	}
