@@ -33,7 +33,6 @@ type dnsNameSlot struct {
 	Key      uint64
 	Queries  uint64
 	Nxdomain uint64
-	Unused   uint64
 }
 
 type dnsNameValue struct {

@@ -9,16 +9,21 @@ import (
 
 // Hot names (name_slot_tables in dns.c): a direct-mapped array of slots,
 // each owned by one (pod, name) key, counted without the kernel hash table.
+// The arrays are per CPU: the owner's key is written into every CPU's copy
+// and a slot's counts are the sum over the CPUs.
 // Two arrays alternate like the name tables: DrainNames swaps them, reads
 // the counts of the one the programs left, and writes the owners it wants
 // next into it, counts zeroed. Owners are only ever written into the array
 // the programs do not use, so no count is lost.
 
 const (
-	// DefaultNameSlots is Options.NameSlots' default: 32 KiB per array, small
-	// enough to be kmalloc'ed (its random accesses then hit the TLB).
-	DefaultNameSlots = 1024
-	maxNameSlots     = 1 << 16
+	// DefaultNameSlots is Options.NameSlots' default (24 KiB per CPU and
+	// array), halved on nodes with many CPUs until slots x CPUs is at most
+	// maxNameSlotCopies (1.5 MiB per array, and as much in the daemon).
+	DefaultNameSlots  = 1024
+	maxNameSlots      = 1 << 16
+	maxNameSlotCopies = 1 << 16
+	minNameSlots      = 64
 	// A name drained at least promoteMin times in one interval gets a free
 	// slot, or takes one from an owner it beat more than twice over in the
 	// last interval; an owner not counted for idleDrains intervals is
@@ -57,17 +62,34 @@ type nameSlots struct {
 	// candidates: names drained promoteMin+ times since the last DrainNames.
 	candidates map[uint64]*nameOwner
 	drainNo    uint64
-	buf        []dnsNameSlot
+	// cpus is the number of copies of each slot: the possible CPUs (1 for an
+	// object from before the slots were per CPU). buf holds every copy of
+	// every slot, slot i's at i*cpus.
+	cpus int
+	buf  []dnsNameSlot
 }
 
-func newNameSlots(n uint32) *nameSlots {
+// defaultNameSlots is DefaultNameSlots, fewer when cpus copies of them would
+// be more than maxNameSlotCopies.
+func defaultNameSlots(cpus int) uint32 {
+	n := uint32(DefaultNameSlots)
+	for n > minNameSlots && int(n)*cpus > maxNameSlotCopies {
+		n /= 2
+	}
+	return n
+}
+
+func newNameSlots(n uint32, cpus int) *nameSlots {
 	ns := &nameSlots{mask: uint64(n - 1), info: map[uint64]*nameOwner{}, candidates: map[uint64]*nameOwner{},
-		buf: make([]dnsNameSlot, n)}
+		cpus: cpus, buf: make([]dnsNameSlot, int(n)*cpus)}
 	for i := range ns.owners {
 		ns.owners[i] = make([]uint64, n)
 	}
 	return ns
 }
+
+// slots is the number of slots per array.
+func (ns *nameSlots) slots() int { return len(ns.owners[0]) }
 
 func (ns *nameSlots) index(key uint64) uint64 { return key >> 32 & ns.mask }
 
@@ -83,7 +105,7 @@ func (ns *nameSlots) noteDrained(k *dnsNameKey, v *dnsNameValue) {
 		c.lastCount += total
 		return
 	}
-	if len(ns.candidates) < candidatesPerSlot*len(ns.buf) {
+	if len(ns.candidates) < candidatesPerSlot*ns.slots() {
 		ns.candidates[key] = &nameOwner{cgroupID: k.CgroupId, name: nameText(v), lastCount: total}
 	}
 }
@@ -98,20 +120,24 @@ func (ns *nameSlots) drain(outer *ebpf.Map, fn func(cgroupID uint64, name string
 	}
 	ns.active = next
 	ns.drainNo++
-	if err := readArray(ns.tables[old], ns.buf); err != nil {
+	if err := ns.readArray(ns.tables[old]); err != nil {
 		return err
 	}
-	for i := range ns.buf {
-		e := &ns.buf[i]
-		if e.Key == 0 || e.Queries+e.Nxdomain == 0 {
+	for i, key := range ns.owners[old] {
+		if key == 0 {
 			continue
 		}
-		o := ns.info[e.Key]
-		if o == nil { // cannot happen: every key written is known
+		var queries, nxdomain uint64
+		for _, e := range ns.buf[i*ns.cpus : (i+1)*ns.cpus] {
+			queries += e.Queries
+			nxdomain += e.Nxdomain
+		}
+		o := ns.info[key]
+		if queries+nxdomain == 0 || o == nil { // o: cannot be nil, every key written is known
 			continue
 		}
-		fn(o.cgroupID, o.name, e.Queries, e.Nxdomain)
-		o.lastCount, o.lastSeen = max(e.Queries, e.Nxdomain), ns.drainNo
+		fn(o.cgroupID, o.name, queries, nxdomain)
+		o.lastCount, o.lastSeen = max(queries, nxdomain), ns.drainNo
 	}
 
 	// The owners wanted next: the ones in the array the programs now use,
@@ -137,9 +163,9 @@ func (ns *nameSlots) drain(outer *ebpf.Map, fn func(cgroupID uint64, name string
 	}
 	clear(ns.candidates)
 	for i := range ns.buf {
-		ns.buf[i] = dnsNameSlot{Key: want[i]}
+		ns.buf[i] = dnsNameSlot{Key: want[i/ns.cpus]}
 	}
-	if err := writeArray(ns.tables[old], ns.buf); err != nil {
+	if err := ns.writeArray(ns.tables[old]); err != nil {
 		return err
 	}
 	// Forget owners in neither array.
@@ -162,39 +188,53 @@ func (ns *nameSlots) owned() (n uint32) {
 	return n
 }
 
-// readArray reads a whole array map of name slots.
-func readArray(m *ebpf.Map, out []dnsNameSlot) error {
-	keys := make([]uint32, len(out))
+// readArray reads every copy of every slot of m into buf.
+func (ns *nameSlots) readArray(m *ebpf.Map) error {
+	n := ns.slots()
+	keys := make([]uint32, n)
 	var cursor ebpf.MapBatchCursor
-	n, err := m.BatchLookup(&cursor, keys, out, nil)
+	got, err := m.BatchLookup(&cursor, keys, ns.buf, nil)
 	if err == nil || errors.Is(err, ebpf.ErrKeyNotExist) {
-		if n == len(out) {
+		if got == n {
 			return nil
 		}
 	} else if !errors.Is(err, ebpf.ErrNotSupported) {
 		return fmt.Errorf("read name slots: %w", err)
 	}
-	for i := range out {
-		if err := m.Lookup(uint32(i), &out[i]); err != nil {
+	for i := 0; i < n; i++ {
+		var err error
+		if ns.cpus == 1 && m.Type() != ebpf.PerCPUArray {
+			err = m.Lookup(uint32(i), &ns.buf[i])
+		} else {
+			err = m.Lookup(uint32(i), ns.buf[i*ns.cpus:(i+1)*ns.cpus])
+		}
+		if err != nil {
 			return fmt.Errorf("read name slot %d: %w", i, err)
 		}
 	}
 	return nil
 }
 
-// writeArray writes a whole array map of name slots.
-func writeArray(m *ebpf.Map, in []dnsNameSlot) error {
-	keys := make([]uint32, len(in))
+// writeArray writes buf (every copy of every slot) into m.
+func (ns *nameSlots) writeArray(m *ebpf.Map) error {
+	n := ns.slots()
+	keys := make([]uint32, n)
 	for i := range keys {
 		keys[i] = uint32(i)
 	}
-	if _, err := m.BatchUpdate(keys, in, nil); err == nil {
+	if _, err := m.BatchUpdate(keys, ns.buf, nil); err == nil {
 		return nil
 	} else if !errors.Is(err, ebpf.ErrNotSupported) {
 		return fmt.Errorf("write name slots: %w", err)
 	}
-	for i := range in {
-		if err := m.Put(uint32(i), in[i]); err != nil {
+	for i := 0; i < n; i++ {
+		var err error
+		if ns.cpus == 1 && m.Type() != ebpf.PerCPUArray {
+			err = m.Put(uint32(i), ns.buf[i])
+		} else {
+			err = m.Put(uint32(i), ns.buf[i*ns.cpus:(i+1)*ns.cpus])
+		}
+		if err != nil {
 			return fmt.Errorf("write name slot %d: %w", i, err)
 		}
 	}

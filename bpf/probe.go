@@ -314,8 +314,17 @@ func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 	if err := spec.Variables["inflight_mask"].Set(sets - 1); err != nil {
 		return nil, fmt.Errorf("dns probe: set inflight table size: %w", err)
 	}
+	slotOuter := spec.Maps["name_slot_tables"]
+	slotCopies := 1 // an object from before the slots were per CPU
+	if slotOuter.InnerMap.Type == ebpf.PerCPUArray {
+		n, err := ebpf.PossibleCPU()
+		if err != nil {
+			return nil, fmt.Errorf("dns probe: %w", err)
+		}
+		slotCopies = n
+	}
 	if opts.NameSlots == 0 {
-		opts.NameSlots = DefaultNameSlots
+		opts.NameSlots = defaultNameSlots(slotCopies)
 	}
 	if opts.NameSlots > maxNameSlots {
 		return nil, fmt.Errorf("dns probe: %d name slots is more than the %d supported", opts.NameSlots, maxNameSlots)
@@ -326,7 +335,6 @@ func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 			return nil, fmt.Errorf("dns probe: set name slot count: %w", err)
 		}
 	}
-	slotOuter := spec.Maps["name_slot_tables"]
 	slotOuter.InnerMap.MaxEntries = opts.NameSlots
 	outer := spec.Maps["name_tables"]
 	outer.InnerMap.MaxEntries = opts.MaxNames
@@ -347,7 +355,7 @@ func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 		p.nameTables[i] = m
 	}
 	outer.Contents = []ebpf.MapKV{{Key: uint32(0), Value: p.nameTables[0]}}
-	p.slots = newNameSlots(opts.NameSlots)
+	p.slots = newNameSlots(opts.NameSlots, slotCopies)
 	for i := range p.slots.tables {
 		inner := slotOuter.InnerMap.Copy()
 		inner.Name = fmt.Sprintf("dns_slots_%d", i)
@@ -774,7 +782,7 @@ func (p *DNSProbe) Stats() (ProbeStats, error) {
 
 	p.mu.Lock()
 	names := p.nameTables[p.active]
-	s.NameSlots = MapFill{Entries: p.slots.owned(), Max: uint32(len(p.slots.buf))}
+	s.NameSlots = MapFill{Entries: p.slots.owned(), Max: uint32(p.slots.slots())}
 	p.mu.Unlock()
 	var err error
 	if s.Pods, err = fill(p.objs.PodStats); err != nil {

@@ -8,12 +8,12 @@ cd "$(dirname "$0")/.."
 out=$(mktemp -d /tmp/isoobs-probe-parts.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 objs=()
-# label=macro: ports-only stops after the IP/UDP/TCP headers, nesting after
-# the per-CPU nesting guard, cgroup-id after bpf_skb_cgroup_id, up-to-pod after
+# label=macro: ports-only stops after the IP/UDP/TCP headers,
+# cgroup-id after bpf_skb_cgroup_id, up-to-pod after
 # the pod's counters; no-names and no-latency leave out those parts,
 # no-name-slots counts every name in the hash table. time-all
 # is the embedded probe with latency sampling off (every query timed).
-for build in ports-only=AFTER_PORTS nesting=AFTER_NESTING cgroup-id=AFTER_CGROUP_ID up-to-pod=AFTER_POD no-names=NAMES no-name-slots=NAME_SLOTS no-latency=LATENCY; do
+for build in ports-only=AFTER_PORTS cgroup-id=AFTER_CGROUP_ID up-to-pod=AFTER_POD no-names=NAMES no-name-slots=NAME_SLOTS no-latency=LATENCY; do
 	label=${build%%=*} macro=${build#*=}
 	clang -O2 -g -Wall -target bpfel -c bpf/dns.c -o "$out/$label.o" -DABLATE_"$macro" -Wno-unused-function -Wno-unused-variable
 	objs+=("$label=$out/$label.o")
