@@ -62,9 +62,8 @@ type nameSlots struct {
 	// candidates: names drained promoteMin+ times since the last DrainNames.
 	candidates map[uint64]*nameOwner
 	drainNo    uint64
-	// cpus is the number of copies of each slot: the possible CPUs (1 for an
-	// object from before the slots were per CPU). buf holds every copy of
-	// every slot, slot i's at i*cpus.
+	// cpus is the number of copies of each slot: the possible CPUs. buf
+	// holds every copy of every slot, slot i's at i*cpus.
 	cpus int
 	buf  []dnsNameSlot
 }
@@ -202,13 +201,7 @@ func (ns *nameSlots) readArray(m *ebpf.Map) error {
 		return fmt.Errorf("read name slots: %w", err)
 	}
 	for i := 0; i < n; i++ {
-		var err error
-		if ns.cpus == 1 && m.Type() != ebpf.PerCPUArray {
-			err = m.Lookup(uint32(i), &ns.buf[i])
-		} else {
-			err = m.Lookup(uint32(i), ns.buf[i*ns.cpus:(i+1)*ns.cpus])
-		}
-		if err != nil {
+		if err := m.Lookup(uint32(i), ns.buf[i*ns.cpus:(i+1)*ns.cpus]); err != nil {
 			return fmt.Errorf("read name slot %d: %w", i, err)
 		}
 	}
@@ -228,13 +221,7 @@ func (ns *nameSlots) writeArray(m *ebpf.Map) error {
 		return fmt.Errorf("write name slots: %w", err)
 	}
 	for i := 0; i < n; i++ {
-		var err error
-		if ns.cpus == 1 && m.Type() != ebpf.PerCPUArray {
-			err = m.Put(uint32(i), ns.buf[i])
-		} else {
-			err = m.Put(uint32(i), ns.buf[i*ns.cpus:(i+1)*ns.cpus])
-		}
-		if err != nil {
+		if err := m.Put(uint32(i), ns.buf[i*ns.cpus:(i+1)*ns.cpus]); err != nil {
 			return fmt.Errorf("write name slot %d: %w", i, err)
 		}
 	}

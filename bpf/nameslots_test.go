@@ -95,3 +95,13 @@ func TestDNSNameSlots(t *testing.T) {
 	}
 	drain("after the slot is gone", map[string][2]uint64{"hot.example": {1, 0}})
 }
+
+// The name slots are per CPU: a node with many CPUs gets fewer of them, so
+// the copies stay within maxNameSlotCopies per array.
+func TestDefaultNameSlots(t *testing.T) {
+	for cpus, want := range map[int]uint32{1: 1024, 2: 1024, 64: 1024, 65: 512, 128: 512, 192: 256, 1024: 64, 4096: 64} {
+		if got := defaultNameSlots(cpus); got != want {
+			t.Errorf("defaultNameSlots(%d) = %d, want %d", cpus, got, want)
+		}
+	}
+}

@@ -315,13 +315,9 @@ func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 		return nil, fmt.Errorf("dns probe: set inflight table size: %w", err)
 	}
 	slotOuter := spec.Maps["name_slot_tables"]
-	slotCopies := 1 // an object from before the slots were per CPU
-	if slotOuter.InnerMap.Type == ebpf.PerCPUArray {
-		n, err := ebpf.PossibleCPU()
-		if err != nil {
-			return nil, fmt.Errorf("dns probe: %w", err)
-		}
-		slotCopies = n
+	slotCopies, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("dns probe: %w", err)
 	}
 	if opts.NameSlots == 0 {
 		opts.NameSlots = defaultNameSlots(slotCopies)
