@@ -3,6 +3,7 @@ package bpf
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 // A name drained twice or more in an interval gets a hot slot in the array
@@ -102,6 +103,27 @@ func TestDefaultNameSlots(t *testing.T) {
 	for cpus, want := range map[int]uint32{1: 1024, 2: 1024, 64: 1024, 65: 512, 128: 512, 192: 256, 1024: 64, 4096: 64} {
 		if got := defaultNameSlots(cpus); got != want {
 			t.Errorf("defaultNameSlots(%d) = %d, want %d", cpus, got, want)
+		}
+	}
+}
+
+// The insert counter is read every 25 ms while names come in fast enough to
+// fill an eighth of the table within 100 ms, else every 100 ms.
+func TestEarlyDrainInterval(t *testing.T) {
+	for _, tc := range []struct {
+		n       uint64
+		elapsed time.Duration
+		want    time.Duration
+	}{
+		{0, earlyDrainIdle, earlyDrainIdle},
+		{2047, earlyDrainIdle, earlyDrainIdle},  // 20.5k/s: just under an eighth of 16,384 per 100 ms
+		{2048, earlyDrainIdle, earlyDrainEvery}, // 20.5k/s
+		{512, earlyDrainEvery, earlyDrainEvery}, // 20.5k/s measured over 25 ms
+		{511, earlyDrainEvery, earlyDrainIdle},
+		{100, 0, earlyDrainIdle}, // no time elapsed: no rate
+	} {
+		if got := earlyDrainInterval(tc.n, tc.elapsed, 16384); got != tc.want {
+			t.Errorf("earlyDrainInterval(%d, %v) = %v, want %v", tc.n, tc.elapsed, got, tc.want)
 		}
 	}
 }
