@@ -294,8 +294,8 @@ func TestDaemonChartRender(t *testing.T) {
 	if !strings.Contains(string(nodeName), "fieldPath: spec.nodeName") {
 		t.Errorf("NODE_NAME env = %s, want the downward API", nodeName)
 	}
-	if env := c["env"].([]any); len(env) < 2 || env[1].(map[string]any)["name"] != "GOMEMLIMIT" || env[1].(map[string]any)["value"] != "36MiB" {
-		t.Errorf("env %v lacks GOMEMLIMIT=36MiB", env)
+	if env := c["env"].([]any); len(env) < 2 || env[1].(map[string]any)["name"] != "GOMEMLIMIT" || env[1].(map[string]any)["value"] != "32MiB" {
+		t.Errorf("env %v lacks GOMEMLIMIT=32MiB", env)
 	}
 	if p := c["readinessProbe"].(map[string]any)["httpGet"].(map[string]any)["path"]; p != "/readyz" {
 		t.Errorf("readiness path %v", p)
