@@ -2,7 +2,8 @@
 # Installs what the repo needs on a fresh Debian machine of the lab kind; idempotent
 # and quiet when everything is already there.
 set -euo pipefail
-APT_PACKAGES=(clang llvm libbpf-dev bpftool dnsperf protobuf-compiler iproute2 dnsutils)
+# containerd, runc and the CNI plugins run the lab's real node (kubelet); iptables routes its pods to the API server.
+APT_PACKAGES=(clang llvm libbpf-dev bpftool dnsperf protobuf-compiler iproute2 dnsutils containerd runc containernetworking-plugins iptables)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,7 +22,8 @@ if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
 	mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 fi
 here=$(dirname "$0")
-# The lab's real components (control plane, etcd, kwok, CoreDNS, the hubble CLI), cached
+# The lab's real components (control plane, etcd, kwok, CoreDNS, the hubble CLI, kubelet and
+# kubectl, krew), cached
 # outside the repo, and promtool with Kubernetes discovery (Debian's lacks it).
-"$here/../testlab/scripts/build-bins.sh" etcd kwok coredns k8s hubble
+"$here/../testlab/scripts/build-bins.sh" etcd kwok coredns k8s hubble node krew
 sh "$here/../install/scripts/build-promtool.sh" >/dev/null

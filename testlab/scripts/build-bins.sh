@@ -6,6 +6,8 @@
 #   kwok                                                    (sigs.k8s.io/kwok)
 #   coredns                                                 (github.com/coredns/coredns)
 #   hubble CLI                                              (github.com/cilium/cilium/hubble)
+#   kubelet, kubectl (the lab's real node, plugin discovery) (k8s.io/kubernetes)
+#   krew, validate-krew-manifest                            (sigs.k8s.io/krew)
 # Usage: build-bins.sh [component...]   (default: all but hubble)
 # Prints nothing when everything is cached.
 set -euo pipefail
@@ -16,6 +18,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
 CILIUM_VERSION=${CILIUM_VERSION:-v1.20.2}
+KREW_VERSION=${KREW_VERSION:-v0.4.3}
 
 CACHE=${ISOOBS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/isoobs}
 BIN=$CACHE/bin
@@ -45,49 +48,57 @@ import _ "$mod"
 EOF
 }
 
-build_k8s() {
-	local out=$BIN/k8s-$K8S_VERSION
-	if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kube-scheduler ]]; then return; fi
-	log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (~4 min, once)"
-	local w=$CACHE/work/k8s
+# k8s_wrapper DIR CMD... -- a throw-away module requiring k8s.io/kubernetes with each ./staging
+# module replaced by the released one (go install refuses k8s.io/kubernetes for its replaces).
+k8s_wrapper() {
+	local w=$1; shift
 	rm -rf "$w" && mkdir -p "$w"
-	cat >"$w/go.mod" <<EOF
-module isoobs.local/buildwrap
-
-go 1.26
-
-require k8s.io/kubernetes $K8S_VERSION
-EOF
-	(cd "$w" && go mod download -json k8s.io/kubernetes@"$K8S_VERSION" >/dev/null)
+	printf 'module isoobs.local/buildwrap\n\ngo 1.26\n\nrequire k8s.io/kubernetes %s\n' "$K8S_VERSION" >"$w/go.mod"
 	local kdir
 	kdir=$(cd "$w" && go mod download -json k8s.io/kubernetes@"$K8S_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-	# k8s.io/kubernetes replaces its staging modules with ./staging/...; point each at the released module.
 	local staging
 	staging=$(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$kdir/go.mod" | grep -v '^k8s.io/sample-' | sort -u)
 	for m in $staging; do
 		echo "replace $m => $m $K8S_STAGING_VERSION" >>"$w/go.mod"
 	done
-	cat >"$w/tools.go" <<'EOF'
-//go:build tools
-
-package buildwrap
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-)
-EOF
+	{
+		printf '//go:build tools\n\npackage buildwrap\n\nimport (\n'
+		for c in "$@"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+		printf ')\n'
+	} >"$w/tools.go"
 	(cd "$w" && go mod tidy >/dev/null 2>&1 || true)
+}
+
+# k8s_build OUTDIR CMD... -- builds k8s.io/kubernetes commands into OUTDIR, stamped with the version.
+k8s_build() {
+	local out=$1; shift
+	local w
+	w=$CACHE/work/$(basename "$out")
+	k8s_wrapper "$w" "$@"
 	local major minor
 	major=$(echo "$K8S_VERSION" | sed 's/^v\([0-9]*\)\..*/\1/')
 	minor=$(echo "$K8S_VERSION" | sed 's/^v[0-9]*\.\([0-9]*\)\..*/\1/')
 	local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor"
-	mkdir -p "$out.tmp"
-	for c in kube-apiserver kube-controller-manager kube-scheduler; do
+	rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+	for c in "$@"; do
 		(cd "$w" && go build -trimpath -ldflags "$ld" -o "$out.tmp/$c" "k8s.io/kubernetes/cmd/$c")
 	done
 	rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_k8s() {
+	local out=$BIN/k8s-$K8S_VERSION
+	if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kube-scheduler ]]; then return; fi
+	log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (~4 min, once)"
+	k8s_build "$out" kube-apiserver kube-controller-manager kube-scheduler
+}
+
+# The lab's real node (kubelet) and a kubectl of the control plane's version (plugin discovery).
+build_node() {
+	local out=$BIN/k8s-node-$K8S_VERSION
+	if [[ -x $out/kubelet && -x $out/kubectl ]]; then return; fi
+	log "building kubelet, kubectl $K8S_VERSION (~12 min cold, once)"
+	k8s_build "$out" kubelet kubectl
 }
 
 build_simple() { # name module version package outdir-binary-name
@@ -119,6 +130,21 @@ build_kwok() {
 
 build_coredns() { build_simple coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns coredns; }
 
+build_krew() {
+	local out=$BIN/krew-$KREW_VERSION
+	if [[ -x $out/krew && -x $out/validate-krew-manifest ]]; then return; fi
+	log "building krew, validate-krew-manifest $KREW_VERSION (once)"
+	local w=$CACHE/work/krew
+	wrapper_module "$w" sigs.k8s.io/krew "$KREW_VERSION"
+	printf '//go:build tools\n\npackage buildwrap\n\nimport (\n\t_ "sigs.k8s.io/krew/cmd/krew"\n\t_ "sigs.k8s.io/krew/cmd/validate-krew-manifest"\n)\n' >"$w/tools.go"
+	(cd "$w" && go mod tidy >/dev/null 2>&1 || true)
+	rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+	for c in krew validate-krew-manifest; do
+		(cd "$w" && go build -trimpath -ldflags "-s -w -X sigs.k8s.io/krew/internal/version.gitTag=$KREW_VERSION" -o "$out.tmp/$c" "sigs.k8s.io/krew/cmd/$c")
+	done
+	rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 build_hubble() { build_simple hubble github.com/cilium/cilium "$CILIUM_VERSION" github.com/cilium/cilium/hubble hubble; }
 
 want=("$@")
@@ -130,6 +156,8 @@ for c in "${want[@]}"; do
 	kwok) build_kwok ;;
 	coredns) build_coredns ;;
 	hubble) build_hubble ;;
+	node) build_node ;;
+	krew) build_krew ;;
 	*) echo "build-bins: unknown component $c" >&2; exit 2 ;;
 	esac
 done
