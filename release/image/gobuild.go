@@ -1,0 +1,63 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Binary is one static Go build for an image.
+type Binary struct {
+	// Dir is where `go build` runs (inside the module of Package).
+	Dir string
+	// Package to build, e.g. ./cmd/isoobs-daemon.
+	Package  string
+	Platform v1.Platform
+	// LDFlags, e.g. "-s -w -X ...".
+	LDFlags string
+	// Out is the binary's path; its directory is created.
+	Out string
+	// Go is the go command; "go" when empty.
+	Go string
+}
+
+// BuildBinary runs `go build -trimpath` with CGO_ENABLED=0 for b.Platform (GOARM64/GOAMD64 are
+// left to the toolchain defaults, v8.0 and v1, so the binary runs on any CPU of the arch).
+func BuildBinary(ctx context.Context, b Binary) error {
+	if b.Go == "" {
+		b.Go = "go"
+	}
+	if err := os.MkdirAll(filepath.Dir(b.Out), 0o755); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, b.Go, "build", "-trimpath", "-ldflags", b.LDFlags, "-o", b.Out, b.Package)
+	cmd.Dir = b.Dir
+	cmd.Env = append(withoutEnv(os.Environ(), "GOOS", "GOARCH", "GOARM", "GOARM64", "GOAMD64", "CGO_ENABLED"),
+		"CGO_ENABLED=0", "GOOS="+b.Platform.OS, "GOARCH="+b.Platform.Architecture)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build %s for %s/%s: %w\n%s", b.Package, b.Platform.OS, b.Platform.Architecture, err, out.String())
+	}
+	return nil
+}
+
+func withoutEnv(env []string, keys ...string) []string {
+	var out []string
+next:
+	for _, kv := range env {
+		for _, k := range keys {
+			if strings.HasPrefix(kv, k+"=") {
+				continue next
+			}
+		}
+		out = append(out, kv)
+	}
+	return out
+}
