@@ -27,8 +27,9 @@ type Binary struct {
 	Go string
 }
 
-// BuildBinary runs `go build -trimpath` with CGO_ENABLED=0 for b.Platform (GOARM64/GOAMD64 are
-// left to the toolchain defaults, v8.0 and v1, so the binary runs on any CPU of the arch).
+// BuildBinary runs `go build -trimpath -buildvcs=false` with CGO_ENABLED=0 for b.Platform. No VCS
+// stamp: it would change with untracked files in the checkout (the commit comes by LDFlags).
+// GOARM64/GOAMD64 stay the toolchain's defaults (v8.0, v1): the binary runs on any CPU of its arch.
 func BuildBinary(ctx context.Context, b Binary) error {
 	if b.Go == "" {
 		b.Go = "go"
@@ -36,7 +37,7 @@ func BuildBinary(ctx context.Context, b Binary) error {
 	if err := os.MkdirAll(filepath.Dir(b.Out), 0o755); err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, b.Go, "build", "-trimpath", "-ldflags", b.LDFlags, "-o", b.Out, b.Package)
+	cmd := exec.CommandContext(ctx, b.Go, "build", "-trimpath", "-buildvcs=false", "-ldflags", b.LDFlags, "-o", b.Out, b.Package)
 	cmd.Dir = b.Dir
 	cmd.Env = append(withoutEnv(os.Environ(), "GOOS", "GOARCH", "GOARM", "GOARM64", "GOAMD64", "CGO_ENABLED"),
 		"CGO_ENABLED=0", "GOOS="+b.Platform.OS, "GOARCH="+b.Platform.Architecture)
