@@ -8,7 +8,10 @@ GOTESTFLAGS ?=
 # keeps exact-count tests honest on 2 cores.
 TEST_TIMEOUT ?= 75m
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/isoobs/isoobs/plugin.Version=$(VERSION) -X github.com/isoobs/isoobs/daemon.Version=$(VERSION)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+# The commit's time, not now: two builds of one commit stamp the same date.
+BUILD_DATE ?= $(shell TZ=UTC git show -s --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ HEAD 2>/dev/null)
+LDFLAGS   := -X github.com/isoobs/isoobs/buildinfo.Version=$(VERSION) -X github.com/isoobs/isoobs/buildinfo.Commit=$(COMMIT) -X github.com/isoobs/isoobs/buildinfo.Date=$(BUILD_DATE)
 
 .PHONY: all deps generate build test demo bench bench-probe-parts lint lab-up lab-down clean
 

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/isoobs/isoobs/bpf"
+	"github.com/isoobs/isoobs/buildinfo"
 	"github.com/isoobs/isoobs/daemon/podmeta"
 	"github.com/isoobs/isoobs/daemon/podresolver"
 	"github.com/isoobs/isoobs/hubble"
@@ -30,8 +31,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Version is set at build time (-ldflags "-X github.com/isoobs/isoobs/daemon.Version=...").
-var Version = "dev"
+// Version is this build's version from buildinfo (stamped by `make build` and release builds,
+// else "(devel)"); Status reports it so the plugin can warn about version skew.
+var Version = buildinfo.Get().Version
 
 // DefaultSocket is where the daemon serves gRPC on a node.
 const DefaultSocket = "unix:///run/isoobs/isoobs.sock"

@@ -4,47 +4,31 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/yaml"
+
+	"github.com/isoobs/isoobs/buildinfo"
 )
 
-// Version is the release version, set at build time with
-// -ldflags "-X github.com/isoobs/isoobs/plugin.Version=v0.1.0".
-var Version = ""
-
-// VersionInfo is what `kubectl isoobs version -o json` prints.
+// VersionInfo is what `kubectl isoobs version -o json` prints; its keys are
+// a stable interface (scripts and the release tests read them).
 type VersionInfo struct {
 	Version   string `json:"version"`
 	GitCommit string `json:"gitCommit,omitempty"`
+	BuildDate string `json:"buildDate,omitempty"`
 	Modified  bool   `json:"modified,omitempty"`
 	GoVersion string `json:"goVersion"`
 	Platform  string `json:"platform"`
 }
 
-// GetVersionInfo describes this binary: Version if set, else the module
-// version and VCS revision Go stamped into the build.
+// GetVersionInfo describes this binary: what the release build stamped
+// (buildinfo), else what the Go toolchain recorded.
 func GetVersionInfo() VersionInfo {
-	v := VersionInfo{Version: Version, GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if v.Version == "" && bi.Main.Version != "" {
-			v.Version = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				v.GitCommit = s.Value
-			case "vcs.modified":
-				v.Modified = s.Value == "true"
-			}
-		}
-	}
-	if v.Version == "" {
-		v.Version = "(devel)"
-	}
-	return v
+	b := buildinfo.Get()
+	return VersionInfo{Version: b.Version, GitCommit: b.Commit, BuildDate: b.Date, Modified: b.Modified,
+		GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 }
 
 // VersionOptions holds `kubectl isoobs version` flags.
@@ -58,12 +42,18 @@ func NewCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
 	o := &VersionOptions{IOStreams: streams}
 	cmd := &cobra.Command{
 		Use:   "version",
-		Short: "Print the kubectl-isoobs version",
+		Short: "Print the kubectl-isoobs version, commit and build date",
+		Long: `Print the version, git commit and build date of this kubectl-isoobs.
+The daemons report theirs in ` + "`kubectl isoobs status -o wide`" + `; status and
+top warn when the two differ.`,
 		Example: `  kubectl isoobs version
   kubectl isoobs version -o json`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(_ *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
 			return o.Run()
 		},
 	}
@@ -71,23 +61,19 @@ func NewCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
 	return cmd
 }
 
+// Validate checks -o.
+func (o *VersionOptions) Validate() error {
+	switch o.Output {
+	case "", "json", "yaml":
+		return nil
+	}
+	return fmt.Errorf("invalid -o %q for version: use json, yaml, or leave -o out", o.Output)
+}
+
 // Run prints the version in the chosen format.
 func (o *VersionOptions) Run() error {
 	v := GetVersionInfo()
 	switch o.Output {
-	case "":
-		commit := v.GitCommit
-		if len(commit) > 12 {
-			commit = commit[:12]
-		}
-		if v.Modified {
-			commit += "-dirty"
-		}
-		if commit == "" {
-			commit = "unknown"
-		}
-		_, err := fmt.Fprintf(o.Out, "kubectl-isoobs %s (commit %s, %s, %s)\n", v.Version, commit, v.GoVersion, v.Platform)
-		return err
 	case "json":
 		b, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
@@ -102,7 +88,27 @@ func (o *VersionOptions) Run() error {
 		}
 		_, err = o.Out.Write(b)
 		return err
-	default:
-		return fmt.Errorf("invalid -o %q for version: use json, yaml, or leave -o out", o.Output)
 	}
+	_, err := fmt.Fprintln(o.Out, v.String())
+	return err
+}
+
+// String is the one-line form: "kubectl-isoobs v0.1.0 (commit 0123456789ab,
+// built 2026-12-03T12:00:00Z, go1.26.8, linux/amd64)".
+func (v VersionInfo) String() string {
+	commit := v.GitCommit
+	if len(commit) > 12 {
+		commit = commit[:12]
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	if v.Modified {
+		commit += "-dirty"
+	}
+	date := v.BuildDate
+	if date == "" {
+		date = "unknown"
+	}
+	return fmt.Sprintf("kubectl-isoobs %s (commit %s, built %s, %s, %s)", v.Version, commit, date, v.GoVersion, v.Platform)
 }
