@@ -12,6 +12,10 @@ COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
 # The commit's time, not now: two builds of one commit stamp the same date.
 BUILD_DATE ?= $(shell TZ=UTC git show -s --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ HEAD 2>/dev/null)
 LDFLAGS   := -X github.com/isoobs/isoobs/buildinfo.Version=$(VERSION) -X github.com/isoobs/isoobs/buildinfo.Commit=$(COMMIT) -X github.com/isoobs/isoobs/buildinfo.Date=$(BUILD_DATE)
+# `make image` writes the daemon image's index digest; a plugin built after it installs that image by digest.
+IMAGE_REPO ?= ghcr.io/isoobs/isoobs-daemon
+IMAGE_DIGEST = $(shell cat dist/image/index-digest 2>/dev/null)
+PLUGIN_LDFLAGS = $(LDFLAGS)$(if $(IMAGE_DIGEST), -X github.com/isoobs/isoobs/deploy.DaemonImageRepository=$(IMAGE_REPO) -X github.com/isoobs/isoobs/deploy.DaemonImageTag=$(VERSION) -X github.com/isoobs/isoobs/deploy.DaemonImageDigest=$(IMAGE_DIGEST))
 
 .PHONY: all deps generate build test demo bench bench-probe-parts lint lab-up lab-down clean
 
@@ -33,10 +37,15 @@ generate: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 ## build: the plugin, the daemon and the lab tools
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/kubectl-isoobs ./cmd/kubectl-isoobs
+	$(GO) build -ldflags "$(PLUGIN_LDFLAGS)" -o $(BIN)/kubectl-isoobs ./cmd/kubectl-isoobs
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/isoobs-daemon ./cmd/isoobs-daemon
 	$(GO) build -o $(BIN)/isoobs-lab ./testlab/cmd/isoobs-lab
 	$(GO) build -o $(BIN)/dnsgen ./testlab/cmd/dnsgen
+
+## image: the daemon's image index (linux/amd64, arm64) in dist/image, built without Docker (release/image)
+.PHONY: image
+image:
+	$(GO) run ./release/cmd/isoobs-image -version $(VERSION) -commit $(COMMIT) -date $(BUILD_DATE) -repository $(IMAGE_REPO) -out dist/image
 
 ## test: every test, on the real kernel and the real local control plane (root)
 test: deps lint

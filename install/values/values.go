@@ -9,6 +9,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/isoobs/isoobs/deploy"
 )
 
 // Profile picks the Cilium datapath settings for a kind of cluster.
@@ -424,6 +426,9 @@ func Daemon(o Options) map[string]any {
 		if digest != "" {
 			img["digest"] = digest
 		}
+		v["image"] = img
+	} else if img := deploy.DaemonImageValues(); img != nil {
+		// The image this plugin was released with (make image + make build), pinned by digest.
 		v["image"] = img
 	}
 	return v
