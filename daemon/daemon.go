@@ -165,7 +165,7 @@ func New(cfg Config) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, src: src, kernel: kernelRelease()}
 	d.resolver = podresolver.NewResolver(cfg.CgroupRoot, cfg.Interval/2)
 	if cfg.RESTConfig != nil {
-		w, err := podmeta.NewWatcher(cfg.RESTConfig, cfg.NodeName)
+		w, err := podmeta.NewWatcher(cfg.RESTConfig, cfg.NodeName, cfg.Logger)
 		if err != nil {
 			src.Close()
 			return nil, err

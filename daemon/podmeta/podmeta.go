@@ -5,6 +5,7 @@ package podmeta
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
@@ -74,14 +75,25 @@ type Watcher struct {
 	factory informers.SharedInformerFactory
 	inf     cache.SharedIndexInformer
 
+	// host is the API server the daemon talks to, named in errors (in a pod: the kubernetes
+	// Service IP, which only works where kube-proxy or an equivalent routes it).
+	host   string
+	logger *slog.Logger
+	// reach checks that the API server answers (nil: not checked); reachTimeout bounds each
+	// check while the pod list has not synced.
+	reach        func(context.Context) error
+	reachTimeout time.Duration
+
 	mu      sync.RWMutex
 	byUID   map[string]Pod
 	lastErr string
 	errAt   time.Time
+	logged  string // the last error logged, so a repeating failure is logged once
 }
 
-// NewWatcher builds the watcher; Start runs it.
-func NewWatcher(cfg *rest.Config, node string) (*Watcher, error) {
+// NewWatcher builds the watcher; Start runs it. Failures to reach or list are logged to logger
+// (once per distinct error) and reported by Connected.
+func NewWatcher(cfg *rest.Config, node string, logger *slog.Logger) (*Watcher, error) {
 	if node == "" {
 		return nil, fmt.Errorf("node name is empty: pass --node-name (in a DaemonSet, set it from spec.nodeName via the downward API)")
 	}
@@ -93,11 +105,20 @@ func NewWatcher(cfg *rest.Config, node string) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return newWatcher(cs, node), nil
+	w := newWatcher(cs, node)
+	w.host = cfg.Host
+	w.reach = func(ctx context.Context) error {
+		_, err := cs.Discovery().RESTClient().Get().AbsPath("/version").DoRaw(ctx)
+		return err
+	}
+	if logger != nil {
+		w.logger = logger
+	}
+	return w, nil
 }
 
 func newWatcher(cs kubernetes.Interface, node string) *Watcher {
-	w := &Watcher{node: node, client: cs, byUID: map[string]Pod{}}
+	w := &Watcher{node: node, client: cs, byUID: map[string]Pod{}, logger: slog.New(slog.DiscardHandler), reachTimeout: 5 * time.Second}
 	w.factory = informers.NewSharedInformerFactoryWithOptions(cs, 10*time.Minute,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
@@ -114,10 +135,7 @@ func newWatcher(cs kubernetes.Interface, node string) *Watcher {
 		return obj, nil
 	})
 	_ = w.inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
-		w.mu.Lock()
-		w.lastErr = err.Error()
-		w.errAt = time.Now()
-		w.mu.Unlock()
+		w.setErr("listing this node's pods: " + err.Error())
 	})
 	_, _ = w.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    w.upsert,
@@ -127,9 +145,46 @@ func newWatcher(cs kubernetes.Interface, node string) *Watcher {
 	return w
 }
 
-// Start runs the informer until ctx ends.
+// Start runs the informer until ctx ends, and checks that the API server answers until the first
+// list arrives: a list to an unroutable address hangs for a TCP or TLS timeout and then retries
+// with backoff, which alone would leave /readyz saying "not synced yet" for minutes.
 func (w *Watcher) Start(ctx context.Context) {
 	w.factory.Start(ctx.Done())
+	if w.reach != nil {
+		go w.checkReachable(ctx)
+	}
+}
+
+func (w *Watcher) checkReachable(ctx context.Context) {
+	tick := time.NewTicker(w.reachTimeout)
+	defer tick.Stop()
+	for !w.inf.HasSynced() {
+		rctx, cancel := context.WithTimeout(ctx, w.reachTimeout)
+		err := w.reach(rctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil && !w.inf.HasSynced() {
+			w.setErr(fmt.Sprintf("cannot reach the Kubernetes API server %s: %v (pods are counted by cgroup but not named; check the node's route to the kubernetes Service)", w.host, err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (w *Watcher) setErr(msg string) {
+	w.mu.Lock()
+	w.lastErr, w.errAt = msg, time.Now()
+	first := msg != w.logged
+	w.logged = msg
+	w.mu.Unlock()
+	if first {
+		w.logger.Warn("kubernetes API", "node", w.node, "err", msg)
+	}
 }
 
 // WaitSynced waits for the first list, up to ctx.
@@ -177,7 +232,7 @@ func (w *Watcher) upsert(obj any) {
 	}
 	w.mu.Lock()
 	w.byUID[string(p.UID)] = FromPod(p)
-	w.lastErr = ""
+	w.lastErr, w.logged = "", ""
 	w.mu.Unlock()
 }
 

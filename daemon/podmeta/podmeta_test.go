@@ -1,7 +1,13 @@
 package podmeta
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -9,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 )
 
 func pod(name string, labels map[string]string, kind, owner string) *corev1.Pod {
@@ -80,4 +87,79 @@ func TestWatcherLookupAndDelete(t *testing.T) {
 	if w.Len() != 0 {
 		t.Fatal("deleted pod still known")
 	}
+}
+
+// An API server that accepts connections and never answers (a blackholed Service IP behaves
+// the same) must show up in Connected as the reachability error within a check or two, not as
+// "not synced yet" until the list's own TLS timeout and backoff.
+func TestWatcherReportsUnreachableAPIServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+	host := "https://" + ln.Addr().String()
+	w, err := NewWatcher(&rest.Config{Host: host, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}, "node-a", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.reachTimeout = 300 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w.Start(ctx)
+	deadline := time.Now().Add(5 * time.Second)
+	var msg string
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, msg = w.Connected(); ok {
+			t.Fatal("connected to a server that never answers")
+		}
+		if strings.Contains(msg, "cannot reach the Kubernetes API server "+host) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(msg, "cannot reach the Kubernetes API server "+host) || !strings.Contains(msg, "deadline exceeded") {
+		t.Fatalf("Connected() = %q, want the unreachable API server named with its timeout", msg)
+	}
+	logMu.Lock()
+	out := logs.String()
+	logMu.Unlock()
+	if n := strings.Count(out, "cannot reach the Kubernetes API server"); n < 1 {
+		t.Errorf("nothing logged: %q", out)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
