@@ -8,6 +8,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -56,6 +57,10 @@ type Options struct {
 	SplunkToken string
 	// KubeVersion overrides the cluster's version for rendering (tests, offline dry runs).
 	KubeVersion string
+	// HubbleAddressAuto says the user did not choose the daemon's Hubble address: on a cluster
+	// that runs no Cilium (and does not get it in this run) the daemon is installed with Hubble
+	// off, so it neither waits for nor mounts a Cilium directory that will never exist.
+	HubbleAddressAuto bool
 }
 
 // Installer talks to one cluster.
@@ -124,6 +129,12 @@ func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	o.Values.PrometheusOperator = slices.Contains(apiVersions, "monitoring.coreos.com/v1/ServiceMonitor")
+	if o.HubbleAddressAuto && slices.Contains(o.Components, ComponentIsoobs) && !slices.Contains(o.Components, ComponentCilium) &&
+		strings.HasPrefix(o.Values.HubbleAddress, "unix://") && !i.ciliumRuns(ctx) {
+		fmt.Fprintf(i.out, "isoobs: no Cilium in this cluster (no DaemonSet labeled k8s-app=cilium): the daemons run without Hubble (eBPF probes only); "+
+			"add Cilium with `kubectl isoobs install --components cilium,isoobs` or point them at a Hubble server with --hubble-address\n")
+		o.Values.HubbleAddress = "off"
+	}
 
 	saved, err := i.loadState(ctx)
 	if err != nil {
@@ -193,6 +204,13 @@ func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// ciliumRuns reports whether a Cilium agent DaemonSet exists in any namespace. When it cannot
+// tell (no permission to list DaemonSets cluster-wide) it answers true: the default keeps Hubble on.
+func (i *Installer) ciliumRuns(ctx context.Context) bool {
+	list, err := i.client.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=cilium", Limit: 1})
+	return err != nil || len(list.Items) > 0
 }
 
 // discover reads the cluster's version and API resources (for

@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -306,17 +307,22 @@ func TestDaemonChartRender(t *testing.T) {
 	if c["resources"] == nil {
 		t.Error("no resources")
 	}
-	hostPaths := map[string]string{}
-	for _, v := range spec["volumes"].([]any) {
-		v := v.(map[string]any)
-		if hp, ok := v["hostPath"].(map[string]any); ok {
-			hostPaths[v["name"].(string)] = hp["path"].(string)
-		}
+	// bpffs is not mounted (nothing is pinned; a HostToContainer mount fails on nodes where
+	// /sys/fs/bpf is private), and Cilium's run directory is never created by the daemon's pod.
+	wantPaths := map[string]string{"cgroup": "/sys/fs/cgroup Directory", "hubble-socket": "/var/run/cilium Directory", "run": "/run/isoobs DirectoryOrCreate"}
+	if got := daemonHostPaths(spec); !maps.Equal(got, wantPaths) {
+		t.Errorf("hostPath volumes = %v, want %v", got, wantPaths)
 	}
-	wantPaths := map[string]string{"cgroup": "/sys/fs/cgroup", "bpffs": "/sys/fs/bpf", "hubble-socket": "/var/run/cilium", "run": "/run/isoobs"}
-	for k, v := range wantPaths {
-		if hostPaths[k] != v {
-			t.Errorf("hostPath %s = %q, want %q", k, hostPaths[k], v)
+	// Without a Hubble socket (install on a cluster without Cilium) nothing of Cilium's is mounted.
+	o.HubbleAddress = "off"
+	offSpec := Find(renderComponent(t, ComponentIsoobs, o, nil, ch), "DaemonSet", "isoobs").Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	delete(wantPaths, "hubble-socket")
+	if got := daemonHostPaths(offSpec); !maps.Equal(got, wantPaths) {
+		t.Errorf("hubble off: hostPath volumes = %v, want %v", got, wantPaths)
+	}
+	for _, m := range offSpec["containers"].([]any)[0].(map[string]any)["volumeMounts"].([]any) {
+		if name := m.(map[string]any)["name"]; name == "hubble-socket" {
+			t.Error("hubble off: hubble-socket still mounted")
 		}
 	}
 	role := Find(objs, "ClusterRole", "isoobs")
@@ -506,4 +512,16 @@ func findPromtool(t *testing.T) string {
 	}
 	t.Skipf("no promtool with Kubernetes service discovery (run install/scripts/build-promtool.sh, or set ISOOBS_PROMTOOL); tried:\n%s", strings.Join(tried, "\n"))
 	return ""
+}
+
+// daemonHostPaths maps each hostPath volume of a pod spec to "path type".
+func daemonHostPaths(spec map[string]any) map[string]string {
+	out := map[string]string{}
+	for _, v := range spec["volumes"].([]any) {
+		v := v.(map[string]any)
+		if hp, ok := v["hostPath"].(map[string]any); ok {
+			out[v["name"].(string)] = fmt.Sprint(hp["path"], " ", hp["type"])
+		}
+	}
+	return out
 }

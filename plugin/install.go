@@ -158,7 +158,7 @@ shown otherwise). ServiceMonitors are created only when the Prometheus operator 
 	f.BoolVar(&o.SplunkNoCertManager, "splunk-no-cert-manager", o.SplunkNoCertManager, "No cert-manager mTLS between collector agents and gateway")
 	f.StringVar(&o.DaemonImage, "daemon-image", o.DaemonImage, "isoobs daemon image (repository[:tag][@digest])")
 	f.DurationVar(&o.DaemonInterval, "daemon-interval", o.DaemonInterval, "How often the daemon reads its probe maps")
-	f.StringVar(&o.HubbleAddress, "hubble-address", o.HubbleAddress, "Hubble server the daemon reads")
+	f.StringVar(&o.HubbleAddress, "hubble-address", o.HubbleAddress, "Hubble server the daemon reads (unix:///path, host:port or off; default: the node's Cilium socket, off when the cluster runs no Cilium)")
 	return cmd
 }
 
@@ -190,6 +190,7 @@ func (o *InstallOptions) Complete(cmd *cobra.Command, _ []string) error {
 	o.opts = install.Options{
 		Values: v, DryRun: o.DryRun, ShowValues: o.ShowValues, Wait: o.Wait, Timeout: o.Timeout,
 		Adopt: o.Adopt, ResetOverrides: o.ResetOverrides, Sources: map[install.Component]install.Source{},
+		HubbleAddressAuto: cmd == nil || !cmd.Flags().Changed("hubble-address"),
 	}
 	for flag, m := range map[string]map[string]string{"chart-dir": o.ChartDirs, "repo": o.Repos, "version": o.Versions} {
 		for name, val := range m {
