@@ -75,6 +75,9 @@ func (i *Installer) readiness(ctx context.Context, w workload) (ready, want int3
 	return ready, want, nil
 }
 
+// whyAfter is how long pods may take to become ready before --wait says what holds them back.
+var whyAfter = 15 * time.Second
+
 // wait prints "pods ready N/M" for a component each time it changes, until
 // every workload is ready or the timeout passes.
 func (i *Installer) wait(ctx context.Context, spec Spec, timeout time.Duration) error {
@@ -90,12 +93,14 @@ func (i *Installer) wait(ctx context.Context, spec Spec, timeout time.Duration) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	last := ""
+	last, lastWhy := "", ""
+	start := time.Now()
 	tick := time.NewTicker(i.pollInterval)
 	defer tick.Stop()
 	for {
 		var ready, want int32
 		var parts, notReady []string
+		var stuck []workload
 		for _, w := range ws {
 			r, n, err := i.readiness(ctx, w)
 			if err != nil && ctx.Err() == nil {
@@ -105,6 +110,7 @@ func (i *Installer) wait(ctx context.Context, spec Spec, timeout time.Duration) 
 			parts = append(parts, fmt.Sprintf("%s %d/%d", w, r, n))
 			if r < n || n == 0 && w.kind == "DaemonSet" {
 				notReady = append(notReady, w.namespace+" "+w.String())
+				stuck = append(stuck, w)
 			}
 		}
 		line := fmt.Sprintf("%s: pods ready %d/%d (%s)", spec.Component, ready, want, strings.Join(parts, ", "))
@@ -115,12 +121,44 @@ func (i *Installer) wait(ctx context.Context, spec Spec, timeout time.Duration) 
 		if len(notReady) == 0 {
 			return nil
 		}
+		// Past a normal start-up, say what holds the pods back (once per change), so nobody
+		// waits out the whole timeout to learn that a mount or the API server is the problem.
+		var why []string
+		if time.Since(start) >= whyAfter && ctx.Err() == nil {
+			why = i.explain(ctx, stuck)
+			if j := strings.Join(why, "\n"); j != lastWhy {
+				for _, l := range why {
+					fmt.Fprintf(i.out, "%s:   %s\n", spec.Component, l)
+				}
+				lastWhy = j
+			}
+		}
 		select {
 		case <-ctx.Done():
 			first := strings.SplitN(notReady[0], " ", 2)
-			return fmt.Errorf("%s: not ready after %s: %s; look at kubectl -n %s describe %s and its pods' events",
-				spec.Component, timeout, strings.Join(notReady, ", "), first[0], first[1])
+			if len(why) == 0 {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				why = i.explain(rctx, stuck)
+				cancel()
+			}
+			detail := ""
+			if len(why) > 0 {
+				detail = "\n  " + strings.Join(why, "\n  ") + "\n"
+			}
+			return fmt.Errorf("%s: not ready after %s: %s%s; look at kubectl -n %s describe %s and its pods' events and logs",
+				spec.Component, timeout, strings.Join(notReady, ", "), detail, first[0], first[1])
 		case <-tick.C:
 		}
 	}
+}
+
+// explain is whyNotReady for each workload, each line led by the workload's name.
+func (i *Installer) explain(ctx context.Context, ws []workload) []string {
+	var out []string
+	for _, w := range ws {
+		for _, r := range i.whyNotReady(ctx, w) {
+			out = append(out, w.String()+" "+r)
+		}
+	}
+	return out
 }
