@@ -42,11 +42,13 @@ func main() {
 	}
 	o.Date = d
 	o.Platforms = strings.Split(platforms, ",")
-	o.Log = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "isoobs-image: "+format+"\n", args...) }
+	start := time.Now()
+	o.Log = func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "isoobs-image: [%5.1fs] "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	start := time.Now()
 	res, err := image.Build(ctx, o)
 	if err != nil {
 		fail(err)
