@@ -19,6 +19,16 @@
 //
 // Every byte is a function of the sources, the Go toolchain and Options: entries are sorted,
 // owned by 0:0 and dated Options.Date, so two builds of one commit give the same digests.
+//
+// Use from Go (the lab's real node):
+//
+//	res, err := image.Build(ctx, image.Options{RepoRoot: root, Version: "v0.1.0", Commit: sha,
+//		Date: commitTime, Platforms: []string{"linux/amd64"}, OutDir: dir})
+//	// ctr -n k8s.io images import res.OCIArchive: creates res.Tag and res.Reference
+//
+//	img, err := image.FromFiles(image.Spec{Platform: v1.Platform{OS: "linux", Architecture: "amd64"},
+//		Files: []image.File{{Path: "/pause", Source: bin, Mode: 0o755}}, Entrypoint: []string{"/pause"}, Created: t})
+//	err = image.WriteDockerArchive("pause.tar", "localhost/pause:3.10", img) // or Index + WriteOCIArchive
 package image
 
 import (
