@@ -96,6 +96,9 @@ func TestBuildReproducible(t *testing.T) {
 	if b, _ := os.ReadFile(r1.DigestFile); string(b) != r1.IndexDigest+"\n" {
 		t.Errorf("%s holds %q, want %q", DigestFile, b, r1.IndexDigest+"\n")
 	}
+	if b, _ := os.ReadFile(filepath.Join(dir1, VersionFile)); string(b) != "v0.0.0-test.1\n" {
+		t.Errorf("%s holds %q", VersionFile, b)
+	}
 
 	o := testOptions(dir1)
 	if r1.Reference != DefaultRepository+"@"+r1.IndexDigest || r1.Tag != DefaultRepository+":"+o.Version {

@@ -6,6 +6,7 @@
 // Build writes under Options.OutDir (dist/image for `make image`):
 //
 //	index-digest                          the image index digest, "sha256:<hex>\n" (the chart pins it)
+//	version                               Options.Version, "<version>\n" (the tag of that digest)
 //	oci/                                  OCI image layout holding the image index
 //	isoobs-daemon.oci.tar                 the same layout as one tar, for `ctr -n k8s.io images import`
 //	isoobs-daemon-linux-amd64.docker.tar  docker-archive of one platform, tagged REPOSITORY:VERSION
@@ -53,9 +54,10 @@ var DefaultPlatforms = []string{"linux/amd64", "linux/arm64"}
 
 // File names Build writes under Options.OutDir.
 const (
-	DigestFile = "index-digest"
-	LayoutDir  = "oci"
-	OCIArchive = "isoobs-daemon.oci.tar"
+	DigestFile  = "index-digest"
+	VersionFile = "version"
+	LayoutDir   = "oci"
+	OCIArchive  = "isoobs-daemon.oci.tar"
 )
 
 // DockerArchive is the docker-archive file name of one platform ("linux/arm64").
@@ -239,6 +241,9 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		if pi.CompressedSize, err = CompressedSize(img); err != nil {
 			return Result{}, err
 		}
+	}
+	if err := writeFileAtomic(filepath.Join(out, VersionFile), []byte(o.Version+"\n")); err != nil {
+		return Result{}, err
 	}
 	// Written last: a reader of index-digest finds every other file complete.
 	if err := writeFileAtomic(res.DigestFile, []byte(res.IndexDigest+"\n")); err != nil {
