@@ -15,7 +15,7 @@ LDFLAGS   := -X github.com/isoobs/isoobs/buildinfo.Version=$(VERSION) -X github.
 # `make image` writes the daemon image's index digest; a plugin built after it installs that image by digest.
 IMAGE_REPO ?= ghcr.io/isoobs/isoobs-daemon
 IMAGE_DIGEST = $(shell cat dist/image/index-digest 2>/dev/null)
-PLUGIN_LDFLAGS = $(LDFLAGS)$(if $(IMAGE_DIGEST), -X github.com/isoobs/isoobs/deploy.DaemonImageRepository=$(IMAGE_REPO) -X github.com/isoobs/isoobs/deploy.DaemonImageTag=$(shell cat dist/image/version) -X github.com/isoobs/isoobs/deploy.DaemonImageDigest=$(IMAGE_DIGEST))
+PLUGIN_LDFLAGS = $(LDFLAGS)$(if $(IMAGE_DIGEST), -X github.com/isoobs/isoobs/deploy.DaemonImageRepository=$(IMAGE_REPO) -X github.com/isoobs/isoobs/deploy.DaemonImageTag=$(shell cat dist/image/version 2>/dev/null) -X github.com/isoobs/isoobs/deploy.DaemonImageDigest=$(IMAGE_DIGEST))
 
 .PHONY: all deps generate build test demo bench bench-probe-parts lint lab-up lab-down clean
 
