@@ -113,7 +113,9 @@ func NewCmdStatus(configFlags *genericclioptions.ConfigFlags, streams genericioo
 like top) for its status: how many eBPF probes are attached, since when it
 counts, how full its maps are, how many events it lost, and whether it
 resolves pods through the Kubernetes API. Nodes whose daemon cannot be
-reached are listed with the reason.`,
+reached are listed with the reason.
+
+` + versionSkewHelp,
 		Example:      statusExample,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
@@ -183,6 +185,9 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	sort.Slice(report.Daemons, func(i, j int) bool { return report.Daemons[i].Node < report.Daemons[j].Node })
 	if err := printStatus(o.Out, report, o.Output); err != nil {
 		return err
+	}
+	if w := statusVersionSkew(report); w != "" {
+		fmt.Fprintln(o.ErrOut, "warning: "+w)
 	}
 	if len(conns) == 0 {
 		return err // every node missing: the reasons are printed, and the command fails

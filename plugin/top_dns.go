@@ -141,7 +141,10 @@ daemon started; --duration D counts only the next D.
 On a terminal the view refreshes every --interval (keys: s cycles the sort,
 n/f/e/l/r/c/m/a pick one, q quits). Otherwise each frame is printed as a table
 (-o wide for more columns), as one JSON object per line (-o json) or as a YAML
-document (-o yaml). All namespaces are shown unless -n narrows them.`,
+document (-o yaml). All namespaces are shown unless -n narrows them.
+
+Before the first frame each daemon is asked its version once (not with
+--local). ` + versionSkewHelp,
 		Example:      topDNSExample,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
@@ -301,6 +304,11 @@ func (o *TopDNSOptions) Run(ctx context.Context) error {
 		Request: o.Request(),
 		Merge:   top.MergeOptions{GroupBy: o.GroupBy, TopNames: o.TopNames},
 		Missing: o.missing,
+	}
+	if !o.Local { // --local runs this binary's own engine: one version
+		if w := sourcesVersionSkew(ctx, sources, o.ConnectTimeout); w != "" {
+			opts.Warnings = append(opts.Warnings, w)
+		}
 	}
 	live := !o.Once && o.Duration == 0 && (o.Output == printers.OutputTable || o.Output == printers.OutputWide) && o.isTerminal(o.Out)
 	if live {

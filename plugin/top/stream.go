@@ -36,6 +36,8 @@ type StreamOptions struct {
 	// daemon, unreachable); every frame lists them with the sources that
 	// fail while streaming.
 	Missing []MissingNode
+	// Warnings known before streaming starts (e.g. version skew) go with every frame.
+	Warnings []string
 }
 
 // ErrStop, returned by an emit callback, ends Stream without error.
@@ -101,7 +103,7 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 	fresh := make([]bool, len(sources))
 	ended := make([]error, len(sources))
 	alive := len(sources)
-	var endWarnings []string
+	endWarnings := append([]string(nil), opts.Warnings...)
 	missing := append([]MissingNode(nil), opts.Missing...)
 	for _, m := range opts.Missing {
 		endWarnings = append(endWarnings, fmt.Sprintf("node %s left out: %s", m.Node, m.Reason))

@@ -36,9 +36,19 @@ type Server struct {
 	Ticks chan struct{}
 	// EndErr is returned to the client when Frame returns nil (nil: EOF).
 	EndErr error
+	// Version is what Status reports ("fake" when empty).
+	Version string
 
-	mu       sync.Mutex
-	requests []*isoobsv1.TopRequest
+	mu          sync.Mutex
+	requests    []*isoobsv1.TopRequest
+	statusCalls int
+}
+
+// StatusCalls counts the Status RPCs received so far.
+func (s *Server) StatusCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.statusCalls
 }
 
 // Requests returns copies of the TopRequests received so far.
@@ -93,7 +103,14 @@ func (s *Server) Top(req *isoobsv1.TopRequest, stream grpc.ServerStreamingServer
 
 // Status implements isoobsv1.DaemonServer.
 func (s *Server) Status(context.Context, *isoobsv1.StatusRequest) (*isoobsv1.StatusResponse, error) {
-	return &isoobsv1.StatusResponse{Node: s.Node, Version: "fake"}, nil
+	s.mu.Lock()
+	s.statusCalls++
+	s.mu.Unlock()
+	v := s.Version
+	if v == "" {
+		v = "fake"
+	}
+	return &isoobsv1.StatusResponse{Node: s.Node, Version: v}, nil
 }
 
 // StartBufconn serves srv on an in-memory listener until the test ends and
