@@ -47,6 +47,16 @@ build:
 image:
 	$(GO) run ./release/cmd/isoobs-image -version $(VERSION) -commit $(COMMIT) -date $(BUILD_DATE) -repository $(IMAGE_REPO) -out dist/image
 
+## release: kubectl-isoobs for linux, darwin (amd64, arm64) and windows/amd64 as tar.gz, checksums.txt and
+## the krew manifest in dist/release, pinned to the image of `image` (VERSION=vX.Y.Z; ALLOW_DIRTY=1 for an uncommitted tree)
+.PHONY: release release-preflight
+release: release-preflight image
+	$(GO) run ./release/cmd/isoobs-release -version $(VERSION) -commit $(COMMIT) -date $(BUILD_DATE) -image-digest-file dist/image/index-digest -image-repository $(IMAGE_REPO) -out dist/release $(if $(ALLOW_DIRTY),-allow-dirty)
+
+# Fails before the image build when VERSION is not a release version or the tree is dirty.
+release-preflight:
+	@$(GO) run ./release/cmd/isoobs-release -preflight -version $(VERSION) -commit $(COMMIT) -date $(BUILD_DATE) $(if $(ALLOW_DIRTY),-allow-dirty)
+
 ## test: every test, on the real kernel and the real local control plane (root)
 test: deps lint
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) ./...

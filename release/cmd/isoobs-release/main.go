@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ func main() {
 		platforms       string
 		imageDigestFile string
 		allowDirty      bool
+		preflight       bool
 	)
 	var defaultPlatforms []string
 	for _, p := range release.DefaultPlatforms {
@@ -42,6 +44,7 @@ func main() {
 	flag.StringVar(&o.ImageRepository, "image-repository", "ghcr.io/isoobs/isoobs-daemon", "the daemon image's repository (as given to `make image`)")
 	flag.StringVar(&o.DownloadBase, "download-base", release.DefaultDownloadBase, "URI prefix of the archives in the krew manifest (<base>/<version>/<archive>)")
 	flag.BoolVar(&allowDirty, "allow-dirty", false, "build from a work tree with uncommitted changes (the binaries then do not match -commit)")
+	flag.BoolVar(&preflight, "preflight", false, "only check -version and the work tree, build nothing (make release runs this before make image)")
 	flag.Parse()
 
 	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "isoobs-release: "+format+"\n", args...) }
@@ -65,8 +68,17 @@ func main() {
 	if o.Date, err = time.Parse(time.RFC3339, date); err != nil {
 		fail(fmt.Errorf("-date: %w", err))
 	}
+	if preflight {
+		return
+	}
 	if b, err := os.ReadFile(imageDigestFile); err == nil {
 		o.ImageDigest = strings.TrimSpace(string(b))
+		// The image builder writes the tag it used beside the digest: a plugin must not pin an
+		// image built for another version.
+		if v, err := os.ReadFile(filepath.Join(filepath.Dir(imageDigestFile), "version")); err == nil && strings.TrimSpace(string(v)) != o.Version {
+			fail(fmt.Errorf("%s is the image of version %s, not %s: run `make image VERSION=%s` (make release does)",
+				imageDigestFile, strings.TrimSpace(string(v)), o.Version, o.Version))
+		}
 	} else if errors.Is(err, os.ErrNotExist) {
 		logf("warning: no %s (run `make image`): the plugin will install the chart's default daemon image, not one pinned by digest", imageDigestFile)
 	} else {
