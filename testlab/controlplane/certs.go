@@ -21,7 +21,9 @@ type pki struct {
 	caCert, caKey           string // CA that signs the apiserver serving cert; clients trust it
 	servingCert, servingKey string // kube-apiserver TLS
 	saKey, saPub            string // service-account token signing pair
-	caPEM                   []byte
+	// kube-apiserver's client cert towards kubelets (logs, exec, port-forward of real nodes).
+	kubeletClientCert, kubeletClientKey string
+	caPEM                               []byte
 }
 
 func writePEM(path, typ string, der []byte) error {
@@ -40,6 +42,8 @@ func generatePKI(dir string, extraIPs []net.IP) (*pki, error) {
 		caCert: filepath.Join(dir, "ca.crt"), caKey: filepath.Join(dir, "ca.key"),
 		servingCert: filepath.Join(dir, "apiserver.crt"), servingKey: filepath.Join(dir, "apiserver.key"),
 		saKey: filepath.Join(dir, "sa.key"), saPub: filepath.Join(dir, "sa.pub"),
+		kubeletClientCert: filepath.Join(dir, "apiserver-kubelet-client.crt"),
+		kubeletClientKey:  filepath.Join(dir, "apiserver-kubelet-client.key"),
 	}
 	now := time.Now().Add(-time.Hour)
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -96,6 +100,12 @@ func generatePKI(dir string, extraIPs []net.IP) (*pki, error) {
 		return nil, err
 	}
 
+	// system:masters like kubeadm's apiserver-kubelet-client; a kubelet's x509 authn needs only the CA.
+	if err := issueCert(caParsed, caKey, p.kubeletClientCert, p.kubeletClientKey, CertRequest{
+		CommonName: "kube-apiserver-kubelet-client", Organizations: []string{"system:masters"}, Client: true}); err != nil {
+		return nil, err
+	}
+
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, err
@@ -111,4 +121,74 @@ func generatePKI(dir string, extraIPs []net.IP) (*pki, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// CertRequest describes a certificate the lab CA signs (see ControlPlane.IssueCert).
+type CertRequest struct {
+	CommonName    string
+	Organizations []string
+	DNSNames      []string
+	IPs           []net.IP
+	Client        bool // client auth (x509 users such as system:node:<name>)
+	Server        bool // server auth (a kubelet's serving cert)
+}
+
+func issueCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, certPath, keyPath string, r CertRequest) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now().Add(-time.Hour)
+	tmpl := &x509.Certificate{
+		SerialNumber: serialNumber(),
+		Subject:      pkix.Name{CommonName: r.CommonName, Organization: r.Organizations},
+		NotBefore:    now,
+		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		DNSNames:     r.DNSNames,
+		IPAddresses:  r.IPs,
+	}
+	if r.Client {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	}
+	if r.Server {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return fmt.Errorf("create cert %s: %w", r.CommonName, err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	if err := writePEM(certPath, "CERTIFICATE", der); err != nil {
+		return err
+	}
+	return writePEM(keyPath, "EC PRIVATE KEY", keyDER)
+}
+
+// IssueCert writes <dir>/<name>.crt and .key, signed by the lab CA (the CA every lab component
+// and the API server's client auth trust), and returns their paths.
+func (cp *ControlPlane) IssueCert(dir, name string, r CertRequest) (certPath, keyPath string, err error) {
+	caPEM, err := os.ReadFile(cp.CAFile)
+	if err != nil {
+		return "", "", err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(cp.Dir, "ca.key"))
+	if err != nil {
+		return "", "", err
+	}
+	cb, _ := pem.Decode(caPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return "", "", fmt.Errorf("lab CA in %s is not PEM", cp.Dir)
+	}
+	ca, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return "", "", err
+	}
+	caKey, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return "", "", err
+	}
+	certPath, keyPath = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	return certPath, keyPath, issueCert(ca, caKey, certPath, keyPath, r)
 }

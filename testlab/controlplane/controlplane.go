@@ -68,6 +68,7 @@ type ControlPlane struct {
 	Kubeconfig           string // admin kubeconfig (system:masters)
 	RestrictedKubeconfig string // kubeconfig of RestrictedUser
 	APIServerURL         string // https://127.0.0.1:<port>
+	APIPort              int
 	EtcdURL              string
 	ServiceCIDR          netip.Prefix
 	CAFile               string
@@ -189,6 +190,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	etcdClient, etcdPeer, apiPort, kwokPort := ports[0], ports[1], ports[2], ports[3]
 	cp.EtcdURL = fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
 	cp.APIServerURL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	cp.APIPort = apiPort
 	deadline := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, opts.ReadyTimeout) }
 
 	// etcd
@@ -223,7 +225,14 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		"--tls-cert-file="+p.servingCert, "--tls-private-key-file="+p.servingKey,
 		"--client-ca-file="+p.caCert,
 		"--token-auth-file="+tokens,
-		"--authorization-mode=RBAC",
+		// Node: a real kubelet (testlab/realnode) reads only its own pods' secrets and tokens.
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
+		// logs, exec and port-forward to a real kubelet: client cert, verified serving cert, and
+		// the node's InternalIP (its Hostname does not resolve). kwok serves the apiserver's cert.
+		"--kubelet-client-certificate="+p.kubeletClientCert, "--kubelet-client-key="+p.kubeletClientKey,
+		"--kubelet-certificate-authority="+p.caCert,
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
 		"--service-cluster-ip-range="+svcCIDR.String(),
 		"--service-account-key-file="+p.saPub,
 		"--service-account-signing-key-file="+p.saKey,

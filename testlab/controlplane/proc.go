@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -130,3 +131,38 @@ func (c *component) stop(grace time.Duration) {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	<-c.exited
 }
+
+// Process is a long-running helper program of the lab (e.g. a real node's kubelet and
+// containerd), started like the control plane's components: own process group, SIGKILL when
+// this process dies, output to <dir>/<name>.log.
+type Process struct{ c *component }
+
+var sharedSpawner struct {
+	once sync.Once
+	s    *spawner
+}
+
+// StartProcess starts bin with args, logging to <dir>/<name>.log.
+func StartProcess(dir, name, bin string, args ...string) (*Process, error) {
+	sharedSpawner.once.Do(func() { sharedSpawner.s = newSpawner() }) // its thread lives as long as the process
+	c, err := sharedSpawner.s.startComponent(dir, name, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	return &Process{c: c}, nil
+}
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.c.cmd.Process.Pid }
+
+// Running reports whether the process has not exited.
+func (p *Process) Running() bool { return p.c.running() }
+
+// Failure describes the process with the tail of its log, for error messages.
+func (p *Process) Failure(what string) error { return p.c.failure(what) }
+
+// LogPath is the process's log file.
+func (p *Process) LogPath() string { return p.c.logPath }
+
+// Stop sends SIGTERM to the process group, waits up to grace, then SIGKILLs it and waits.
+func (p *Process) Stop(grace time.Duration) { p.c.stop(grace) }
