@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 
@@ -32,10 +33,11 @@ import (
 
 // Daemon is one node's real isoobs-daemon process.
 type Daemon struct {
-	Node   string
-	Port   int
-	Cmd    *exec.Cmd
-	exited chan struct{} // closed when the process has exited (Cmd.Wait returned)
+	Node        string
+	Port        int
+	MetricsPort int // /metrics, /readyz on 127.0.0.1; reached at the daemon pod's IP (see Attach)
+	Cmd         *exec.Cmd
+	exited      chan struct{} // closed when the process has exited (Cmd.Wait returned)
 }
 
 // Kill stops the daemon abruptly, like a crashed pod.
@@ -63,16 +65,20 @@ func startDaemon(lab *testlab.Lab, node string, opts Options) (*Daemon, error) {
 		if err != nil {
 			return nil, err
 		}
+		metrics, err := freePort()
+		if err != nil {
+			return nil, err
+		}
 		args := append([]string{"--node-name", node, "--cgroup-root", lab.Node(node).CgroupRoot(),
 			"--kubeconfig", lab.Kubeconfig(), "--grpc-listen", fmt.Sprintf("127.0.0.1:%d", port),
-			"--metrics-listen", "", "--log-level", "warn"}, opts.ExtraArgs...)
+			"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metrics), "--log-level", "warn"}, opts.ExtraArgs...)
 		cmd := exec.Command(opts.Binary, args...)
 		cmd.Stdout, cmd.Stderr = opts.Stderr, opts.Stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			return nil, fmt.Errorf("start isoobs-daemon for %s: %w", node, err)
 		}
-		d := &Daemon{Node: node, Port: port, Cmd: cmd, exited: make(chan struct{})}
+		d := &Daemon{Node: node, Port: port, MetricsPort: metrics, Cmd: cmd, exited: make(chan struct{})}
 		go func() { _ = cmd.Wait(); close(d.exited) }()
 		if lastErr = d.waitListening(30 * time.Second); lastErr == nil {
 			return d, nil
@@ -113,6 +119,7 @@ func (d *Daemon) waitListening(timeout time.Duration) error {
 // Set is the daemons of every lab node.
 type Set struct {
 	ByNode map[string]*Daemon
+	stops  []func()
 }
 
 // Options tune Start.
@@ -125,10 +132,22 @@ type Options struct {
 	Stderr *os.File
 }
 
-// Start runs one daemon per lab node, applies the chart's ServiceAccount and
-// DaemonSet, waits for a daemon pod per node and routes each pod's
-// port-forward to its node's daemon. Close stops the processes.
-func Start(ctx context.Context, lab *testlab.Lab, opts Options) (_ *Set, err error) {
+// Start runs one daemon per kwok lab node, installs the chart (see installChart) and attaches
+// the daemons to their pods (see Attach). Close stops the processes.
+func Start(ctx context.Context, lab *testlab.Lab, opts Options) (*Set, error) {
+	return start(ctx, lab, opts, true)
+}
+
+// Attach is Start for a chart someone else installed (e.g. `kubectl isoobs install`): one
+// daemon process per kwok node, attached to that node's daemon pod, so port-forwards to the
+// pod reach it (kwok PortForward) and so does the API server's pod proxy to its metrics port
+// (a relay in the pod's netns). The real node's daemon pod (Options.RealNode) is a real
+// container and is left alone; Attach waits for it to be Ready too.
+func Attach(ctx context.Context, lab *testlab.Lab, opts Options) (*Set, error) {
+	return start(ctx, lab, opts, false)
+}
+
+func start(ctx context.Context, lab *testlab.Lab, opts Options, install bool) (_ *Set, err error) {
 	if opts.Stderr == nil {
 		opts.Stderr = os.Stderr
 	}
@@ -145,14 +164,23 @@ func Start(ctx context.Context, lab *testlab.Lab, opts Options) (_ *Set, err err
 		}
 		s.ByNode[node] = d
 	}
-	if err := installChart(ctx, lab); err != nil {
-		return nil, err
+	if install {
+		if err := installChart(ctx, lab); err != nil {
+			return nil, err
+		}
 	}
-	pods, err := lab.WaitPodsReady(ctx, cluster.DefaultNamespace, cluster.DefaultSelector, len(s.ByNode))
+	want := len(s.ByNode)
+	if lab.Real != nil {
+		want++
+	}
+	pods, err := lab.WaitPodsReady(ctx, cluster.DefaultNamespace, cluster.DefaultSelector, want)
 	if err != nil {
 		return nil, err
 	}
 	for _, p := range pods {
+		if lab.IsRealNode(p.Spec.NodeName) {
+			continue
+		}
 		d := s.ByNode[p.Spec.NodeName]
 		if d == nil {
 			return nil, fmt.Errorf("daemon pod %s is on %q, not a lab node", p.Name, p.Spec.NodeName)
@@ -161,12 +189,36 @@ func Start(ctx context.Context, lab *testlab.Lab, opts Options) (_ *Set, err err
 		if err := lab.ForwardPodPort(ctx, p.Namespace, p.Name, cluster.DefaultPort, target); err != nil {
 			return nil, err
 		}
+		np := lab.Pod(p.Namespace, p.Name)
+		if np == nil || !np.IPv4.IsValid() {
+			continue
+		}
+		stop, err := np.ForwardTCP(fmt.Sprintf("%s:%d", np.IPv4, metricsPort(&p)), fmt.Sprintf("127.0.0.1:%d", d.MetricsPort))
+		if err != nil {
+			return nil, fmt.Errorf("metrics of daemon pod %s: %w", p.Name, err)
+		}
+		s.stops = append(s.stops, stop)
 	}
 	return s, nil
 }
 
+// metricsPort is the daemon pod's "metrics" container port (the chart's default otherwise).
+func metricsPort(p *corev1.Pod) int32 {
+	for _, c := range p.Spec.Containers {
+		for _, port := range c.Ports {
+			if port.Name == "metrics" {
+				return port.ContainerPort
+			}
+		}
+	}
+	return 9966
+}
+
 // Close stops every daemon.
 func (s *Set) Close() {
+	for _, stop := range s.stops {
+		stop()
+	}
 	for _, d := range s.ByNode {
 		d.stop()
 	}
