@@ -145,3 +145,15 @@ func TestTopDNSLocalSkipsVersionCheck(t *testing.T) {
 		t.Errorf("--local: %d Status calls, stderr %q", n, errOut)
 	}
 }
+
+// The release ships the plugin for macOS and Windows: --local must say at once that it needs Linux.
+func TestTopDNSLocalNeedsLinux(t *testing.T) {
+	saved := hostOS
+	hostOS = "darwin"
+	t.Cleanup(func() { hostOS = saved })
+	_, _, err := runCmd(t, "top", "dns", "--local", "--once")
+	want := "--local runs the eBPF probes in this process and needs a Linux host (this is darwin): drop --local to read every node's daemon through the API server, or read one with --daemon ADDR"
+	if err == nil || err.Error() != want {
+		t.Errorf("top dns --local on darwin: %v\nwant %s", err, want)
+	}
+}

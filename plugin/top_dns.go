@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +54,9 @@ const topDNSExample = `  # Cluster-wide live view: every node's isoobs daemon, r
 
   # Only the crawler pods in tenant-jobs, with their top 5 query names
   kubectl isoobs top dns --daemon 127.0.0.1:7070 -n tenant-jobs -l app=crawler --top-names 5 -o wide`
+
+// hostOS is runtime.GOOS (a variable so tests can play another OS).
+var hostOS = runtime.GOOS
 
 // TopDNSOptions holds the flags of `kubectl isoobs top dns` and what
 // Complete derives from them.
@@ -208,6 +212,10 @@ func (o *TopDNSOptions) Validate() error {
 	}
 	if len(o.DaemonAddrs) > 0 && o.Local {
 		return errors.New("--daemon and --local both choose where the data comes from: use --daemon ADDR to read a running daemon, or --local to run the probes here")
+	}
+	if o.Local && hostOS != "linux" {
+		// Said before any kubeconfig probing: the release ships this binary for macOS and Windows too.
+		return fmt.Errorf("--local runs the eBPF probes in this process and needs a Linux host (this is %s): drop --local to read every node's daemon through the API server, or read one with --daemon ADDR", hostOS)
 	}
 	for _, addr := range o.DaemonAddrs {
 		if _, err := top.DaemonTarget(addr); err != nil {
