@@ -40,6 +40,7 @@ import (
 	"github.com/isoobs/isoobs/testlab/controlplane"
 	"github.com/isoobs/isoobs/testlab/coredns"
 	"github.com/isoobs/isoobs/testlab/podnet"
+	"github.com/isoobs/isoobs/testlab/realnode"
 )
 
 // DefaultNodes are the lab nodes when Options.Nodes is empty.
@@ -65,6 +66,19 @@ type Options struct {
 	NoCoreDNS bool
 	// Logf receives adopter problems (default: discarded; StartForTest routes them to t.Logf).
 	Logf func(format string, args ...any)
+	// RealNode adds RealNodeName: a real kubelet + containerd node (package realnode) with the
+	// pod subnet RealNodeSubnet, tainted so only pods tolerating realnode.TaintKey (and
+	// DaemonSets tolerating everything) run there. The adopter leaves its pods to its kubelet.
+	RealNode bool
+}
+
+// RealNodeName is the real node's name (Options.RealNode).
+const RealNodeName = "lab-real-node"
+
+// RealNodeSubnet is the real node's pod subnet for net index n: inside the lab's 10.<n>.0.0/16,
+// above every kwok node's 10.<n>.<i+1>.0/24.
+func RealNodeSubnet(n int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n), 254, 0}), 24)
 }
 
 // Lab is a running lab. Close it.
@@ -81,6 +95,8 @@ type Lab struct {
 	DNSServiceIP netip.Addr
 	// DNS is the CoreDNS serving kube-dns (nil with NoCoreDNS).
 	DNS *coredns.Server
+	// Real is the real node (nil unless Options.RealNode).
+	Real *realnode.Node
 
 	opts     Options
 	adopter  *adopter
@@ -246,6 +262,12 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err := podnet.SweepStale(); err != nil {
 		opts.Logf("sweeping leftovers of dead labs: %v", err)
 	}
+	if err := realnode.SweepStale(opts.Logf); err != nil {
+		if opts.RealNode {
+			return nil, err
+		}
+		opts.Logf("%v", err)
+	}
 	if opts.NetIndex == 0 {
 		if opts.NetIndex, err = netIndexFor(opts.ID); err != nil {
 			return nil, err
@@ -318,6 +340,15 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 			return nil, err
 		}
 	}
+	// Last, so CoreDNS (an emulated pod) is already on a kwok node.
+	if opts.RealNode {
+		if l.Real, err = realnode.Start(ctx, realnode.Config{
+			Name: RealNodeName, LabID: l.ID, Dir: filepath.Join(l.CP.Dir, "realnode"), CP: l.CP,
+			Subnet: RealNodeSubnet(l.NetIndex), DNSServiceIP: l.DNSServiceIP, Logf: opts.Logf,
+		}); err != nil {
+			return nil, err
+		}
+	}
 	return l, nil
 }
 
@@ -340,7 +371,10 @@ func (l *Lab) Node(name string) *podnet.Node {
 	return nil
 }
 
-// NodeNames lists the lab's node names in creation order.
+// IsRealNode reports whether name is the lab's real node.
+func (l *Lab) IsRealNode(name string) bool { return l.Real != nil && name == l.Real.Name }
+
+// NodeNames lists the lab's kwok node names in creation order (not the real node).
 func (l *Lab) NodeNames() []string {
 	out := make([]string, len(l.Nodes))
 	for i, n := range l.Nodes {
@@ -407,8 +441,8 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// WaitPodReady waits until the pod is Running and Ready and (unless hostNetwork) adopted, and
-// returns its API object and node side (nil for hostNetwork pods).
+// WaitPodReady waits until the pod is Running and Ready and (unless hostNetwork or on the real
+// node) adopted, and returns its API object and node side (nil for hostNetwork and real-node pods).
 func (l *Lab) WaitPodReady(ctx context.Context, namespace, name string) (*corev1.Pod, *podnet.Pod, error) {
 	var pod *corev1.Pod
 	var np *podnet.Pod
@@ -424,7 +458,7 @@ func (l *Lab) WaitPodReady(ctx context.Context, namespace, name string) (*corev1
 		if !podReady(p) {
 			return false, nil
 		}
-		if p.Spec.HostNetwork {
+		if p.Spec.HostNetwork || l.IsRealNode(p.Spec.NodeName) {
 			return true, nil
 		}
 		np = l.Pod(namespace, name)
@@ -452,7 +486,7 @@ func (l *Lab) WaitPodsReady(ctx context.Context, namespace, selector string, cou
 				continue
 			}
 			np := l.Pod(p.Namespace, p.Name)
-			if podReady(p) && (p.Spec.HostNetwork || (np != nil && np.UID == p.UID)) {
+			if podReady(p) && (p.Spec.HostNetwork || l.IsRealNode(p.Spec.NodeName) || (np != nil && np.UID == p.UID)) {
 				ready = append(ready, *p)
 			} else {
 				last = p
@@ -488,6 +522,11 @@ func (l *Lab) Close() error {
 	l.once.Do(func() {
 		unregisterForSignals(l)
 		var errs []error
+		if l.Real != nil { // first: its pods use CoreDNS and the API server
+			if err := l.Real.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("real node: %w", err))
+			}
+		}
 		for i := len(l.extras) - 1; i >= 0; i-- {
 			l.extras[i]()
 		}

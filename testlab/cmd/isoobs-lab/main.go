@@ -30,6 +30,7 @@ import (
 
 	"github.com/isoobs/isoobs/testlab"
 	"github.com/isoobs/isoobs/testlab/podnet"
+	"github.com/isoobs/isoobs/testlab/realnode"
 	"github.com/isoobs/isoobs/testlab/scenario"
 )
 
@@ -251,6 +252,9 @@ func downCmd() *cobra.Command {
 			}
 			// Leftovers of any dead lab, also ones started by tests.
 			if err := podnet.SweepStale(); err != nil {
+				errs = append(errs, err)
+			}
+			if err := realnode.SweepStale(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }); err != nil {
 				errs = append(errs, err)
 			}
 			testlab.SweepStaleNetClaims()
