@@ -116,10 +116,20 @@ func TestReleaseKrewInstall(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
+	// An archive from an earlier release in the output directory must not be published again.
+	if err := os.MkdirAll(filepath.Join(tmp, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "a", "kubectl-isoobs_v0.0.9_linux_amd64.tar.gz"), []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	res, err := Build(ctx, opts(filepath.Join(tmp, "a")))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if names := dirNames(t, filepath.Join(tmp, "a")); strings.Join(names, " ") != "checksums.txt isoobs.yaml "+ArchiveName(testVersion, platform) {
+		t.Errorf("output directory holds %v", names)
 	}
 	t.Logf("release build for %s: %.1fs, archive %d bytes, binary %d bytes", platform, time.Since(start).Seconds(), res.Artifacts[0].Size, res.Artifacts[0].BinarySize)
 	archive := res.Artifacts[0].Path
@@ -230,4 +240,17 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return names
 }

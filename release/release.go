@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -107,7 +108,8 @@ type Options struct {
 	Date    time.Time
 	// Platforms to build; DefaultPlatforms when empty. The manifest lists exactly these.
 	Platforms []Platform
-	// OutDir receives the archives, checksums.txt and isoobs.yaml; existing ones are replaced.
+	// OutDir receives the archives, checksums.txt and isoobs.yaml; existing ones are replaced and
+	// archives not part of this release removed.
 	OutDir string
 	// ImageDigest (sha256:<hex>, what `make image` wrote to dist/image/index-digest) is stamped as
 	// deploy.DaemonImageDigest, with deploy.DaemonImageRepository = ImageRepository and
@@ -238,6 +240,21 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		o.Log("%s: %s (%.1f MiB, binary %.1f MiB) in %.1fs", p, filepath.Base(a.Path),
 			float64(a.Size)/(1<<20), float64(a.BinarySize)/(1<<20), time.Since(start).Seconds())
 		res.Artifacts = append(res.Artifacts, a)
+	}
+
+	// Archives of another version or platform left from an earlier run would be published with
+	// this one (docs/releasing.md uploads the whole directory) without being in checksums.txt.
+	old, err := filepath.Glob(filepath.Join(o.OutDir, BinaryName+"_*.tar.gz"))
+	if err != nil {
+		return Result{}, err
+	}
+	for _, path := range old {
+		if !slices.ContainsFunc(res.Artifacts, func(a Artifact) bool { return a.Path == path }) {
+			o.Log("removing %s (not part of this release)", filepath.Base(path))
+			if err := os.Remove(path); err != nil {
+				return Result{}, err
+			}
+		}
 	}
 
 	res.Checksums = filepath.Join(o.OutDir, ChecksumsFile)
