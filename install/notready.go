@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/kubectl/pkg/util/podutils"
 )
 
 // maxPodsExplained bounds how many not-ready pods a --wait report names (a DaemonSet on 500
@@ -36,7 +37,7 @@ func (i *Installer) whyNotReady(ctx context.Context, w workload) []string {
 	var out []string
 	for k := range items {
 		p := &items[k]
-		if podIsReady(p) {
+		if podutils.IsPodReady(p) {
 			continue
 		}
 		if len(out) == maxPodsExplained {
@@ -50,15 +51,6 @@ func (i *Installer) whyNotReady(ctx context.Context, w workload) []string {
 		out = append(out, where+": "+i.podProblem(ctx, p))
 	}
 	return out
-}
-
-func podIsReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func (i *Installer) podProblem(ctx context.Context, p *corev1.Pod) string {
