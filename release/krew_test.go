@@ -161,6 +161,11 @@ func TestReleaseKrewInstall(t *testing.T) {
 		t.Errorf("archive entries: %d, first %q", len(entries), entries[0].name)
 	}
 
+	// The daemon image's digest is stamped in (deploy.DaemonImageDigest: install pins it).
+	if !strings.Contains(entries[1].data, "sha256:"+strings.Repeat("e", 64)) {
+		t.Error("the plugin binary does not carry the image digest")
+	}
+
 	// The release manifest (GitHub URIs) passes krew's validation.
 	if out, err := validateManifest(t, res.Manifest, nil, "-skip-install"); err != nil {
 		t.Fatalf("validate-krew-manifest %s: %v\n%s", res.Manifest, err, out)

@@ -276,6 +276,10 @@ func Build(ctx context.Context, o Options) (Result, error) {
 // stamp (-buildvcs=false: the stamp would record the work tree's state, not Options), default
 // GOAMD64/GOARM64 so it runs on any CPU of the arch.
 func BuildBinary(ctx context.Context, o Options, p Platform, out string) error {
+	out, err := filepath.Abs(out) // go build runs in RepoRoot
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
