@@ -64,7 +64,7 @@ func checkIsoobsDaemons(ctx context.Context, e *env) Result {
 	wg.Wait()
 	items := r.Items
 	var bad []string
-	hubbleReported, hubbleOK := 0, 0
+	hubbleReported, hubbleOK, hubbleOff, probesOK := 0, 0, 0, 0
 	for _, a := range answers {
 		where := a.pod.Spec.NodeName + " " + a.pod.Name
 		switch {
@@ -72,6 +72,14 @@ func checkIsoobsDaemons(ctx context.Context, e *env) Result {
 			bad = append(bad, where+": metrics :9966: "+a.err.Error())
 		case a.sums[metricProbesAttached] == 0:
 			bad = append(bad, where+": no eBPF probe attached")
+		default:
+			probesOK++
+		}
+		// A daemon told --hubble-server=off (what install sets on a cluster without Cilium)
+		// reports isoobs_hubble_connected 0: not a fault.
+		if hubbleDisabled(a.pod) {
+			hubbleOff++
+			continue
 		}
 		if a.hasHubb {
 			hubbleReported++
@@ -84,17 +92,20 @@ func checkIsoobsDaemons(ctx context.Context, e *env) Result {
 	}
 	items = append(items, bad...)
 	hubble := "Hubble connection not reported by this daemon version"
-	if hubbleReported > 0 {
+	switch {
+	case hubbleReported > 0:
 		hubble = fmt.Sprintf("Hubble connected on %d/%d", hubbleOK, hubbleReported)
+	case hubbleOff > 0 && hubbleOff == len(answers):
+		hubble = "Hubble off (--hubble-server=off)"
 	}
-	detail := fmt.Sprintf("%s; probes attached on %d/%d checked; %s", r.Detail, len(answers)-len(bad), len(answers), hubble)
+	detail := fmt.Sprintf("%s; probes attached on %d/%d checked; %s", r.Detail, probesOK, len(answers), hubble)
 	if r.Status == StatusFail {
 		return Result{Status: StatusFail, Detail: detail, Items: items, Next: r.Next}
 	}
 	if len(bad) > 0 {
 		pod := ready[0]
 		for _, a := range answers {
-			if a.err != nil || a.sums[metricProbesAttached] == 0 || (a.hasHubb && a.sums[metricHubbleConnected] == 0) {
+			if a.err != nil || a.sums[metricProbesAttached] == 0 || (a.hasHubb && !hubbleDisabled(a.pod) && a.sums[metricHubbleConnected] == 0) {
 				pod = a.pod
 				break
 			}
@@ -103,4 +114,16 @@ func checkIsoobsDaemons(ctx context.Context, e *env) Result {
 			Next: fmt.Sprintf("kubectl -n %s logs %s; kubectl get --raw /api/v1/namespaces/%s/pods/%s:%d/proxy/readyz", ns, pod.Name, ns, pod.Name, PortIsoobs)}
 	}
 	return Result{Status: r.Status, Detail: detail, Items: items, Next: r.Next}
+}
+
+// hubbleDisabled: the daemon container runs with --hubble-server=off.
+func hubbleDisabled(p *corev1.Pod) bool {
+	for _, c := range p.Spec.Containers {
+		for i, a := range c.Args {
+			if a == "--hubble-server=off" || (a == "--hubble-server" && i+1 < len(c.Args) && c.Args[i+1] == "off") {
+				return true
+			}
+		}
+	}
+	return false
 }
