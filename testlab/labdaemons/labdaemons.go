@@ -173,7 +173,10 @@ func start(ctx context.Context, lab *testlab.Lab, opts Options, install bool) (_
 	if lab.Real != nil {
 		want++
 	}
-	pods, err := lab.WaitPodsReady(ctx, cluster.DefaultNamespace, cluster.DefaultSelector, want)
+	// Bounded: a real node's daemon pod can wait forever (e.g. a hostPath that never appears).
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	pods, err := lab.WaitPodsReady(wctx, cluster.DefaultNamespace, cluster.DefaultSelector, want)
 	if err != nil {
 		return nil, err
 	}
@@ -240,8 +243,9 @@ func installChart(ctx context.Context, lab *testlab.Lab) error {
 	if err != nil {
 		return err
 	}
+	// HubbleAddressAuto as the plugin sets it: the lab runs no Cilium, so Hubble is off.
 	o := install.Options{Values: values.Defaults(), Components: []install.Component{install.ComponentIsoobs},
-		Sources: map[install.Component]install.Source{}, KubeVersion: controlplane.K8sVersion}
+		Sources: map[install.Component]install.Source{}, KubeVersion: controlplane.K8sVersion, HubbleAddressAuto: true}
 	if _, err := inst.Install(ctx, o); err != nil {
 		return fmt.Errorf("install the isoobs chart: %w", err)
 	}
