@@ -69,9 +69,9 @@ bench: deps
 bench-probe-parts: deps
 	bash hack/probe-parts.sh
 
-## demo: plays the seed 000 DNS incident on the local lab, then cleans up
+## demo: plays the seed 000 DNS incident on the local lab, then cleans up (REAL_NODE=1: the daemon and the crawler as real containers on a real kubelet node, ~30-40 s more)
 demo: deps build
-	$(GO) run ./testlab/cmd/isoobs-demo
+	$(GO) run ./testlab/cmd/isoobs-demo $(if $(REAL_NODE),--real-node)
 
 ## lint: gofmt and go vet
 lint:

@@ -4,6 +4,11 @@
 // names it within seconds, in cluster mode: through the API server's port-forward into the
 // daemon pods of the real chart. Everything is cleaned up at the end (also on Ctrl-C).
 //
+// With --real-node (make demo REAL_NODE=1) the lab also has a real kubelet + containerd node:
+// the chart's daemon runs there as a real container from its digest-pinned image (built
+// locally, imported, nothing pulled), and the crawler is moved onto that node as a real
+// container whose flood is started with `exec` through the API server and the kubelet.
+//
 // Run it with `make demo` (root).
 package main
 
@@ -21,6 +26,8 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/isoobs/isoobs/plugin/cluster"
 	"github.com/isoobs/isoobs/testlab"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
@@ -33,12 +40,13 @@ func main() {
 	flood := flag.Duration("flood", 8*time.Second, "how long the crawler floods")
 	floodQPS := flag.Float64("flood-qps", 3000, "the crawler's query rate")
 	keep := flag.Bool("keep", false, "keep the lab running at the end until Ctrl-C")
+	realNode := flag.Bool("real-node", false, "run the daemon and the crawler as real containers on a real kubelet node")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fail("the demo builds network namespaces, cgroups and eBPF programs: run it as root (sudo make demo)")
 	}
 	testlab.HandleSignals()
-	if err := run(*calm, *flood, *floodQPS, *keep); err != nil {
+	if err := run(*calm, *flood, *floodQPS, *keep, *realNode); err != nil {
 		testlab.CloseAll()
 		fail(err.Error())
 	}
@@ -53,7 +61,7 @@ func step(format string, args ...any) {
 	fmt.Printf("\n\033[1m==> "+format+"\033[0m\n", args...)
 }
 
-func run(calm, flood time.Duration, floodQPS float64, keep bool) error {
+func run(calm, flood time.Duration, floodQPS float64, keep, realNode bool) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "isoobs-demo-")
 	if err != nil {
@@ -73,19 +81,48 @@ func run(calm, flood time.Duration, floodQPS float64, keep bool) error {
 		return err
 	}
 
-	step("starting the lab: kube-apiserver, etcd, controller-manager, scheduler, kwok nodes, CoreDNS")
+	var images *realImages
+	if realNode {
+		step("building the daemon image (release/image, digest-pinned by the chart) and the crawler image")
+		start := time.Now()
+		if images, err = buildImages(ctx, work); err != nil {
+			return err
+		}
+		fmt.Printf("%s and %s in %.1fs\n", images.daemon.Reference, crawlerImage, time.Since(start).Seconds())
+	}
+
+	what := "kwok nodes, CoreDNS"
+	if realNode {
+		what += ", a real kubelet + containerd node"
+	}
+	step("starting the lab: kube-apiserver, etcd, controller-manager, scheduler, %s", what)
 	start := time.Now()
-	lab, err := testlab.Start(ctx, testlab.Options{ID: "demo", Dir: filepath.Join(work, "lab")})
+	lab, err := testlab.Start(ctx, testlab.Options{ID: "demo", Dir: filepath.Join(work, "lab"), RealNode: realNode})
 	if err != nil {
 		return err
 	}
 	defer lab.Close()
 	fmt.Printf("lab up in %.1fs; KUBECONFIG=%s\n", time.Since(start).Seconds(), lab.Kubeconfig())
+	if realNode {
+		start := time.Now()
+		for _, tar := range []string{images.daemon.OCIArchive, images.crawler} {
+			if err := lab.Real.ImportImage(ctx, tar); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("images imported into %s's containerd in %.1fs\n", lab.Real.Name, time.Since(start).Seconds())
+	}
 
 	step("deploying jobs-app into tenant-jobs (seed 000)")
 	app, err := scenario.Apply(ctx, lab)
 	if err != nil {
 		return err
+	}
+	var realCrawler *corev1.Pod
+	if realNode {
+		if realCrawler, err = moveCrawler(ctx, lab); err != nil {
+			return err
+		}
 	}
 	if err := kubectlTo(lab, "get", "pods", "-A", "-o", "wide"); err != nil {
 		return err
@@ -101,6 +138,9 @@ func run(calm, flood time.Duration, floodQPS float64, keep bool) error {
 	defer daemons.Close()
 	for _, name := range lab.NodeNames() {
 		fmt.Printf("  %-14s eBPF probe at cgroup root %s\n", name, lab.Node(name).CgroupRoot())
+	}
+	if realNode {
+		fmt.Printf("  %-14s the chart's container (%s), real kubelet port-forward\n", lab.Real.Name, images.daemon.Reference)
 	}
 	if err := kubectlTo(lab, "get", "pods", "-n", cluster.DefaultNamespace, "-o", "wide"); err != nil {
 		return err
@@ -135,6 +175,10 @@ func run(calm, flood time.Duration, floodQPS float64, keep bool) error {
 
 	step("the crawler starts flooding CoreDNS: %.0f random names/s under crawl.jobs-app.example (NXDOMAIN)", floodQPS)
 	crawler := app.CrawlerPod()
+	crawlerName := crawler.API.Name
+	if realCrawler != nil {
+		crawlerName = realCrawler.Name
+	}
 	// The machine-readable view measures when the crawler is ranked first.
 	watch := top("-o", "json", "--interval", "500ms", "--sort", "qps")
 	watchOut, _ := watch.StdoutPipe()
@@ -150,7 +194,7 @@ func run(calm, flood time.Duration, floodQPS float64, keep bool) error {
 			var f struct {
 				Rows []struct{ Namespace, Pod, Workload string } `json:"rows"`
 			}
-			if json.Unmarshal(sc.Bytes(), &f) == nil && len(f.Rows) > 0 && f.Rows[0].Pod == crawler.API.Name {
+			if json.Unmarshal(sc.Bytes(), &f) == nil && len(f.Rows) > 0 && f.Rows[0].Pod == crawlerName {
 				rankedFirst <- time.Since(floodStart)
 				return
 			}
@@ -161,12 +205,16 @@ func run(calm, flood time.Duration, floodQPS float64, keep bool) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		floodReport, floodErr = dnsgen.RunInPod(trafficCtx, crawler.Net, gen, dnsgen.Config{Server: dns,
-			RandomSuffix: "crawl.jobs-app.example", QPS: floodQPS, Concurrency: 32, Duration: flood, Timeout: time.Second})
+		cfg := dnsgen.Config{Server: dns, RandomSuffix: "crawl.jobs-app.example", QPS: floodQPS, Concurrency: 32, Duration: flood, Timeout: time.Second}
+		if realCrawler != nil {
+			floodReport, floodErr = execDNSGen(trafficCtx, lab, realCrawler, cfg)
+			return
+		}
+		floodReport, floodErr = dnsgen.RunInPod(trafficCtx, crawler.Net, gen, cfg)
 	}()
 	select {
 	case d := <-rankedFirst:
-		fmt.Printf("tenant-jobs/%s ranked first %.2fs after the flood started\n", crawler.API.Name, d.Seconds())
+		fmt.Printf("tenant-jobs/%s ranked first %.2fs after the flood started\n", crawlerName, d.Seconds())
 	case <-time.After(10 * time.Second):
 		fmt.Println("crawler NOT ranked first within 10s")
 	}

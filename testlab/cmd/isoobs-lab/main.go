@@ -74,6 +74,7 @@ func upCmd() *cobra.Command {
 		nodes            []string
 		foreground, scen bool
 		noCoreDNS        bool
+		realNode         bool
 		timeout          time.Duration
 	)
 	cmd := &cobra.Command{
@@ -87,11 +88,12 @@ func upCmd() *cobra.Command {
 				return fmt.Errorf("lab %q is already running (pid %d); KUBECONFIG=%s — stop it with: isoobs-lab down --id %s", id, st.PID, st.Kubeconfig, id)
 			}
 			if foreground {
-				return runForeground(id, driver, nodes, scen, noCoreDNS, timeout)
+				return runForeground(id, driver, nodes, scen, noCoreDNS, realNode, timeout)
 			}
 			args := []string{"up", "--foreground", "--id=" + id, "--nodes=" + strings.Join(nodes, ","),
 				"--cgroup-driver=" + driver, "--timeout=" + timeout.String(),
-				"--scenario=" + strconv.FormatBool(scen), "--no-coredns=" + strconv.FormatBool(noCoreDNS)}
+				"--scenario=" + strconv.FormatBool(scen), "--no-coredns=" + strconv.FormatBool(noCoreDNS),
+				"--real-node=" + strconv.FormatBool(realNode)}
 			return startBackground(id, args, timeout)
 		},
 	}
@@ -102,6 +104,7 @@ func upCmd() *cobra.Command {
 	f.BoolVar(&foreground, "foreground", false, "run in this process until interrupted (Ctrl-C tears down)")
 	f.BoolVar(&scen, "scenario", false, "also apply the seed 000 app (namespace tenant-jobs)")
 	f.BoolVar(&noCoreDNS, "no-coredns", false, "skip kube-system/coredns")
+	f.BoolVar(&realNode, "real-node", false, "also join a real kubelet + containerd node ("+testlab.RealNodeName+"; import images with ctr -a <dir>/cp/realnode/containerd/containerd.sock -n k8s.io images import)")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the lab (a first run builds the binaries, ~5 min)")
 	return cmd
 }
@@ -152,7 +155,7 @@ func startBackground(id string, args []string, timeout time.Duration) error {
 	}
 }
 
-func runForeground(id, driver string, nodes []string, scen, noCoreDNS bool, timeout time.Duration) error {
+func runForeground(id, driver string, nodes []string, scen, noCoreDNS, realNode bool, timeout time.Duration) error {
 	dir := stateDir(id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -163,7 +166,7 @@ func runForeground(id, driver string, nodes []string, scen, noCoreDNS bool, time
 	defer cancel()
 	began := time.Now()
 	lab, err := testlab.Start(startCtx, testlab.Options{
-		ID: id, Nodes: nodes, Driver: driver, NoCoreDNS: noCoreDNS,
+		ID: id, Nodes: nodes, Driver: driver, NoCoreDNS: noCoreDNS, RealNode: realNode,
 		Dir:  filepath.Join(dir, "cp"),
 		Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) },
 	})
