@@ -17,14 +17,16 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/isoobs/isoobs/buildinfo"
+	"github.com/isoobs/isoobs/release/image"
 )
 
 // File names and locations of a release.
@@ -280,37 +282,8 @@ func BuildBinary(ctx context.Context, o Options, p Platform, out string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return err
-	}
-	goCmd := o.Go
-	if goCmd == "" {
-		goCmd = "go"
-	}
-	cmd := exec.CommandContext(ctx, goCmd, "build", "-trimpath", "-buildvcs=false", "-ldflags", o.LDFlags(), "-o", out, Package)
-	cmd.Dir = o.RepoRoot
-	cmd.Env = append(withoutEnv(os.Environ(), "GOOS", "GOARCH", "CGO_ENABLED", "GOAMD64", "GOARM64", "GOARM", "GO386"),
-		"CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Arch)
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go build %s for %s: %w\n%s", Package, p, err, buf.String())
-	}
-	return nil
-}
-
-func withoutEnv(env []string, keys ...string) []string {
-	var out []string
-next:
-	for _, kv := range env {
-		for _, k := range keys {
-			if strings.HasPrefix(kv, k+"=") {
-				continue next
-			}
-		}
-		out = append(out, kv)
-	}
-	return out
+	return image.BuildBinary(ctx, image.Binary{Dir: o.RepoRoot, Package: Package, Platform: v1.Platform{OS: p.OS, Architecture: p.Arch},
+		LDFlags: o.LDFlags(), Out: out, Go: o.Go})
 }
 
 func sha256Hex(b []byte) string {

@@ -27,7 +27,8 @@ type Binary struct {
 	Go string
 }
 
-// BuildBinary runs `go build -trimpath -buildvcs=false` with CGO_ENABLED=0 for b.Platform. No VCS
+// BuildBinary runs `go build -trimpath -buildvcs=false` with CGO_ENABLED=0 for b.Platform (the
+// daemon for its images, the plugin for release archives). No VCS
 // stamp: it would change with untracked files in the checkout (the commit comes by LDFlags).
 // GOARM64/GOAMD64 stay the toolchain's defaults (v8.0, v1): the binary runs on any CPU of its arch.
 func BuildBinary(ctx context.Context, b Binary) error {
@@ -39,7 +40,7 @@ func BuildBinary(ctx context.Context, b Binary) error {
 	}
 	cmd := exec.CommandContext(ctx, b.Go, "build", "-trimpath", "-buildvcs=false", "-ldflags", b.LDFlags, "-o", b.Out, b.Package)
 	cmd.Dir = b.Dir
-	cmd.Env = append(withoutEnv(os.Environ(), "GOOS", "GOARCH", "GOARM", "GOARM64", "GOAMD64", "CGO_ENABLED"),
+	cmd.Env = append(withoutEnv(os.Environ(), "GOOS", "GOARCH", "GOARM", "GOARM64", "GOAMD64", "GO386", "CGO_ENABLED"),
 		"CGO_ENABLED=0", "GOOS="+b.Platform.OS, "GOARCH="+b.Platform.Architecture)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
