@@ -156,7 +156,7 @@ shown otherwise). ServiceMonitors are created only when the Prometheus operator 
 	f.StringVar(&o.SplunkEnvironment, "splunk-environment", o.SplunkEnvironment, "Splunk environment name")
 	f.BoolVar(&o.SplunkNoGateway, "splunk-no-gateway", o.SplunkNoGateway, "Agents send to Splunk directly instead of through a gateway Deployment")
 	f.BoolVar(&o.SplunkNoCertManager, "splunk-no-cert-manager", o.SplunkNoCertManager, "No cert-manager mTLS between collector agents and gateway")
-	f.StringVar(&o.DaemonImage, "daemon-image", o.DaemonImage, "isoobs daemon image (repository[:tag][@digest])")
+	f.StringVar(&o.DaemonImage, "daemon-image", o.DaemonImage, "isoobs daemon image (repository[:tag][@digest]); default: the image this plugin was released with, pinned by digest (e.g. a copy in a private registry: registry.example/isoobs/isoobs-daemon@sha256:...)")
 	f.DurationVar(&o.DaemonInterval, "daemon-interval", o.DaemonInterval, "How often the daemon reads its probe maps")
 	f.StringVar(&o.HubbleAddress, "hubble-address", o.HubbleAddress, "Hubble server the daemon reads (unix:///path, host:port or off; default: the node's Cilium socket, off when the cluster runs no Cilium)")
 	return cmd
