@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -450,6 +451,21 @@ func checkDaemonContainer(t *testing.T, ctx context.Context, lab *testlab.Lab, p
 	want := "system:serviceaccount:" + pod.Namespace + ":" + pod.Spec.ServiceAccountName
 	if claims.Sub != want {
 		t.Errorf("daemon token subject %q, want %s", claims.Sub, want)
+	}
+	// That identity has the chart's RBAC only: reading pods yes, Secrets no.
+	for _, c := range []struct {
+		verb, resource string
+		want           bool
+	}{{"watch", "pods", true}, {"list", "secrets", false}} {
+		sar, err := lab.Client().AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{User: want, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + pod.Namespace},
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: c.verb, Resource: c.resource}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed != c.want {
+			t.Errorf("%s may %s %s cluster-wide: %v, want %v (%s)", want, c.verb, c.resource, sar.Status.Allowed, c.want, sar.Status.Reason)
+		}
 	}
 	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	for _, kv := range strings.Split(string(env), "\x00") {
