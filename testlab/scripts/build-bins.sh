@@ -23,6 +23,10 @@ KREW_VERSION=${KREW_VERSION:-v0.4.3}
 CACHE=${ISOOBS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/isoobs}
 BIN=$CACHE/bin
 mkdir -p "$BIN"
+# One run at a time per cache: `make deps` and tests (controlplane.EnsureBinaries) share the
+# $out.tmp directories; a second run waits, then finds the binaries built.
+exec 9>"$CACHE/.build-bins.lock"
+flock 9
 export GOFLAGS=-mod=mod
 export CGO_ENABLED=0
 
