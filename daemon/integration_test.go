@@ -244,9 +244,15 @@ func TestDaemonRealProbe(t *testing.T) {
 	}
 	t.Logf("pod A p50 %.3f ms p99 %.3f ms; client fast %d..%d µs, slow %d..%d µs", a.LatencyP50Ms, a.LatencyP99Ms, fastMin, fastMax, slow[0], slow[len(slow)-1])
 
-	st, err = client.Status(ctx, &isoobsv1.StatusRequest{})
-	if err != nil {
-		t.Fatal(err)
+	// The frame above can come from a tick before the host client's last queries were read
+	// (the stream buffers frames; the host client runs last): wait for a tick that read them all.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if st, err = client.Status(ctx, &isoobsv1.StatusRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if st.Counters["host_queries"] >= 25 || time.Now().After(deadline) {
+			break
+		}
 	}
 	if st.Counters["host_queries"] != 25 || st.PodsKnown != 2 || st.Counters["unresolved_cgroups"] != 0 {
 		t.Errorf("status counters: host_queries %d pods_known %d unresolved %d", st.Counters["host_queries"], st.PodsKnown, st.Counters["unresolved_cgroups"])
