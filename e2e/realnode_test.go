@@ -163,7 +163,7 @@ func TestRealNodeDaemonChart(t *testing.T) {
 	t.Cleanup(daemons.Close)
 
 	// Every daemon answers through the port-forward before the measured window.
-	waitUntil(t, 60*time.Second, func() error {
+	testlab.WaitFor(t, 60*time.Second, func() error {
 		f, err := topDNSFrame(ctx, lab.Kubeconfig(), "--once")
 		if err != nil {
 			return err
@@ -315,7 +315,7 @@ func TestRealNodeDaemonChart(t *testing.T) {
 	if out, errOut, err := runPlugin(ctx, lab.Kubeconfig(), "uninstall", "--wait"); err != nil {
 		t.Fatalf("uninstall: %v\n%s\n%s", err, out, errOut)
 	}
-	waitUntil(t, 90*time.Second, func() error {
+	testlab.WaitFor(t, 90*time.Second, func() error {
 		if ds, err := client.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{}); err == nil && len(ds.Items) > 0 {
 			return fmt.Errorf("%d DaemonSets left in %s", len(ds.Items), ns)
 		}
@@ -487,21 +487,6 @@ func topDNSFrame(ctx context.Context, kubeconfig string, args ...string) (top.Fr
 		return f, fmt.Errorf("decoding %q: %w", out, err)
 	}
 	return f, nil
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
 }
 
 func podState(p *corev1.Pod) string {

@@ -64,3 +64,20 @@ func StartForTest(t testing.TB, opts Options) *Lab {
 	})
 	return lab
 }
+
+// WaitFor polls check every 250 ms until it returns nil, and fails the test with its last error
+// after timeout.
+func WaitFor(t testing.TB, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}

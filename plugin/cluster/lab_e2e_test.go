@@ -72,7 +72,7 @@ func TestClusterTopDNSOnLab(t *testing.T) {
 
 	// Until kwok has seen the PortForward objects and the daemons know the
 	// pods, a frame may miss nodes or names.
-	waitFor(t, 30*time.Second, func() error {
+	testlab.WaitFor(t, 30*time.Second, func() error {
 		f, _, err := topDNS(ctx, lab.Kubeconfig(), "--once")
 		if err != nil {
 			return err
@@ -269,19 +269,4 @@ func status(ctx context.Context, kubeconfig string) (plugin.StatusReport, error)
 	}
 	err := json.Unmarshal(out.Bytes(), &report)
 	return report, err
-}
-
-func waitFor(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
 }
