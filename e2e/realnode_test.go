@@ -331,6 +331,33 @@ func TestRealNodeDaemonChart(t *testing.T) {
 		return nil
 	})
 	t.Logf("timing: uninstall -> DaemonSet, pods, container and namespace gone in %s", time.Since(t0).Round(time.Millisecond))
+
+	// A node whose pods cannot reach the API server (kube-proxy broken): the daemon says so in
+	// its log and /readyz, and `install --wait` names it instead of only timing out.
+	if err := lab.Real.SetServiceRoute(false); err != nil {
+		t.Fatal(err)
+	}
+	routed := false
+	restore := func() {
+		if !routed {
+			routed = true
+			if err := lab.Real.SetServiceRoute(true); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(restore) // before the lab's Close, which deletes the rule
+	t0 = time.Now()
+	out, errOut, err = runPlugin(ctx, lab.Kubeconfig(), "install", "--components", "isoobs", "--wait", "--timeout", "45s")
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the Kubernetes API server https://") || !strings.Contains(out, "cannot reach the Kubernetes API server") {
+		t.Errorf("install --wait with the kubernetes Service unreachable: err %v, want it to name the unreachable API server\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
+	} else {
+		t.Logf("install --wait, API unreachable, failed after %s with:\n%v", time.Since(t0).Round(time.Millisecond), err)
+	}
+	restore()
+	if out, errOut, err := runPlugin(ctx, lab.Kubeconfig(), "uninstall", "--wait"); err != nil {
+		t.Fatalf("uninstall: %v\n%s\n%s", err, out, errOut)
+	}
 }
 
 // waitRealDaemonReady waits for the daemon pod on the real node to be Running and Ready; on

@@ -72,15 +72,19 @@ func (i *Installer) podProblem(ctx context.Context, p *corev1.Pod) string {
 			return "not scheduled: " + oneLine(c.Message)
 		}
 	}
-	if ev := i.lastWarning(ctx, p); ev != "" {
-		for _, cs := range p.Status.ContainerStatuses {
-			if cs.State.Running != nil && !cs.Ready {
-				// Running but not ready: the probe event says only "statuscode: 503"; the log says why.
-				if tail := i.lastLog(ctx, p, cs.Name, false); tail != "" {
-					return ev + "; container " + cs.Name + " last logged: " + tail
+	ev := i.lastWarning(ctx, p)
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.State.Running != nil && !cs.Ready {
+			// Running but not ready: the probe event says only "statuscode: 503"; the log says why.
+			if tail := i.lastLog(ctx, p, cs.Name, false); tail != "" {
+				if ev == "" {
+					return "container " + cs.Name + " runs but is not ready; it last logged: " + tail
 				}
+				return ev + "; container " + cs.Name + " last logged: " + tail
 			}
 		}
+	}
+	if ev != "" {
 		return ev
 	}
 	if p.Status.Phase == corev1.PodPending {

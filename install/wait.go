@@ -143,10 +143,10 @@ func (i *Installer) wait(ctx context.Context, spec Spec, timeout time.Duration) 
 			}
 			detail := ""
 			if len(why) > 0 {
-				detail = "\n  " + strings.Join(why, "\n  ") + "\n"
+				detail = ":\n  " + strings.Join(why, "\n  ")
 			}
-			return fmt.Errorf("%s: not ready after %s: %s%s; look at kubectl -n %s describe %s and its pods' events and logs",
-				spec.Component, timeout, strings.Join(notReady, ", "), detail, first[0], first[1])
+			return fmt.Errorf("%s: not ready after %s: %s; look at kubectl -n %s describe %s and its pods' events and logs%s",
+				spec.Component, timeout, strings.Join(notReady, ", "), first[0], first[1], detail)
 		case <-tick.C:
 		}
 	}

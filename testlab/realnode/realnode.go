@@ -566,3 +566,16 @@ func (n *Node) Close() error {
 }
 
 func goarch() string { return runtime.GOARCH }
+
+// SetServiceRoute removes (false) or restores (true) the DNAT that routes the kubernetes Service
+// to the API server: pods then cannot reach the API, as on a node whose kube-proxy is broken.
+func (n *Node) SetServiceRoute(on bool) error {
+	op := "-D"
+	if on {
+		op = "-A"
+	}
+	if out, err := exec.Command("iptables", append([]string{"-w", "-t", "nat", op, "PREROUTING"}, n.st.DNAT...)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("realnode: iptables %s of the kubernetes Service DNAT: %v: %s", op, err, out)
+	}
+	return nil
+}
