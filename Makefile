@@ -69,6 +69,11 @@ bench: deps
 bench-probe-parts: deps
 	bash hack/probe-parts.sh
 
+## bench-peers: the same DNS load through isoobs, Inspektor Gadget trace_dns, tcpdump and no observer, side by side (BENCHMARKS.md)
+.PHONY: bench-peers
+bench-peers: deps build
+	bash hack/bench-peers.sh
+
 ## demo: plays the seed 000 DNS incident on the local lab, then cleans up (REAL_NODE=1: the daemon and the crawler as real containers on a real kubelet node, ~30-40 s more)
 demo: deps build
 	$(GO) run ./testlab/cmd/isoobs-demo $(if $(REAL_NODE),--real-node)
