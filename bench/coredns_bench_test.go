@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/isoobs/isoobs/bench/emptyprobe"
 	"github.com/isoobs/isoobs/bpf"
+	"github.com/isoobs/isoobs/bpf/runstats"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
 )
 
@@ -65,13 +67,13 @@ func BenchmarkCoreDNSThroughputWithProbe(b *testing.B) {
 			var qps [3]float64
 			for _, arm := range orders[r%3] {
 				var p *bpf.DNSProbe
-				var e *bpf.EmptyPrograms
+				var e *emptyprobe.Programs
 				var err error
 				switch arm {
 				case probe:
 					p, err = bpf.LoadDNS(bpf.Options{CgroupRoot: root})
 				case empty:
-					e, err = bpf.AttachEmptyPrograms(root)
+					e, err = emptyprobe.Attach(root)
 				}
 				if err != nil {
 					b.Fatal(err)
@@ -120,11 +122,11 @@ func BenchmarkCoreDNSThroughputWithProbe(b *testing.B) {
 		b.Logf("empty/none ratios (sorted): %.3f", sorted(emptyRatios))
 
 		// Cost per packet under this load.
-		stats, err := bpf.EnableRunStats()
+		stats, err := runstats.Enable()
 		if err != nil {
 			b.Fatal(err)
 		}
-		emptyProgs, err := bpf.AttachEmptyPrograms(root)
+		emptyProgs, err := emptyprobe.Attach(root)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/isoobs/isoobs/bench/emptyprobe"
 	"github.com/isoobs/isoobs/bpf"
+	"github.com/isoobs/isoobs/bpf/runstats"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
 )
 
@@ -70,15 +72,15 @@ func BenchmarkProbeBuildsUnderLoad(b *testing.B) {
 		rounds = 8
 		builds = append(builds, build{label: "none", path: "-"})
 	} else {
-		stats, err := bpf.EnableRunStats()
+		stats, err := runstats.Enable()
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer stats.Close()
 	}
 	for i := 0; i < b.N; i++ {
-		probeRun := make([]bpf.RunStats, len(builds))
-		emptyRun := make([]bpf.RunStats, len(builds))
+		probeRun := make([]runstats.Stats, len(builds))
+		emptyRun := make([]runstats.Stats, len(builds))
 		qps := make([]float64, len(builds))
 		ratios := make([][]float64, len(builds))
 		for r := 0; r < rounds; r++ {
@@ -95,10 +97,10 @@ func BenchmarkProbeBuildsUnderLoad(b *testing.B) {
 					qps[j] += res.QPS / float64(rounds)
 					continue
 				}
-				var emptyProgs *bpf.EmptyPrograms
+				var emptyProgs *emptyprobe.Programs
 				var err error
 				if !throughput {
-					if emptyProgs, err = bpf.AttachEmptyPrograms(root); err != nil {
+					if emptyProgs, err = emptyprobe.Attach(root); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -113,7 +115,7 @@ func BenchmarkProbeBuildsUnderLoad(b *testing.B) {
 				}
 				warmUp(b, w, p, opts)
 				p0, _ := p.RunStats()
-				var e0, e1 bpf.RunStats
+				var e0, e1 runstats.Stats
 				if emptyProgs != nil {
 					e0, _ = emptyProgs.RunStats()
 				}

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
+
+	"github.com/isoobs/isoobs/bench/emptyprobe"
+	"github.com/isoobs/isoobs/bpf/runstats"
 )
 
 // progRun is a program's cumulative BPF stats (kernel.bpf_stats_enabled).
@@ -102,22 +104,12 @@ func BenchmarkDNSProbeCostPerPacket(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	var empty baselineObjects
-	if err := loadBaselineObjects(&empty, nil); err != nil {
+	empty, err := emptyprobe.Attach(root)
+	if err != nil {
 		b.Fatal(err)
 	}
 	defer empty.Close()
-	for _, a := range []struct {
-		prog *ebpf.Program
-		typ  ebpf.AttachType
-	}{{empty.EmptyEgress, ebpf.AttachCGroupInetEgress}, {empty.EmptyIngress, ebpf.AttachCGroupInetIngress}} {
-		lk, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: a.typ, Program: a.prog})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer lk.Close()
-	}
-	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	stats, err := runstats.Enable()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -166,7 +158,7 @@ func BenchmarkDNSProbeCostPerPacket(b *testing.B) {
 					p := load(v == 1)
 					warm(p, send)
 					dns0 := readProgRun(b, p.objs.DnsEgress, p.objs.DnsIngress)
-					empty0 := readProgRun(b, empty.EmptyEgress, empty.EmptyIngress)
+					empty0 := readProgRun(b, empty.Egress(), empty.Ingress())
 					b.StartTimer()
 					for j := 0; j < block && i < b.N; j, i = j+1, i+1 {
 						if err := send(i); err != nil {
@@ -175,7 +167,7 @@ func BenchmarkDNSProbeCostPerPacket(b *testing.B) {
 					}
 					b.StopTimer()
 					d := readProgRun(b, p.objs.DnsEgress, p.objs.DnsIngress).sub(dns0)
-					e := readProgRun(b, empty.EmptyEgress, empty.EmptyIngress).sub(empty0)
+					e := readProgRun(b, empty.Egress(), empty.Ingress()).sub(empty0)
 					p.Close()
 					if d.count != e.count {
 						b.Fatalf("probe ran %d times, empty program %d times", d.count, e.count)
@@ -235,19 +227,19 @@ func BenchmarkDNSProbeVerifiedInstructions(b *testing.B) {
 // (no socket, no veth): a quick, low-noise comparison of code changes.
 func BenchmarkDNSParserTestRun(b *testing.B) {
 	r := newTestRunner(b)
-	var empty baselineObjects
-	if err := loadBaselineObjects(&empty, nil); err != nil {
+	empty, err := emptyprobe.Load()
+	if err != nil {
 		b.Fatal(err)
 	}
 	defer empty.Close()
 	pkt := ipv4Packet(protoUDP, udpSegment(40000, 53, dnsQuery(wireName("svc-1", "ns", "svc", "cluster", "local"))))
 	var dnsNS, emptyNS float64
-	err := r.lab.inCgroup(r.cg, r.lab.clientNS, func() error {
+	err = r.lab.inCgroup(r.cg, r.lab.clientNS, func() error {
 		_, d1, err := r.p.objs.DnsEgress.Benchmark(pkt, b.N, nil)
 		if err != nil {
 			return err
 		}
-		_, d2, err := empty.EmptyEgress.Benchmark(pkt, b.N, nil)
+		_, d2, err := empty.Egress().Benchmark(pkt, b.N, nil)
 		dnsNS, emptyNS = float64(d1.Nanoseconds()), float64(d2.Nanoseconds())
 		return err
 	})

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/isoobs/isoobs/bench/emptyprobe"
 )
 
 // BenchmarkDNSRolesTestRun times each kind of packet the probe handles with
@@ -34,8 +36,8 @@ func BenchmarkDNSRolesTestRun(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	var empty baselineObjects
-	if err := loadBaselineObjects(&empty, nil); err != nil {
+	empty, err := emptyprobe.Load()
+	if err != nil {
 		b.Fatal(err)
 	}
 	defer empty.Close()
@@ -95,9 +97,9 @@ func BenchmarkDNSRolesTestRun(b *testing.B) {
 	b.ResetTimer()
 	var mix, weights float64
 	for _, pk := range packets {
-		prog, eprog := p.objs.DnsIngress, empty.EmptyIngress
+		prog, eprog := p.objs.DnsIngress, empty.Ingress()
 		if pk.egress {
-			prog, eprog = p.objs.DnsEgress, empty.EmptyEgress
+			prog, eprog = p.objs.DnsEgress, empty.Egress()
 		}
 		net := run(prog, pk.pkt, b.N) - run(eprog, pk.pkt, b.N)
 		b.ReportMetric(net, pk.label+"-net-ns")

@@ -2,10 +2,10 @@
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
-// Empty cgroup_skb programs: the benchmark attaches them beside the DNS
+// Empty cgroup_skb programs: benchmarks attach them beside the DNS
 // probe and subtracts their per-packet cost (hook + stats overhead) so the
 // reported number is the probe's own work.
-#include "headers/probe_types.h"
+#include "../../bpf/headers/probe_types.h"
 #include <bpf/bpf_helpers.h>
 
 char __license[] SEC("license") = "Dual BSD/GPL";
