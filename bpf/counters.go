@@ -1,0 +1,209 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// Response code slots of PodCounters.Rcode.
+const (
+	RcodeNoError = iota
+	RcodeNXDomain
+	RcodeServFail
+	RcodeRefused
+	RcodeOther
+	NumRcodeSlots
+)
+
+// QTypeOther is the PodCounters.QType key summing every query type not in
+// TrackedQTypes (0 is a reserved type number, never a real query type).
+const QTypeOther uint16 = 0
+
+// TrackedQTypes are the query types counted individually, in the kernel's
+// slot order (see qtype_slot in dns.c): A, AAAA, CNAME, PTR, SRV, HTTPS, TXT,
+// MX, NS, SOA, ANY.
+var TrackedQTypes = [...]uint16{1, 28, 5, 12, 33, 65, 16, 15, 2, 6, 255}
+
+// NumLatencyBuckets is the length of PodCounters.LatencyLog2US.
+const NumLatencyBuckets = 32
+
+// PodCounters are one cgroup's DNS counters, cumulative since load and
+// summed over CPUs.
+type PodCounters struct {
+	Queries   uint64 // queries sent (egress to port 53)
+	Responses uint64 // responses received (ingress from port 53)
+	Malformed uint64 // port-53 payloads that are not a valid DNS message, any direction
+	BytesOut  uint64 // IP bytes of port-53 packets sent (client queries and server responses)
+	BytesIn   uint64 // IP bytes of port-53 packets received
+	// QType counts queries sent by DNS type number; QTypeOther sums the rest.
+	QType map[uint16]uint64
+	// Rcode counts responses received, indexed by Rcode* constants.
+	Rcode [NumRcodeSlots]uint64
+	// LatencyLog2US[i] counts responses whose query→response time t, in µs,
+	// satisfies 2^i <= t < 2^(i+1) (bucket 0 also holds t < 1 µs, the last
+	// bucket everything above). While a pod's latency is sampled 1 in 2^k,
+	// each timed response adds 2^k: the buckets estimate all responses.
+	LatencyLog2US [NumLatencyBuckets]uint64
+	// LatencySampleShift is k when 1 in 2^k of the pod's queries is timed
+	// now (0: every query; see Options.LatencySampleAbove).
+	LatencySampleShift uint8
+	ServerQueries      uint64 // queries received on port 53 (a DNS server pod)
+	ServerResponses    uint64 // responses sent from port 53
+	TCPQueries         uint64 // subset of Queries sent over TCP
+}
+
+// ReadPods returns the counters of every cgroup seen, keyed by cgroup id
+// (the inode number of the cgroup directory, see CgroupID).
+//
+// A pod's counts are in pod_stats until it gets a fast-path slot, and in the
+// slot from then on: both are added. ReadPods also gives free slots to pods
+// it found in pod_stats, and zeroes the slots DeletePods freed.
+func (p *DNSProbe) ReadPods() (map[uint64]PodCounters, error) {
+	p.slotMu.Lock()
+	defer p.slotMu.Unlock()
+	// Freed at least one read ago: no program can still be counting there.
+	for i, dirty := range p.slotDirty {
+		if !dirty {
+			continue
+		}
+		zero := make([]dnsPodCounters, ebpf.MustPossibleCPU())
+		if err := p.objs.PodSlotCounters.Put(uint32(i), zero); err != nil {
+			return nil, fmt.Errorf("reset pod slot %d: %w", i, err)
+		}
+		p.slotDirty[i] = false
+	}
+
+	raw := make(map[uint64][]dnsPodCounters)
+	var id uint64
+	var perCPU []dnsPodCounters
+	it := p.objs.PodStats.Iterate()
+	for it.Next(&id, &perCPU) {
+		raw[id] = perCPU
+		perCPU = nil // Next would reuse the slice
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read pod counters: %w", err)
+	}
+	for i, owner := range p.slotOwner {
+		if owner == 0 {
+			continue
+		}
+		var slot []dnsPodCounters
+		if err := p.objs.PodSlotCounters.Lookup(uint32(i), &slot); err != nil {
+			return nil, fmt.Errorf("read pod slot %d: %w", i, err)
+		}
+		raw[owner] = append(raw[owner], slot...)
+	}
+	now := time.Now()
+	elapsed := now.Sub(p.rateAt)
+	takeRates := elapsed >= latencyRateWindow
+	if takeRates {
+		p.rateAt = now
+	}
+	out := make(map[uint64]PodCounters, len(raw))
+	for id, perCPU := range raw {
+		c := sumPodCounters(perCPU)
+		i := id & uint64(len(p.slotOwner)-1)
+		switch {
+		case p.slotOwner[i] == 0 && !p.slotDirty[i]:
+			if err := p.objs.PodSlotOwner.Put(uint32(i), dnsPodSlot{CgroupId: id}); err != nil {
+				return nil, fmt.Errorf("assign pod slot %d: %w", i, err)
+			}
+			p.slotOwner[i], p.slotShift[i], p.slotQueries[i] = id, 0, c.Queries
+		case p.slotOwner[i] == id && takeRates && !p.opts.TimeEveryQuery:
+			rate := float64(c.Queries-p.slotQueries[i]) / elapsed.Seconds()
+			p.slotQueries[i] = c.Queries
+			if k := latencySampleShift(rate, float64(p.opts.LatencySampleAbove), p.slotShift[i]); k != p.slotShift[i] {
+				if err := p.objs.PodSlotOwner.Put(uint32(i), dnsPodSlot{CgroupId: id, LatencySampleShift: k}); err != nil {
+					return nil, fmt.Errorf("set latency sampling of pod slot %d: %w", i, err)
+				}
+				p.slotShift[i] = k
+			}
+		}
+		if p.slotOwner[i] == id {
+			c.LatencySampleShift = uint8(p.slotShift[i])
+		}
+		out[id] = c
+	}
+	return out, nil
+}
+
+// latencySampleShift is k such that timing 1 in 2^k of the queries of a pod
+// sending rate queries a second times at most above of them: the smallest
+// such k, except that a pod timed 1 in 2^cur keeps cur until its timed rate
+// falls below a quarter of above, so a rate near a power-of-two boundary
+// does not flip it every read (each change leaves a few queries unmatched or
+// pending in the kernel).
+func latencySampleShift(rate, above float64, cur uint32) uint32 {
+	var k uint32
+	for k < maxLatencySampleShift && rate > above*float64(uint64(1)<<k) {
+		k++
+	}
+	if k < cur && rate >= above/4*float64(uint64(1)<<cur) {
+		return cur
+	}
+	return k
+}
+
+// DeletePods forgets the kernel counters of cgroups that are gone, so the bounded
+// pod_stats map does not fill up with dead pods over a node's lifetime, and
+// frees their fast-path slots. Ids not in the maps are ignored.
+func (p *DNSProbe) DeletePods(ids []uint64) error {
+	p.slotMu.Lock()
+	defer p.slotMu.Unlock()
+	for _, id := range ids {
+		if err := p.objs.PodStats.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete pod counters of cgroup %d: %w", id, err)
+		}
+		i := id & uint64(len(p.slotOwner)-1)
+		if p.slotOwner[i] != id {
+			continue
+		}
+		if err := p.objs.PodSlotOwner.Put(uint32(i), dnsPodSlot{}); err != nil {
+			return fmt.Errorf("free pod slot %d: %w", i, err)
+		}
+		p.slotOwner[i], p.slotShift[i] = 0, 0
+		p.slotDirty[i] = true
+	}
+	return nil
+}
+
+func sumPodCounters(perCPU []dnsPodCounters) PodCounters {
+	var pc PodCounters
+	var qtype [len(TrackedQTypes) + 1]uint64
+	for i := range perCPU {
+		c := &perCPU[i]
+		pc.Queries += c.Queries
+		pc.Responses += c.Responses
+		pc.Malformed += c.Malformed
+		pc.BytesOut += c.BytesOut
+		pc.BytesIn += c.BytesIn
+		pc.ServerQueries += c.ServerQueries
+		pc.ServerResponses += c.ServerResponses
+		pc.TCPQueries += c.TcpQueries
+		for j := range qtype {
+			qtype[j] += c.Qtype[j]
+		}
+		for j := range pc.Rcode {
+			pc.Rcode[j] += c.Rcode[j]
+		}
+		for j := range pc.LatencyLog2US {
+			pc.LatencyLog2US[j] += c.LatencyLog2Us[j]
+		}
+	}
+	pc.QType = make(map[uint16]uint64)
+	for slot, n := range qtype {
+		if n == 0 {
+			continue
+		}
+		if slot < len(TrackedQTypes) {
+			pc.QType[TrackedQTypes[slot]] = n
+		} else {
+			pc.QType[QTypeOther] = n
+		}
+	}
+	return pc
+}
