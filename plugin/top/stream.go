@@ -68,27 +68,7 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 		// Streams open concurrently, and a source that cannot open is
 		// dropped like one that fails later: one bad node of hundreds must
 		// not cost the others their view.
-		go func() {
-			stream, err := src.Client.Top(ctx, opts.Request)
-			if err != nil {
-				select {
-				case events <- sourceEvent{index: i, err: err}:
-				case <-ctx.Done():
-				}
-				return
-			}
-			for {
-				f, err := stream.Recv()
-				select {
-				case events <- sourceEvent{index: i, frame: f, err: err}:
-				case <-ctx.Done():
-					return
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
+		go readSource(ctx, i, src, opts.Request, events)
 	}
 
 	maxWait := opts.MaxWait
@@ -98,111 +78,180 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 	if maxWait <= 0 {
 		maxWait = time.Second
 	}
-
-	latest := make([]*isoobsv1.TopFrame, len(sources))
-	fresh := make([]bool, len(sources))
-	ended := make([]error, len(sources))
-	alive := len(sources)
-	endWarnings := append([]string(nil), opts.Warnings...)
-	missing := append([]MissingNode(nil), opts.Missing...)
-	for _, m := range opts.Missing {
-		endWarnings = append(endWarnings, fmt.Sprintf("node %s left out: %s", m.Node, m.Reason))
-	}
-	var firstErr error
+	fan := newFanIn(sources, opts)
 	var wait <-chan time.Time
-
-	flush := func() error {
-		var frames []*isoobsv1.TopFrame
-		for i, f := range latest {
-			if f != nil && (ended[i] == nil || ended[i] == io.EOF) {
-				frames = append(frames, f)
-			}
-			fresh[i] = false
-		}
-		if len(frames) == 0 {
+	emitMerged := func() error {
+		frame, ok := fan.merge()
+		if !ok {
 			return nil
 		}
 		wait = nil
-		merged := Merge(frames, opts.Merge)
-		merged.Warnings = append(merged.Warnings, endWarnings...)
-		merged.MissingNodes = append(merged.MissingNodes, missing...)
-		if err := emit(merged); err != nil {
+		if err := emit(frame); err != nil {
 			if errors.Is(err, ErrStop) {
-				return ErrStop
+				return errStopped
 			}
 			return err
 		}
 		return nil
 	}
-	// ready: every source still streaming has sent a frame since the last flush.
-	ready := func() bool {
-		for i := range sources {
-			if ended[i] == nil && !fresh[i] {
-				return false
-			}
-		}
-		return true
-	}
-	flushIfFresh := func() error {
-		for _, f := range fresh {
-			if f {
-				return flush()
-			}
-		}
-		return nil
-	}
-	result := func(err error) error {
-		if errors.Is(err, ErrStop) {
-			return nil
-		}
-		return err
-	}
-
 	for {
+		var err error
 		select {
 		case ev := <-events:
 			if ev.err != nil {
-				alive--
-				if errors.Is(ev.err, io.EOF) {
-					// A cleanly closed stream's last frame stays in the merge.
-					ended[ev.index] = io.EOF
-					endWarnings = append(endWarnings, sources[ev.index].Name+": daemon closed the stream")
-				} else {
-					ended[ev.index] = sourceError(sources[ev.index], ev.err)
-					fresh[ev.index] = false
-					endWarnings = append(endWarnings, ended[ev.index].Error())
-					missing = append(missing, MissingNode{Node: sources[ev.index].Name, Reason: ended[ev.index].Error()})
-					if firstErr == nil {
-						firstErr = ended[ev.index]
-					}
+				if fan.end(ev.index, ev.err) {
+					err = emitMerged()
 				}
-				if alive == 0 || ready() {
-					if err := flushIfFresh(); err != nil {
-						return result(err)
-					}
+				if err == nil && fan.done() {
+					return fan.firstErr
 				}
-				if alive == 0 {
-					return firstErr
-				}
-				continue
-			}
-			latest[ev.index] = ev.frame
-			fresh[ev.index] = true
-			if ready() {
-				if err := flush(); err != nil {
-					return result(err)
-				}
+			} else if fan.add(ev.index, ev.frame) {
+				err = emitMerged()
 			} else if wait == nil {
 				wait = time.After(maxWait)
 			}
 		case <-wait:
-			if err := flushIfFresh(); err != nil {
-				return result(err)
+			if fan.anyFresh() {
+				err = emitMerged()
 			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if errors.Is(err, errStopped) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
+}
+
+// errStopped is emit's ErrStop inside Stream (emit may wrap ErrStop).
+var errStopped = errors.New("stopped by emit")
+
+// readSource sends source i's frames, then its end (io.EOF or the error), to events.
+func readSource(ctx context.Context, i int, src Source, req *isoobsv1.TopRequest, events chan<- sourceEvent) {
+	stream, err := src.Client.Top(ctx, req)
+	if err != nil {
+		select {
+		case events <- sourceEvent{index: i, err: err}:
+		case <-ctx.Done():
+		}
+		return
+	}
+	for {
+		f, err := stream.Recv()
+		select {
+		case events <- sourceEvent{index: i, frame: f, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// fanIn holds what Stream knows of its sources between events: each one's
+// latest frame, whether it is new since the last merge, and how its stream
+// ended. Stream's loop feeds it one event at a time, so its rules are tested
+// without goroutines or timers.
+type fanIn struct {
+	sources   []Source
+	mergeOpts MergeOptions
+	latest    []*isoobsv1.TopFrame
+	fresh     []bool
+	ended     []error // nil: streaming; io.EOF: closed cleanly; else the failure
+	alive     int
+	warnings  []string      // go with every merged frame
+	missing   []MissingNode // nodes left out, before or while streaming
+	firstErr  error
+}
+
+func newFanIn(sources []Source, opts StreamOptions) *fanIn {
+	f := &fanIn{
+		sources:   sources,
+		mergeOpts: opts.Merge,
+		latest:    make([]*isoobsv1.TopFrame, len(sources)),
+		fresh:     make([]bool, len(sources)),
+		ended:     make([]error, len(sources)),
+		alive:     len(sources),
+		warnings:  append([]string(nil), opts.Warnings...),
+		missing:   append([]MissingNode(nil), opts.Missing...),
+	}
+	for _, m := range opts.Missing {
+		f.warnings = append(f.warnings, fmt.Sprintf("node %s left out: %s", m.Node, m.Reason))
+	}
+	return f
+}
+
+// add records source i's new frame and says whether a merge is due: every
+// source still streaming has sent a frame since the last merge.
+func (f *fanIn) add(i int, frame *isoobsv1.TopFrame) bool {
+	f.latest[i] = frame
+	f.fresh[i] = true
+	return f.ready()
+}
+
+// end records that source i's stream ended with err and says whether a
+// merge is due. A cleanly closed stream (io.EOF) keeps its last frame in the
+// merge; a failed one is dropped and listed as a missing node.
+func (f *fanIn) end(i int, err error) bool {
+	f.alive--
+	if errors.Is(err, io.EOF) {
+		f.ended[i] = io.EOF
+		f.warnings = append(f.warnings, f.sources[i].Name+": daemon closed the stream")
+	} else {
+		f.ended[i] = sourceError(f.sources[i], err)
+		f.fresh[i] = false
+		f.warnings = append(f.warnings, f.ended[i].Error())
+		f.missing = append(f.missing, MissingNode{Node: f.sources[i].Name, Reason: f.ended[i].Error()})
+		if f.firstErr == nil {
+			f.firstErr = f.ended[i]
+		}
+	}
+	return (f.alive == 0 || f.ready()) && f.anyFresh()
+}
+
+// done says every source's stream has ended.
+func (f *fanIn) done() bool { return f.alive == 0 }
+
+// ready: every source still streaming has sent a frame since the last merge.
+func (f *fanIn) ready() bool {
+	for i := range f.sources {
+		if f.ended[i] == nil && !f.fresh[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (f *fanIn) anyFresh() bool {
+	for _, fresh := range f.fresh {
+		if fresh {
+			return true
+		}
+	}
+	return false
+}
+
+// merge starts a new round and returns the merged frame of the latest frames
+// of the sources not failed; ok is false when there is none.
+func (f *fanIn) merge() (frame Frame, ok bool) {
+	var frames []*isoobsv1.TopFrame
+	for i, latest := range f.latest {
+		if latest != nil && (f.ended[i] == nil || f.ended[i] == io.EOF) {
+			frames = append(frames, latest)
+		}
+		f.fresh[i] = false
+	}
+	if len(frames) == 0 {
+		return Frame{}, false
+	}
+	frame = Merge(frames, f.mergeOpts)
+	frame.Warnings = append(frame.Warnings, f.warnings...)
+	frame.MissingNodes = append(frame.MissingNodes, f.missing...)
+	return frame, true
 }
 
 // sourceError names the daemon and, for the usual failures, what to check.

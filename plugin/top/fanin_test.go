@@ -1,0 +1,82 @@
+package top
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+)
+
+// nodeFrame is a frame from node with one pod row of queries.
+func nodeFrame(node string, queries uint64) *isoobsv1.TopFrame {
+	return &isoobsv1.TopFrame{Node: node, Rows: []*isoobsv1.DNSRow{{
+		Namespace: "ns", Pod: "pod-" + node, PodUid: "uid-" + node, Workload: "w-" + node, Queries: queries, Responses: queries,
+	}}}
+}
+
+func queriesOf(f Frame) uint64 {
+	var n uint64
+	for _, r := range f.Rows {
+		n += r.Queries
+	}
+	return n
+}
+
+// The fan-in's rules, event by event: a merge is due when every live source
+// is fresh; a clean close keeps the last frame; a failure drops the source,
+// names it missing and is the first error.
+func TestFanInRules(t *testing.T) {
+	sources := []Source{{Name: "a"}, {Name: "b"}, {Name: "c"}}
+	f := newFanIn(sources, StreamOptions{Missing: []MissingNode{{Node: "d", Reason: "no daemon"}}})
+
+	if f.add(0, nodeFrame("a", 10)) || f.add(1, nodeFrame("b", 20)) {
+		t.Fatal("merge due before every source sent a frame")
+	}
+	if !f.add(2, nodeFrame("c", 30)) {
+		t.Fatal("merge not due after every source sent a frame")
+	}
+	m, ok := f.merge()
+	if !ok || queriesOf(m) != 60 {
+		t.Fatalf("merge = %d queries (ok %v), want 60", queriesOf(m), ok)
+	}
+	if len(m.MissingNodes) != 1 || m.MissingNodes[0].Node != "d" || !strings.Contains(strings.Join(m.Warnings, "\n"), "node d left out: no daemon") {
+		t.Fatalf("missing %v, warnings %q: want node d listed", m.MissingNodes, m.Warnings)
+	}
+	if f.anyFresh() {
+		t.Fatal("sources still fresh after a merge")
+	}
+
+	// a closes cleanly: its last frame stays in; the merge waits for b and c.
+	if f.end(0, io.EOF) {
+		t.Fatal("merge due after a clean close with nothing fresh")
+	}
+	f.add(1, nodeFrame("b", 25))
+	// c fails: it is dropped, so b alone being fresh makes a merge due.
+	if !f.end(2, status.Error(codes.Unavailable, "connection refused")) {
+		t.Fatal("merge not due after the only lagging source failed")
+	}
+	m, _ = f.merge()
+	if got := queriesOf(m); got != 35 {
+		t.Fatalf("merge after c failed = %d queries, want 35 (a's last 10 + b's 25)", got)
+	}
+	if len(m.MissingNodes) != 2 || m.MissingNodes[1].Node != "c" {
+		t.Fatalf("missing nodes %v, want d and c", m.MissingNodes)
+	}
+	if status.Code(f.firstErr) != codes.Unavailable || !strings.Contains(f.firstErr.Error(), "cannot reach the isoobs daemon at c") {
+		t.Fatalf("first error %v: want c's Unavailable, explained", f.firstErr)
+	}
+	if f.done() {
+		t.Fatal("done with b still streaming")
+	}
+	if f.end(1, errors.New("reset")) || !f.done() {
+		t.Fatalf("after b failed with nothing fresh: want no merge due and done")
+	}
+	if _, ok := f.merge(); !ok {
+		t.Fatal("a's cleanly closed frame should still merge")
+	}
+}
