@@ -58,6 +58,11 @@ type Config struct {
 	GRPCListen []string
 	// MetricsListen serves /metrics, /healthz and /readyz ("host:port"). Empty: off.
 	MetricsListen string
+	// AllowUnauthenticatedNetwork lets GRPCListen hold a TCP address that is not loopback. The
+	// API has no authentication of its own (the pod's loopback is reached through
+	// pods/portforward, i.e. the caller's RBAC; the unix socket is root-only): on any other
+	// address everyone who can reach it reads every pod's DNS names.
+	AllowUnauthenticatedNetwork bool
 
 	// MaxTrackedPods bounds the pods (and unresolved cgroups) with history. Default 1024.
 	MaxTrackedPods int
@@ -120,7 +125,35 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if !c.AllowUnauthenticatedNetwork {
+		for _, addr := range c.GRPCListen {
+			if err := checkLoopback(addr); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
+}
+
+// checkLoopback accepts unix:// sockets and TCP addresses whose host is a loopback IP or
+// "localhost"; anything else (":9967", "0.0.0.0:9967", a node IP or a host name) would serve
+// the unauthenticated API beyond the pod.
+func checkLoopback(addr string) error {
+	if strings.HasPrefix(addr, "unix://") {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(strings.TrimPrefix(addr, "tcp://"))
+	if err != nil {
+		return fmt.Errorf("--grpc-listen %s: %w (use unix:///path or 127.0.0.1:PORT)", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("--grpc-listen %s is not a loopback address: the gRPC API has no authentication, so anyone who can reach %s would read every pod's DNS names; "+
+		"listen on 127.0.0.1 (reached through kubectl port-forward, i.e. the caller's RBAC) or a unix socket, or pass --allow-unauthenticated-grpc to serve it unauthenticated anyway", addr, addr)
 }
 
 // Daemon is a running node daemon.
@@ -244,9 +277,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	gs := grpc.NewServer()
 	isoobsv1.RegisterDaemonServer(gs, d.server)
+	var hs *http.Server
+	// stop ends everything started so far and waits for it: the Hubble client and the pod
+	// watcher (ctx), every gRPC listener and the metrics server.
+	stop := func() {
+		cancel()
+		gs.Stop()
+		if hs != nil {
+			sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = hs.Shutdown(sctx)
+			scancel()
+		}
+		wg.Wait()
+	}
 	for _, addr := range d.cfg.GRPCListen {
 		l, err := listen(addr)
 		if err != nil {
+			stop()
 			return err
 		}
 		d.cfg.Logger.Info("serving gRPC", "addr", addr)
@@ -258,11 +305,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	var hs *http.Server
 	if d.cfg.MetricsListen != "" {
 		l, err := net.Listen("tcp", d.cfg.MetricsListen)
 		if err != nil {
-			gs.Stop()
+			stop()
 			return fmt.Errorf("metrics listen %s: %w; pick another --metrics-listen", d.cfg.MetricsListen, err)
 		}
 		hs = &http.Server{Handler: d.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
@@ -291,14 +337,7 @@ loop:
 			d.coll.tick(now)
 		}
 	}
-	cancel() // stops the Hubble client too
-	gs.Stop()
-	if hs != nil {
-		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = hs.Shutdown(sctx)
-		scancel()
-	}
-	wg.Wait()
+	stop()
 	return runErr
 }
 
@@ -371,9 +410,17 @@ func listen(addr string) (net.Listener, error) {
 		if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
 			_ = os.Remove(path)
 		}
+		// 0600 whatever the umask: the API is unauthenticated, so only root may connect. The umask
+		// covers the moment between bind() and chmod(); the chmod covers a umask that is ignored.
+		old := unix.Umask(0o177)
 		l, err := net.Listen("unix", path)
+		unix.Umask(old)
 		if err != nil {
 			return nil, fmt.Errorf("grpc listen %s: %w; pass another --grpc-listen", addr, err)
+		}
+		if err := os.Chmod(path, 0o600); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("grpc socket %s: %w", path, err)
 		}
 		return l, nil
 	}
