@@ -18,6 +18,7 @@ import (
 	"github.com/isoobs/isoobs/bpf"
 	"github.com/isoobs/isoobs/testlab"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
+	"github.com/isoobs/isoobs/testlab/needroot"
 	"github.com/isoobs/isoobs/testlab/podnet"
 )
 
@@ -57,9 +58,7 @@ func TestMain(m *testing.M) {
 // getWorld starts the shared lab on first use.
 func getWorld(b *testing.B) *world {
 	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skip("the lab benchmarks need root (eBPF, netns, cgroups)")
-	}
+	needroot.Require(b, "eBPF, netns, cgroups")
 	worldOnce.Do(func() { theWorld, worldErr = startWorld() })
 	if worldErr != nil {
 		b.Fatal(worldErr)

@@ -21,6 +21,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
+
+	"github.com/isoobs/isoobs/testlab/needroot"
 )
 
 // Test lab: a cgroup v2 subtree of our own, a client and a server network
@@ -52,9 +54,7 @@ var labSeq atomic.Int32
 
 func newLab(t testing.TB) *lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("these tests load eBPF and create netns/cgroups: run as root (CI does)")
-	}
+	needroot.Require(t, "loads eBPF, creates netns/cgroups")
 	mount, err := Cgroup2Mount()
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"github.com/isoobs/isoobs/daemon"
 	"github.com/isoobs/isoobs/daemon/podresolver"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+	"github.com/isoobs/isoobs/testlab/needroot"
 )
 
 func TestMain(m *testing.M) {
@@ -91,9 +92,7 @@ func rowByUID(f *isoobsv1.TopFrame, uid string) *isoobsv1.DNSRow {
 // kubelet's, sends known DNS traffic from processes inside the pod cgroups (and one outside),
 // and checks the in-process gRPC API reports exactly that traffic.
 func TestDaemonRealProbe(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("this test loads eBPF programs and creates cgroups and network namespaces: run it as root (sudo go test ./daemon/)")
-	}
+	needroot.Require(t, "loads eBPF programs, creates cgroups and network namespaces")
 	mount, err := podresolver.DetectCgroupRoot()
 	if err != nil {
 		t.Fatal(err)

@@ -33,6 +33,7 @@ import (
 	"github.com/isoobs/isoobs/testlab/controlplane"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
 	"github.com/isoobs/isoobs/testlab/labdaemons"
+	"github.com/isoobs/isoobs/testlab/needroot"
 	"github.com/isoobs/isoobs/testlab/realnode"
 )
 
@@ -63,9 +64,7 @@ func runPlugin(ctx context.Context, kubeconfig string, args ...string) (string, 
 // containerd port-forward; status and verify pass; uninstall removes it all. The host is
 // checked for leftovers after the lab is gone.
 func TestRealNodeDaemonChart(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the real node runs a kubelet and containerd and the daemon loads eBPF: run as root, as CI does")
-	}
+	needroot.Require(t, "the real node runs a kubelet and containerd and the daemon loads eBPF")
 	before := realnode.TakeSnapshot()
 	t.Cleanup(func() { // runs after the lab's Close (cleanups are LIFO)
 		var left []string

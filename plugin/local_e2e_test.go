@@ -22,6 +22,7 @@ import (
 
 	"github.com/isoobs/isoobs/daemon/podresolver"
 	"github.com/isoobs/isoobs/plugin/top"
+	"github.com/isoobs/isoobs/testlab/needroot"
 )
 
 // Ground truth of the end-to-end test: what the client in the pod cgroup asks.
@@ -38,9 +39,7 @@ const (
 // UDP DNS responder in this process, and checks the printed JSON row against
 // what the client sent.
 func TestLocalCountsRealDNSExactly(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("--local loads eBPF programs: run as root, as CI does")
-	}
+	needroot.Require(t, "--local loads eBPF programs")
 	v2, err := podresolver.DetectCgroupRoot()
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/isoobs/isoobs/testlab/needroot"
 )
 
 var signalOnce sync.Once
@@ -35,9 +37,7 @@ func HandleSignals() {
 // the lab in t.Cleanup (also after a failure) and on SIGINT/SIGTERM. Adopter problems go to t.Logf.
 func StartForTest(t testing.TB, opts Options) *Lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the lab needs root (network namespaces, veths, cgroups); run the tests as root, as CI does")
-	}
+	needroot.Require(t, "the lab: network namespaces, veths, cgroups")
 	HandleSignals()
 	if opts.Logf == nil {
 		var mu sync.Mutex

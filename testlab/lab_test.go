@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/isoobs/isoobs/testlab/needroot"
 	"github.com/isoobs/isoobs/testlab/podnet"
 )
 
@@ -306,9 +307,7 @@ func checkClusterDNS(t *testing.T, lab *Lab, clientPod string) {
 }
 
 func TestTwoLabsAtOnce(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	needroot.Require(t, "the lab")
 	HandleSignals()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -378,9 +377,7 @@ func TestTwoLabsAtOnce(t *testing.T) {
 }
 
 func TestStartRejectsBadOptions(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	needroot.Require(t, "the lab")
 	ctx := context.Background()
 	for _, tc := range []struct {
 		opts Options
@@ -403,9 +400,7 @@ func TestStartRejectsBadOptions(t *testing.T) {
 // whole lab (plus CoreDNS and the pause processes holding pod netns).
 // Run: go test ./testlab -run '^$' -bench LabColdStart -benchtime 3x
 func BenchmarkLabColdStart(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	needroot.Require(b, "the lab")
 	HandleSignals()
 	var cpRSS, labRSS float64
 	for i := 0; b.Loop(); i++ {
@@ -452,9 +447,7 @@ func rssKiB(pid int) int {
 // TestInterruptedLabLeavesNothing: a test process holding a lab gets SIGINT (Ctrl-C on go test);
 // its handler must tear the lab down before exiting.
 func TestInterruptedLabLeavesNothing(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	needroot.Require(t, "the lab")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLabUntilSignal$", "-test.v")
 	cmd.Env = append(os.Environ(), "ISOOBS_LAB_HELPER=1")
 	stdout, err := cmd.StdoutPipe()

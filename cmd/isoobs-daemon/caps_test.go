@@ -21,6 +21,7 @@ import (
 	"github.com/isoobs/isoobs/install"
 	"github.com/isoobs/isoobs/install/values"
 	"github.com/isoobs/isoobs/testlab/controlplane"
+	"github.com/isoobs/isoobs/testlab/needroot"
 )
 
 // chartCapabilities is the capability set the daemon chart grants its container.
@@ -108,9 +109,7 @@ func runWithCaps(t *testing.T, bin, root string, caps []string) (healthy bool, s
 // and with each one taken away, where it must fail and name what is missing.
 // This is how the chart's set was found minimal.
 func TestChartCapabilitiesAreExactlyEnough(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to grant capabilities")
-	}
+	needroot.Require(t, "grants capabilities")
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("setpriv (util-linux) not installed")
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -25,6 +24,7 @@ import (
 	"github.com/isoobs/isoobs/testlab/controlplane"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
 	"github.com/isoobs/isoobs/testlab/labdaemons"
+	"github.com/isoobs/isoobs/testlab/needroot"
 	"github.com/isoobs/isoobs/testlab/scenario"
 )
 
@@ -38,9 +38,7 @@ import (
 // one daemon killed that node is reported missing and the rest stays exact;
 // the restricted user gets a clear permission error.
 func TestClusterTopDNSOnLab(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the lab builds network namespaces and cgroups and the daemons load eBPF: run as root, as CI does")
-	}
+	needroot.Require(t, "the lab builds network namespaces and cgroups and the daemons load eBPF")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	bin := t.TempDir()

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/isoobs/isoobs/testlab/needroot"
 )
 
 // helloSrc is a static program that proves it ran and that its root is read-only.
@@ -40,9 +42,7 @@ func TestContainerdImportsByDigest(t *testing.T) {
 			t.Skipf("%s not installed (make deps installs it)", bin)
 		}
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("containerd needs root")
-	}
+	needroot.Require(t, "containerd")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 

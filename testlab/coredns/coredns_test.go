@@ -17,6 +17,7 @@ import (
 	"github.com/isoobs/isoobs/testlab/controlplane"
 	"github.com/isoobs/isoobs/testlab/coredns"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
+	"github.com/isoobs/isoobs/testlab/needroot"
 	"github.com/isoobs/isoobs/testlab/podnet"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -61,9 +62,7 @@ type lab struct {
 // newLab makes two nodes of a fresh lab; everything is removed at the end of the test.
 func newLab(t testing.TB) *lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	needroot.Require(t, "the lab")
 	b := make([]byte, 2)
 	_, _ = rand.Read(b)
 	labID := "c" + hex.EncodeToString(b)

@@ -24,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/isoobs/isoobs/testlab/needroot"
 )
 
 // The helper mode lets TestSweepStale create a lab in a child process and kill it.
@@ -61,9 +63,7 @@ func runHelper() {
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (netns, veth, cgroups)")
-	}
+	needroot.Require(t, "netns, veth, cgroups")
 }
 
 // randomLabID makes a fresh lab id and checks, after all of the test's nodes are closed, that

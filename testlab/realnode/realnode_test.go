@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/isoobs/isoobs/testlab"
+	"github.com/isoobs/isoobs/testlab/needroot"
 	"github.com/isoobs/isoobs/testlab/realnode"
 )
 
@@ -69,9 +70,7 @@ func crashChild(dir string) {
 // starts a new lab with a real node: its Start must sweep what the dead one left, run a pod,
 // and its Close must leave the host as it was.
 func TestRealNodeCleanupAfterCrash(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the real node runs a kubelet and containerd: run as root, as CI does")
-	}
+	needroot.Require(t, "the real node runs a kubelet and containerd")
 	if _, err := realnode.EnsureBinaries(); err != nil {
 		t.Fatal(err)
 	}

@@ -11,15 +11,14 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/isoobs/isoobs/testlab"
+	"github.com/isoobs/isoobs/testlab/needroot"
 	"github.com/isoobs/isoobs/testlab/podnet"
 )
 
 // TestUpStatusDown drives the built command: up in the background, status, a SIGKILLed lab
 // process, and down, which must leave no process, veth, cgroup or state behind.
 func TestUpStatusDown(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the lab needs root")
-	}
+	needroot.Require(t, "the lab")
 	bin := filepath.Join(t.TempDir(), "isoobs-lab")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
