@@ -538,24 +538,6 @@ func metricValue(t *testing.T, f *fixture, name string) float64 {
 	return 0
 }
 
-func TestQuantile(t *testing.T) {
-	var h [bpf.NumLatencyBuckets]uint64
-	if Quantile(h[:], 0.5) != 0 {
-		t.Error("empty histogram")
-	}
-	h[10] = 100 // [1024, 2048) µs
-	for _, q := range []float64{0.01, 0.5, 0.99, 1} {
-		v := Quantile(h[:], q)
-		if v < 1.024 || v > 2.048 {
-			t.Errorf("q%v = %v outside the bucket", q, v)
-		}
-	}
-	h[20] = 1
-	if v := Quantile(h[:], 0.999); v < 1048.576 || v > 2097.152 {
-		t.Errorf("tail %v", v)
-	}
-}
-
 func TestStatus(t *testing.T) {
 	f := newFixture(t, nil)
 	d := &Daemon{cfg: *f.cfg, src: f.src, coll: f.c, kernel: kernelRelease()}

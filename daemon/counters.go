@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"math"
 	"unsafe"
 
 	"github.com/isoobs/isoobs/bpf"
@@ -165,38 +164,4 @@ func (r *rateSample) add(o *rateSample) {
 	for i := range r {
 		r[i] += o[i]
 	}
-}
-
-// Quantile estimates the q-quantile (0..1) of a log2 µs histogram in milliseconds: it finds the
-// bucket holding the rank and interpolates linearly inside it. The true value lies in that
-// bucket, [2^i, 2^(i+1)) µs, so the estimate is off by less than a factor of two. 0 when empty.
-func Quantile(hist []uint64, q float64) float64 {
-	var total uint64
-	for _, n := range hist {
-		total += n
-	}
-	if total == 0 {
-		return 0
-	}
-	rank := q * float64(total)
-	if rank < 1 {
-		rank = 1
-	}
-	var cum float64
-	for i, n := range hist {
-		if n == 0 {
-			continue
-		}
-		if cum+float64(n) >= rank {
-			lo := math.Ldexp(1, i)
-			if i == 0 {
-				lo = 0
-			}
-			hi := math.Ldexp(1, i+1)
-			frac := (rank - cum) / float64(n)
-			return (lo + (hi-lo)*frac) / 1000
-		}
-		cum += float64(n)
-	}
-	return math.Ldexp(1, len(hist)) / 1000
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -13,10 +14,8 @@ import (
 	"github.com/isoobs/isoobs/bpf"
 	"github.com/isoobs/isoobs/daemon/topk"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+	"github.com/isoobs/isoobs/topspec"
 )
-
-// SortKeys are the values TopRequest.sort accepts.
-var SortKeys = []string{"qps", "queries", "nxdomain", "servfail", "errors", "latency", "malformed", "name"}
 
 const defaultTopNames = 5
 
@@ -66,17 +65,12 @@ func newTopQuery(req *isoobsv1.TopRequest, collectorInterval time.Duration) (*to
 		}
 		q.selector = sel
 	}
-	if s := strings.ToLower(strings.TrimSpace(req.GetSort())); s != "" {
-		found := false
-		for _, k := range SortKeys {
-			if k == s {
-				found = true
-			}
+	if s := req.GetSort(); strings.TrimSpace(s) != "" {
+		key, err := topspec.ParseSort(s, "sort")
+		if err != nil {
+			return nil, fmt.Errorf("sort key %q is not one of %s", s, strings.Join(topspec.SortKeys, "|"))
 		}
-		if !found {
-			return nil, fmt.Errorf("sort key %q is not one of %s", req.GetSort(), strings.Join(SortKeys, "|"))
-		}
-		q.sortKey = s
+		q.sortKey = key
 	}
 	if req.TopNames > 0 {
 		q.topNames = int(req.TopNames)
@@ -413,8 +407,8 @@ func (c *collector) row(by isoobsv1.GroupBy, g *group, topNames int, seconds, sc
 		Malformed: t.Malformed, BytesOut: t.BytesOut, BytesIn: t.BytesIn,
 		ServedQueries: t.ServerQueries, ServedResponses: t.ServerResponses,
 		LatencyLog2Us: append([]uint64(nil), t.LatencyLog2US[:]...),
-		LatencyP50Ms:  Quantile(t.LatencyLog2US[:], 0.50),
-		LatencyP99Ms:  Quantile(t.LatencyLog2US[:], 0.99),
+		LatencyP50Ms:  topspec.Log2Quantile(t.LatencyLog2US[:], 0.50),
+		LatencyP99Ms:  topspec.Log2Quantile(t.LatencyLog2US[:], 0.99),
 		Pods:          uint32(g.pods),
 	}
 	if seconds > 0 {
@@ -472,35 +466,19 @@ func (c *collector) row(by isoobsv1.GroupBy, g *group, topNames int, seconds, sc
 	return r
 }
 
+// sortRows orders rows by key as the plugin does (topspec.Compare), so the rows a frame keeps
+// under a limit are the ones the plugin would show first.
 func sortRows(rows []*isoobsv1.DNSRow, key string) {
-	val := func(r *isoobsv1.DNSRow) float64 {
-		switch key {
-		case "queries":
-			return float64(r.Queries)
-		case "nxdomain":
-			return float64(r.Nxdomain)
-		case "servfail":
-			return float64(r.Servfail)
-		case "errors":
-			return float64(r.Nxdomain + r.Servfail + r.Refused + r.OtherRcode)
-		case "latency":
-			return r.LatencyP99Ms
-		case "malformed":
-			return float64(r.Malformed)
-		default:
-			return r.Qps
-		}
+	metrics := func(r *isoobsv1.DNSRow) topspec.Metrics {
+		return topspec.Metrics{QPS: r.Qps, Queries: r.Queries, NXDomain: r.Nxdomain, ServFail: r.Servfail,
+			Errors: r.Nxdomain + r.Servfail + r.Refused + r.OtherRcode, Malformed: r.Malformed, LatencyP99Ms: r.LatencyP99Ms}
 	}
 	name := func(r *isoobsv1.DNSRow) string {
 		return r.Namespace + "/" + r.Workload + "/" + r.Pod + "/" + r.Qname + "/" + r.PodUid + "/" + r.Cgroup
 	}
-	sort.SliceStable(rows, func(i, j int) bool {
-		if key != "name" {
-			if a, b := val(rows[i]), val(rows[j]); a != b {
-				return a > b
-			}
-		}
-		return name(rows[i]) < name(rows[j])
+	slices.SortStableFunc(rows, func(a, b *isoobsv1.DNSRow) int {
+		ma, mb := metrics(a), metrics(b)
+		return topspec.Compare(key, &ma, &mb, name(a), name(b))
 	})
 }
 

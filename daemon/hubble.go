@@ -9,6 +9,7 @@ import (
 	"github.com/isoobs/isoobs/daemon/window"
 	"github.com/isoobs/isoobs/hubble"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+	"github.com/isoobs/isoobs/topspec"
 )
 
 // Merging Hubble into the probe's rows. Hubble pods are subjects of their own (key
@@ -224,8 +225,8 @@ func hubbleRow(r *isoobsv1.DNSRow, g *group, seconds float64) {
 		r.Sources = append(r.Sources, "hubble")
 		r.Identity = g.identity
 		r.ProxyLatencyLog2Us = append([]uint64(nil), g.proxyLatency[:]...)
-		r.ProxyLatencyP50Ms = Quantile(g.proxyLatency[:], 0.50)
-		r.ProxyLatencyP99Ms = Quantile(g.proxyLatency[:], 0.99)
+		r.ProxyLatencyP50Ms = topspec.Log2Quantile(g.proxyLatency[:], 0.50)
+		r.ProxyLatencyP99Ms = topspec.Log2Quantile(g.proxyLatency[:], 0.99)
 		if !g.ebpf && g.hubbleNode != "" {
 			// Through Hubble Relay a pod may live on another node.
 			r.Node = g.hubbleNode

@@ -2,26 +2,27 @@ package top
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+	"github.com/isoobs/isoobs/topspec"
 )
 
-// Sort keys accepted by --sort. All but "name" sort descending.
+// Sort keys accepted by --sort (topspec's: the daemon sorts by the same rules).
 const (
-	SortQPS       = "qps"
-	SortQueries   = "queries"
-	SortNXDomain  = "nxdomain"
-	SortServFail  = "servfail"
-	SortErrors    = "errors"
-	SortLatency   = "latency"
-	SortMalformed = "malformed"
-	SortName      = "name"
+	SortQPS       = topspec.SortQPS
+	SortQueries   = topspec.SortQueries
+	SortNXDomain  = topspec.SortNXDomain
+	SortServFail  = topspec.SortServFail
+	SortErrors    = topspec.SortErrors
+	SortLatency   = topspec.SortLatency
+	SortMalformed = topspec.SortMalformed
+	SortName      = topspec.SortName
 )
 
 // SortKeys lists the sort keys in the order the live view cycles through them.
-var SortKeys = []string{SortQPS, SortQueries, SortNXDomain, SortServFail, SortErrors, SortLatency, SortMalformed, SortName}
+var SortKeys = topspec.SortKeys
 
 // Groupings accepted by --group-by.
 const (
@@ -44,15 +45,7 @@ var groupByProto = map[string]isoobsv1.GroupBy{
 }
 
 // ParseSort checks a --sort value.
-func ParseSort(s string) (string, error) {
-	key := strings.ToLower(strings.TrimSpace(s))
-	for _, k := range SortKeys {
-		if k == key {
-			return k, nil
-		}
-	}
-	return "", fmt.Errorf("invalid --sort %q: valid keys are %s (e.g. --sort nxdomain)", s, strings.Join(SortKeys, ", "))
-}
+func ParseSort(s string) (string, error) { return topspec.ParseSort(s, "--sort") }
 
 // ParseGroupBy checks a --group-by value and returns its wire form.
 func ParseGroupBy(s string) (string, isoobsv1.GroupBy, error) {
@@ -74,44 +67,17 @@ func NextSort(current string, step int) string {
 	return SortKeys[0]
 }
 
-// SortRows orders rows by key: largest first for counters and latency,
-// alphabetical for "name". Ties fall back to the display name so output is
-// deterministic.
+// SortRows orders rows by key with the daemon's rule (topspec.Compare): largest first for
+// counters and latency, alphabetical for "name"; ties fall back to the display name, then
+// the node, so output is deterministic.
 func SortRows(rows []Row, key, groupBy string) {
-	metric := func(r *Row) float64 {
-		switch key {
-		case SortQueries:
-			return float64(r.Queries)
-		case SortNXDomain:
-			return float64(r.NXDomain)
-		case SortServFail:
-			return float64(r.ServFail)
-		case SortErrors:
-			return float64(r.Errors())
-		case SortLatency:
-			return r.LatencyP99Ms
-		case SortMalformed:
-			return float64(r.Malformed)
-		default:
-			return r.QPS
-		}
+	metrics := func(r *Row) topspec.Metrics {
+		return topspec.Metrics{QPS: r.QPS, Queries: r.Queries, NXDomain: r.NXDomain, ServFail: r.ServFail,
+			Errors: r.Errors(), Malformed: r.Malformed, LatencyP99Ms: r.LatencyP99Ms}
 	}
-	sort.SliceStable(rows, func(i, j int) bool {
-		a, b := &rows[i], &rows[j]
-		if key != SortName {
-			if ma, mb := metric(a), metric(b); ma != mb {
-				return ma > mb
-			}
-			// Equal rates: the larger count first.
-			if a.Queries != b.Queries {
-				return a.Queries > b.Queries
-			}
-		}
-		na, nb := a.DisplayName(groupBy), b.DisplayName(groupBy)
-		if na != nb {
-			return na < nb
-		}
-		return a.Node < b.Node
+	slices.SortStableFunc(rows, func(a, b Row) int {
+		ma, mb := metrics(&a), metrics(&b)
+		return topspec.Compare(key, &ma, &mb, a.DisplayName(groupBy)+"\x00"+a.Node, b.DisplayName(groupBy)+"\x00"+b.Node)
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+	"github.com/isoobs/isoobs/topspec"
 )
 
 // QNameLabel is a row label read as the query name of a qname-grouped row
@@ -295,8 +296,8 @@ func (a *rowAccumulator) row(topN int) Row {
 	}
 	out.latencyLog2Us = a.hist
 	if histTotal(a.hist) > 0 {
-		out.LatencyP50Ms = PercentileLog2UsToMs(a.hist, 0.50)
-		out.LatencyP99Ms = PercentileLog2UsToMs(a.hist, 0.99)
+		out.LatencyP50Ms = topspec.Log2Quantile(a.hist, 0.50)
+		out.LatencyP99Ms = topspec.Log2Quantile(a.hist, 0.99)
 	} else {
 		// A daemon that sends no histogram: the figures of the row with the
 		// most responses are the best available.
@@ -315,8 +316,8 @@ func (a *rowAccumulator) row(topN int) Row {
 			out.Identity = id
 		}
 	}
-	out.ProxyLatencyP50Ms = PercentileLog2UsToMs(a.proxyHist, 0.50)
-	out.ProxyLatencyP99Ms = PercentileLog2UsToMs(a.proxyHist, 0.99)
+	out.ProxyLatencyP50Ms = topspec.Log2Quantile(a.proxyHist, 0.50)
+	out.ProxyLatencyP99Ms = topspec.Log2Quantile(a.proxyHist, 0.99)
 	return out
 }
 
@@ -360,33 +361,4 @@ func histTotal(h []uint64) uint64 {
 		t += c
 	}
 	return t
-}
-
-// PercentileLog2UsToMs estimates quantile q (0..1) in milliseconds from a log2
-// histogram whose bucket i counts latencies in [2^i, 2^(i+1)) µs (bucket 0
-// also holds anything under 1 µs, so it spans [0, 2)), interpolating
-// linearly inside the bucket that holds the q-th sample. It computes what the
-// daemon's own Quantile does, so one node's figures read the same merged or
-// not. An empty histogram gives 0.
-func PercentileLog2UsToMs(hist []uint64, q float64) float64 {
-	total := histTotal(hist)
-	if total == 0 {
-		return 0
-	}
-	rank := max(q*float64(total), 1)
-	var cum float64
-	for i, c := range hist {
-		if c == 0 {
-			continue
-		}
-		if cum+float64(c) >= rank {
-			lo, hi := math.Ldexp(1, i), math.Ldexp(1, i+1)
-			if i == 0 {
-				lo = 0
-			}
-			return (lo + (hi-lo)*(rank-cum)/float64(c)) / 1000
-		}
-		cum += float64(c)
-	}
-	return math.Ldexp(1, len(hist)) / 1000
 }

@@ -238,28 +238,6 @@ func TestMergeQNameAndNodeGrouping(t *testing.T) {
 	}
 }
 
-func TestPercentileLog2(t *testing.T) {
-	tests := []struct {
-		name string
-		hist []uint64
-		q    float64
-		want float64 // ms
-	}{
-		{"empty", nil, 0.5, 0},
-		{"zeros", []uint64{0, 0}, 0.99, 0},
-		{"middle of bucket 2", []uint64{0, 0, 4}, 0.5, 0.006},                         // [4,8) µs, rank 2 of 4
-		{"top of bucket 2", []uint64{0, 0, 4}, 1, 0.008},                              // upper edge
-		{"first bucket", []uint64{10}, 0.1, 0.0002},                                   // [0,2) µs, rank 1 of 10
-		{"rank below one", []uint64{0, 0, 0, 1000}, 0.0001, 0.008 + 0.008/1000},       // rank 0.1 counts as 1
-		{"split", []uint64{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 50, 50}, 0.99, 2.048 * 1.98}, // bucket 11 [2048,4096) µs, 49/50
-	}
-	for _, tt := range tests {
-		if got := PercentileLog2UsToMs(tt.hist, tt.q); !closeTo(got, tt.want) {
-			t.Errorf("%s: got %v ms, want %v", tt.name, got, tt.want)
-		}
-	}
-}
-
 func TestSortedLimited(t *testing.T) {
 	f := Merge(crawlerFrames(isoobsv1.GroupBy_GROUP_BY_POD), MergeOptions{GroupBy: GroupByPod})
 	order := func(fr Frame) []string {
