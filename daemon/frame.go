@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"fmt"
-	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -11,8 +9,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/isoobs/isoobs/bpf"
-	"github.com/isoobs/isoobs/daemon/topk"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 	"github.com/isoobs/isoobs/topspec"
 )
@@ -97,47 +93,6 @@ func frameTicks(req *isoobsv1.TopRequest, collectorInterval time.Duration) int {
 	return int((d + collectorInterval - 1) / collectorInterval)
 }
 
-// part is one subject's contribution to a frame.
-type part struct {
-	s     *subject
-	tot   counters
-	rate  rateSample
-	names *nameSummary
-	// hub is the Hubble share: a Hubble subject's own, or its eBPF subject's peer's.
-	hub *hubblePart
-}
-
-// group accumulates the parts of one row.
-type group struct {
-	key   string
-	first *subject
-	qname string
-	tot   counters
-	rate  rateSample
-	names []*nameSummary
-	pods  int
-	// nameError is the summed Space-Saving error bound of a qname row.
-	nameError uint64
-	// Sources seen and what Hubble added (see hubble.go).
-	ebpf, hubble bool
-	identity     uint32
-	hubbleNode   string
-	proxyLatency [len(counters{}.LatencyLog2US)]uint64
-}
-
-func (g *group) add(p *part) {
-	if g.first == nil {
-		g.first = p.s
-	}
-	g.tot.add(&p.tot)
-	g.rate.add(&p.rate)
-	if p.names != nil {
-		g.names = append(g.names, p.names)
-	}
-	g.pods++
-	g.addHubble(p)
-}
-
 // startStream snapshots the totals a since-stream-start query subtracts.
 func (c *collector) startStream(q *topQuery) {
 	c.mu.Lock()
@@ -198,50 +153,12 @@ func (c *collector) frame(q *topQuery) *isoobsv1.TopFrame {
 	}
 
 	source := req.GetSource()
-	hubbleNames := false // some names come from Hubble: the probe's node-wide summary lacks them
-	parts := make([]part, 0, len(c.subjects))
-	for _, s := range c.subjects {
-		if !wantSubject(source, s) || !c.matches(q, s) {
-			continue
-		}
-		p := c.part(q, s, haveRate, from, to)
-		if s.hub != nil {
-			p.hub = splitHubble(s, &p.tot, &p.rate)
-			hubbleNames = true
-		} else if s.peer != nil && source != isoobsv1.Source_SOURCE_EBPF {
-			// Merged: the probe's counts, the peer's identity, denials and proxy latency.
-			peer := c.part(q, s.peer, haveRate, from, to)
-			p.hub = splitHubble(s.peer, &peer.tot, &peer.rate)
-			if (p.names == nil || p.names.names.Len() == 0) && peer.names != nil && peer.names.names.Len() > 0 {
-				// Names the probe's name table did not keep.
-				p.names = peer.names
-				hubbleNames = true
-			}
-		}
-		parts = append(parts, p)
-	}
+	parts, hubbleNames := c.parts(q, haveRate, from, to)
 
 	seconds := elapsed.Seconds()
 	scopeSeconds := now.Sub(since).Seconds()
 	groupBy := req.GetGroupBy()
-	var groups []*group
-	if groupBy == isoobsv1.GroupBy_GROUP_BY_QNAME {
-		groups = qnameGroups(parts)
-	} else {
-		byKey := map[string]*group{}
-		for i := range parts {
-			p := &parts[i]
-			k := groupKey(groupBy, p.s)
-			g := byKey[k]
-			if g == nil {
-				g = &group{key: k}
-				byKey[k] = g
-				groups = append(groups, g)
-			}
-			g.add(p)
-		}
-	}
-
+	groups := groupParts(groupBy, parts)
 	if groupBy == isoobsv1.GroupBy_GROUP_BY_QNAME {
 		// Thousands of names: rank them on their counts before building rows for the few shown.
 		groups, f.Truncated = topQnameGroups(groups, q.sortKey, int(req.GetLimit()), c.cfg.NamesPerNode)
@@ -275,225 +192,30 @@ func (c *collector) frame(q *topQuery) *isoobsv1.TopFrame {
 	return f
 }
 
-func groupKey(by isoobsv1.GroupBy, s *subject) string {
-	switch by {
-	case isoobsv1.GroupBy_GROUP_BY_WORKLOAD:
-		if s.meta == nil {
-			return "subject/" + s.key
-		}
-		return s.meta.Namespace + "/" + s.meta.WorkloadKind + "/" + s.meta.Workload
-	case isoobsv1.GroupBy_GROUP_BY_NAMESPACE:
-		if s.meta == nil {
-			return "" // namespace unknown (no Kubernetes metadata)
-		}
-		return s.meta.Namespace
-	case isoobsv1.GroupBy_GROUP_BY_NODE:
-		return ""
-	default:
-		return s.key
-	}
-}
-
-// qnameGroups makes one row per query name over the selected pods.
-func qnameGroups(parts []part) []*group {
-	byName := map[string]*group{}
-	var out []*group
-	for i := range parts {
-		p := &parts[i]
-		if p.names == nil {
+// parts are the contributions of the subjects q selects; hubbleNames says some names come
+// from Hubble (the probe's node-wide name summary lacks them). Callers hold c.mu.
+func (c *collector) parts(q *topQuery, haveRate bool, from, to uint64) (parts []part, hubbleNames bool) {
+	source := q.req.GetSource()
+	parts = make([]part, 0, len(c.subjects))
+	for _, s := range c.subjects {
+		if !wantSubject(source, s) || !c.matches(q, s) {
 			continue
 		}
-		p.names.names.Each(func(it *topk.Item) {
-			g := byName[it.Name]
-			if g == nil {
-				g = &group{key: it.Name, qname: it.Name, names: []*nameSummary{}}
-				byName[it.Name] = g
-				out = append(out, g)
+		p := c.part(q, s, haveRate, from, to)
+		if s.hub != nil {
+			p.hub = splitHubble(s, &p.tot, &p.rate)
+			hubbleNames = true
+		} else if s.peer != nil && source != isoobsv1.Source_SOURCE_EBPF {
+			// Merged: the probe's counts, the peer's identity, denials and proxy latency.
+			peer := c.part(q, s.peer, haveRate, from, to)
+			p.hub = splitHubble(s.peer, &peer.tot, &peer.rate)
+			if (p.names == nil || p.names.names.Len() == 0) && peer.names != nil && peer.names.names.Len() > 0 {
+				// Names the probe's name table did not keep.
+				p.names = peer.names
+				hubbleNames = true
 			}
-			g.tot.Queries += it.Count
-			g.tot.Rcode[bpf.RcodeNXDomain] += it.NXDomain
-			g.nameError += it.Error
-			g.pods++
-			// Names of a merged part may be Hubble's (the probe kept none for that pod).
-			if p.s.hub != nil || p.hub != nil && p.names != p.s.names {
-				g.hubble = true
-			} else {
-				g.ebpf = true
-			}
-		})
-	}
-	return out
-}
-
-// topQnameGroups keeps the limit (or, without one, maxRows) heaviest name groups under the
-// sort key, and says how many it dropped.
-func topQnameGroups(groups []*group, sortKey string, limit, maxRows int) ([]*group, uint32) {
-	keep := maxRows
-	if limit > 0 {
-		keep = limit
-	}
-	if len(groups) <= keep {
-		return groups, 0
-	}
-	key := func(g *group) uint64 {
-		if sortKey == "nxdomain" || sortKey == "errors" {
-			return g.tot.Rcode[bpf.RcodeNXDomain]
 		}
-		return g.tot.Queries
+		parts = append(parts, p)
 	}
-	sort.Slice(groups, func(i, j int) bool {
-		if a, b := key(groups[i]), key(groups[j]); a != b {
-			return a > b
-		}
-		return groups[i].qname < groups[j].qname
-	})
-	return groups[:keep], uint32(len(groups) - keep)
-}
-
-// mergeNames sums the summaries of several pods. Counts and error bounds add up, so the merged
-// bounds stay valid; a name missing from one pod's summary may undercount by that pod's
-// minimum, which the error field also covers when the pod overflowed.
-func mergeNames(sums []*topk.SpaceSaving, n int) []*isoobsv1.NameCount {
-	if n <= 0 || len(sums) == 0 {
-		return nil
-	}
-	if len(sums) == 1 {
-		return toNameCounts(sums[0].Top(n))
-	}
-	index := map[string]int{}
-	var items []topk.Item
-	for _, s := range sums {
-		s.Each(func(it *topk.Item) {
-			i, ok := index[it.Name]
-			if !ok {
-				i = len(items)
-				index[it.Name] = i
-				items = append(items, topk.Item{Name: it.Name})
-			}
-			m := &items[i]
-			m.Count += it.Count
-			m.Error += it.Error
-			m.NXDomain += it.NXDomain
-		})
-	}
-	sort.Slice(items, func(i, j int) bool {
-		if items[i].Count != items[j].Count {
-			return items[i].Count > items[j].Count
-		}
-		return items[i].Name < items[j].Name
-	})
-	if len(items) > n {
-		items = items[:n]
-	}
-	return toNameCounts(items)
-}
-
-func toNameCounts(items []topk.Item) []*isoobsv1.NameCount {
-	out := make([]*isoobsv1.NameCount, len(items))
-	for i, it := range items {
-		out[i] = &isoobsv1.NameCount{Name: it.Name, Queries: it.Count, Nxdomain: it.NXDomain, Error: it.Error}
-	}
-	return out
-}
-
-func (c *collector) row(by isoobsv1.GroupBy, g *group, topNames int, seconds, scopeSeconds float64) *isoobsv1.DNSRow {
-	t := &g.tot
-	r := &isoobsv1.DNSRow{
-		Node:      c.cfg.NodeName,
-		Queries:   t.Queries,
-		Responses: t.Responses,
-		Noerror:   t.Rcode[bpf.RcodeNoError], Nxdomain: t.Rcode[bpf.RcodeNXDomain], Servfail: t.Rcode[bpf.RcodeServFail],
-		Refused: t.Rcode[bpf.RcodeRefused], OtherRcode: t.Rcode[bpf.RcodeOther],
-		Malformed: t.Malformed, BytesOut: t.BytesOut, BytesIn: t.BytesIn,
-		ServedQueries: t.ServerQueries, ServedResponses: t.ServerResponses,
-		LatencyLog2Us: append([]uint64(nil), t.LatencyLog2US[:]...),
-		LatencyP50Ms:  topspec.Log2Quantile(t.LatencyLog2US[:], 0.50),
-		LatencyP99Ms:  topspec.Log2Quantile(t.LatencyLog2US[:], 0.99),
-		Pods:          uint32(g.pods),
-	}
-	if seconds > 0 {
-		r.Qps = float64(g.rate[rQueries]) / seconds
-		r.ResponsesPerSecond = float64(g.rate[rResponses]) / seconds
-		r.NxdomainRate = float64(g.rate[rNXDomain]) / seconds
-		r.ServfailRate = float64(g.rate[rServFail]) / seconds
-	}
-	hubbleRow(r, g, seconds)
-	for i, n := range t.QType {
-		if n > 0 {
-			if r.QueriesByType == nil {
-				r.QueriesByType = map[string]uint64{}
-			}
-			r.QueriesByType[qtypeNames[i]] = n
-		}
-	}
-	if g.qname != "" {
-		// A name row: counts come from the name summaries, rates are the scope average.
-		r.Qname = g.qname
-		r.LatencyLog2Us, r.LatencyP50Ms, r.LatencyP99Ms = nil, 0, 0
-		r.TopNames = []*isoobsv1.NameCount{{Name: g.qname, Queries: t.Queries, Nxdomain: t.Rcode[bpf.RcodeNXDomain], Error: g.nameError}}
-		r.Qps, r.ResponsesPerSecond, r.NxdomainRate, r.ServfailRate = 0, 0, 0, 0
-		if scopeSeconds > 0 {
-			r.Qps = float64(t.Queries) / scopeSeconds
-			r.NxdomainRate = float64(t.Rcode[bpf.RcodeNXDomain]) / scopeSeconds
-		}
-		return r
-	}
-	r.TopNames = mergeNames(summaries(g.names, false), topNames)
-	r.TopZones = mergeNames(summaries(g.names, true), topZones)
-	s := g.first
-	if s == nil {
-		return r
-	}
-	switch by {
-	case isoobsv1.GroupBy_GROUP_BY_POD, isoobsv1.GroupBy_GROUP_BY_UNSPECIFIED:
-		r.PodUid = s.uid
-		r.Cgroup = s.cgroupPath
-		r.CgroupId = s.cgroupID
-		if m := s.meta; m != nil {
-			r.Namespace, r.Pod, r.Workload, r.WorkloadKind, r.Labels = m.Namespace, m.Name, m.Workload, m.WorkloadKind, m.Labels
-		}
-	case isoobsv1.GroupBy_GROUP_BY_WORKLOAD:
-		if m := s.meta; m != nil {
-			r.Namespace, r.Workload, r.WorkloadKind = m.Namespace, m.Workload, m.WorkloadKind
-		} else {
-			r.PodUid, r.Cgroup, r.CgroupId = s.uid, s.cgroupPath, s.cgroupID
-		}
-	case isoobsv1.GroupBy_GROUP_BY_NAMESPACE:
-		if m := s.meta; m != nil {
-			r.Namespace = m.Namespace
-		}
-	}
-	return r
-}
-
-// sortRows orders rows by key as the plugin does (topspec.Compare), so the rows a frame keeps
-// under a limit are the ones the plugin would show first.
-func sortRows(rows []*isoobsv1.DNSRow, key string) {
-	metrics := func(r *isoobsv1.DNSRow) topspec.Metrics {
-		return topspec.Metrics{QPS: r.Qps, Queries: r.Queries, NXDomain: r.Nxdomain, ServFail: r.Servfail,
-			Errors: r.Nxdomain + r.Servfail + r.Refused + r.OtherRcode, Malformed: r.Malformed, LatencyP99Ms: r.LatencyP99Ms}
-	}
-	name := func(r *isoobsv1.DNSRow) string {
-		return r.Namespace + "/" + r.Workload + "/" + r.Pod + "/" + r.Qname + "/" + r.PodUid + "/" + r.Cgroup
-	}
-	slices.SortStableFunc(rows, func(a, b *isoobsv1.DNSRow) int {
-		ma, mb := metrics(a), metrics(b)
-		return topspec.Compare(key, &ma, &mb, name(a), name(b))
-	})
-}
-
-// part is s's contribution to a frame of q: its counts over the frame's scope and rate window.
-func (c *collector) part(q *topQuery, s *subject, haveRate bool, from, to uint64) part {
-	p := part{s: s, tot: s.total, names: s.names}
-	if q.baseline != nil {
-		b := q.baseline[s.key]
-		p.tot.sub(&b)
-		p.names = q.sink.perSubject[s.key]
-	}
-	if haveRate {
-		p.rate = s.series.At(to)
-		old := s.series.At(from)
-		p.rate.sub(&old)
-	}
-	return p
+	return parts, hubbleNames
 }
