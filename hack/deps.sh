@@ -3,7 +3,8 @@
 # and quiet when everything is already there.
 set -euo pipefail
 # containerd, runc and the CNI plugins run the lab's real node (kubelet); iptables routes its pods to the API server.
-APT_PACKAGES=(clang llvm libbpf-dev bpftool dnsperf protobuf-compiler iproute2 dnsutils containerd runc containernetworking-plugins iptables)
+# tcpdump and dnsmasq-base: a peer observer and the second DNS server of `make bench-peers`.
+APT_PACKAGES=(clang llvm libbpf-dev bpftool dnsperf protobuf-compiler iproute2 dnsutils containerd runc containernetworking-plugins iptables tcpdump dnsmasq-base)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,7 +24,7 @@ if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
 fi
 here=$(dirname "$0")
 # The lab's real components (control plane, etcd, kwok, CoreDNS, the hubble CLI, kubelet and
-# kubectl, krew), cached
+# kubectl, krew, Inspektor Gadget's ig with its trace_dns gadget for `make bench-peers`), cached
 # outside the repo, and promtool with Kubernetes discovery (Debian's lacks it).
-"$here/../testlab/scripts/build-bins.sh" etcd kwok coredns k8s hubble node krew
+"$here/../testlab/scripts/build-bins.sh" etcd kwok coredns k8s hubble node krew ig
 sh "$here/../install/scripts/build-promtool.sh" >/dev/null

@@ -8,6 +8,8 @@
 #   hubble CLI                                              (github.com/cilium/cilium/hubble)
 #   kubelet, kubectl (the lab's real node, plugin discovery) (k8s.io/kubernetes)
 #   krew, validate-krew-manifest                            (sigs.k8s.io/krew)
+#   ig + its trace_dns gadget image (Inspektor Gadget, a peer for `make bench-peers`; built by the
+#   kit in ../shared/peers/inspektor-gadget beside the repo, ISOOBS_IG_KIT overrides)
 # Usage: build-bins.sh [component...]   (default: all but hubble)
 # Prints nothing when everything is cached.
 set -euo pipefail
@@ -19,6 +21,7 @@ KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
 CILIUM_VERSION=${CILIUM_VERSION:-v1.20.2}
 KREW_VERSION=${KREW_VERSION:-v0.4.3}
+IG_VERSION=v0.51.1 # the kit builds exactly this version (others are refused by the module proxy)
 
 CACHE=${ISOOBS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/isoobs}
 BIN=$CACHE/bin
@@ -151,6 +154,34 @@ build_krew() {
 
 build_hubble() { build_simple hubble github.com/cilium/cilium "$CILIUM_VERSION" github.com/cilium/cilium/hubble hubble; }
 
+# ig (Inspektor Gadget) v0.51.1, patched for a kernel without kprobes, and its trace_dns gadget in
+# ig's local OCI store: $BIN/ig-$IG_VERSION/{ig,varlib/ig/oci-store}. Run it with the kit's igw:
+#   IGW=$BIN/ig-$IG_VERSION IG=$BIN/ig-$IG_VERSION/ig $KIT/igw run trace_dns:local --host ...
+build_ig() {
+	local out=$BIN/ig-$IG_VERSION
+	if [[ -x $out/ig && -f $out/varlib/ig/oci-store/index.json ]]; then return; fi
+	local here kit
+	here=$(cd "$(dirname "$0")" && pwd)
+	kit=${ISOOBS_IG_KIT:-$here/../../../shared/peers/inspektor-gadget}
+	if [[ ! -x $kit/run.sh ]]; then
+		echo "build-bins: no Inspektor Gadget kit at $kit (set ISOOBS_IG_KIT)" >&2
+		exit 1
+	fi
+	log "building ig $IG_VERSION + trace_dns gadget (~12 min cold, once)"
+	rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+	# IG_MIRROR must name a missing directory: the kit tests it unquoted, so an empty value
+	# reads as "a mirror exists" and its git archive fails; missing = take the kit's copy.
+	(IGW=$out.tmp IG_MIRROR=$out.tmp/no-mirror bash "$kit/run.sh" build >"$out.tmp/build.log" 2>&1 &&
+		IGW=$out.tmp IG_MIRROR=$out.tmp/no-mirror bash "$kit/run.sh" image >>"$out.tmp/build.log" 2>&1) || {
+		tail -30 "$out.tmp/build.log" >&2
+		exit 1
+	}
+	# Keep the binary and the OCI store; the source tree and build outputs are only for the build.
+	mv "$out.tmp/ig-0.51.1-nokprobe" "$out.tmp/ig.bin" && rm -f "$out.tmp/ig" && mv "$out.tmp/ig.bin" "$out.tmp/ig"
+	rm -rf "$out.tmp/ig-src-0.51.1" "$out.tmp/gbuild" "$out.tmp/bin"
+	rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 want=("$@")
 if [[ ${#want[@]} -eq 0 ]]; then want=(etcd kwok coredns k8s); fi
 for c in "${want[@]}"; do
@@ -162,6 +193,7 @@ for c in "${want[@]}"; do
 	hubble) build_hubble ;;
 	node) build_node ;;
 	krew) build_krew ;;
+	ig) build_ig ;;
 	*) echo "build-bins: unknown component $c" >&2; exit 2 ;;
 	esac
 done
