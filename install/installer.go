@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"path"
 	"reflect"
 	"slices"
 	"strings"
@@ -130,10 +131,11 @@ func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
 	}
 	o.Values.PrometheusOperator = slices.Contains(apiVersions, "monitoring.coreos.com/v1/ServiceMonitor")
 	if o.HubbleAddressAuto && slices.Contains(o.Components, ComponentIsoobs) && !slices.Contains(o.Components, ComponentCilium) &&
-		strings.HasPrefix(o.Values.HubbleAddress, "unix://") && !i.ciliumRuns(ctx) {
-		fmt.Fprintf(i.out, "isoobs: no Cilium in this cluster (no DaemonSet labeled k8s-app=cilium): the daemons run without Hubble (eBPF probes only); "+
-			"add Cilium with `kubectl isoobs install --components cilium,isoobs` or point them at a Hubble server with --hubble-address\n")
-		o.Values.HubbleAddress = "off"
+		strings.HasPrefix(o.Values.HubbleAddress, "unix://") {
+		if addr, why := i.ciliumHubbleSocket(ctx, o.Values.HubbleAddress); addr != o.Values.HubbleAddress {
+			fmt.Fprintf(i.out, "isoobs: %s\n", why)
+			o.Values.HubbleAddress = addr
+		}
 	}
 
 	saved, err := i.loadState(ctx)
@@ -206,11 +208,52 @@ func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
-// ciliumRuns reports whether a Cilium agent DaemonSet exists in any namespace. When it cannot
-// tell (no permission to list DaemonSets cluster-wide) it answers true: the default keeps Hubble on.
-func (i *Installer) ciliumRuns(ctx context.Context) bool {
+// ciliumHubbleSocket is the Hubble address for the daemons on a cluster whose Cilium isoobs does
+// not install in this run: Cilium's own hubble-socket-path (cilium-config) when that socket has a
+// directory of its own, else "off", with why. When it cannot tell (no permission to read
+// DaemonSets or cilium-config) it keeps def.
+func (i *Installer) ciliumHubbleSocket(ctx context.Context, def string) (string, string) {
 	list, err := i.client.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=cilium", Limit: 1})
-	return err != nil || len(list.Items) > 0
+	if err != nil {
+		return def, ""
+	}
+	if len(list.Items) == 0 {
+		return "off", "no Cilium in this cluster (no DaemonSet labeled k8s-app=cilium): the daemons run without Hubble (eBPF probes only); " +
+			"add Cilium with `kubectl isoobs install --components cilium,isoobs` or point them at a Hubble server with --hubble-address"
+	}
+	ns := list.Items[0].Namespace
+	cm, err := i.client.CoreV1().ConfigMaps(ns).Get(ctx, "cilium-config", metav1.GetOptions{})
+	if err != nil {
+		return def, ""
+	}
+	if cm.Data["enable-hubble"] == "false" {
+		return "off", "Cilium runs with Hubble disabled (" + ns + "/cilium-config enable-hubble: false): the daemons run without Hubble (eBPF probes only)"
+	}
+	sock := cm.Data["hubble-socket-path"]
+	if sock == "" {
+		sock = "/var/run/cilium/hubble.sock" // Cilium's default
+	}
+	if dir := path.Dir(path.Clean(sock)); CiliumRunDirExposed(dir) {
+		return "off", fmt.Sprintf("Cilium's Hubble socket %s is in %s, beside cilium.sock (the agent's API) and the monitor sockets; the daemons never mount that directory, "+
+			"so they run without Hubble (eBPF probes only). To merge Hubble flows, give the socket a directory of its own: "+
+			"helm upgrade cilium -n %s --reuse-values --set hubble.socketPath=%s --set extraHostPathMounts[0].name=hubble-socket,extraHostPathMounts[0].hostPath=%s,extraHostPathMounts[0].mountPath=%s,extraHostPathMounts[0].hostPathType=DirectoryOrCreate "+
+			"(or let isoobs manage Cilium: --components cilium,isoobs --adopt), then install again; or use --hubble-address HOST:PORT",
+			sock, dir, ns, values.HubbleSocketPath, values.HubbleSocketDir, values.HubbleSocketDir)
+	}
+	return "unix://" + sock, "Cilium's Hubble socket is " + sock + " (" + ns + "/cilium-config hubble-socket-path): the daemons mount its directory only"
+}
+
+// CiliumRunDirExposed says whether mounting dir would expose more of Cilium's run directory than
+// Hubble's socket: the run directory itself (/var/run/cilium = /run/cilium), a directory above it,
+// or one of Cilium's own directories in it. The chart's isoobs.checkHostPath applies the same rule.
+func CiliumRunDirExposed(dir string) bool {
+	p := path.Clean(dir)
+	n := p
+	if p == "/var/run" || strings.HasPrefix(p, "/var/run/") {
+		n = "/run" + strings.TrimPrefix(p, "/var/run")
+	}
+	return p == "/" || strings.HasPrefix("/var/run/cilium/", p+"/") || strings.HasPrefix("/run/cilium/", n+"/") ||
+		slices.Contains([]string{"/run/cilium/state", "/run/cilium/envoy", "/run/cilium/hubble"}, n)
 }
 
 // discover reads the cluster's version and API resources (for
@@ -401,18 +444,72 @@ func (i *Installer) apply(ctx context.Context, s *step, o Options) (string, erro
 	return s.action, nil
 }
 
+// Pod Security admission labels (https://kubernetes.io/docs/concepts/security/pod-security-admission/).
+const (
+	LabelPodSecurityEnforce = "pod-security.kubernetes.io/enforce"
+	LabelPodSecurityWarn    = "pod-security.kubernetes.io/warn"
+)
+
+// PrivilegedNamespaces are the namespaces whose node agents baseline refuses, with why. They are
+// labeled to enforce (and warn at) the privileged Pod Security level, so their DaemonSets are
+// admitted on clusters that enforce baseline or restricted by default; the audit level is left to
+// the cluster's default, so audit logs still record what the daemons do beyond baseline.
+var PrivilegedNamespaces = map[string]string{
+	values.NamespaceIsoobs:   "the isoobs daemon mounts hostPaths (cgroup root, its socket dir, Hubble's socket dir) and adds CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, which baseline forbids",
+	values.NamespaceTetragon: "Tetragon's agent runs privileged with hostPID and hostPath mounts",
+	values.NamespaceSplunk:   "the Splunk collector's agent uses hostNetwork and hostPath mounts",
+}
+
+func namespaceLabels(name string) map[string]string {
+	l := map[string]string{LabelManaged: "true"}
+	if _, ok := PrivilegedNamespaces[name]; ok {
+		l[LabelPodSecurityEnforce], l[LabelPodSecurityWarn] = "privileged", "privileged"
+	}
+	return l
+}
+
 func (i *Installer) ensureNamespace(ctx context.Context, name string) error {
-	_, err := i.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	cur, err := i.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 	if err == nil {
-		return nil
+		return i.ensurePodSecurity(ctx, cur)
 	}
 	if !apierrors.IsNotFound(err) {
 		return fmt.Errorf("reading namespace %s: %w", name, err)
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelManaged: "true"}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: namespaceLabels(name)}}
 	if _, err := i.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating namespace %s: %w", name, err)
 	}
+	return nil
+}
+
+// ensurePodSecurity labels an existing namespace that needs the privileged level and has no
+// enforce label of its own, and refuses one whose enforce label someone set to another level:
+// lowering a level an administrator chose is theirs to decide.
+func (i *Installer) ensurePodSecurity(ctx context.Context, ns *corev1.Namespace) error {
+	why, ok := PrivilegedNamespaces[ns.Name]
+	if !ok {
+		return nil
+	}
+	switch level, set := ns.Labels[LabelPodSecurityEnforce]; {
+	case level == "privileged":
+		return nil
+	case set:
+		return fmt.Errorf("namespace %s enforces the %q Pod Security level (label %s), but %s: its pods would be refused. "+
+			"Label it privileged (kubectl label namespace %s %s=privileged --overwrite) if that is acceptable here, or leave this component out with --components",
+			ns.Name, level, LabelPodSecurityEnforce, why, ns.Name, LabelPodSecurityEnforce)
+	}
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels[LabelPodSecurityEnforce] = "privileged"
+	if _, set := ns.Labels[LabelPodSecurityWarn]; !set {
+		ns.Labels[LabelPodSecurityWarn] = "privileged"
+	}
+	if _, err := i.client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("labeling namespace %s %s=privileged: %w", ns.Name, LabelPodSecurityEnforce, err)
+	}
+	fmt.Fprintf(i.out, "namespace %s: labeled %s=privileged (%s)\n", ns.Name, LabelPodSecurityEnforce, why)
 	return nil
 }
 

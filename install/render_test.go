@@ -286,7 +286,7 @@ func TestDaemonChartRender(t *testing.T) {
 	for _, a := range c["args"].([]any) {
 		args = append(args, a.(string))
 	}
-	for _, want := range []string{"--node-name=$(NODE_NAME)", "--grpc-listen=127.0.0.1:9967", "--grpc-listen=unix:///run/isoobs/isoobs.sock", "--metrics-listen=:9966", "--interval=1s", "--hubble-server=unix:///var/run/cilium/hubble.sock"} {
+	for _, want := range []string{"--node-name=$(NODE_NAME)", "--grpc-listen=127.0.0.1:9967", "--grpc-listen=unix:///run/isoobs/isoobs.sock", "--metrics-listen=:9966", "--interval=1s", "--hubble-server=unix:///var/run/cilium/hubble-socket/hubble.sock"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("args %v lack %s", args, want)
 		}
@@ -309,7 +309,7 @@ func TestDaemonChartRender(t *testing.T) {
 	}
 	// bpffs is not mounted (nothing is pinned; a HostToContainer mount fails on nodes where
 	// /sys/fs/bpf is private), and Cilium's run directory is never created by the daemon's pod.
-	wantPaths := map[string]string{"cgroup": "/sys/fs/cgroup Directory", "hubble-socket": "/var/run/cilium Directory", "run": "/run/isoobs DirectoryOrCreate"}
+	wantPaths := map[string]string{"cgroup": "/sys/fs/cgroup Directory", "hubble-socket": "/var/run/cilium/hubble-socket Directory", "run": "/run/isoobs DirectoryOrCreate"}
 	if got := daemonHostPaths(spec); !maps.Equal(got, wantPaths) {
 		t.Errorf("hostPath volumes = %v, want %v", got, wantPaths)
 	}

@@ -152,6 +152,17 @@ type Options struct {
 	HubbleAddress  string
 }
 
+// Hubble's node-local socket where isoobs installs Cilium: in a directory of its own, so the
+// isoobs daemon mounts only that directory. Cilium's default, /var/run/cilium/hubble.sock, sits
+// beside cilium.sock (the agent's full API), the monitor and health sockets: a pod that mounts
+// the directory can connect() to all of them, read-only or not. A directory (not the socket
+// file) is mounted because the agent recreates the socket on every start, and a bind mount of
+// the file would keep pointing at the old one.
+const (
+	HubbleSocketDir  = "/var/run/cilium/hubble-socket"
+	HubbleSocketPath = HubbleSocketDir + "/hubble.sock"
+)
+
 // Defaults returns the options `kubectl isoobs install` starts from.
 func Defaults() Options {
 	return Options{
@@ -183,7 +194,7 @@ func Defaults() Options {
 			ScrapeInterval:  "30s",
 		},
 		DaemonInterval: "1s",
-		HubbleAddress:  "unix:///var/run/cilium/hubble.sock",
+		HubbleAddress:  "unix://" + HubbleSocketPath,
 	}
 }
 
@@ -256,6 +267,9 @@ func Cilium(o Options) map[string]any {
 			},
 		},
 		"ui": map[string]any{"enabled": true},
+		// See HubbleSocketDir. Cilium does not create the socket's directory: the agent's pod
+		// gets it as a hostPath (DirectoryOrCreate, below), so the kubelet makes it first.
+		"socketPath": HubbleSocketPath,
 	}
 	if o.Redact.Enabled {
 		headers := map[string]any{}
@@ -292,6 +306,12 @@ func Cilium(o Options) map[string]any {
 		"debug":   map[string]any{"enabled": false},
 		"tls":     map[string]any{"ca": map[string]any{"certValidityDuration": 3650}},
 		"hubble":  hubble,
+		"extraHostPathMounts": []any{map[string]any{
+			"name": "hubble-socket", "mountPath": HubbleSocketDir, "hostPath": HubbleSocketDir,
+			"hostPathType": "DirectoryOrCreate", "readOnly": false,
+		}},
+		// `hubble observe` inside the agent's pod (kubectl exec) finds the moved socket.
+		"extraEnv": []any{map[string]any{"name": "HUBBLE_SERVER", "value": "unix://" + HubbleSocketPath}},
 		"prometheus": map[string]any{
 			"enabled":        true,
 			"port":           PortCiliumAgent,

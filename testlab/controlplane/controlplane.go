@@ -60,6 +60,33 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// Binaries overrides the programs to run; default: EnsureBinaries().
 	Binaries *Binaries
+	// PodSecurityDefault is the Pod Security Standard ("baseline", "restricted") the API
+	// server's PodSecurity admission enforces in every namespace without its own
+	// pod-security.kubernetes.io/enforce label (kube-system exempt), as hardened clusters
+	// configure it. Empty: Kubernetes' default, privileged.
+	PodSecurityDefault string
+}
+
+// podSecurityConfig is an AdmissionConfiguration whose PodSecurity defaults enforce, warn and
+// audit level everywhere but kube-system.
+func podSecurityConfig(level string) string {
+	return `apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+  - name: PodSecurity
+    configuration:
+      apiVersion: pod-security.admission.config.k8s.io/v1
+      kind: PodSecurityConfiguration
+      defaults:
+        enforce: "` + level + `"
+        enforce-version: latest
+        warn: "` + level + `"
+        warn-version: latest
+        audit: "` + level + `"
+        audit-version: latest
+      exemptions:
+        namespaces: [kube-system]
+`
 }
 
 // ControlPlane is a running control plane. Stop it with Stop.
@@ -218,7 +245,15 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	if err := os.WriteFile(tokens, []byte(tokenCSV), 0o600); err != nil {
 		return nil, err
 	}
-	api, err := cp.start("kube-apiserver", bins.APIServer,
+	apiArgs := []string{}
+	if opts.PodSecurityDefault != "" {
+		admission := filepath.Join(cp.Dir, "admission.yaml")
+		if err := os.WriteFile(admission, []byte(podSecurityConfig(opts.PodSecurityDefault)), 0o600); err != nil {
+			return nil, err
+		}
+		apiArgs = append(apiArgs, "--admission-control-config-file="+admission)
+	}
+	api, err := cp.start("kube-apiserver", bins.APIServer, append(apiArgs,
 		"--etcd-servers="+cp.EtcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", apiPort),
 		"--cert-dir="+filepath.Join(cp.Dir, "apiserver-certs"),
@@ -242,7 +277,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		"--enable-priority-and-fairness=false",
 		"--allow-privileged=true",
 		"--profiling=false",
-		"--v=1")
+		"--v=1")...)
 	if err != nil {
 		return nil, err
 	}

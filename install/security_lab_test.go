@@ -1,0 +1,113 @@
+package install
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+
+	"github.com/isoobs/isoobs/deploy"
+
+	"github.com/isoobs/isoobs/install/values"
+	"github.com/isoobs/isoobs/testlab/controlplane"
+)
+
+// securityControlPlane is a bare lab control plane (no pod network: nothing here runs a
+// daemon process) with one kwok node, and an installer on its admin kubeconfig.
+func securityControlPlane(t *testing.T, opts controlplane.Options) (*controlplane.ControlPlane, *Installer, *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cp, err := controlplane.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Stop)
+	if _, err := cp.AddNode(ctx, "sec-a"); err != nil {
+		t.Fatal(err)
+	}
+	flags := genericclioptions.NewConfigFlags(false)
+	kc := cp.Kubeconfig
+	flags.KubeConfig = &kc
+	out := &syncBuffer{}
+	inst, err := New(flags, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst.pollInterval = 200 * time.Millisecond
+	return cp, inst, out
+}
+
+func isoobsOnly() Options {
+	return Options{Values: values.Defaults(), Components: []Component{ComponentIsoobs}, Sources: map[Component]Source{},
+		KubeVersion: controlplane.K8sVersion, HubbleAddressAuto: true}
+}
+
+// On a cluster whose PodSecurity admission enforces baseline by default, the daemon's pod is
+// refused in an unlabeled namespace and admitted in the isoobs namespace install creates.
+func TestLabDaemonAdmittedWhereBaselineIsEnforced(t *testing.T) {
+	cp, inst, out := securityControlPlane(t, controlplane.Options{PodSecurityDefault: "baseline"})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cs := cp.Client()
+
+	// The lab really enforces baseline: the daemon's own pod spec is refused elsewhere.
+	o := isoobsOnly()
+	o.Values.HubbleAddress = "off"
+	ch, err := deploy.Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := Find(renderComponent(t, ComponentIsoobs, o.Values, nil, ch), "DaemonSet", "isoobs")
+	tmpl, _ := ds.Object["spec"].(map[string]any)["template"].(map[string]any)
+	pod := &corev1.Pod{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(tmpl, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Name, pod.Spec.NodeName = "daemon-elsewhere", "sec-a"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tenant"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod.Spec.ServiceAccountName = ""
+	_, err = cs.CoreV1().Pods("tenant").Create(ctx, pod, metav1.CreateOptions{})
+	if err == nil || !strings.Contains(err.Error(), `violates PodSecurity "baseline`) {
+		t.Fatalf("the daemon's pod in an unlabeled namespace: err = %v, want a baseline violation (is the lab enforcing baseline?)", err)
+	}
+	t.Logf("refused elsewhere: %v", err)
+
+	if _, err := inst.Install(ctx, isoobsOnly()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("install:\n%s", out.take())
+	ns, err := cs.CoreV1().Namespaces().Get(ctx, values.NamespaceIsoobs, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.Labels[LabelPodSecurityEnforce] != "privileged" {
+		t.Errorf("namespace %s labels %v, want %s=privileged", ns.Name, ns.Labels, LabelPodSecurityEnforce)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		pods, err := cs.CoreV1().Pods(values.NamespaceIsoobs).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) == 1 {
+			t.Logf("daemon pod %s admitted", pods.Items[0].Name)
+			break
+		}
+		evs, _ := cs.CoreV1().Events(values.NamespaceIsoobs).List(ctx, metav1.ListOptions{FieldSelector: "reason=FailedCreate"})
+		if evs != nil && len(evs.Items) > 0 {
+			t.Fatalf("the DaemonSet's pod was refused: %s", evs.Items[0].Message)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no daemon pod after 90 s (%d pods)", len(pods.Items))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
