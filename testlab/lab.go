@@ -37,6 +37,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/isoobs/isoobs/k8s"
 	"github.com/isoobs/isoobs/testlab/controlplane"
 	"github.com/isoobs/isoobs/testlab/coredns"
 	"github.com/isoobs/isoobs/testlab/podnet"
@@ -428,19 +429,6 @@ func (l *Lab) CreatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, erro
 	return created, nil
 }
 
-// podReady reports whether kwok marked the pod Running and Ready.
-func podReady(p *corev1.Pod) bool {
-	if p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // WaitPodReady waits until the pod is Running and Ready and (unless hostNetwork or on the real
 // node) adopted, and returns its API object and node side (nil for hostNetwork and real-node pods).
 func (l *Lab) WaitPodReady(ctx context.Context, namespace, name string) (*corev1.Pod, *podnet.Pod, error) {
@@ -455,7 +443,7 @@ func (l *Lab) WaitPodReady(ctx context.Context, namespace, name string) (*corev1
 			return false, nil
 		}
 		pod = p
-		if !podReady(p) {
+		if !k8s.PodReady(p) {
 			return false, nil
 		}
 		if p.Spec.HostNetwork || l.IsRealNode(p.Spec.NodeName) {
@@ -486,7 +474,7 @@ func (l *Lab) WaitPodsReady(ctx context.Context, namespace, selector string, cou
 				continue
 			}
 			np := l.Pod(p.Namespace, p.Name)
-			if podReady(p) && (p.Spec.HostNetwork || l.IsRealNode(p.Spec.NodeName) || (np != nil && np.UID == p.UID)) {
+			if k8s.PodReady(p) && (p.Spec.HostNetwork || l.IsRealNode(p.Spec.NodeName) || (np != nil && np.UID == p.UID)) {
 				ready = append(ready, *p)
 			} else {
 				last = p

@@ -9,6 +9,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/isoobs/isoobs/k8s"
 )
 
 // AllChecks lists every check in display order.
@@ -209,7 +211,7 @@ func perNodeProblems(pods []corev1.Pod, nodes []corev1.Node) (nodeProblems, int)
 		}
 		ok := false
 		for _, p := range ps {
-			if podReady(p) {
+			if k8s.PodReady(p) {
 				ok = true
 			}
 		}

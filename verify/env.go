@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/isoobs/isoobs/k8s"
 )
 
 // Labels the stack's objects carry (the Cilium and Tetragon charts', and the
@@ -144,19 +146,6 @@ func (e *env) edition(ctx context.Context) string {
 	return "oss"
 }
 
-// podReady reports the pod's Ready condition.
-func podReady(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // podState is a short "Running/NotReady"-style description for details.
 func podState(p *corev1.Pod) string {
 	if p.DeletionTimestamp != nil {
@@ -167,7 +156,7 @@ func podState(p *corev1.Pod) string {
 			return w.Reason
 		}
 	}
-	if p.Status.Phase == corev1.PodRunning && !podReady(p) {
+	if p.Status.Phase == corev1.PodRunning && !k8s.PodReady(p) {
 		return "Running, not Ready"
 	}
 	return string(p.Status.Phase)

@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/isoobs/isoobs/k8s"
 )
 
 // Daemon metrics read for probes and Hubble. isoobs_hubble_connected is
@@ -37,7 +39,7 @@ func checkIsoobsDaemons(ctx context.Context, e *env) Result {
 	}
 	var ready []*corev1.Pod
 	for i := range pods {
-		if podReady(&pods[i]) {
+		if k8s.PodReady(&pods[i]) {
 			ready = append(ready, &pods[i])
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/isoobs/isoobs/k8s"
 )
 
 // componentPorts are the scrape ports the pipeline must cover (seed 000).
@@ -42,7 +44,7 @@ func checkPipeline(ctx context.Context, e *env) Result {
 			return apiErr("listing pods", err)
 		}
 		for i := range pods {
-			if podReady(&pods[i]) {
+			if k8s.PodReady(&pods[i]) {
 				return e.checkPrometheus(ctx, &pods[i])
 			}
 		}
@@ -202,7 +204,7 @@ func (e *env) checkCollector(ctx context.Context, cm *corev1.ConfigMap, raw stri
 	}
 	ready := 0
 	for i := range pods {
-		if podReady(&pods[i]) {
+		if k8s.PodReady(&pods[i]) {
 			ready++
 		}
 	}

@@ -20,7 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/isoobs/isoobs/plugin/cluster"
+	"github.com/isoobs/isoobs/k8s"
 	observerpb "github.com/isoobs/isoobs/proto/observer/observer"
 	relaypb "github.com/isoobs/isoobs/proto/observer/relay"
 )
@@ -72,7 +72,7 @@ func checkRelay(ctx context.Context, e *env) Result {
 	}
 	var pod *corev1.Pod
 	for i := range pods {
-		if podReady(&pods[i]) {
+		if k8s.PodReady(&pods[i]) {
 			pod = &pods[i]
 			break
 		}
@@ -135,11 +135,11 @@ func (e *env) relayStatus(ctx context.Context, pod *corev1.Pod) (RelayStatus, er
 		if e.Config == nil {
 			return nil, errors.New("no REST config for a port-forward")
 		}
-		d, err := cluster.NewPortForwardDialer(e.Config)
+		d, err := k8s.NewPortForwardDialer(e.Config)
 		if err != nil {
 			return nil, err
 		}
-		return d.Dial(ctx, cluster.DaemonPod{Namespace: pod.Namespace, Name: pod.Name, Node: pod.Spec.NodeName, Port: port})
+		return d.Dial(ctx, k8s.PodPort{Namespace: pod.Namespace, Name: pod.Name, Port: port})
 	}, "port-forward "+pod.Name+":"+strconv.Itoa(port)+note)
 	cancel()
 	if err == nil {

@@ -48,19 +48,9 @@ func (cs Conns) Close() {
 }
 
 // forwardErrorer is a net.Conn that can say why its far end went away
-// (the kubelet's port-forward error message).
+// (the kubelet's port-forward error message; see k8s.PortForwardDialer).
 type forwardErrorer interface {
-	forwardError(wait time.Duration) string
-}
-
-func (c *forwardedConn) forwardError(wait time.Duration) string {
-	select {
-	case msg := <-c.errMsg:
-		c.errMsg <- msg
-		return msg
-	case <-time.After(wait):
-		return ""
-	}
+	ForwardError(wait time.Duration) string
 }
 
 // Connect sets up a gRPC connection to every pod's daemon, at most
@@ -167,7 +157,7 @@ func connectOne(ctx context.Context, pod DaemonPod, dial DialFunc, timeout time.
 		return nil, dialErr
 	case lastConn != nil:
 		if fe, ok := lastConn.(forwardErrorer); ok {
-			if msg := fe.forwardError(500 * time.Millisecond); msg != "" {
+			if msg := fe.ForwardError(500 * time.Millisecond); msg != "" {
 				return nil, fmt.Errorf("port-forward to %s port %d: %s (is isoobs-daemon listening on 127.0.0.1:%d in its pod? see its logs)", pod, pod.Port, msg, pod.Port)
 			}
 		}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/isoobs/isoobs/k8s"
 	"github.com/isoobs/isoobs/plugin/top"
 )
 
@@ -139,7 +140,7 @@ func Discover(ctx context.Context, client kubernetes.Interface, opts Options) ([
 			missing = append(missing, top.MissingNode{Node: node, Reason: fmt.Sprintf("daemon pod %s/%s is %s%s", best.Namespace, best.Name, best.Status.Phase, waitingReason(best))})
 			continue
 		}
-		pods = append(pods, DaemonPod{Node: node, Namespace: best.Namespace, Name: best.Name, Port: grpcPort(best, opts.Port), Ready: podReady(best)})
+		pods = append(pods, DaemonPod{Node: node, Namespace: best.Namespace, Name: best.Name, Port: grpcPort(best, opts.Port), Ready: k8s.PodReady(best)})
 	}
 	return pods, missing, nil
 }
@@ -152,7 +153,7 @@ func pickPod(pods []*corev1.Pod) *corev1.Pod {
 		if p.Status.Phase == corev1.PodRunning {
 			r += 2
 		}
-		if podReady(p) {
+		if k8s.PodReady(p) {
 			r++
 		}
 		return r
@@ -164,15 +165,6 @@ func pickPod(pods []*corev1.Pod) *corev1.Pod {
 		}
 	}
 	return best
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // waitingReason adds a container's waiting reason (CrashLoopBackOff, ...).
