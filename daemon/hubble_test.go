@@ -7,8 +7,8 @@ import (
 
 	"github.com/isoobs/isoobs/bpf"
 	"github.com/isoobs/isoobs/hubble"
-	"github.com/isoobs/isoobs/hubble/replay"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+	"github.com/isoobs/isoobs/testlab/hubblereplay"
 )
 
 // withHubble gives a fixture a Hubble feed whose aggregator the test fills directly.
@@ -23,18 +23,18 @@ func withHubble(t *testing.T, f *fixture) *hubble.Aggregator {
 }
 
 var (
-	hubCrawlerA = replay.Pod{Namespace: "tenant-jobs", Name: "crawler-7d9f-a", Workload: "crawler", WorkloadKind: "Deployment", Identity: 48213, Labels: map[string]string{"app": "crawler"}, IP: "10.0.1.5"}
-	hubLoader   = replay.Pod{Namespace: "tenant-jobs", Name: "loader-1", Workload: "loader", WorkloadKind: "Deployment", Identity: 48777, Labels: map[string]string{"app": "loader"}, IP: "10.0.2.9"}
-	hubCoreDNS  = replay.Pod{Namespace: "kube-system", Name: "coredns-1", Workload: "coredns", WorkloadKind: "Deployment", Identity: 102, IP: "10.0.0.10"}
+	hubCrawlerA = hubblereplay.Pod{Namespace: "tenant-jobs", Name: "crawler-7d9f-a", Workload: "crawler", WorkloadKind: "Deployment", Identity: 48213, Labels: map[string]string{"app": "crawler"}, IP: "10.0.1.5"}
+	hubLoader   = hubblereplay.Pod{Namespace: "tenant-jobs", Name: "loader-1", Workload: "loader", WorkloadKind: "Deployment", Identity: 48777, Labels: map[string]string{"app": "loader"}, IP: "10.0.2.9"}
+	hubCoreDNS  = hubblereplay.Pod{Namespace: "kube-system", Name: "coredns-1", Workload: "coredns", WorkloadKind: "Deployment", Identity: 102, IP: "10.0.0.10"}
 )
 
-func observeDNS(agg *hubble.Aggregator, node string, client replay.Pod, name string, rcode uint32, lat time.Duration, denied bool, n int) {
+func observeDNS(agg *hubble.Aggregator, node string, client hubblereplay.Pod, name string, rcode uint32, lat time.Duration, denied bool, n int) {
 	observeDNSAt(agg, time.Now(), node, client, name, rcode, lat, denied, n)
 }
 
-func observeDNSAt(agg *hubble.Aggregator, at time.Time, node string, client replay.Pod, name string, rcode uint32, lat time.Duration, denied bool, n int) {
+func observeDNSAt(agg *hubble.Aggregator, at time.Time, node string, client hubblereplay.Pod, name string, rcode uint32, lat time.Duration, denied bool, n int) {
 	for range n {
-		for _, fl := range (replay.DNSExchange{Node: node, Client: client, Server: hubCoreDNS, Query: name, Rcode: rcode, Latency: lat, Denied: denied}).Flows() {
+		for _, fl := range (hubblereplay.DNSExchange{Node: node, Client: client, Server: hubCoreDNS, Query: name, Rcode: rcode, Latency: lat, Denied: denied}).Flows() {
 			agg.ObserveAt(fl, at)
 		}
 	}

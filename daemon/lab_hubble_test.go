@@ -15,17 +15,17 @@ import (
 
 	"github.com/isoobs/isoobs/daemon"
 	"github.com/isoobs/isoobs/hubble"
-	"github.com/isoobs/isoobs/hubble/replay"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 	flowpb "github.com/isoobs/isoobs/proto/observer/flow"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
+	"github.com/isoobs/isoobs/testlab/hubblereplay"
 )
 
 // hubblePeer is the replay Hubble server on a unix socket, restartable on the same path.
 type hubblePeer struct {
 	t    *testing.T
 	sock string
-	srv  *replay.Server
+	srv  *hubblereplay.Server
 	gs   *grpc.Server
 }
 
@@ -36,7 +36,7 @@ func (h *hubblePeer) start(node string) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.srv = replay.NewServer(replay.Options{NodeName: node})
+	h.srv = hubblereplay.NewServer(hubblereplay.Options{NodeName: node})
 	h.gs = grpc.NewServer()
 	h.srv.Register(h.gs)
 	go func() { _ = h.gs.Serve(lis) }()
@@ -51,7 +51,7 @@ func (h *hubblePeer) stop() {
 
 // queryFlows describes, as Hubble's DNS proxy would, the queries a dnsgen run sent: per name,
 // as many requests as were sent and responses with the rcodes the client got.
-func queryFlows(node string, client, server replay.Pod, rep *dnsgen.Report) []*flowpb.Flow {
+func queryFlows(node string, client, server hubblereplay.Pod, rep *dnsgen.Report) []*flowpb.Flow {
 	var flows []*flowpb.Flow
 	now := time.Now()
 	port := uint32(40000)
@@ -66,7 +66,7 @@ func queryFlows(node string, client, server replay.Pod, rep *dnsgen.Report) []*f
 				rcode = 3
 			}
 			port++
-			flows = append(flows, replay.DNSExchange{Node: node, Time: now, Client: client, Server: server, ClientPort: port, Query: fq, Rcode: rcode, Latency: 700 * time.Microsecond}.Flows()...)
+			flows = append(flows, hubblereplay.DNSExchange{Node: node, Time: now, Client: client, Server: server, ClientPort: port, Query: fq, Rcode: rcode, Latency: 700 * time.Microsecond}.Flows()...)
 		}
 	}
 	return flows
@@ -165,16 +165,16 @@ func TestDaemonHubbleInLab(t *testing.T) {
 
 	// Hubble reports the same queries, 12 denied by policy, a pod on another node it alone
 	// sees, malformed flows and a lost-events notice.
-	hubCrawler := replay.Pod{Namespace: "tenant-jobs", Name: crawler.Name, Workload: "crawler", WorkloadKind: "Deployment", Identity: 48213,
+	hubCrawler := hubblereplay.Pod{Namespace: "tenant-jobs", Name: crawler.Name, Workload: "crawler", WorkloadKind: "Deployment", Identity: 48213,
 		Labels: map[string]string{"app": "crawler"}, IP: crawler.IPv4.String()}
-	hubCoreDNS := replay.Pod{Namespace: "kube-system", Name: "coredns", Identity: 102, IP: lab.DNSServiceIP.String()}
-	loader := replay.Pod{Namespace: "tenant-jobs", Name: "loader-5c8d7-qq2xv", Workload: "loader", WorkloadKind: "Deployment", Identity: 48777, Labels: map[string]string{"app": "loader"}, IP: "10.250.9.9"}
+	hubCoreDNS := hubblereplay.Pod{Namespace: "kube-system", Name: "coredns", Identity: 102, IP: lab.DNSServiceIP.String()}
+	loader := hubblereplay.Pod{Namespace: "tenant-jobs", Name: "loader-5c8d7-qq2xv", Workload: "loader", WorkloadKind: "Deployment", Identity: 48777, Labels: map[string]string{"app": "loader"}, IP: "10.250.9.9"}
 	flows := queryFlows(node, hubCrawler, hubCoreDNS, rep)
 	for i := range 12 {
-		flows = append(flows, replay.DNSExchange{Node: node, Time: time.Now(), Client: hubCrawler, Server: hubCoreDNS, ClientPort: uint32(60000 + i), Query: "exfil.evil.example.", Denied: true}.Flows()...)
+		flows = append(flows, hubblereplay.DNSExchange{Node: node, Time: time.Now(), Client: hubCrawler, Server: hubCoreDNS, ClientPort: uint32(60000 + i), Query: "exfil.evil.example.", Denied: true}.Flows()...)
 	}
 	for i := range 25 {
-		flows = append(flows, replay.DNSExchange{Node: "lab-node-other", Time: time.Now(), Client: loader, Server: hubCoreDNS, ClientPort: uint32(61000 + i), Query: "kafka.tenant-jobs.svc.cluster.local.", Latency: time.Millisecond}.Flows()...)
+		flows = append(flows, hubblereplay.DNSExchange{Node: "lab-node-other", Time: time.Now(), Client: loader, Server: hubCoreDNS, ClientPort: uint32(61000 + i), Query: "kafka.tenant-jobs.svc.cluster.local.", Latency: time.Millisecond}.Flows()...)
 	}
 	good := flows[0]
 	noSource := proto.Clone(good).(*flowpb.Flow)
@@ -187,7 +187,7 @@ func TestDaemonHubbleInLab(t *testing.T) {
 	badVerdict.Verdict = flowpb.Verdict(99)
 	flows = append(flows, noSource, noL7, badVerdict)
 	peer.srv.PublishFlows(flows...)
-	peer.srv.Publish(replay.Lost(node, time.Now(), flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 17))
+	peer.srv.Publish(hubblereplay.Lost(node, time.Now(), flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 17))
 
 	stream, err := client.Top(ctx, &isoobsv1.TopRequest{Namespace: "tenant-jobs", TopNames: 5})
 	if err != nil {
@@ -261,7 +261,7 @@ func TestDaemonHubbleInLab(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	peer.srv.PublishFlows(replay.DNSExchange{Node: node, Time: time.Now(), Client: hubCrawler, Server: hubCoreDNS, ClientPort: 62000, Query: "exfil.evil.example.", Denied: true}.Flows()...)
+	peer.srv.PublishFlows(hubblereplay.DNSExchange{Node: node, Time: time.Now(), Client: hubCrawler, Server: hubCoreDNS, ClientPort: 62000, Query: "exfil.evil.example.", Denied: true}.Flows()...)
 	f = waitFrame(t, stream, 120, func(f *isoobsv1.TopFrame) bool {
 		c := podRow(f, crawler.Name)
 		return c != nil && c.PolicyDenied == 13

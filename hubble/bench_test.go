@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/isoobs/isoobs/hubble"
-	"github.com/isoobs/isoobs/hubble/replay"
 	flowpb "github.com/isoobs/isoobs/proto/observer/flow"
+	"github.com/isoobs/isoobs/testlab/hubblereplay"
 )
 
 // BenchmarkAggregatorObserve measures the cost per flow of the mix the daemon subscribes to
@@ -18,9 +18,9 @@ func BenchmarkAggregatorObserve(b *testing.B) {
 	for i := range 2000 {
 		p := crawler
 		p.Name = fmt.Sprintf("crawler-%d", i%200)
-		flows = append(flows, replay.DNSExchange{Client: p, Server: coredns, Query: fmt.Sprintf("n%d.example.com.", i%1000), Latency: time.Millisecond}.Flows()...)
+		flows = append(flows, hubblereplay.DNSExchange{Client: p, Server: coredns, Query: fmt.Sprintf("n%d.example.com.", i%1000), Latency: time.Millisecond}.Flows()...)
 		if i%20 == 0 {
-			flows = append(flows, replay.Drop("n1", time.Now(), p, coreapi, "TCP", 80, flowpb.DropReason_POLICY_DENIED))
+			flows = append(flows, hubblereplay.Drop("n1", time.Now(), p, coreapi, "TCP", 80, flowpb.DropReason_POLICY_DENIED))
 		}
 	}
 	a := hubble.NewAggregator(hubble.AggregatorConfig{})

@@ -14,21 +14,21 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/isoobs/isoobs/hubble"
-	"github.com/isoobs/isoobs/hubble/replay"
 	flowpb "github.com/isoobs/isoobs/proto/observer/flow"
+	"github.com/isoobs/isoobs/testlab/hubblereplay"
 )
 
 var (
-	crawler = replay.Pod{Namespace: "tenant-jobs", Name: "crawler-1", Workload: "crawler", WorkloadKind: "Deployment", Identity: 48213, Labels: map[string]string{"app": "crawler"}, IP: "10.244.1.17"}
-	coredns = replay.Pod{Namespace: "kube-system", Name: "coredns-1", Workload: "coredns", WorkloadKind: "Deployment", Identity: 102, IP: "10.244.0.5"}
-	coreapi = replay.Pod{Namespace: "tenant-jobs", Name: "coreapi-1", Workload: "coreapi", WorkloadKind: "Deployment", Identity: 48999, IP: "10.244.1.30"}
+	crawler = hubblereplay.Pod{Namespace: "tenant-jobs", Name: "crawler-1", Workload: "crawler", WorkloadKind: "Deployment", Identity: 48213, Labels: map[string]string{"app": "crawler"}, IP: "10.244.1.17"}
+	coredns = hubblereplay.Pod{Namespace: "kube-system", Name: "coredns-1", Workload: "coredns", WorkloadKind: "Deployment", Identity: 102, IP: "10.244.0.5"}
+	coreapi = hubblereplay.Pod{Namespace: "tenant-jobs", Name: "coreapi-1", Workload: "coreapi", WorkloadKind: "Deployment", Identity: 48999, IP: "10.244.1.30"}
 	key     = hubble.PodKey{Namespace: "tenant-jobs", Pod: "crawler-1"}
 )
 
 func TestAggregatorDNS(t *testing.T) {
 	a := hubble.NewAggregator(hubble.AggregatorConfig{})
 	t0 := time.Now()
-	x := replay.DNSExchange{Node: "n1", Time: t0, Client: crawler, Server: coredns, ClientPort: 5000}
+	x := hubblereplay.DNSExchange{Node: "n1", Time: t0, Client: crawler, Server: coredns, ClientPort: 5000}
 	feed := func(name string, rcode uint32, lat time.Duration, denied bool, n int) {
 		for range n {
 			x.Query, x.Rcode, x.Latency, x.Denied = name, rcode, lat, denied
@@ -42,10 +42,10 @@ func TestAggregatorDNS(t *testing.T) {
 	feed("x.example.com.", 2, 0, false, 1)
 	feed("evil.example.net.", 0, 0, true, 3)
 	// An L3/L4 policy drop of a query to port 53: DNS denied by policy too.
-	a.Observe(replay.Drop("n1", t0, crawler, coredns, "UDP", 53, flowpb.DropReason_POLICY_DENIED))
+	a.Observe(hubblereplay.Drop("n1", t0, crawler, coredns, "UDP", 53, flowpb.DropReason_POLICY_DENIED))
 	// A drop to another port is a drop, not DNS.
-	a.Observe(replay.Drop("n1", t0, crawler, coreapi, "TCP", 8080, flowpb.DropReason_POLICY_DENIED))
-	for _, f := range replay.HTTPExchange("n1", t0, crawler, coreapi, "GET", "/", 503, 2*time.Millisecond) {
+	a.Observe(hubblereplay.Drop("n1", t0, crawler, coreapi, "TCP", 8080, flowpb.DropReason_POLICY_DENIED))
+	for _, f := range hubblereplay.HTTPExchange("n1", t0, crawler, coreapi, "GET", "/", 503, 2*time.Millisecond) {
 		a.Observe(f)
 	}
 
@@ -98,7 +98,7 @@ func TestAggregatorDNS(t *testing.T) {
 // Malformed or partial flows are skipped and counted, never attributed, never a panic.
 func TestAggregatorSkipsMalformed(t *testing.T) {
 	a := hubble.NewAggregator(hubble.AggregatorConfig{})
-	good := replay.DNSExchange{Node: "n1", Time: time.Now(), Client: crawler, Server: coredns, Query: "a.example.com."}.Flows()
+	good := hubblereplay.DNSExchange{Node: "n1", Time: time.Now(), Client: crawler, Server: coredns, Query: "a.example.com."}.Flows()
 	noSource := func() *flowpb.Flow { c := clone(good[0]); c.Source = nil; return c }()
 	worldSource := func() *flowpb.Flow {
 		c := clone(good[0])
@@ -143,7 +143,7 @@ func TestAggregatorBounds(t *testing.T) {
 		p := crawler
 		p.Name = "crawler-" + string(rune('a'+i))
 		for j := range 4 {
-			a.Observe(replay.DNSExchange{Client: p, Server: coredns, Query: string(rune('a'+j)) + ".example.com."}.Flows()[0])
+			a.Observe(hubblereplay.DNSExchange{Client: p, Server: coredns, Query: string(rune('a'+j)) + ".example.com."}.Flows()[0])
 		}
 	}
 	c := a.Counters()
@@ -155,7 +155,7 @@ func TestAggregatorBounds(t *testing.T) {
 	}
 }
 
-func serveReplay(t *testing.T, path string, s *replay.Server) *grpc.Server {
+func serveReplay(t *testing.T, path string, s *hubblereplay.Server) *grpc.Server {
 	t.Helper()
 	lis, err := net.Listen("unix", path)
 	if err != nil {
@@ -203,17 +203,17 @@ func TestClientFollowsAndReconnects(t *testing.T) {
 		t.Errorf("status without a socket: %+v", st)
 	}
 
-	srv := replay.NewServer(replay.Options{})
+	srv := hubblereplay.NewServer(hubblereplay.Options{})
 	// Flows buffered before the client follows are history: follow mode does not replay them.
-	srv.PublishFlows(replay.DNSExchange{Client: crawler, Server: coredns, Query: "old.example.com."}.Flows()...)
+	srv.PublishFlows(hubblereplay.DNSExchange{Client: crawler, Server: coredns, Query: "old.example.com."}.Flows()...)
 	gs := serveReplay(t, sock, srv)
 	waitFor(t, "connection", func() bool { _, f := srv.Streams(); return f == 1 && c.Status().Connected })
-	srv.PublishFlows(replay.DNSExchange{Client: crawler, Server: coredns, Query: "a.example.com."}.Flows()...)
+	srv.PublishFlows(hubblereplay.DNSExchange{Client: crawler, Server: coredns, Query: "a.example.com."}.Flows()...)
 	// Forwarded L3/L4 flows do not pass the client's filter.
-	fwd := replay.Drop("n1", time.Now(), crawler, coreapi, "TCP", 80, 0)
-	fwd.Verdict, fwd.EventType = flowpb.Verdict_FORWARDED, &flowpb.CiliumEventType{Type: replay.EventTypeTrace}
+	fwd := hubblereplay.Drop("n1", time.Now(), crawler, coreapi, "TCP", 80, 0)
+	fwd.Verdict, fwd.EventType = flowpb.Verdict_FORWARDED, &flowpb.CiliumEventType{Type: hubblereplay.EventTypeTrace}
 	srv.PublishFlows(fwd)
-	srv.Publish(replay.Lost("n1", time.Now(), flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 42))
+	srv.Publish(hubblereplay.Lost("n1", time.Now(), flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 42))
 	waitFor(t, "flows and lost events", func() bool { return agg.Counters().LostEvents == 42 })
 	if p, _ := agg.Pod(key); p.DNS.Queries != 1 || p.DNS.Responses != 1 {
 		t.Errorf("after first flows: %+v", p.DNS)
@@ -232,12 +232,12 @@ func TestClientFollowsAndReconnects(t *testing.T) {
 		t.Errorf("no error after the server left: %+v", st)
 	}
 	// ... and comes back on the same socket.
-	srv2 := replay.NewServer(replay.Options{})
+	srv2 := hubblereplay.NewServer(hubblereplay.Options{})
 	os.Remove(sock)
 	gs2 := serveReplay(t, sock, srv2)
 	defer gs2.Stop()
 	waitFor(t, "reconnect", func() bool { _, f := srv2.Streams(); return f == 1 && c.Status().Connected })
-	srv2.PublishFlows(replay.DNSExchange{Client: crawler, Server: coredns, Query: "b.example.com.", Rcode: 3}.Flows()...)
+	srv2.PublishFlows(hubblereplay.DNSExchange{Client: crawler, Server: coredns, Query: "b.example.com.", Rcode: 3}.Flows()...)
 	waitFor(t, "flows after reconnect", func() bool { p, _ := agg.Pod(key); return p.DNS.Responses == 2 })
 	p, _ := agg.Pod(key)
 	if p.DNS.Queries != 2 || p.DNS.Rcode[hubble.RcodeNXDomain] != 1 {

@@ -1,4 +1,4 @@
-package replay_test
+package hubblereplay_test
 
 import (
 	"bufio"
@@ -15,10 +15,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/isoobs/isoobs/hubble/replay"
 	flowpb "github.com/isoobs/isoobs/proto/observer/flow"
 	observerpb "github.com/isoobs/isoobs/proto/observer/observer"
 	"github.com/isoobs/isoobs/testlab/controlplane"
+	"github.com/isoobs/isoobs/testlab/hubblereplay"
 )
 
 // hubbleVersion must match CILIUM_VERSION in testlab/scripts/build-bins.sh.
@@ -43,11 +43,11 @@ func hubbleCLI(t *testing.T) string {
 }
 
 var (
-	crawler = replay.Pod{Namespace: "tenant-jobs", Name: "crawler-7d9f8b6c5-x2k4q", Workload: "crawler", WorkloadKind: "Deployment",
+	crawler = hubblereplay.Pod{Namespace: "tenant-jobs", Name: "crawler-7d9f8b6c5-x2k4q", Workload: "crawler", WorkloadKind: "Deployment",
 		Identity: 48213, Labels: map[string]string{"app": "crawler"}, IP: "10.244.1.17"}
-	coredns = replay.Pod{Namespace: "kube-system", Name: "coredns-5d78c9869d-abcde", Workload: "coredns", WorkloadKind: "Deployment",
+	coredns = hubblereplay.Pod{Namespace: "kube-system", Name: "coredns-5d78c9869d-abcde", Workload: "coredns", WorkloadKind: "Deployment",
 		Identity: 102, Labels: map[string]string{"k8s-app": "kube-dns"}, IP: "10.244.0.5"}
-	coreapi = replay.Pod{Namespace: "tenant-jobs", Name: "coreapi-66f7d8c9b-z8r2m", Workload: "coreapi", WorkloadKind: "Deployment",
+	coreapi = hubblereplay.Pod{Namespace: "tenant-jobs", Name: "coreapi-66f7d8c9b-z8r2m", Workload: "coreapi", WorkloadKind: "Deployment",
 		Identity: 48999, Labels: map[string]string{"app": "coreapi"}, IP: "10.244.1.30"}
 )
 
@@ -55,7 +55,7 @@ var (
 // denied by policy), a policy drop, an HTTP exchange and a lost-events notice.
 func sampleEvents(node string, t0 time.Time) []*observerpb.GetFlowsResponse {
 	var flows []*flowpb.Flow
-	x := replay.DNSExchange{Node: node, Client: crawler, Server: coredns, QType: "A", Latency: 900 * time.Microsecond}
+	x := hubblereplay.DNSExchange{Node: node, Client: crawler, Server: coredns, QType: "A", Latency: 900 * time.Microsecond}
 	for i, q := range []struct {
 		name   string
 		rcode  uint32
@@ -64,14 +64,14 @@ func sampleEvents(node string, t0 time.Time) []*observerpb.GetFlowsResponse {
 		x.Time, x.ClientPort, x.Query, x.Rcode, x.Denied = t0.Add(time.Duration(i)*time.Millisecond), uint32(50000+i), q.name, q.rcode, q.denied
 		flows = append(flows, x.Flows()...)
 	}
-	flows = append(flows, replay.Drop(node, t0.Add(10*time.Millisecond), crawler, coreapi, "TCP", 8080, flowpb.DropReason_POLICY_DENIED))
-	flows = append(flows, replay.HTTPExchange(node, t0.Add(20*time.Millisecond), crawler, coreapi, "GET", "http://coreapi:8080/jobs", 503, 3*time.Millisecond)...)
-	evs := replay.Events(flows...)
-	return append(evs, replay.Lost(node, t0.Add(30*time.Millisecond), flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 7))
+	flows = append(flows, hubblereplay.Drop(node, t0.Add(10*time.Millisecond), crawler, coreapi, "TCP", 8080, flowpb.DropReason_POLICY_DENIED))
+	flows = append(flows, hubblereplay.HTTPExchange(node, t0.Add(20*time.Millisecond), crawler, coreapi, "GET", "http://coreapi:8080/jobs", 503, 3*time.Millisecond)...)
+	evs := hubblereplay.Events(flows...)
+	return append(evs, hubblereplay.Lost(node, t0.Add(30*time.Millisecond), flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 7))
 }
 
 // serve runs s on a unix socket until the test ends.
-func serve(t *testing.T, s *replay.Server) string {
+func serve(t *testing.T, s *hubblereplay.Server) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "hubble-replay")
 	if err != nil {
@@ -133,25 +133,25 @@ func TestHubbleCLIReadsReplay(t *testing.T) {
 	t0 := time.Date(2026, 11, 3, 9, 30, 0, 0, time.UTC)
 	// Written and read back in the export format, with a broken line and a line without an event.
 	var export bytes.Buffer
-	if err := replay.MarshalExport(&export, sampleEvents(node, t0)); err != nil {
+	if err := hubblereplay.MarshalExport(&export, sampleEvents(node, t0)); err != nil {
 		t.Fatal(err)
 	}
 	export.WriteString("{not json\n\n{\"node_name\":\"x\"}\n")
-	evs, st, err := replay.ReadExport(&export)
+	evs, st, err := hubblereplay.ReadExport(&export)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Events != 11 || st.Skipped != 2 || st.Lines != 13 || len(st.Errors) != 2 {
 		t.Fatalf("read stats %+v, want 11 events (10 flows + 1 lost), 2 skipped of 13 lines", st)
 	}
-	srv := replay.NewServer(replay.Options{NodeName: node})
+	srv := hubblereplay.NewServer(hubblereplay.Options{NodeName: node})
 	srv.Publish(evs...)
 	addr := serve(t, srv)
 	want := flowsOf(evs)
 
 	// Everything in the buffer, as JSON: the same flows, field for field.
 	out := runHubble(t, "observe", "--server", addr, "--all", "-o", "json")
-	got, gst, err := replay.ReadExport(strings.NewReader(out))
+	got, gst, err := hubblereplay.ReadExport(strings.NewReader(out))
 	if err != nil || gst.Skipped != 0 {
 		t.Fatalf("hubble output not in export format: %v %+v\n%s", err, gst, out)
 	}
@@ -159,13 +159,13 @@ func TestHubbleCLIReadsReplay(t *testing.T) {
 
 	// Server-side filters as the CLI sends them.
 	out = runHubble(t, "observe", "--server", addr, "--all", "-o", "json", "--protocol", "dns", "--verdict", "DROPPED")
-	got, _, _ = replay.ReadExport(strings.NewReader(out))
+	got, _, _ = hubblereplay.ReadExport(strings.NewReader(out))
 	sameFlows(t, "--protocol dns --verdict DROPPED", flowsOf(got), []*flowpb.Flow{want[6]})
 	out = runHubble(t, "observe", "--server", addr, "--all", "-o", "json", "--type", "drop")
-	got, _, _ = replay.ReadExport(strings.NewReader(out))
+	got, _, _ = hubblereplay.ReadExport(strings.NewReader(out))
 	sameFlows(t, "--type drop", flowsOf(got), []*flowpb.Flow{want[7]})
 	out = runHubble(t, "observe", "--server", addr, "--last", "2", "-o", "json", "--protocol", "http")
-	got, _, _ = replay.ReadExport(strings.NewReader(out))
+	got, _, _ = hubblereplay.ReadExport(strings.NewReader(out))
 	sameFlows(t, "--last 2 --protocol http", flowsOf(got), want[8:10])
 	// The compact printer (what an engineer reads) names the pods and the DNS query.
 	out = runHubble(t, "observe", "--server", addr, "--all", "--protocol", "dns")
@@ -214,7 +214,7 @@ func TestHubbleCLIReadsReplay(t *testing.T) {
 				if !ok {
 					t.Fatalf("hubble observe --follow ended after %d flows", len(followed))
 				}
-				evs, _, _ := replay.ReadExport(strings.NewReader(l))
+				evs, _, _ := hubblereplay.ReadExport(strings.NewReader(l))
 				followed = append(followed, flowsOf(evs)...)
 			case <-ctx.Done():
 				t.Fatalf("hubble observe --follow: only %d of %d flows", len(followed), n)
@@ -230,9 +230,9 @@ func TestHubbleCLIReadsReplay(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	fresh := replay.DNSExchange{Node: node, Time: t0.Add(time.Minute), Client: crawler, Server: coredns, ClientPort: 51000, Query: "fresh.example.com.", Latency: time.Millisecond}.Flows()
+	fresh := hubblereplay.DNSExchange{Node: node, Time: t0.Add(time.Minute), Client: crawler, Server: coredns, ClientPort: 51000, Query: "fresh.example.com.", Latency: time.Millisecond}.Flows()
 	srv.PublishFlows(fresh...)
-	srv.PublishFlows(replay.Drop(node, t0.Add(time.Minute), crawler, coreapi, "TCP", 8080, flowpb.DropReason_POLICY_DENIED)) // filtered out
+	srv.PublishFlows(hubblereplay.Drop(node, t0.Add(time.Minute), crawler, coreapi, "TCP", 8080, flowpb.DropReason_POLICY_DENIED)) // filtered out
 	srv.PublishFlows(fresh[0])
 	read(3)
 	sameFlows(t, "hubble observe --follow", followed, []*flowpb.Flow{fresh[0], fresh[1], fresh[0]})

@@ -1,4 +1,4 @@
-package replay_test
+package hubblereplay_test
 
 import (
 	"bytes"
@@ -7,21 +7,21 @@ import (
 	"time"
 
 	"github.com/isoobs/isoobs/hubble"
-	"github.com/isoobs/isoobs/hubble/replay"
 	observerpb "github.com/isoobs/isoobs/proto/observer/observer"
+	"github.com/isoobs/isoobs/testlab/hubblereplay"
 )
 
 // FuzzReadExport: any input is read without panicking, every non-empty line is either an event
 // or counted as skipped, and whatever parses folds into the aggregator without panicking.
 func FuzzReadExport(f *testing.F) {
 	var seed bytes.Buffer
-	_ = replay.MarshalExport(&seed, sampleEvents("n1", time.Unix(1_800_000_000, 0)))
+	_ = hubblereplay.MarshalExport(&seed, sampleEvents("n1", time.Unix(1_800_000_000, 0)))
 	f.Add(seed.String())
 	f.Add(`{"flow":{"verdict":"DROPPED","Type":"L7","l7":{"type":"RESPONSE"}}}`)
 	f.Add(`{"flow":{"verdict":99,"source":{},"destination":{"pod_name":"x"},"l7":{"type":"REQUEST","dns":{}}}}`)
 	f.Add(`{"lost_events":{"num_events_lost":"18446744073709551615"}}` + "\n{")
 	f.Fuzz(func(t *testing.T, in string) {
-		evs, st, err := replay.ReadExport(strings.NewReader(in))
+		evs, st, err := hubblereplay.ReadExport(strings.NewReader(in))
 		if err != nil {
 			return // a line over the scanner's limit
 		}

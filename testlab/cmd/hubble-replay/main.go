@@ -18,7 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
-	"github.com/isoobs/isoobs/hubble/replay"
+	"github.com/isoobs/isoobs/testlab/hubblereplay"
 )
 
 func main() {
@@ -45,7 +45,7 @@ func newCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, files []string) error {
-			srv := replay.NewServer(replay.Options{NodeName: node, MaxFlows: maxFlows, Address: listen})
+			srv := hubblereplay.NewServer(hubblereplay.Options{NodeName: node, MaxFlows: maxFlows, Address: listen})
 			var events int
 			var publish []func()
 			for _, f := range files {
@@ -53,7 +53,7 @@ func newCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				evs, st, err := replay.ReadExport(fh)
+				evs, st, err := hubblereplay.ReadExport(fh)
 				fh.Close()
 				if err != nil {
 					return fmt.Errorf("%s: %w", f, err)
@@ -100,7 +100,7 @@ func newCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", "unix:///tmp/hubble-replay.sock", "where to serve: unix:///path or host:port")
+	f.StringVar(&listen, "listen", "unix:///tmp/hubble-hubblereplay.sock", "where to serve: unix:///path or host:port")
 	f.StringVar(&node, "node", "replay-node", "node name reported for events without one")
 	f.IntVar(&maxFlows, "max-flows", 65535, "ring buffer capacity (Hubble's --hubble-event-buffer-capacity)")
 	f.BoolVar(&afterFollow, "after-follow", false, "publish only once a client follows (so `isoobs-daemon` and `hubble observe -f` receive every flow)")

@@ -1,8 +1,8 @@
-// Package replay is a Hubble server for tests and demos where Cilium cannot run: it implements
+// Package hubblereplay is a Hubble server for tests and demos where Cilium cannot run: it implements
 // the real observer.Observer gRPC service (GetFlows with follow, ServerStatus, GetNodes,
 // GetNamespaces) and the gRPC health service, and serves flows written in Hubble's JSON export
 // format (what `hubble observe -o json` prints and Hubble's exporter writes to events.log).
-package replay
+package hubblereplay
 
 import (
 	"bufio"
