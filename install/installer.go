@@ -110,7 +110,11 @@ type Result struct {
 
 // Install installs or upgrades the chosen components. With DryRun it only
 // reads from the cluster and prints the manifests.
-func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
+func (i *Installer) Install(ctx context.Context, o Options) (_ *Result, err error) {
+	// Secrets never leave through what install prints or returns: values are redacted where
+	// shown, and every secret string seen is scrubbed from errors (Helm's and the API's included).
+	red := newRedactor(o.SplunkToken)
+	defer func() { err = red.err(err) }()
 	if err := o.Values.Validate(); err != nil {
 		return nil, err
 	}
@@ -151,6 +155,9 @@ func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
 	for c, v := range o.Overrides {
 		overrides[c] = MergeValues(MergeValues(map[string]any{}, overrides[c]), v)
 	}
+	for _, v := range overrides {
+		red.values(v) // remembers the secrets the user set (--set, -f, earlier runs)
+	}
 
 	steps, err := i.plan(o, charts, overrides, kubeVersion, apiVersions)
 	if err != nil {
@@ -158,7 +165,7 @@ func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
 	}
 	if o.ShowValues {
 		for _, s := range steps {
-			data, err := yaml.Marshal(s.values)
+			data, err := yaml.Marshal(red.values(s.values))
 			if err != nil {
 				return nil, err
 			}
@@ -169,8 +176,14 @@ func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	for _, s := range steps {
+		red.values(s.values)
+		if s.current != nil {
+			red.values(s.current.Config)
+		}
+	}
+	for _, s := range steps {
 		if s.foreign && !o.Adopt {
-			diff, err := valuesDiff(s.current.Config, s.values)
+			diff, err := valuesDiff(red, s.current.Config, s.values)
 			if err != nil {
 				return nil, err
 			}
@@ -179,7 +192,7 @@ func (i *Installer) Install(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	if o.DryRun {
-		return i.dryRun(steps, o, kubeVersion, apiVersions)
+		return i.dryRun(red, steps, o, kubeVersion, apiVersions)
 	}
 	res := &Result{Actions: map[Component]string{}}
 	for _, s := range steps {
@@ -547,7 +560,7 @@ func (i *Installer) ensureTokenSecret(ctx context.Context, o Options) error {
 
 // dryRun prints what would be applied: every component's manifests, as
 // rendered now against the cluster's version and APIs. Nothing is written.
-func (i *Installer) dryRun(steps []*step, o Options, kubeVersion string, apiVersions []string) (*Result, error) {
+func (i *Installer) dryRun(red *redactor, steps []*step, o Options, kubeVersion string, apiVersions []string) (*Result, error) {
 	res := &Result{Actions: map[Component]string{}}
 	for _, s := range steps {
 		res.Actions[s.spec.Component] = s.action
@@ -567,9 +580,9 @@ func (i *Installer) dryRun(steps []*step, o Options, kubeVersion string, apiVers
 		if err != nil {
 			return nil, err
 		}
-		fmt.Fprint(i.out, rel.Manifest)
+		fmt.Fprint(i.out, red.manifest(rel.Manifest))
 		for _, h := range rel.Hooks {
-			fmt.Fprintf(i.out, "---\n# Source: %s (hook)\n%s\n", h.Path, h.Manifest)
+			fmt.Fprintf(i.out, "# Source: %s (hook)\n%s", h.Path, red.manifest(h.Manifest))
 		}
 	}
 	return res, nil
@@ -621,15 +634,20 @@ func (i *Installer) saveState(ctx context.Context, ov Overrides) error {
 	return nil
 }
 
-// valuesDiff is a unified diff of two values trees as YAML.
-func valuesDiff(old, new map[string]any) (string, error) {
-	a, err := yaml.Marshal(old)
+// valuesDiff is a unified diff of two values trees as YAML, secrets redacted; secrets that
+// differ are named by path below it.
+func valuesDiff(red *redactor, old, new map[string]any) (string, error) {
+	a, err := yaml.Marshal(red.values(old))
 	if err != nil {
 		return "", err
 	}
-	b, err := yaml.Marshal(new)
+	b, err := yaml.Marshal(red.values(new))
 	if err != nil {
 		return "", err
 	}
-	return unifiedDiff("installed values", "isoobs values", string(a), string(b)), nil
+	diff := unifiedDiff("installed values", "isoobs values", string(a), string(b))
+	if changed := changedSecrets(old, new); len(changed) > 0 {
+		diff += "secret values that differ (not shown): " + strings.Join(changed, ", ") + "\n"
+	}
+	return red.text(diff), nil
 }

@@ -2,10 +2,12 @@ package install
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"helm.sh/helm/v3/pkg/action"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -109,5 +111,72 @@ func TestLabDaemonAdmittedWhereBaselineIsEnforced(t *testing.T) {
 			t.Fatalf("no daemon pod after 90 s (%d pods)", len(pods.Items))
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// Item 7: a Splunk collector installed by its own docs keeps its access token in the release's
+// values. Neither the refusal's values diff, nor --show-values, nor --dry-run shows it, nor
+// the token isoobs was given, nor a password the user set.
+func TestLabForeignReleaseTokenRedacted(t *testing.T) {
+	_, inst, out := securityControlPlane(t, controlplane.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cfg, err := inst.helmConfig(values.NamespaceSplunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := action.NewInstall(cfg)
+	foreign.ReleaseName, foreign.Namespace, foreign.CreateNamespace = "splunk-otel-collector", values.NamespaceSplunk, true
+	// As `helm install --set splunkObservability.accessToken=...` (Splunk's docs) stores it.
+	theirs := map[string]any{
+		"clusterName":         "theirs",
+		"splunkObservability": map[string]any{"accessToken": theirToken, "realm": "us0"},
+		"secret":              map[string]any{"create": true, "name": "their-token-secret"},
+		"agent": map[string]any{"config": map[string]any{"exporters": map[string]any{
+			"signalfx": map[string]any{"access_token": "exporter-tok-77"}}}},
+	}
+	if _, err := foreign.RunWithContext(ctx, loadDir(t, filepath.Join("testdata", "splunk-otel-collector")), theirs); err != nil {
+		t.Fatal(err)
+	}
+	o := isoobsOnly()
+	o.Values.Pipeline, o.Values.Splunk.Realm = values.PipelineSplunk, "us1"
+	o.Components = []Component{ComponentSplunk}
+	o.Sources = map[Component]Source{ComponentSplunk: {Dir: filepath.Join("testdata", "splunk-otel-collector")}}
+	o.SplunkToken = testToken
+	o.Overrides = Overrides{ComponentSplunk: {"splunkPlatform": map[string]any{"password": "user-set-passw0rd"}}}
+	secrets := []string{theirToken, "exporter-tok-77", testToken, "user-set-passw0rd"}
+
+	_, err = inst.Install(ctx, o)
+	if err == nil {
+		t.Fatal("install over a foreign release succeeded without --adopt")
+	}
+	msg := err.Error() + out.take()
+	t.Logf("refusal:\n%s", msg)
+	for _, s := range secrets {
+		if strings.Contains(msg, s) {
+			t.Errorf("the refusal shows %q", s)
+		}
+	}
+	for _, want := range []string{"already installed by someone else", "accessToken: " + Redacted, "-clusterName: theirs",
+		"+  password: " + Redacted, "secret values that differ (not shown): secret.name"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("refusal lacks %q", want)
+		}
+	}
+
+	o.Adopt, o.DryRun, o.ShowValues = true, true, true
+	if _, err := inst.Install(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	dry := out.take()
+	for _, s := range secrets {
+		if strings.Contains(dry, s) {
+			t.Errorf("--show-values --dry-run shows %q", s)
+		}
+	}
+	for _, want := range []string{"password: " + Redacted, "kind: ConfigMap", "kind: DaemonSet"} {
+		if !strings.Contains(dry, want) {
+			t.Errorf("--show-values --dry-run lacks %q:\n%s", want, dry)
+		}
 	}
 }
