@@ -2,11 +2,10 @@ package plugin
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
-	"strings"
+	"strconv"
 	"sync"
 	"time"
 
@@ -14,10 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/cli-runtime/pkg/printers"
-	"sigs.k8s.io/yaml"
 
 	"github.com/isoobs/isoobs/plugin/cluster"
+	"github.com/isoobs/isoobs/plugin/printers"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
 
@@ -94,20 +92,22 @@ type StatusOptions struct {
 	ConfigFlags *genericclioptions.ConfigFlags
 	genericiooptions.IOStreams
 
-	Output          string
-	Nodes           []string
-	DaemonNamespace string
-	DaemonSelector  string
-	DaemonPort      int
-	ConnectTimeout  time.Duration
+	Output    string
+	NoHeaders bool
+	// Cluster finds and reaches the daemon pods (--node, --daemon-namespace, ...).
+	Cluster cluster.Options
+}
+
+// NewStatusOptions returns options with the flag defaults.
+func NewStatusOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *StatusOptions {
+	return &StatusOptions{ConfigFlags: configFlags, IOStreams: streams, Cluster: defaultClusterOptions()}
 }
 
 // NewCmdStatus returns `kubectl isoobs status`.
 func NewCmdStatus(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &StatusOptions{ConfigFlags: configFlags, IOStreams: streams, DaemonNamespace: cluster.DefaultNamespace,
-		DaemonSelector: cluster.DefaultSelector, DaemonPort: cluster.DefaultPort, ConnectTimeout: cluster.DefaultConnectTimeout}
+	o := NewStatusOptions(configFlags, streams)
 	cmd := &cobra.Command{
-		Use:   "status",
+		Use:   "status [flags]",
 		Short: "Show every node's isoobs daemon: probes, counting since, map fill, lost events",
 		Long: `Ask the isoobs daemon on every node (through the API server's port-forward,
 like top) for its status: how many eBPF probes are attached, since when it
@@ -119,27 +119,32 @@ reached are listed with the reason.
 		Example:      statusExample,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
-		RunE: func(c *cobra.Command, _ []string) error {
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := o.Complete(c, args); err != nil {
+				return err
+			}
 			if err := o.Validate(); err != nil {
 				return err
 			}
 			return o.Run(c.Context())
 		},
 	}
-	f := cmd.Flags()
-	f.StringVarP(&o.Output, "output", "o", o.Output, "Output format: json or yaml (default: a table)")
-	addClusterFlags(f, &o.Nodes, &o.DaemonNamespace, &o.DaemonSelector, &o.DaemonPort, &o.ConnectTimeout)
+	printers.TableOutputs.AddFlag(cmd, &o.Output)
+	printers.AddNoHeadersFlag(cmd, &o.NoHeaders)
+	addClusterFlags(cmd.Flags(), &o.Cluster)
 	return cmd
 }
 
-// Validate checks the flags.
+// Complete normalizes -o.
+func (o *StatusOptions) Complete(_ *cobra.Command, _ []string) error {
+	var err error
+	o.Output, err = printers.TableOutputs.Parse(o.Output)
+	return err
+}
+
+// Validate checks the flags together; each error says what to run instead.
 func (o *StatusOptions) Validate() error {
-	switch o.Output = strings.ToLower(strings.TrimSpace(o.Output)); o.Output {
-	case "", "json", "yaml", "wide":
-	default:
-		return fmt.Errorf("invalid -o %q: valid formats are json, yaml, wide (or leave -o out for the table)", o.Output)
-	}
-	return validateClusterFlags(true, o.Nodes, o.DaemonSelector, o.DaemonPort, o.ConnectTimeout)
+	return validateClusterFlags(true, o.Cluster)
 }
 
 // Run asks every daemon for its Status and prints one row per node.
@@ -147,8 +152,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	opts := cluster.Options{Namespace: o.DaemonNamespace, Selector: o.DaemonSelector, Port: o.DaemonPort, Nodes: o.Nodes, ConnectTimeout: o.ConnectTimeout}
-	conns, missing, err := connectCluster(ctx, o.ConfigFlags, opts)
+	conns, missing, err := connectCluster(ctx, o.ConfigFlags, o.Cluster)
 	if err != nil && len(missing) == 0 {
 		return err
 	}
@@ -166,7 +170,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			sctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
+			sctx, cancel := context.WithTimeout(ctx, o.Cluster.ConnectTimeout)
 			defer cancel()
 			resp, err := isoobsv1.NewDaemonClient(c.GRPC).Status(sctx, &isoobsv1.StatusRequest{})
 			st := DaemonStatus{Node: c.Pod.Node}
@@ -183,7 +187,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	sort.Slice(report.Daemons, func(i, j int) bool { return report.Daemons[i].Node < report.Daemons[j].Node })
-	if err := printStatus(o.Out, report, o.Output); err != nil {
+	if err := report.Print(o.Out, o.Output, o.NoHeaders); err != nil {
 		return err
 	}
 	if w := statusVersionSkew(report); w != "" {
@@ -245,70 +249,82 @@ func hubbleColumn(h *HubbleState) string {
 	}
 }
 
-func printStatus(w io.Writer, report StatusReport, output string) error {
-	switch output {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(report)
-	case "yaml":
-		b, err := yaml.Marshal(report)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(b)
-		return err
+// Print writes the report as -o asks: JSON or YAML (the StatusReport schema), or a table of
+// statusColumns, one row per node.
+func (r StatusReport) Print(w io.Writer, output string, noHeaders bool) error {
+	if output == printers.OutputJSON || output == printers.OutputYAML {
+		return printers.WriteObject(w, output, r)
 	}
-	tw := printers.GetNewTabWriter(w)
-	header := "NODE\tPOD\tPROBES\tCOUNTING-SINCE\tMAP-FILL\tLOST\tPODS\tKUBERNETES\tHUBBLE\tSTATUS"
-	if output == "wide" {
-		header += "\tVERSION\tKERNEL\tCGROUP-ROOT"
+	return printers.WriteColumns(w, statusColumns(output == printers.OutputWide), r.Daemons, noHeaders)
+}
+
+// statusColumns are the status table's columns; a daemon that could not be asked shows "-"
+// everywhere but NODE, POD and STATUS ("missing: why").
+func statusColumns(wide bool) []printers.Column[DaemonStatus] {
+	type col = printers.Column[DaemonStatus]
+	// asked shows value for a daemon that answered, "-" for a missing one.
+	asked := func(header string, value func(d *DaemonStatus) string) col {
+		return col{Header: header, Value: func(d *DaemonStatus) string {
+			if d.Error != "" {
+				return "-"
+			}
+			return value(d)
+		}}
 	}
-	fmt.Fprintln(tw, header)
-	for _, d := range report.Daemons {
-		if d.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\tmissing: %s", d.Node, orNone(d.Pod), d.Error)
-			if output == "wide" {
-				fmt.Fprint(tw, "\t-\t-\t-")
+	cols := []col{
+		{Header: "NODE", Value: func(d *DaemonStatus) string { return d.Node }},
+		{Header: "POD", Value: func(d *DaemonStatus) string { return orNone(d.Pod) }},
+		asked("PROBES", func(d *DaemonStatus) string { return fmt.Sprintf("%d/%d", d.ProbesAttached, len(d.Probes)) }),
+		asked("COUNTING-SINCE", func(d *DaemonStatus) string {
+			if d.CountingSince == nil {
+				return "-"
 			}
-			fmt.Fprintln(tw)
-			continue
-		}
-		since := "-"
-		if d.CountingSince != nil {
-			since = duration.HumanDuration(time.Since(*d.CountingSince)) + " ago"
-		}
-		fullest := "-"
-		var top MapFill
-		for _, m := range d.Maps {
-			if m.Percent >= top.Percent {
-				top = m
+			return duration.HumanDuration(time.Since(*d.CountingSince)) + " ago"
+		}),
+		asked("MAP-FILL", func(d *DaemonStatus) string {
+			var fullest MapFill
+			for _, m := range d.Maps {
+				if m.Percent >= fullest.Percent {
+					fullest = m
+				}
 			}
-		}
-		if top.Name != "" {
-			fullest = fmt.Sprintf("%.0f%% %s", top.Percent, top.Name)
-		}
-		kube := "connected"
-		if !d.KubernetesConnected {
-			kube = "no"
-			if d.KubernetesError != "" {
-				kube = "error"
+			if fullest.Name == "" {
+				return "-"
 			}
-		}
-		status := "ok"
-		switch {
-		case d.ProbesAttached < len(d.Probes):
-			status = "probes detached"
-		case d.KubernetesError != "":
-			status = "kubernetes: " + d.KubernetesError
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s", d.Node, orNone(d.Pod), d.ProbesAttached, len(d.Probes), since, fullest, d.Lost, d.PodsKnown, kube, hubbleColumn(d.Hubble), status)
-		if output == "wide" {
-			fmt.Fprintf(tw, "\t%s\t%s\t%s", d.Version, d.Kernel, d.CgroupRoot)
-		}
-		fmt.Fprintln(tw)
+			return fmt.Sprintf("%.0f%% %s", fullest.Percent, fullest.Name)
+		}),
+		asked("LOST", func(d *DaemonStatus) string { return strconv.FormatUint(d.Lost, 10) }),
+		asked("PODS", func(d *DaemonStatus) string { return strconv.FormatUint(uint64(d.PodsKnown), 10) }),
+		asked("KUBERNETES", func(d *DaemonStatus) string {
+			switch {
+			case d.KubernetesConnected:
+				return "connected"
+			case d.KubernetesError != "":
+				return "error"
+			}
+			return "no"
+		}),
+		asked("HUBBLE", func(d *DaemonStatus) string { return hubbleColumn(d.Hubble) }),
+		{Header: "STATUS", Value: func(d *DaemonStatus) string {
+			switch {
+			case d.Error != "":
+				return "missing: " + d.Error
+			case d.ProbesAttached < len(d.Probes):
+				return "probes detached"
+			case d.KubernetesError != "":
+				return "kubernetes: " + d.KubernetesError
+			}
+			return "ok"
+		}},
 	}
-	return tw.Flush()
+	if wide {
+		cols = append(cols,
+			asked("VERSION", func(d *DaemonStatus) string { return d.Version }),
+			asked("KERNEL", func(d *DaemonStatus) string { return d.Kernel }),
+			asked("CGROUP-ROOT", func(d *DaemonStatus) string { return d.CgroupRoot }),
+		)
+	}
+	return cols
 }
 
 func orNone(s string) string {

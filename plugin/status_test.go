@@ -34,7 +34,7 @@ func TestDaemonStatusRows(t *testing.T) {
 	report := StatusReport{Daemons: []DaemonStatus{st, {Node: "node-b", Error: "port-forward to isoobs-system/isoobs-x: connection refused"}}}
 
 	var table bytes.Buffer
-	if err := printStatus(&table, report, ""); err != nil {
+	if err := report.Print(&table, "", false); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(table.String()), "\n")
@@ -51,7 +51,7 @@ func TestDaemonStatusRows(t *testing.T) {
 	}
 
 	var js bytes.Buffer
-	if err := printStatus(&js, report, "json"); err != nil {
+	if err := report.Print(&js, "json", false); err != nil {
 		t.Fatal(err)
 	}
 	var back StatusReport
@@ -62,8 +62,26 @@ func TestDaemonStatusRows(t *testing.T) {
 		t.Errorf("json round trip: %+v", back)
 	}
 	var yml bytes.Buffer
-	if err := printStatus(&yml, report, "yaml"); err != nil || !strings.Contains(yml.String(), "probesAttached: 1") {
+	if err := report.Print(&yml, "yaml", false); err != nil || !strings.Contains(yml.String(), "probesAttached: 1") {
 		t.Errorf("yaml: %v\n%s", err, yml.String())
+	}
+
+	// --no-headers: the same rows, no header row; -o wide adds VERSION, KERNEL, CGROUP-ROOT.
+	var bare, wide bytes.Buffer
+	if err := report.Print(&bare, "", true); err != nil {
+		t.Fatal(err)
+	}
+	bl := strings.Split(strings.TrimSpace(bare.String()), "\n")
+	if len(bl) != 2 || strings.Join(strings.Fields(bl[0]), " ") != strings.Join(strings.Fields(lines[1]), " ") {
+		t.Errorf("--no-headers:\n%s\nwant the rows of:\n%s", bare.String(), table.String())
+	}
+	if err := report.Print(&wide, "wide", false); err != nil {
+		t.Fatal(err)
+	}
+	last3 := func(l string) string { f := strings.Fields(l); return strings.Join(f[len(f)-3:], " ") }
+	wl := strings.Split(strings.TrimSpace(wide.String()), "\n")
+	if last3(wl[0]) != "VERSION KERNEL CGROUP-ROOT" || last3(wl[1]) != "v0.1.0 6.18.0 /sys/fs/cgroup" || last3(wl[2]) != "- - -" {
+		t.Errorf("wide:\n%s", wide.String())
 	}
 }
 

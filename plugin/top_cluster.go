@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/labels"
@@ -17,18 +16,26 @@ import (
 	"github.com/isoobs/isoobs/plugin/top"
 )
 
-// addClusterFlags adds the flags that find and reach the daemon pods.
-func addClusterFlags(f *pflag.FlagSet, nodes *[]string, namespace, selector *string, port *int, timeout *time.Duration) {
-	f.StringSliceVar(nodes, "node", *nodes, "Only these nodes' daemons (repeat or comma-separate)")
-	f.StringVar(namespace, "daemon-namespace", *namespace, "Namespace of the isoobs daemon pods")
-	f.StringVar(selector, "daemon-selector", *selector, "Label selector of the isoobs daemon pods")
-	f.IntVar(port, "daemon-port", *port, "The daemons' gRPC port inside their pods (a container port named \"grpc\" wins)")
-	f.DurationVar(timeout, "connect-timeout", *timeout, "How long each node's daemon gets to answer before it is reported missing")
+// defaultClusterOptions are the cluster flags' defaults: the chart's namespace, labels and port.
+func defaultClusterOptions() cluster.Options {
+	return cluster.Options{Namespace: cluster.DefaultNamespace, Selector: cluster.DefaultSelector,
+		Port: cluster.DefaultPort, ConnectTimeout: cluster.DefaultConnectTimeout}
+}
+
+// addClusterFlags adds the flags that find and reach the daemon pods (top dns, status), with
+// o's values as defaults.
+func addClusterFlags(f *pflag.FlagSet, o *cluster.Options) {
+	f.StringSliceVar(&o.Nodes, "node", o.Nodes, "Only these nodes' daemons (repeat or comma-separate)")
+	f.StringVar(&o.Namespace, "daemon-namespace", o.Namespace, "Namespace of the isoobs daemon pods")
+	f.StringVar(&o.Selector, "daemon-selector", o.Selector, "Label selector of the isoobs daemon pods")
+	f.IntVar(&o.Port, "daemon-port", o.Port, "The daemons' gRPC port inside their pods (a container port named \"grpc\" wins)")
+	f.DurationVar(&o.ConnectTimeout, "connect-timeout", o.ConnectTimeout, "How long each node's daemon gets to answer before it is reported missing")
 }
 
 // validateClusterFlags checks the cluster-mode flags; clusterMode is false
 // when --daemon or --local choose the daemons instead.
-func validateClusterFlags(clusterMode bool, nodes []string, selector string, port int, timeout time.Duration) error {
+func validateClusterFlags(clusterMode bool, o cluster.Options) error {
+	nodes, selector, port, timeout := o.Nodes, o.Selector, o.Port, o.ConnectTimeout
 	if !clusterMode && len(nodes) > 0 {
 		return errors.New("--node picks daemon pods in cluster mode; with --daemon or --local the daemons are given: drop --node (use --pod or -l to narrow rows)")
 	}
@@ -47,11 +54,6 @@ func validateClusterFlags(clusterMode bool, nodes []string, selector string, por
 		return fmt.Errorf("--connect-timeout %s must be positive, e.g. --connect-timeout 5s", timeout)
 	}
 	return nil
-}
-
-func (o *TopDNSOptions) clusterOptions() cluster.Options {
-	return cluster.Options{Namespace: o.DaemonNamespace, Selector: o.DaemonSelector, Port: o.DaemonPort,
-		Nodes: o.Nodes, ConnectTimeout: o.ConnectTimeout}
 }
 
 // connectCluster finds the daemon pods and connects to each through the API

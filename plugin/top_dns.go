@@ -79,15 +79,12 @@ type TopDNSOptions struct {
 	Pod           string
 	TopNames      int
 	Output        string
+	NoHeaders     bool
 	// Hubble: --source, and --hubble-server with --local.
 	Hubble HubbleOptions
 
-	// Cluster mode (neither --daemon nor --local).
-	Nodes           []string
-	DaemonNamespace string
-	DaemonSelector  string
-	DaemonPort      int
-	ConnectTimeout  time.Duration
+	// Cluster mode (neither --daemon nor --local): which daemon pods, how long each gets.
+	Cluster cluster.Options
 
 	// Set by Complete.
 	namespace     string
@@ -106,20 +103,17 @@ type TopDNSOptions struct {
 // NewTopDNSOptions returns options with the flag defaults.
 func NewTopDNSOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *TopDNSOptions {
 	return &TopDNSOptions{
-		ConfigFlags:     configFlags,
-		IOStreams:       streams,
-		Interval:        time.Second,
-		Sort:            top.SortQPS,
-		Limit:           20,
-		GroupBy:         top.GroupByPod,
-		TopNames:        3,
-		DaemonNamespace: cluster.DefaultNamespace,
-		DaemonSelector:  cluster.DefaultSelector,
-		DaemonPort:      cluster.DefaultPort,
-		ConnectTimeout:  cluster.DefaultConnectTimeout,
-		isTerminal:      stdoutIsTerminal,
-		localEngine:     defaultLocalEngine,
-		firstFrameWait:  15 * time.Second,
+		ConfigFlags:    configFlags,
+		IOStreams:      streams,
+		Interval:       time.Second,
+		Sort:           top.SortQPS,
+		Limit:          20,
+		GroupBy:        top.GroupByPod,
+		TopNames:       3,
+		Cluster:        defaultClusterOptions(),
+		isTerminal:     stdoutIsTerminal,
+		localEngine:    defaultLocalEngine,
+		firstFrameWait: 15 * time.Second,
 	}
 }
 
@@ -177,9 +171,13 @@ Before the first frame each daemon is asked its version once (not with
 	f.StringVarP(&o.Selector, "selector", "l", o.Selector, "Only pods matching this label selector, e.g. app=crawler,tier!=web")
 	f.StringVar(&o.Pod, "pod", o.Pod, "Only this pod (name, or namespace/name)")
 	f.IntVar(&o.TopNames, "top-names", o.TopNames, "Query names to show per row (0: none)")
-	f.StringVarP(&o.Output, "output", "o", o.Output, "Output format: wide, json (one object per line) or yaml")
-	addClusterFlags(f, &o.Nodes, &o.DaemonNamespace, &o.DaemonSelector, &o.DaemonPort, &o.ConnectTimeout)
+	printers.TableOutputs.AddFlag(cmd, &o.Output)
+	printers.AddNoHeadersFlag(cmd, &o.NoHeaders)
+	addClusterFlags(f, &o.Cluster)
 	addHubbleFlags(f, &o.Hubble)
+	_ = cmd.RegisterFlagCompletionFunc("sort", cobra.FixedCompletions(top.SortKeys, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("group-by", cobra.FixedCompletions(top.GroupBys, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("source", cobra.FixedCompletions(Sources, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -207,7 +205,7 @@ func (o *TopDNSOptions) Validate() error {
 	if o.GroupBy, o.groupBy, err = top.ParseGroupBy(o.GroupBy); err != nil {
 		return err
 	}
-	if o.Output, err = printers.ParseOutput(o.Output); err != nil {
+	if o.Output, err = printers.TableOutputs.Parse(o.Output); err != nil {
 		return err
 	}
 	if len(o.DaemonAddrs) > 0 && o.Local {
@@ -229,7 +227,7 @@ func (o *TopDNSOptions) Validate() error {
 			}
 		}
 	}
-	if err := validateClusterFlags(len(o.DaemonAddrs) == 0 && !o.Local, o.Nodes, o.DaemonSelector, o.DaemonPort, o.ConnectTimeout); err != nil {
+	if err := validateClusterFlags(len(o.DaemonAddrs) == 0 && !o.Local, o.Cluster); err != nil {
 		return err
 	}
 	if o.Once && o.Duration != 0 {
@@ -314,7 +312,7 @@ func (o *TopDNSOptions) Run(ctx context.Context) error {
 		Missing: o.missing,
 	}
 	if !o.Local { // --local runs this binary's own engine: one version
-		if w := sourcesVersionSkew(ctx, sources, o.ConnectTimeout); w != "" {
+		if w := sourcesVersionSkew(ctx, sources, o.Cluster.ConnectTimeout); w != "" {
 			opts.Warnings = append(opts.Warnings, w)
 		}
 	}
@@ -328,7 +326,7 @@ func (o *TopDNSOptions) Run(ctx context.Context) error {
 // runPlain prints frames until interrupted, or the one frame of --once or
 // --duration.
 func (o *TopDNSOptions) runPlain(ctx context.Context, sources []top.Source, opts top.StreamOptions) error {
-	printer := printers.New(o.Output)
+	printer := printers.NewWithOptions(o.Output, o.NoHeaders)
 	single := o.Once || o.Duration > 0
 	streamCtx := ctx
 	wait := o.firstFrameWait + o.Interval + o.Duration
@@ -436,7 +434,7 @@ func (o *TopDNSOptions) defaultSources(ctx context.Context) ([]top.Source, func(
 		return o.startLocal(ctx)
 	}
 	if len(o.DaemonAddrs) == 0 {
-		sources, missing, closeAll, err := clusterSources(ctx, o.ConfigFlags, o.clusterOptions(), o.ErrOut)
+		sources, missing, closeAll, err := clusterSources(ctx, o.ConfigFlags, o.Cluster, o.ErrOut)
 		o.missing = missing
 		return sources, closeAll, err
 	}

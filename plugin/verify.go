@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/isoobs/isoobs/plugin/printers"
 	"github.com/isoobs/isoobs/verify"
 )
 
@@ -111,7 +112,6 @@ warning). Components: ` + strings.Join(verify.Components, ", ") + `.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.Output, "output", "o", o.Output, "Output format: json (a stable schema, "+verify.SchemaVersion+"); default a table")
 	f.StringSliceVar(&o.Components, "component", o.Components, "Only these components (comma-separated): "+strings.Join(verify.Components, ","))
 	f.BoolVar(&o.Strict, "strict", o.Strict, "Exit 1 on warnings too")
 	f.BoolVar(&o.Wait, "wait", o.Wait, "Re-run the checks until the stack is healthy or --timeout passes, showing progress")
@@ -123,6 +123,9 @@ warning). Components: ` + strings.Join(verify.Components, ", ") + `.`,
 	f.StringVar(&o.CiliumNamespace, "cilium-namespace", o.CiliumNamespace, "Namespace of Cilium, Hubble Relay and UI")
 	f.StringVar(&o.TetragonNamespace, "tetragon-namespace", o.TetragonNamespace, "Namespace of Tetragon")
 	f.StringVar(&o.IsoobsNamespace, "isoobs-namespace", o.IsoobsNamespace, "Namespace of the isoobs daemons")
+	printers.ReportOutputs.AddFlag(cmd, &o.Output)
+	_ = cmd.RegisterFlagCompletionFunc("component", cobra.FixedCompletions(verify.Components, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("edition", cobra.FixedCompletions([]string{"oss", "enterprise"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -166,10 +169,9 @@ func (o *VerifyOptions) verifyOptions() (verify.Options, error) {
 
 // Validate checks the flags together; each error says what to run instead.
 func (o *VerifyOptions) Validate() error {
-	switch o.Output {
-	case "", "table", "json":
-	default:
-		return fmt.Errorf("unknown output %q: use -o json, or leave -o out for a table", o.Output)
+	var err error
+	if o.Output, err = printers.ReportOutputs.Parse(o.Output); err != nil {
+		return err
 	}
 	switch o.Edition {
 	case "", "oss", "enterprise":
@@ -224,9 +226,12 @@ func (o *VerifyOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if o.Output == "json" {
+	switch o.Output {
+	case printers.OutputJSON:
 		err = rep.WriteJSON(o.Out)
-	} else {
+	case printers.OutputYAML:
+		err = printers.WriteObject(o.Out, o.Output, rep)
+	default:
 		err = rep.Format(o.Out, verify.FormatOptions{Color: o.isTerminal(o.Out)})
 	}
 	if err != nil {

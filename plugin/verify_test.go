@@ -36,7 +36,7 @@ func TestVerifyBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-o", "yaml"}, `unknown output "yaml": use -o json`},
+		{[]string{"-o", "wide"}, `invalid -o "wide": valid formats are json, yaml (or leave -o out for the report)`},
 		{[]string{"--component", "hubble,cilum"}, `unknown component "cilum": use one or more of cluster,cilium,hubble`},
 		{[]string{"--edition", "pro"}, `unknown --edition "pro": use oss or enterprise`},
 		{[]string{"--check-timeout", "0s"}, "--check-timeout 0s must be positive"},

@@ -1,15 +1,14 @@
 package plugin
 
 import (
-	"encoding/json"
 	"fmt"
 	"runtime"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"sigs.k8s.io/yaml"
 
 	"github.com/isoobs/isoobs/buildinfo"
+	"github.com/isoobs/isoobs/plugin/printers"
 )
 
 // VersionInfo is what `kubectl isoobs version -o json` prints; its keys are
@@ -57,37 +56,22 @@ top warn when the two differ.`,
 			return o.Run()
 		},
 	}
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml (default: one line)")
+	printers.LineOutputs.AddFlag(cmd, &o.Output)
 	return cmd
 }
 
 // Validate checks -o.
 func (o *VersionOptions) Validate() error {
-	switch o.Output {
-	case "", "json", "yaml":
-		return nil
-	}
-	return fmt.Errorf("invalid -o %q for version: use json, yaml, or leave -o out", o.Output)
+	var err error
+	o.Output, err = printers.LineOutputs.Parse(o.Output)
+	return err
 }
 
 // Run prints the version in the chosen format.
 func (o *VersionOptions) Run() error {
 	v := GetVersionInfo()
-	switch o.Output {
-	case "json":
-		b, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(o.Out, string(b))
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(v)
-		if err != nil {
-			return err
-		}
-		_, err = o.Out.Write(b)
-		return err
+	if o.Output != printers.OutputTable {
+		return printers.WriteObject(o.Out, o.Output, v)
 	}
 	_, err := fmt.Fprintln(o.Out, v.String())
 	return err

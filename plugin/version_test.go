@@ -46,7 +46,7 @@ func TestVersionStamped(t *testing.T) {
 	if err != nil || out != "buildDate: \"2026-12-03T12:00:00Z\"\ngitCommit: 0123456789abcdef0123456789abcdef01234567\ngoVersion: "+runtime.Version()+"\nplatform: "+runtime.GOOS+"/"+runtime.GOARCH+"\nversion: v1.2.3\n" {
 		t.Errorf("version -o yaml = %q, %v", out, err)
 	}
-	if _, _, err := runCmd(t, "version", "-o", "wide"); err == nil || err.Error() != `invalid -o "wide" for version: use json, yaml, or leave -o out` {
+	if _, _, err := runCmd(t, "version", "-o", "wide"); err == nil || err.Error() != `invalid -o "wide": valid formats are json, yaml (or leave -o out for one line)` {
 		t.Errorf("version -o wide: %v", err)
 	}
 }

@@ -25,15 +25,15 @@ func withHubbleColumns(cols []column, wide bool) []column {
 	denied := column{"DENIED", func(r *top.Row) string { return strconv.FormatUint(r.PolicyDenied, 10) }}
 	out := make([]column, 0, len(cols)+4)
 	for _, c := range cols {
-		if c.header == "TOP-NAMES" && wide {
+		if c.Header == "TOP-NAMES" && wide {
 			out = append(out, hubbleWideColumns()...)
 		}
 		out = append(out, c)
-		if c.header == "SERVFAIL" {
+		if c.Header == "SERVFAIL" {
 			out = append(out, denied)
 		}
 	}
-	if wide && out[len(out)-1].header != "TOP-NAMES" {
+	if wide && out[len(out)-1].Header != "TOP-NAMES" {
 		out = append(out, hubbleWideColumns()...)
 	}
 	return out

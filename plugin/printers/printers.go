@@ -9,31 +9,10 @@ import (
 	"strconv"
 	"strings"
 
-	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/yaml"
 
 	"github.com/isoobs/isoobs/plugin/top"
 )
-
-// Output formats accepted by -o.
-const (
-	OutputTable = ""
-	OutputWide  = "wide"
-	OutputJSON  = "json"
-	OutputYAML  = "yaml"
-)
-
-// Outputs lists the -o values.
-var Outputs = []string{OutputWide, OutputJSON, OutputYAML}
-
-// ParseOutput checks an -o value.
-func ParseOutput(s string) (string, error) {
-	switch o := strings.ToLower(strings.TrimSpace(s)); o {
-	case OutputTable, OutputWide, OutputJSON, OutputYAML:
-		return o, nil
-	}
-	return "", fmt.Errorf("invalid -o %q: valid formats are %s (or leave -o out for the table)", s, strings.Join(Outputs, ", "))
-}
 
 // FramePrinter writes one frame at a time to a stream.
 type FramePrinter interface {
@@ -41,16 +20,19 @@ type FramePrinter interface {
 }
 
 // New returns the printer for an -o value (already checked by ParseOutput).
-func New(output string) FramePrinter {
+func New(output string) FramePrinter { return NewWithOptions(output, false) }
+
+// NewWithOptions is New with --no-headers for the tables.
+func NewWithOptions(output string, noHeaders bool) FramePrinter {
 	switch output {
 	case OutputJSON:
 		return JSONPrinter{}
 	case OutputYAML:
 		return &YAMLPrinter{}
 	case OutputWide:
-		return &TablePrinter{Wide: true}
+		return &TablePrinter{Wide: true, NoHeaders: noHeaders}
 	default:
-		return &TablePrinter{}
+		return &TablePrinter{NoHeaders: noHeaders}
 	}
 }
 
@@ -103,10 +85,7 @@ func (p *TablePrinter) PrintFrame(f top.Frame, w io.Writer) error {
 	return WriteTable(w, f, p.Wide, p.NoHeaders)
 }
 
-type column struct {
-	header string
-	value  func(r *top.Row) string
-}
+type column = Column[top.Row]
 
 // Columns returns the table columns for a grouping.
 func columns(groupBy string, wide bool) []column {
@@ -210,22 +189,7 @@ func WriteTable(w io.Writer, f top.Frame, wide, noHeaders bool) error {
 	if hasHubble(f) {
 		cols = withHubbleColumns(cols, wide)
 	}
-	tw := printers.GetNewTabWriter(w)
-	if !noHeaders {
-		headers := make([]string, len(cols))
-		for i, c := range cols {
-			headers[i] = c.header
-		}
-		fmt.Fprintln(tw, strings.Join(headers, "\t"))
-	}
-	for i := range f.Rows {
-		cells := make([]string, len(cols))
-		for j, c := range cols {
-			cells[j] = c.value(&f.Rows[i])
-		}
-		fmt.Fprintln(tw, strings.Join(cells, "\t"))
-	}
-	if err := tw.Flush(); err != nil {
+	if err := WriteColumns(w, cols, f.Rows, noHeaders); err != nil {
 		return err
 	}
 	if f.Truncated > 0 {
@@ -302,7 +266,7 @@ func servesDNS(f top.Frame) bool {
 func withServedColumn(cols []column) []column {
 	served := column{"SERVED", func(r *top.Row) string { return strconv.FormatUint(r.ServedQueries, 10) }}
 	for i, c := range cols {
-		if c.header == "SERVFAIL" {
+		if c.Header == "SERVFAIL" {
 			return append(cols[:i+1], append([]column{served}, cols[i+1:]...)...)
 		}
 	}

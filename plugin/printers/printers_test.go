@@ -212,7 +212,7 @@ func TestQTypesOrder(t *testing.T) {
 	}
 	keys := []string{}
 	for _, c := range columns(top.GroupByPod, true) {
-		keys = append(keys, c.header)
+		keys = append(keys, c.Header)
 	}
 	if !reflect.DeepEqual(keys[:4], []string{"NAMESPACE", "POD", "WORKLOAD", "NODE"}) {
 		t.Errorf("wide pod columns: %v", keys)
