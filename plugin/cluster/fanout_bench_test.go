@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -21,6 +22,11 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/apimachinery/pkg/util/httpstream/spdy"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
 
 	"github.com/isoobs/isoobs/plugin/cluster"
 	"github.com/isoobs/isoobs/plugin/internal/fakedaemon"
@@ -32,10 +38,13 @@ import (
 // simulated nodes: time from the start of the fan-out to the first merged
 // frame, and the plugin's memory. The N daemons and the stand-in for the API
 // server run in a child process (TestFanOutFarm) so that only the plugin's
-// own memory is counted here. Each dial mimics the port-forward hop as the
-// plugin sees it: a TCP connection and TLS handshake with the "API server",
-// one request/response round trip (the upgrade), then a byte stream that
-// the farm pipes to that node's daemon.
+// own memory is counted here. The plugin dials through its production
+// port-forward code (cluster.NewPortForwardDialer → k8s.PortForwardDialer:
+// client-go's SPDY round tripper over TLS); the stand-in answers the
+// pods/portforward upgrade with apimachinery's SPDY server side, as the
+// kubelet's streaming server does, and pipes each data stream to its node's
+// daemon. What it leaves out is the API server's own work (authn/authz, the
+// second hop to the kubelet).
 
 const farmEnv = "ISOOBS_FANOUT_FARM_NODES"
 
@@ -69,38 +78,21 @@ func TestFanOutFarm(t *testing.T) {
 		node := fmt.Sprintf("node-%04d", i)
 		socks[node] = strings.TrimPrefix(fakedaemon.StartUnix(t, &fakedaemon.Server{Node: node, Frame: farmFrames(node), Immediate: true}), "unix://")
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				node, err := r.ReadString('\n')
-				if err != nil {
-					return
-				}
-				d, err := net.Dial("unix", socks[strings.TrimSpace(node)])
-				if err != nil {
-					fmt.Fprintf(c, "ERR %v\n", err)
-					return
-				}
-				defer d.Close()
-				if _, err := io.WriteString(c, "OK\n"); err != nil {
-					return
-				}
-				go func() { _, _ = io.Copy(d, r); d.Close() }()
-				_, _ = io.Copy(c, d)
-			}()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/namespaces/{namespace}/pods/{pod}/portforward", func(w http.ResponseWriter, r *http.Request) {
+		sock, ok := socks[farmNode(r.PathValue("pod"))]
+		if !ok {
+			http.Error(w, "pod not found", http.StatusNotFound)
+			return
 		}
-	}()
+		servePortForward(w, r, sock)
+	})
+	go func() { _ = http.Serve(ln, mux) }()
 	fmt.Println("FARM", ln.Addr().String())
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the benchmark closes our stdin
 }
@@ -119,34 +111,54 @@ func selfSigned(t testing.TB) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-// hopDialer reaches a farm node like the port-forward dialer reaches a pod.
-func hopDialer(front string) cluster.DialFunc {
-	return func(ctx context.Context, pod cluster.DaemonPod) (net.Conn, error) {
-		d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true}}
-		c, err := d.DialContext(ctx, "tcp", front)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := io.WriteString(c, pod.Node+"\n"); err != nil {
-			c.Close()
-			return nil, err
-		}
-		// Read the reply byte by byte so no daemon bytes are buffered away.
-		var line []byte
-		b := make([]byte, 1)
-		for len(line) == 0 || line[len(line)-1] != '\n' {
-			if _, err := c.Read(b); err != nil {
-				c.Close()
-				return nil, err
-			}
-			line = append(line, b[0])
-		}
-		if string(line) != "OK\n" {
-			c.Close()
-			return nil, fmt.Errorf("hop: %s", strings.TrimSpace(string(line)))
-		}
-		return c, nil
+// farmNode is the node of a farm pod: isoobs-0042 runs on node-0042.
+func farmNode(pod string) string { return "node-" + strings.TrimPrefix(pod, "isoobs-") }
+
+// servePortForward answers a pods/portforward request as the kubelet's streaming server does:
+// the SPDY upgrade, then for each data stream a connection to the daemon's socket, piped both
+// ways. The error stream stays open and empty (the daemon was reached).
+func servePortForward(w http.ResponseWriter, r *http.Request, sock string) {
+	if _, err := httpstream.Handshake(r, w, []string{portforward.PortForwardProtocolV1Name}); err != nil {
+		return
 	}
+	streams := make(chan httpstream.Stream, 2)
+	conn := spdy.NewResponseUpgrader().UpgradeResponse(w, r, func(s httpstream.Stream, _ <-chan struct{}) error {
+		streams <- s
+		return nil
+	})
+	if conn == nil {
+		return
+	}
+	defer conn.Close()
+	for {
+		select {
+		case s := <-streams:
+			if s.Headers().Get(corev1.StreamType) != corev1.StreamTypeData {
+				continue
+			}
+			go func() {
+				defer s.Close()
+				d, err := net.Dial("unix", sock)
+				if err != nil {
+					return
+				}
+				defer d.Close()
+				go func() { _, _ = io.Copy(d, s); d.Close() }()
+				_, _ = io.Copy(s, d)
+			}()
+		case <-conn.CloseChan():
+			return
+		}
+	}
+}
+
+// farmDialer reaches the farm's pods with the plugin's own port-forward dialer.
+func farmDialer(b *testing.B, front string) cluster.DialFunc {
+	d, err := cluster.NewPortForwardDialer(&rest.Config{Host: "https://" + front, TLSClientConfig: rest.TLSClientConfig{Insecure: true}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d.Dial
 }
 
 func startFarm(b *testing.B, n int) string {
@@ -185,7 +197,7 @@ func BenchmarkFanOut(b *testing.B) {
 	for _, n := range []int{50, 200, 500} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
 			front := startFarm(b, n)
-			dial := hopDialer(front)
+			dial := farmDialer(b, front)
 			pods := make([]cluster.DaemonPod, n)
 			for i := range pods {
 				pods[i] = cluster.DaemonPod{Node: fmt.Sprintf("node-%04d", i), Namespace: "isoobs-system", Name: fmt.Sprintf("isoobs-%04d", i), Port: 9967}
