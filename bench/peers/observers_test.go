@@ -487,12 +487,26 @@ func (o *streamObs) stop() error {
 	if o.src == nil || o.src.Process == nil {
 		return nil
 	}
-	o.src.Process.Signal(syscall.SIGINT)
+	// ig runs below unshare (which does not pass signals on): interrupt ig itself, as the kit does.
+	target := []int{o.src.Process.Pid}
+	if o.kind == "ig" {
+		target = nil
+		for _, pid := range o.tree().pids() {
+			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "ig" {
+				target = append(target, pid)
+			}
+		}
+	}
+	for _, pid := range target {
+		syscall.Kill(pid, syscall.SIGINT)
+	}
 	var err error
 	select {
 	case <-o.srcDone:
 	case <-time.After(15 * time.Second):
-		o.src.Process.Kill()
+		for _, pid := range append(target, o.src.Process.Pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 		<-o.srcDone
 		err = errors.New(o.kind + " did not stop on SIGINT")
 	}
