@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -178,5 +179,66 @@ func TestLabForeignReleaseTokenRedacted(t *testing.T) {
 		if !strings.Contains(dry, want) {
 			t.Errorf("--show-values --dry-run lacks %q:\n%s", want, dry)
 		}
+	}
+}
+
+// Item 8: uninstall never deletes a namespace holding objects isoobs did not create, and says
+// what it left and why; once they are gone, the next uninstall removes the namespace.
+func TestLabUninstallKeepsNamespaceWithUserObjects(t *testing.T) {
+	cp, inst, out := securityControlPlane(t, controlplane.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cs := cp.Client()
+	if _, err := inst.Install(ctx, isoobsOnly()); err != nil {
+		t.Fatal(err)
+	}
+	out.take()
+	user := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "user-notes", Namespace: values.NamespaceIsoobs}, Data: map[string]string{"k": "v"}}
+	if _, err := cs.CoreV1().ConfigMaps(values.NamespaceIsoobs).Create(ctx, user, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The dry run says the same.
+	if _, err := inst.Uninstall(ctx, UninstallOptions{DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	dry := out.take()
+	removed, err := inst.Uninstall(ctx, UninstallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := out.take()
+	t.Logf("uninstall:\n%s", text)
+	want := "namespace isoobs: left in place: it holds 1 object(s) isoobs did not create: configmaps/user-notes"
+	for name, got := range map[string]string{"dry run": dry, "uninstall": text} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%s does not say %q:\n%s", name, want, got)
+		}
+	}
+	if slices.Contains(removed, "namespace isoobs") {
+		t.Errorf("removed %v includes the namespace", removed)
+	}
+	if !slices.Contains(removed, "release isoobs/isoobs") {
+		t.Errorf("removed %v lacks the release", removed)
+	}
+	if _, err := cs.CoreV1().ConfigMaps(values.NamespaceIsoobs).Get(ctx, "user-notes", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the user's ConfigMap did not survive uninstall: %v", err)
+	}
+	if ns, err := cs.CoreV1().Namespaces().Get(ctx, values.NamespaceIsoobs, metav1.GetOptions{}); err != nil || ns.DeletionTimestamp != nil {
+		t.Fatalf("namespace isoobs deleted: %v %v", err, ns)
+	}
+	if _, err := cs.AppsV1().DaemonSets(values.NamespaceIsoobs).Get(ctx, "isoobs", metav1.GetOptions{}); err == nil {
+		t.Error("the DaemonSet survived uninstall")
+	}
+
+	if err := cs.CoreV1().ConfigMaps(values.NamespaceIsoobs).Delete(ctx, "user-notes", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	removed, err = inst.Uninstall(ctx, UninstallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(removed, "namespace isoobs") {
+		t.Errorf("second uninstall: removed %v, want the now empty namespace:\n%s", removed, out.take())
 	}
 }

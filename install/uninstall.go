@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/isoobs/isoobs/install/values"
 )
@@ -41,6 +44,7 @@ func (i *Installer) Uninstall(ctx context.Context, o UninstallOptions) ([]string
 		verb = "would remove"
 	}
 	var removed []string
+	removedReleases := map[string][]string{} // namespace -> releases removed (or, dry run, to remove)
 	for _, s := range specs {
 		cur, err := i.currentRelease(s)
 		if err != nil {
@@ -74,6 +78,7 @@ func (i *Installer) Uninstall(ctx context.Context, o UninstallOptions) ([]string
 		}
 		fmt.Fprintf(i.out, "%s: %s\n", name, verb)
 		removed = append(removed, "release "+s.Namespace+"/"+s.Release)
+		removedReleases[s.Namespace] = append(removedReleases[s.Namespace], s.Release)
 	}
 	sel := metav1.ListOptions{LabelSelector: LabelManaged + "=true"}
 	for _, ns := range []string{values.NamespaceSplunk, values.NamespaceIsoobs} {
@@ -96,6 +101,22 @@ func (i *Installer) Uninstall(ctx context.Context, o UninstallOptions) ([]string
 		return removed, err
 	}
 	for _, ns := range nss.Items {
+		// A namespace isoobs created may since hold someone else's objects: it is only deleted
+		// when nothing is left in it but what isoobs (or Kubernetes, for it) made.
+		foreign, err := i.foreignObjects(ctx, ns.Name, removedReleases[ns.Name])
+		if err != nil {
+			fmt.Fprintf(i.out, "namespace %s: left in place: cannot tell whether it holds objects isoobs did not create (%v); delete it yourself once you know: kubectl delete namespace %s\n", ns.Name, err, ns.Name)
+			continue
+		}
+		if len(foreign) > 0 {
+			shown := foreign
+			if len(shown) > 10 {
+				shown = append(shown[:10:10], fmt.Sprintf("and %d more", len(foreign)-10))
+			}
+			fmt.Fprintf(i.out, "namespace %s: left in place: it holds %d object(s) isoobs did not create: %s (move or delete them, then run uninstall again; or kubectl delete namespace %s deletes them with it)\n",
+				ns.Name, len(foreign), strings.Join(shown, ", "), ns.Name)
+			continue
+		}
 		if !o.DryRun {
 			if err := i.client.CoreV1().Namespaces().Delete(ctx, ns.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 				return removed, fmt.Errorf("deleting namespace %s: %w", ns.Name, err)
@@ -108,4 +129,60 @@ func (i *Installer) Uninstall(ctx context.Context, o UninstallOptions) ([]string
 		fmt.Fprintln(i.out, "nothing installed by isoobs found")
 	}
 	return removed, nil
+}
+
+// foreignObjects lists, as resource/name, what namespace ns holds that isoobs did not create:
+// every listable namespaced resource except what is removed with isoobs' releases (objects of
+// the releases in removing, their Helm records, objects labeled LabelManaged), objects a
+// controller owns (ownerReferences: pods of a DaemonSet being deleted), objects being deleted,
+// what Kubernetes puts in every namespace (ServiceAccount default, ConfigMap kube-root-ca.crt),
+// and runtime records (Events, Endpoints, EndpointSlices, Leases).
+func (i *Installer) foreignObjects(ctx context.Context, ns string, removing []string) ([]string, error) {
+	lists, err := i.client.Discovery().ServerPreferredNamespacedResources()
+	if err != nil {
+		return nil, fmt.Errorf("listing the API's resources: %w", err)
+	}
+	cfg, err := i.getter.ToRESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	skipKinds := map[string]bool{"Event": true, "Endpoints": true, "EndpointSlice": true, "Lease": true}
+	builtin := map[string]bool{"ServiceAccount/default": true, "ConfigMap/kube-root-ca.crt": true}
+	var out []string
+	for _, l := range lists {
+		gv, err := schema.ParseGroupVersion(l.GroupVersion)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range l.APIResources {
+			if strings.Contains(r.Name, "/") || skipKinds[r.Kind] || !slices.Contains(r.Verbs, "list") {
+				continue
+			}
+			items, err := dyn.Resource(gv.WithResource(r.Name)).Namespace(ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				if apierrors.IsNotFound(err) || apierrors.IsMethodNotSupported(err) {
+					continue
+				}
+				return nil, fmt.Errorf("listing %s in %s: %w", r.Name, ns, err)
+			}
+			for _, obj := range items.Items {
+				switch {
+				case builtin[r.Kind+"/"+obj.GetName()],
+					obj.GetDeletionTimestamp() != nil,
+					len(obj.GetOwnerReferences()) > 0,
+					obj.GetLabels()[LabelManaged] == "true" && obj.GetLabels()[LabelAdopted] != "true",
+					slices.Contains(removing, obj.GetAnnotations()["meta.helm.sh/release-name"]) && obj.GetAnnotations()["meta.helm.sh/release-namespace"] == ns,
+					r.Kind == "Secret" && obj.GetLabels()["owner"] == "helm" && slices.Contains(removing, obj.GetLabels()["name"]):
+					continue
+				}
+				out = append(out, r.Name+"/"+obj.GetName())
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
