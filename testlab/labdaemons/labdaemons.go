@@ -17,12 +17,16 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/isoobs/isoobs/install"
 	"github.com/isoobs/isoobs/install/values"
@@ -58,7 +62,7 @@ func (d *Daemon) stop() {
 // it accepts connections. A port found free can be taken by another process
 // before the daemon binds it (it then exits: address in use), so that is
 // retried on another port.
-func startDaemon(lab *testlab.Lab, node string, opts Options) (*Daemon, error) {
+func startDaemon(lab *testlab.Lab, node, kubeconfig string, opts Options) (*Daemon, error) {
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePort()
@@ -70,7 +74,7 @@ func startDaemon(lab *testlab.Lab, node string, opts Options) (*Daemon, error) {
 			return nil, err
 		}
 		args := append([]string{"--node-name", node, "--cgroup-root", lab.Node(node).CgroupRoot(),
-			"--kubeconfig", lab.Kubeconfig(), "--grpc-listen", fmt.Sprintf("127.0.0.1:%d", port),
+			"--kubeconfig", kubeconfig, "--grpc-listen", fmt.Sprintf("127.0.0.1:%d", port),
 			"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metrics), "--log-level", "warn"}, opts.ExtraArgs...)
 		cmd := exec.Command(opts.Binary, args...)
 		cmd.Stdout, cmd.Stderr = opts.Stderr, opts.Stderr
@@ -119,7 +123,12 @@ func (d *Daemon) waitListening(timeout time.Duration) error {
 // Set is the daemons of every lab node.
 type Set struct {
 	ByNode map[string]*Daemon
-	stops  []func()
+	// Kubeconfig is the daemons' credential: a token of the chart's ServiceAccount (TokenRequest),
+	// never the lab's admin kubeconfig, so the chart's RBAC is what the daemons run with.
+	Kubeconfig string
+	// ServiceAccount is that account, "namespace/name".
+	ServiceAccount string
+	stops          []func()
 }
 
 // Options tune Start.
@@ -157,17 +166,21 @@ func start(ctx context.Context, lab *testlab.Lab, opts Options, install bool) (_
 			s.Close()
 		}
 	}()
-	for _, node := range lab.NodeNames() {
-		d, err := startDaemon(lab, node, opts)
-		if err != nil {
-			return nil, err
-		}
-		s.ByNode[node] = d
-	}
 	if install {
 		if err := installChart(ctx, lab); err != nil {
 			return nil, err
 		}
+	}
+	// The daemons authenticate as the pods the chart runs do: its ServiceAccount.
+	if s.Kubeconfig, s.ServiceAccount, err = serviceAccountKubeconfig(ctx, lab); err != nil {
+		return nil, err
+	}
+	for _, node := range lab.NodeNames() {
+		d, err := startDaemon(lab, node, s.Kubeconfig, opts)
+		if err != nil {
+			return nil, err
+		}
+		s.ByNode[node] = d
 	}
 	want := len(s.ByNode)
 	if lab.Real != nil {
@@ -266,4 +279,37 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// serviceAccountKubeconfig writes a kubeconfig holding a token of the installed DaemonSet's
+// ServiceAccount (TokenRequest, 24 h), into the control plane's directory (removed with the lab).
+func serviceAccountKubeconfig(ctx context.Context, lab *testlab.Lab) (path, account string, err error) {
+	cs := lab.Client()
+	dss, err := cs.AppsV1().DaemonSets(cluster.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: cluster.DefaultSelector})
+	if err != nil {
+		return "", "", err
+	}
+	if len(dss.Items) != 1 {
+		return "", "", fmt.Errorf("%d DaemonSets in %s match %s, want the chart's one", len(dss.Items), cluster.DefaultNamespace, cluster.DefaultSelector)
+	}
+	ns, sa := dss.Items[0].Namespace, dss.Items[0].Spec.Template.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	expiry := int64((24 * time.Hour).Seconds())
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", "", fmt.Errorf("a token for ServiceAccount %s/%s: %w", ns, sa, err)
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["lab"] = &clientcmdapi.Cluster{Server: lab.CP.APIServerURL, CertificateAuthority: lab.CP.CAFile}
+	cfg.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	cfg.Contexts["daemon"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: sa}
+	cfg.CurrentContext = "daemon"
+	path = filepath.Join(lab.CP.Dir, "isoobs-daemon-"+ns+"-"+sa+".kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		return "", "", err
+	}
+	return path, ns + "/" + sa, nil
 }
