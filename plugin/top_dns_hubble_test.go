@@ -45,7 +45,8 @@ func TestTopDNSLocalHubbleOptions(t *testing.T) {
 		return srv, func() {}, nil
 	}
 	o.Local, o.Once, o.Output, o.Interval = true, true, "json", 100*time.Millisecond
-	o.Hubble = HubbleOptions{Source: "hubble", Server: "hubble-relay.kube-system.svc:80"}
+	o.Hubble = HubbleOptions{Source: "hubble"}
+	o.Hubble.Server = "hubble-relay.kube-system.svc:80"
 	o.Hubble.TLS.Enabled, o.Hubble.TLS.ServerName = true, "ui.hubble-relay.cilium.io"
 	if err := o.Complete(nil, nil); err != nil {
 		t.Fatal(err)
