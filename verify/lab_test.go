@@ -116,6 +116,10 @@ func TestLabStackFaults(t *testing.T) {
 		if rep.DurationMS > 10_000 {
 			t.Errorf("a full run took %d ms, want <= 10 s", rep.DurationMS)
 		}
+		// Read from real daemons' /metrics (verifytest serves them at the isoobs pods).
+		if d := rep.Result("isoobs/daemons").Detail; !strings.Contains(d, "probes attached on 3/3 checked; Hubble connected on 3/3") {
+			t.Errorf("isoobs/daemons detail %q: want probes attached and Hubble connected on 3/3", d)
+		}
 		relay := rep.Result("hubble/relay")
 		for _, want := range []string{"Current/Max Flows: 12,285/12,285 (100.00%)", "Flows/s: 31.55", "Connected Nodes: 3/3"} {
 			if !strings.Contains(relay.Detail, want) {
@@ -181,6 +185,15 @@ func TestLabStackFaults(t *testing.T) {
 			"kubectl get --raw /api/v1/namespaces/kube-system/pods/"+pod.Name+":9962/proxy/metrics")
 	})
 
+	t.Run("isoobs daemon not connected to Hubble", func(t *testing.T) {
+		pod := podOnNode(t, lab, "isoobs", verify.LabelIsoobsDaemon, nodes[1])
+		stack.SetPodHubbleDown(pod.Name, true)
+		defer stack.SetPodHubbleDown(pod.Name, false)
+		rep := runVerify(t, opts)
+		expectOnly(t, rep, "isoobs/daemons", verify.StatusFail, "probes attached on 3/3 checked; Hubble connected on 2/3",
+			nodes[1]+" "+pod.Name+": not connected to Hubble", "kubectl -n isoobs logs "+pod.Name)
+	})
+
 	t.Run("no DNS policy", func(t *testing.T) {
 		if err := stack.SetDNSPolicy(ctx, false); err != nil {
 			t.Fatal(err)
@@ -225,6 +238,8 @@ func TestLabStackFaults(t *testing.T) {
 
 	t.Run("isoobs daemon missing on a node", func(t *testing.T) {
 		setDaemonExcludes(t, lab, nodes[2])
+		// The rollout replaces the pods on the two other nodes too: two ready pods can be old ones.
+		waitDaemonSetReady(t, lab, "isoobs", "isoobs", int32(len(nodes)-1))
 		if err := stack.Settle(ctx, "isoobs", verify.LabelIsoobsDaemon, 2); err != nil {
 			t.Fatal(err)
 		}

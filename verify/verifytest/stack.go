@@ -39,6 +39,7 @@ import (
 
 	"github.com/isoobs/isoobs/install"
 	"github.com/isoobs/isoobs/install/values"
+	"github.com/isoobs/isoobs/k8s"
 	"github.com/isoobs/isoobs/testlab"
 	"github.com/isoobs/isoobs/verify"
 )
@@ -52,12 +53,16 @@ type Stack struct {
 	// AppNamespace runs the application (crawler) whose DNS is watched.
 	AppNamespace string
 
-	t       testing.TB
-	mu      sync.Mutex
-	texts   map[int][]byte    // port -> default body
-	perPod  map[string][]byte // "pod:port" -> body override
-	served  map[string]func() // "uid:port" -> stop
-	relayTC credentials.TransportCredentials
+	t      testing.TB
+	mu     sync.Mutex
+	texts  map[int][]byte    // port -> default body
+	perPod map[string][]byte // "pod:port" -> body override
+	// daemons serve the isoobs pods' metrics port; pods in noHubble get the one not
+	// connected to Hubble.
+	daemons  *isoobsDaemons
+	noHubble map[string]bool
+	served   map[string]func() // "uid:port" -> stop
+	relayTC  credentials.TransportCredentials
 }
 
 // The pods the stack's peers serve, by namespace, selector and ports.
@@ -110,12 +115,13 @@ func Install(t testing.TB, lab *testlab.Lab) *Stack {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	s := &Stack{Lab: lab, t: t, AppNamespace: "tenant-jobs", Relay: NewRelay(lab.NodeNames()...),
-		texts: map[int][]byte{}, perPod: map[string][]byte{}, served: map[string]func(){}}
+		texts: map[int][]byte{}, perPod: map[string][]byte{}, served: map[string]func(){}, noHubble: map[string]bool{}}
+	s.daemons = startIsoobsDaemons(t, lab) // before stopAll: cleanups run last-in first-out
 	t.Cleanup(s.stopAll)
 	for port, file := range map[int]string{
 		verify.PortCiliumAgent: "cilium-agent-v1.20.2.prom", verify.PortHubbleMetrics: "hubble-v1.20.2.openmetrics",
 		verify.PortCiliumOperator: "cilium-operator-v1.20.2.prom", verify.PortEnvoy: "cilium-envoy-v1.20.2.prom",
-		verify.PortTetragon: "tetragon-v1.0.0.prom", verify.PortIsoobs: "isoobs-daemon.prom",
+		verify.PortTetragon: "tetragon-v1.0.0.prom",
 	} {
 		b, err := os.ReadFile(filepath.Join(TestdataDir(), file))
 		if err != nil {
@@ -233,7 +239,7 @@ func (s *Stack) waitSettled(ctx context.Context, ns, sel string, count int) erro
 		ready := 0
 		for i := range pods.Items {
 			p := &pods.Items[i]
-			if p.DeletionTimestamp == nil && isReady(p) && !p.Spec.HostNetwork && s.Lab.Pod(ns, p.Name) != nil {
+			if p.DeletionTimestamp == nil && k8s.PodReady(p) && !p.Spec.HostNetwork && s.Lab.Pod(ns, p.Name) != nil {
 				ready++
 			}
 		}
@@ -244,15 +250,6 @@ func (s *Stack) waitSettled(ctx context.Context, ns, sel string, count int) erro
 		return fmt.Errorf("%w (last: %s, want %d)", err, last, count)
 	}
 	return nil
-}
-
-func isReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // Reconcile starts a peer for every current pod of the stack that has none.
@@ -283,6 +280,12 @@ func (s *Stack) Reconcile(ctx context.Context) error {
 					stop, err = ServeRelay(np, port, s.Relay, s.relayTC)
 				case 9090:
 					stop, err = ServeHTTP(np, port, s.targetsHandler())
+				case verify.PortIsoobs:
+					stop, err = ServeHTTP(np, port, s.daemons.handler(func() bool {
+						s.mu.Lock()
+						defer s.mu.Unlock()
+						return s.noHubble[name]
+					}))
 				default:
 					stop, err = ServeHTTP(np, port, MetricsHandler(func() []byte { return s.text(name, port) }, port == verify.PortHubbleMetrics))
 				}
@@ -321,6 +324,14 @@ func (s *Stack) Text(port int) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.texts[port]
+}
+
+// SetPodHubbleDown makes one isoobs pod serve the metrics of the daemon that is not connected
+// to Hubble (down: true) or of the connected one (false).
+func (s *Stack) SetPodHubbleDown(pod string, down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noHubble[pod] = down
 }
 
 // SetPodText makes one pod serve body on port (nil: back to the default).
