@@ -24,6 +24,7 @@ import (
 
 	"github.com/isoobs/isoobs/bench/emptyprobe"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+	"github.com/isoobs/isoobs/testlab/controlplane"
 )
 
 // observer is one arm of the benchmark, started once per (round, server) and kept for every load
@@ -93,7 +94,7 @@ func (e *emptyObs) stop() error { return e.progs.Close() }
 
 // isoobsObs is the isoobs-daemon as the chart runs it (deploy/chart: --interval=1s
 // --retention=5m --log-level=info --latency-sample-above=2000, a unix socket and a loopback gRPC
-// listener, metrics, GOMEMLIMIT=32MiB; --hubble-server=off as install sets it without Cilium),
+// listener, metrics, GOMEMLIMIT from the chart's goMemLimit; --hubble-server=off as install sets it without Cilium),
 // plus the real plugin (`top dns --daemon ADDR -A -o json`) as the person watching it. The
 // plugin would run on the engineer's machine, so its CPU is not the node's (logged apart).
 type isoobsObs struct {
@@ -137,7 +138,11 @@ func (o *isoobsObs) start(w *world) error {
 		"--log-level=info",
 		"--hubble-server=off",
 		"--latency-sample-above=2000")
-	o.daemon.Env = append(os.Environ(), "GOMEMLIMIT=32MiB")
+	limit, err := chartGoMemLimit()
+	if err != nil {
+		return err
+	}
+	o.daemon.Env = append(os.Environ(), "GOMEMLIMIT="+limit)
 	o.daemon.Stdout, o.daemon.Stderr = io.Discard, io.Discard
 	if os.Getenv("ISOOBS_PEERS_DEBUG") != "" {
 		o.daemon.Stderr = os.Stderr
@@ -257,6 +262,26 @@ func (o *isoobsObs) stop() error {
 		}
 	}
 	return os.RemoveAll(o.sockDir)
+}
+
+// chartGoMemLimit is the chart's goMemLimit (deploy/chart/values.yaml), the daemon's GOMEMLIMIT.
+func chartGoMemLimit() (string, error) {
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "deploy", "chart", "values.yaml"))
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(l, "goMemLimit:"); ok {
+			if v = strings.Trim(strings.TrimSpace(v), `"'`); v != "" {
+				return v, nil
+			}
+		}
+	}
+	return "", errors.New("deploy/chart/values.yaml has no goMemLimit")
 }
 
 func freePort() (string, error) {
