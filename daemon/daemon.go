@@ -63,6 +63,12 @@ type Config struct {
 	// pods/portforward, i.e. the caller's RBAC; the unix socket is root-only): on any other
 	// address everyone who can reach it reads every pod's DNS names.
 	AllowUnauthenticatedNetwork bool
+	// TenantAuthorization makes TCP callers (kubectl port-forward) present a bearer token the API
+	// server vouches for with audience TenantAudience (TokenReview), and answers Top for one
+	// namespace at a time that a SubjectAccessReview allows (get dnsflows.isoobs.io). Callers on
+	// a unix socket (root on the node) are not asked. Needs RESTConfig, and rights to create
+	// TokenReviews and SubjectAccessReviews (system:auth-delegator). See docs/security.md.
+	TenantAuthorization bool
 
 	// MaxTrackedPods bounds the pods (and unresolved cgroups) with history. Default 1024.
 	MaxTrackedPods int
@@ -165,6 +171,7 @@ type Daemon struct {
 	metrics  *metrics
 	coll     *collector
 	server   *server
+	auth     *tenantAuth // nil: no tenant authorization
 	kernel   string
 
 	closeOnce sync.Once
@@ -222,6 +229,18 @@ func New(cfg Config) (*Daemon, error) {
 	d.metrics.c = d.coll
 	d.metrics.reg.MustRegister(d.hubbleMetrics()...)
 	d.server = &server{d: d}
+	if cfg.TenantAuthorization {
+		if cfg.RESTConfig == nil {
+			src.Close()
+			return nil, errors.New("--tenant-authorization needs the Kubernetes API (TokenReview, SubjectAccessReview): drop --no-kubernetes or pass --kubeconfig")
+		}
+		a, err := newTenantAuth(cfg.RESTConfig)
+		if err != nil {
+			src.Close()
+			return nil, err
+		}
+		d.auth = a
+	}
 	return d, nil
 }
 
@@ -275,7 +294,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 
-	gs := grpc.NewServer()
+	var opts []grpc.ServerOption
+	if d.auth != nil {
+		opts = append(opts, grpc.UnaryInterceptor(d.auth.unary))
+	}
+	gs := grpc.NewServer(opts...)
 	isoobsv1.RegisterDaemonServer(gs, d.server)
 	var hs *http.Server
 	// stop ends everything started so far and waits for it: the Hubble client and the pod

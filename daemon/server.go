@@ -1,15 +1,172 @@
 package daemon
 
 import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"context"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
+
+// Tenant authorization (Config.TenantAuthorization; design in docs/security.md).
+const (
+	// TenantAudience is the audience a caller's token must be issued for
+	// (kubectl create token SA --audience isoobs.io/daemon). The API server itself refuses such a
+	// token, so what reaches the daemon cannot be replayed against the cluster.
+	TenantAudience = "isoobs.io/daemon"
+	// TenantGroup and TenantResource are what a SubjectAccessReview asks for, verb get, in the
+	// requested namespace: a virtual resource that RBAC grants with a Role, no CRD needed.
+	TenantGroup    = "isoobs.io"
+	TenantResource = "dnsflows"
+)
+
+type tenantAuth struct {
+	cs    kubernetes.Interface
+	mu    sync.Mutex
+	cache map[[32]byte]reviewed // by token hash, 30 s
+}
+
+type reviewed struct {
+	user *authenticationv1.UserInfo
+	at   time.Time
+}
+
+func newTenantAuth(rc *rest.Config) (*tenantAuth, error) {
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	return &tenantAuth{cs: cs, cache: map[[32]byte]reviewed{}}, nil
+}
+
+// identify returns the caller the API server vouches for, or nil for a unix-socket caller
+// (root on the node, mode 0600 socket).
+func (a *tenantAuth) identify(ctx context.Context) (*authenticationv1.UserInfo, error) {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil && p.Addr.Network() == "unix" {
+		return nil, nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	var token string
+	for _, v := range md.Get("authorization") {
+		if t, ok := strings.CutPrefix(v, "Bearer "); ok {
+			token = strings.TrimSpace(t)
+		}
+	}
+	if token == "" {
+		return nil, status.Error(codes.Unauthenticated, "this daemon runs with tenant authorization: send a bearer token for audience "+TenantAudience+" (kubectl create token SERVICEACCOUNT --audience "+TenantAudience+")")
+	}
+	key := sha256.Sum256([]byte(token))
+	a.mu.Lock()
+	if r, ok := a.cache[key]; ok && time.Since(r.at) < 30*time.Second {
+		a.mu.Unlock()
+		return r.user, nil
+	}
+	a.mu.Unlock()
+	tr, err := a.cs.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
+		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{TenantAudience}}}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "TokenReview: %v", err)
+	}
+	if !tr.Status.Authenticated || !slices.Contains(tr.Status.Audiences, TenantAudience) {
+		return nil, status.Errorf(codes.Unauthenticated, "token not accepted for audience %s: %s", TenantAudience, tr.Status.Error)
+	}
+	user := tr.Status.User
+	a.mu.Lock()
+	for k, r := range a.cache {
+		if time.Since(r.at) >= 30*time.Second {
+			delete(a.cache, k)
+		}
+	}
+	a.cache[key] = reviewed{user: &user, at: time.Now()}
+	a.mu.Unlock()
+	return &user, nil
+}
+
+// allow asks the API server whether user may get dnsflows.isoobs.io in namespace ns.
+func (a *tenantAuth) allow(ctx context.Context, user *authenticationv1.UserInfo, ns string) error {
+	extra := map[string]authorizationv1.ExtraValue{}
+	for k, v := range user.Extra {
+		extra[k] = authorizationv1.ExtraValue(v)
+	}
+	sar, err := a.cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+		Spec: authorizationv1.SubjectAccessReviewSpec{User: user.Username, Groups: user.Groups, UID: user.UID, Extra: extra,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "get", Group: TenantGroup, Resource: TenantResource}}},
+		metav1.CreateOptions{})
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "SubjectAccessReview: %v", err)
+	}
+	if !sar.Status.Allowed {
+		return status.Errorf(codes.PermissionDenied, "%s may not get %s.%s in namespace %s", user.Username, TenantResource, TenantGroup, ns)
+	}
+	return nil
+}
+
+// unary authenticates Status (it carries no names, so any vouched-for caller may read it).
+func (a *tenantAuth) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if _, err := a.identify(ctx); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+// authorizeTop returns the one namespace a tenant's Top stream is limited to ("" when the caller
+// is not limited: unix socket, or no tenant authorization).
+func (s *server) authorizeTop(ctx context.Context, req *isoobsv1.TopRequest) (string, error) {
+	a := s.d.auth
+	if a == nil {
+		return "", nil
+	}
+	user, err := a.identify(ctx)
+	if err != nil || user == nil {
+		return "", err
+	}
+	if req.Namespace == "" {
+		return "", status.Error(codes.PermissionDenied, "this daemon runs with tenant authorization: name one namespace (-n NAMESPACE); all namespaces (-A) is for the node's unix socket")
+	}
+	switch req.GroupBy {
+	case isoobsv1.GroupBy_GROUP_BY_UNSPECIFIED, isoobsv1.GroupBy_GROUP_BY_POD, isoobsv1.GroupBy_GROUP_BY_WORKLOAD, isoobsv1.GroupBy_GROUP_BY_NAMESPACE:
+	default:
+		return "", status.Errorf(codes.PermissionDenied, "tenant authorization: --group-by %s mixes namespaces; group by pod, workload or namespace", strings.ToLower(strings.TrimPrefix(req.GroupBy.String(), "GROUP_BY_")))
+	}
+	if err := a.allow(ctx, user, req.Namespace); err != nil {
+		return "", err
+	}
+	return req.Namespace, nil
+}
+
+// limitFrame keeps a tenant's frame to its namespace: other namespaces' rows go, and so do the
+// node-wide name lists (they mix namespaces).
+func limitFrame(f *isoobsv1.TopFrame, ns string) *isoobsv1.TopFrame {
+	rows := f.Rows[:0:0]
+	for _, r := range f.Rows {
+		if r.Namespace == ns {
+			rows = append(rows, r)
+		}
+	}
+	f.Rows, f.TopNames = rows, nil
+	if f.Total != nil {
+		f.Total.TopNames, f.Total.TopZones = nil, nil
+	}
+	f.Warnings = append(f.Warnings, fmt.Sprintf("tenant authorization: limited to namespace %s", ns))
+	return f
+}
 
 type server struct {
 	isoobsv1.UnimplementedDaemonServer
@@ -19,6 +176,10 @@ type server struct {
 // Top streams one frame every request interval (whole collector ticks), starting with the
 // next tick, until the client goes away.
 func (s *server) Top(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopServer) error {
+	limit, err := s.authorizeTop(stream.Context(), req)
+	if err != nil {
+		return err
+	}
 	c := s.d.coll
 	q, err := newTopQuery(req, c.cfg.Interval)
 	if err != nil {
@@ -42,7 +203,11 @@ func (s *server) Top(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopServer)
 		if n%every != 0 {
 			continue
 		}
-		if err := stream.Send(c.frame(q)); err != nil {
+		f := c.frame(q)
+		if limit != "" {
+			f = limitFrame(f, limit)
+		}
+		if err := stream.Send(f); err != nil {
 			return err
 		}
 	}

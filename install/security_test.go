@@ -203,3 +203,24 @@ func TestEnsureNamespacePodSecurity(t *testing.T) {
 		t.Errorf("created %s: labels %v", values.NamespaceSplunk, ns.Labels)
 	}
 }
+
+// Item 12: tenantAuthorization.enabled turns the daemon's check on and lets it ask the API server
+// (system:auth-delegator); off (the default) neither is there.
+func TestDaemonChartTenantAuthorization(t *testing.T) {
+	ch, err := deploy.Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, on := range []bool{false, true} {
+		objs := renderComponent(t, ComponentIsoobs, values.Defaults(), Overrides{ComponentIsoobs: {"tenantAuthorization": map[string]any{"enabled": on}}}, ch)
+		c := Find(objs, "DaemonSet", "isoobs").Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
+		hasArg := slices.Contains(c["args"].([]any), any("--tenant-authorization"))
+		crb := Find(objs, "ClusterRoleBinding", "isoobs-auth-delegator")
+		if hasArg != on || (crb != nil) != on {
+			t.Errorf("enabled=%v: arg %v, auth-delegator binding %v", on, hasArg, crb != nil)
+		}
+		if on && crb.Object["roleRef"].(map[string]any)["name"] != "system:auth-delegator" {
+			t.Errorf("binding %v", crb.Object)
+		}
+	}
+}

@@ -83,6 +83,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&cfg.Interval, "interval", time.Second, "how often the probe maps are read (one Top frame per interval)")
 	f.DurationVar(&cfg.Retention, "retention", 5*time.Minute, "history kept per pod (the longest rate window) and how long vanished pods stay visible")
 	f.StringSliceVar(&cfg.GRPCListen, "grpc-listen", []string{daemon.DefaultSocket}, "gRPC listen addresses: unix:///path (created mode 0600) or a loopback host:port (e.g. 127.0.0.1:9967 for port-forward); other addresses need --allow-unauthenticated-grpc")
+	f.BoolVar(&cfg.TenantAuthorization, "tenant-authorization", false, "TCP callers (port-forward) must send a token for audience "+daemon.TenantAudience+" (TokenReview) and may read only namespaces where they may get dnsflows.isoobs.io (SubjectAccessReview), one per stream; the unix socket is not asked (docs/security.md)")
 	f.BoolVar(&cfg.AllowUnauthenticatedNetwork, "allow-unauthenticated-grpc", false, "allow a non-loopback --grpc-listen: the API has no authentication, anyone who reaches the address reads every pod's DNS names")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", ":9966", "address for /metrics, /healthz and /readyz (empty: off)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for pod names (default: in-cluster config)")
