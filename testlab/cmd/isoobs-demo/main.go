@@ -71,7 +71,7 @@ func run(calm, flood time.Duration, floodQPS float64, keep, realNode bool) error
 
 	step("building kubectl-isoobs, isoobs-daemon and the DNS load generator")
 	bin := filepath.Join(work, "bin")
-	for _, b := range [][2]string{{"kubectl-isoobs", "./cmd/kubectl-isoobs"}, {"isoobs-daemon", "./cmd/isoobs-daemon"}} {
+	for _, b := range [][2]string{{"kubectl-isoobs", "github.com/isoobs/isoobs/cmd/kubectl-isoobs"}, {"isoobs-daemon", "github.com/isoobs/isoobs/cmd/isoobs-daemon"}} {
 		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, b[0]), b[1]).CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %v\n%s", b[1], err, out)
 		}
@@ -179,6 +179,33 @@ func run(calm, flood time.Duration, floodQPS float64, keep, realNode bool) error
 	if realCrawler != nil {
 		crawlerName = realCrawler.Name
 	}
+	// What the cluster counted for the crawler before its flood: the flood's queries are counted
+	// on top of it, exactly.
+	crawlerQueries := func() (uint64, error) {
+		out, err := top("-o", "json", "--once", "--group-by", "pod").Output()
+		if err != nil {
+			return 0, fmt.Errorf("kubectl isoobs top dns -o json --once: %w", err)
+		}
+		var f struct {
+			Rows []struct {
+				Pod     string `json:"pod"`
+				Queries uint64 `json:"queries"`
+			} `json:"rows"`
+		}
+		if err := json.Unmarshal(out, &f); err != nil {
+			return 0, fmt.Errorf("kubectl isoobs top dns -o json --once: %w", err)
+		}
+		for _, r := range f.Rows {
+			if r.Pod == crawlerName {
+				return r.Queries, nil
+			}
+		}
+		return 0, nil
+	}
+	before, err := crawlerQueries()
+	if err != nil {
+		return err
+	}
 	// The machine-readable view measures when the crawler is ranked first.
 	watch := top("-o", "json", "--interval", "500ms", "--sort", "qps")
 	watchOut, _ := watch.StdoutPipe()
@@ -212,10 +239,12 @@ func run(calm, flood time.Duration, floodQPS float64, keep, realNode bool) error
 		}
 		floodReport, floodErr = dnsgen.RunInPod(trafficCtx, crawler.Net, gen, cfg)
 	}()
+	var notFirst error
 	select {
 	case d := <-rankedFirst:
 		fmt.Printf("tenant-jobs/%s ranked first %.2fs after the flood started\n", crawlerName, d.Seconds())
 	case <-time.After(10 * time.Second):
+		notFirst = fmt.Errorf("the crawler %s was not ranked first within 10 s of its flood", crawlerName)
 		fmt.Println("crawler NOT ranked first within 10s")
 	}
 	_ = watch.Process.Kill()
@@ -237,11 +266,33 @@ func run(calm, flood time.Duration, floodQPS float64, keep, realNode bool) error
 	fmt.Printf("sent %d  answered %d  NXDOMAIN %d  SERVFAIL %d  timeouts %d  p50 %.2fms p99 %.2fms\n",
 		floodReport.Sent, floodReport.Answered, floodReport.RCodes.NXDomain, floodReport.RCodes.ServFail,
 		floodReport.Timeouts, floodReport.Latency.P50Micros/1000, floodReport.Latency.P99Micros/1000)
+	// Every query the crawler sent is counted once: the daemons' count catches up within a tick.
+	var counted uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		after, err := crawlerQueries()
+		if err != nil {
+			return err
+		}
+		counted = after - before
+		if counted == floodReport.Sent || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	exact := counted == floodReport.Sent
+	fmt.Printf("isoobs counted %d of the crawler's %d queries: exact %v\n", counted, floodReport.Sent, exact)
 	if keep {
 		step("lab kept: KUBECONFIG=%s — Ctrl-C to clean up", lab.Kubeconfig())
 		select {}
 	}
 	step("cleaning up")
+	if notFirst != nil {
+		return notFirst
+	}
+	if !exact {
+		return fmt.Errorf("isoobs counted %d of the crawler's %d queries", counted, floodReport.Sent)
+	}
 	return nil
 }
 
