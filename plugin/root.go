@@ -42,10 +42,13 @@ Commands:
   install    install or upgrade Cilium+Hubble, Tetragon, a metrics pipeline and the daemons
   uninstall  remove what install created
   verify     check the whole stack end to end and say what to run next
-  version    print the plugin version`,
+  version    print the plugin version
+  completion shell completion (kubectl isoobs completion kubectl: for kubectl's own)`,
 		Example:      rootExample,
 		SilenceUsage: true,
 		Annotations:  map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl isoobs"},
+		// Our completion command adds the kubectl_complete-isoobs script to cobra's shells.
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 	}
 	configFlags.AddFlags(cmd.PersistentFlags())
 	cmd.SetIn(streams.In)
@@ -57,6 +60,7 @@ Commands:
 	cmd.AddCommand(NewCmdInstall(configFlags, streams))
 	cmd.AddCommand(NewCmdUninstall(configFlags, streams))
 	cmd.AddCommand(NewCmdVersion(streams))
+	cmd.AddCommand(NewCmdCompletion(streams))
 	return cmd
 }
 
