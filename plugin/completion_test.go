@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
 	"github.com/isoobs/isoobs/testlab/controlplane"
 )
 
@@ -85,5 +88,41 @@ func TestKubectlCompletesThePlugin(t *testing.T) {
 	out, err := cmd.Output()
 	if err != nil || string(out) != "pod\nworkload\nnamespace\nqname\nnode\n:4\n" {
 		t.Errorf("kubectl __complete isoobs top dns --group-by: %v\n%s", err, out)
+	}
+}
+
+func TestTopDNSHelpIsGrouped(t *testing.T) {
+	out, _, err := runCmd(t, "top", "dns", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	titles := []string{"Which rows (and -n from the global flags):", "How they are counted and shown:", "Output:",
+		"Every node's daemon (the default):", "One daemon at an address (--daemon):", "In this process on this host (--local):",
+		"Other flags:", "Global Flags:"}
+	at := 0
+	for _, title := range titles {
+		i := strings.Index(out[at:], "\n"+title+"\n")
+		if i < 0 {
+			t.Fatalf("no section %q after byte %d of:\n%s", title, at, out)
+		}
+		at += i + 1
+	}
+	if strings.Contains(out, "\nFlags:\n") {
+		t.Error("an ungrouped Flags: section is left")
+	}
+	// Every flag of top dns is shown exactly once in the sections.
+	sections := out[strings.Index(out, titles[0]):strings.Index(out, "Global Flags:")]
+	root := NewRootCmd(genericiooptions.NewTestIOStreamsDiscard())
+	dns, _, err := root.Find([]string{"top", "dns"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns.LocalFlags().VisitAll(func(f *pflag.Flag) {
+		if n := strings.Count(sections, "--"+f.Name+" "); n != 1 {
+			t.Errorf("--%s appears %d times in the help", f.Name, n)
+		}
+	})
+	if !strings.Contains(sections, "Output:\n  -o, --output string") {
+		t.Errorf("-o is not first under Output:\n%s", out)
 	}
 }

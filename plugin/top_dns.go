@@ -178,6 +178,15 @@ Before the first frame each daemon is asked its version once (not with
 	_ = cmd.RegisterFlagCompletionFunc("sort", cobra.FixedCompletions(top.SortKeys, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("group-by", cobra.FixedCompletions(top.GroupBys, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("source", cobra.FixedCompletions(Sources, cobra.ShellCompDirectiveNoFileComp))
+	groupFlags(cmd,
+		flagGroup{"Which rows (and -n from the global flags)", []string{"all-namespaces", "selector", "pod", "source"}},
+		flagGroup{"How they are counted and shown", []string{"group-by", "sort", "limit", "top-names", "once", "duration", "interval"}},
+		flagGroup{"Output", []string{"output", "no-headers"}},
+		flagGroup{"Every node's daemon (the default)", []string{"node", "daemon-namespace", "daemon-selector", "daemon-port", "connect-timeout"}},
+		flagGroup{"One daemon at an address (--daemon)", []string{"daemon"}},
+		flagGroup{"In this process on this host (--local)", []string{"local", "cgroup-root", "node-name", "hubble-server", "hubble-tls", "hubble-tls-ca-cert",
+			"hubble-tls-client-cert", "hubble-tls-client-key", "hubble-tls-server-name", "hubble-tls-insecure"}},
+	)
 	return cmd
 }
 
