@@ -75,6 +75,11 @@ func (cp *ControlPlane) ForwardPodPort(ctx context.Context, namespace, pod strin
 			"target": map[string]any{"address": targetHost, "port": int64(targetPort)},
 		}}},
 	}}
+	// Owned by its pod: it goes with the pod, and nothing treats it as an object of its own
+	// (uninstall keeps a namespace holding objects isoobs did not create, and skips owned ones).
+	if p, err := cp.client.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{}); err == nil {
+		obj.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: p.Name, UID: p.UID}})
+	}
 	pfs := client.Resource(portForwardResource).Namespace(namespace)
 	_, err = pfs.Create(ctx, obj, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
