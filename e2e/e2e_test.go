@@ -24,6 +24,7 @@ import (
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 	"github.com/isoobs/isoobs/testlab"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
+	"github.com/isoobs/isoobs/testlab/labdaemons"
 	"github.com/isoobs/isoobs/testlab/podnet"
 )
 
@@ -45,7 +46,12 @@ type nodeDaemon struct {
 func startDaemon(t *testing.T, lab *testlab.Lab, node string) *nodeDaemon {
 	t.Helper()
 	started := time.Now()
-	d, err := daemon.New(daemon.Config{NodeName: node, CgroupRoot: lab.Node(node).CgroupRoot(), RESTConfig: lab.RESTConfig(),
+	// The chart's ServiceAccount and RBAC, never the lab's admin credential.
+	rc, err := labdaemons.ChartServiceAccountConfig(context.Background(), lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.New(daemon.Config{NodeName: node, CgroupRoot: lab.Node(node).CgroupRoot(), RESTConfig: rc,
 		Interval: 250 * time.Millisecond, HubbleDisabled: true})
 	if err != nil {
 		t.Fatal(err)

@@ -23,11 +23,17 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/isoobs/isoobs/deploy"
 	"github.com/isoobs/isoobs/install"
 	"github.com/isoobs/isoobs/install/values"
 	"github.com/isoobs/isoobs/plugin/cluster"
@@ -312,4 +318,68 @@ func serviceAccountKubeconfig(ctx context.Context, lab *testlab.Lab) (path, acco
 		return "", "", err
 	}
 	return path, ns + "/" + sa, nil
+}
+
+// ChartServiceAccountConfig is a client config for in-process daemons (e.g. daemon.New in a test)
+// holding a token of the chart's ServiceAccount: the ServiceAccount, ClusterRole and
+// ClusterRoleBinding rendered from the chart (nothing else of it) are created when missing, so the
+// daemon runs with exactly the chart's RBAC and never the lab's admin credential.
+func ChartServiceAccountConfig(ctx context.Context, lab *testlab.Lab) (*rest.Config, error) {
+	ch, err := deploy.Chart()
+	if err != nil {
+		return nil, err
+	}
+	spec := install.Specs(values.EditionOSS)[install.ComponentIsoobs]
+	vals, err := install.FinalValues(install.ComponentIsoobs, values.Defaults(), nil)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := install.Render(ch, spec, vals, controlplane.K8sVersion, nil)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := install.Objects(rel)
+	if err != nil {
+		return nil, err
+	}
+	cs := lab.Client()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: spec.Namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(lab.RESTConfig())
+	if err != nil {
+		return nil, err
+	}
+	sa := ""
+	for _, m := range objs {
+		var res schema.GroupVersionResource
+		switch m.Object.GetKind() {
+		case "ServiceAccount":
+			res, sa = corev1.SchemeGroupVersion.WithResource("serviceaccounts"), m.Object.GetName()
+		case "ClusterRole":
+			res = rbacv1.SchemeGroupVersion.WithResource("clusterroles")
+		case "ClusterRoleBinding":
+			res = rbacv1.SchemeGroupVersion.WithResource("clusterrolebindings")
+		default:
+			continue
+		}
+		r := dyn.Resource(res)
+		var ri dynamic.ResourceInterface = r
+		if m.Object.GetNamespace() != "" {
+			ri = r.Namespace(m.Object.GetNamespace())
+		}
+		if _, err := ri.Create(ctx, m.Object, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("the chart's %s %s: %w", m.Object.GetKind(), m.Object.GetName(), err)
+		}
+	}
+	if sa == "" {
+		return nil, fmt.Errorf("the chart renders no ServiceAccount")
+	}
+	expiry := int64((24 * time.Hour).Seconds())
+	tr, err := cs.CoreV1().ServiceAccounts(spec.Namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("a token for ServiceAccount %s/%s: %w", spec.Namespace, sa, err)
+	}
+	return &rest.Config{Host: lab.CP.APIServerURL, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAFile: lab.CP.CAFile}}, nil
 }

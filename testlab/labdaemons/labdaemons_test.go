@@ -69,6 +69,16 @@ func TestDaemonsRunWithTheChartsServiceAccount(t *testing.T) {
 		}
 	}
 
+	// In-process daemons get the same account.
+	inproc, err := ChartServiceAccountConfig(ctx, lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	who2, err := kubernetes.NewForConfigOrDie(inproc).AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil || who2.Status.UserInfo.Username != "system:serviceaccount:isoobs:isoobs" {
+		t.Errorf("ChartServiceAccountConfig authenticates as %v (%v)", who2, err)
+	}
+
 	for node, d := range set.ByNode {
 		i := slices.Index(d.Cmd.Args, "--kubeconfig")
 		if i < 0 || d.Cmd.Args[i+1] != set.Kubeconfig {
