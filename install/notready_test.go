@@ -2,6 +2,8 @@ package install
 
 import (
 	"context"
+	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -9,7 +11,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/isoobs/isoobs/install/values"
 )
 
 // --wait names what holds each pod back: the runtime's message for a container that cannot be
@@ -51,5 +57,24 @@ func TestWhyNotReady(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("explain:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// Near the --timeout, client-go's rate limiter refuses a request it could not send in time; that
+// is the timeout (with what holds the pods back), not "reading ... failed" (seen on the real node:
+// "reading isoobs/daemonset/isoobs: client rate limiter Wait returned an error: rate: Wait(n=1)
+// would exceed context deadline"). A Deployment that cannot be read is not ready either.
+func TestWaitRateLimiterAtDeadlineIsTheTimeout(t *testing.T) {
+	cs := fake.NewClientset()
+	cs.PrependReactor("get", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("client rate limiter Wait returned an error: rate: Wait(n=1) would exceed context deadline")
+	})
+	inst := &Installer{client: cs, out: io.Discard, pollInterval: 50 * time.Millisecond}
+	spec := Specs(values.EditionOSS)[ComponentIsoobs]
+	for _, kind := range []string{"DaemonSet", "Deployment"} {
+		err := inst.waitWorkloads(context.Background(), spec, []workload{{kind, "isoobs", "isoobs"}}, 300*time.Millisecond)
+		if err == nil || !strings.Contains(err.Error(), "not ready after 300ms") || strings.Contains(err.Error(), "reading") {
+			t.Errorf("%s: %v, want the timeout", kind, err)
+		}
 	}
 }

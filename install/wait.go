@@ -91,6 +91,16 @@ func (i *Installer) wait(ctx context.Context, spec Spec, timeout time.Duration) 
 	if len(ws) == 0 {
 		return nil
 	}
+	return i.waitWorkloads(ctx, spec, ws, timeout)
+}
+
+// deadlineRefused is client-go's rate limiter declining a request it could not send before the
+// context's deadline: that is the timeout arriving, not a failure to read.
+func deadlineRefused(err error) bool {
+	return strings.Contains(err.Error(), "would exceed context deadline")
+}
+
+func (i *Installer) waitWorkloads(ctx context.Context, spec Spec, ws []workload, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	last, lastWhy := "", ""
@@ -103,8 +113,16 @@ func (i *Installer) wait(ctx context.Context, spec Spec, timeout time.Duration) 
 		var stuck []workload
 		for _, w := range ws {
 			r, n, err := i.readiness(ctx, w)
-			if err != nil && ctx.Err() == nil {
-				return fmt.Errorf("%s: reading %s/%s: %w", spec.Component, w.namespace, w, err)
+			if err != nil {
+				if ctx.Err() == nil && !deadlineRefused(err) {
+					return fmt.Errorf("%s: reading %s/%s: %w", spec.Component, w.namespace, w, err)
+				}
+				// The timeout is here: the workload counts as not ready (unread, a Deployment
+				// would read 0/0 and pass as ready).
+				parts = append(parts, fmt.Sprintf("%s ?", w))
+				notReady = append(notReady, w.namespace+" "+w.String())
+				stuck = append(stuck, w)
+				continue
 			}
 			ready, want = ready+r, want+n
 			parts = append(parts, fmt.Sprintf("%s %d/%d", w, r, n))
