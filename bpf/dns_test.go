@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/isoobs/isoobs/cgroupv2"
 )
 
 // podTruth is what a test sent and received for one cgroup.
@@ -19,7 +21,7 @@ type podTruth struct {
 }
 
 func newPodTruth(t *testing.T, dir string) *podTruth {
-	id, err := CgroupID(dir)
+	id, err := cgroupv2.ID(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +177,7 @@ func TestDNSCountsExactPerPod(t *testing.T) {
 
 	// The DNS server pod is inside the root: it sees every query, including
 	// the ones from the cgroup outside the root.
-	srvID, _ := CgroupID(coredns)
+	srvID, _ := cgroupv2.ID(coredns)
 	srv := pods[srvID]
 	var total, bytesIn, bytesOut uint64
 	for _, pt := range []*podTruth{truthA, truthB, truthOut} {
@@ -248,7 +250,7 @@ func TestDNSLatencyHistogram(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	id, _ := CgroupID(pod)
+	id, _ := cgroupv2.ID(pod)
 
 	for _, tc := range []struct {
 		delay time.Duration
@@ -319,7 +321,7 @@ func TestDNSNameTableOverflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	id, _ := CgroupID(pod)
+	id, _ := cgroupv2.ID(pod)
 	c := l.dial(pod, false, false)
 	truth := newPodTruth(t, pod)
 
@@ -456,7 +458,7 @@ func TestDNSNameFloodDrainedEarly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	id, _ := CgroupID(pod)
+	id, _ := cgroupv2.ID(pod)
 	c := l.dial(pod, false, false)
 	truth := newPodTruth(t, pod)
 	for i := 0; i < unique; i++ {

@@ -3,7 +3,6 @@ package bpf
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -78,27 +77,4 @@ func missingCapabilities() []string {
 		missing = append(missing, "CAP_NET_ADMIN")
 	}
 	return missing
-}
-
-// checkCgroupRoot verifies that dir is a cgroup v2 directory.
-func checkCgroupRoot(dir string) error {
-	mount, mountErr := Cgroup2Mount()
-	hint := "find it with `findmnt -t cgroup2`"
-	if mountErr == nil {
-		hint = "cgroup v2 is mounted at " + mount
-	}
-	if dir == "" {
-		return fmt.Errorf("cgroup root not set; set --cgroup-root to the node's cgroup v2 directory (%s)", hint)
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("cgroup root %q not found; set --cgroup-root to the node's cgroup v2 directory (%s)", dir, hint)
-		}
-		return fmt.Errorf("cgroup root %q: %w; set --cgroup-root to the node's cgroup v2 directory (%s)", dir, err, hint)
-	}
-	if st.Type != unix.CGROUP2_SUPER_MAGIC {
-		return fmt.Errorf("cgroup root %q is not a cgroup v2 directory (a v1 hierarchy or a plain directory); set --cgroup-root to the node's cgroup v2 directory (%s)", dir, hint)
-	}
-	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
+	"github.com/isoobs/isoobs/cgroupv2"
 	"github.com/isoobs/isoobs/testlab/needroot"
 )
 
@@ -55,7 +56,7 @@ var labSeq atomic.Int32
 func newLab(t testing.TB) *lab {
 	t.Helper()
 	needroot.Require(t, "loads eBPF, creates netns/cgroups")
-	mount, err := Cgroup2Mount()
+	mount, err := cgroupv2.Mount()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,13 +7,15 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/isoobs/isoobs/cgroupv2"
 )
 
 // LoadDNS loads the DNS probe and attaches its egress and ingress programs
 // to opts.CgroupRoot. Errors name what is missing (capability, BTF, cgroup
 // root) and what to do.
 func LoadDNS(opts Options) (*DNSProbe, error) {
-	if err := checkCgroupRoot(opts.CgroupRoot); err != nil {
+	if err := cgroupv2.Check(opts.CgroupRoot); err != nil {
 		return nil, err
 	}
 	// Only kernels before 5.11 account BPF memory to RLIMIT_MEMLOCK; raising

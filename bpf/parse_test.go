@@ -9,6 +9,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/isoobs/isoobs/cgroupv2"
 )
 
 // Packets driven straight into the programs with BPF_PROG_TEST_RUN. The
@@ -180,7 +182,7 @@ func newTestRunnerOpts(t testing.TB, opts Options) *testRunner {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	id, _ := CgroupID(cg)
+	id, _ := cgroupv2.ID(cg)
 	return &testRunner{t: t, p: p, lab: l, cg: cg, id: id}
 }
 
@@ -502,7 +504,7 @@ func TestDNSInflightEviction(t *testing.T) {
 func TestDNSPodSlots(t *testing.T) {
 	r := newTestRunnerOpts(t, Options{PodSlots: 1})
 	other := r.lab.cgroup("node/other")
-	otherID, err := CgroupID(other)
+	otherID, err := cgroupv2.ID(other)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -24,11 +25,11 @@ import (
 
 	"github.com/isoobs/isoobs/bpf"
 	"github.com/isoobs/isoobs/buildinfo"
+	"github.com/isoobs/isoobs/cgroupv2"
 	"github.com/isoobs/isoobs/daemon/podmeta"
 	"github.com/isoobs/isoobs/daemon/podresolver"
 	"github.com/isoobs/isoobs/hubble"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Version is this build's version from buildinfo (stamped by `make build` and release builds,
@@ -184,14 +185,11 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	if cfg.CgroupRoot == "" {
-		root, err := podresolver.DetectCgroupRoot()
+		root, err := cgroupv2.Detect()
 		if err != nil {
 			return nil, err
 		}
 		cfg.CgroupRoot = root
-	}
-	if err := podresolver.CheckCgroupRoot(cfg.CgroupRoot); err != nil {
-		return nil, err
 	}
 	src := cfg.source
 	if src == nil {

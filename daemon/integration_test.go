@@ -20,8 +20,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/isoobs/isoobs/cgroupv2"
 	"github.com/isoobs/isoobs/daemon"
-	"github.com/isoobs/isoobs/daemon/podresolver"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 	"github.com/isoobs/isoobs/testlab/needroot"
 )
@@ -93,7 +93,7 @@ func rowByUID(f *isoobsv1.TopFrame, uid string) *isoobsv1.DNSRow {
 // and checks the in-process gRPC API reports exactly that traffic.
 func TestDaemonRealProbe(t *testing.T) {
 	needroot.Require(t, "loads eBPF programs, creates cgroups and network namespaces")
-	mount, err := podresolver.DetectCgroupRoot()
+	mount, err := cgroupv2.Detect()
 	if err != nil {
 		t.Fatal(err)
 	}

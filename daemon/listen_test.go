@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/isoobs/isoobs/daemon/podresolver"
+	"github.com/isoobs/isoobs/cgroupv2"
 )
 
 func TestGRPCListenRefusesNonLoopback(t *testing.T) {
@@ -37,7 +37,7 @@ func TestGRPCListenRefusesNonLoopback(t *testing.T) {
 // testDaemon is a Daemon over a fake probe, observing the host's cgroup v2 root.
 func testDaemon(t *testing.T, mod func(*Config)) *Daemon {
 	t.Helper()
-	root, err := podresolver.DetectCgroupRoot()
+	root, err := cgroupv2.Detect()
 	if err != nil {
 		t.Skipf("no cgroup v2 root: %v", err)
 	}

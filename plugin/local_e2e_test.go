@@ -20,7 +20,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/isoobs/isoobs/daemon/podresolver"
+	"github.com/isoobs/isoobs/cgroupv2"
 	"github.com/isoobs/isoobs/plugin/top"
 	"github.com/isoobs/isoobs/testlab/needroot"
 )
@@ -40,7 +40,7 @@ const (
 // what the client sent.
 func TestLocalCountsRealDNSExactly(t *testing.T) {
 	needroot.Require(t, "--local loads eBPF programs")
-	v2, err := podresolver.DetectCgroupRoot()
+	v2, err := cgroupv2.Detect()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/isoobs/isoobs/bpf"
+	"github.com/isoobs/isoobs/cgroupv2"
 	"github.com/isoobs/isoobs/deploy"
 	"github.com/isoobs/isoobs/install"
 	"github.com/isoobs/isoobs/install/values"
@@ -121,7 +121,7 @@ func TestChartCapabilitiesAreExactlyEnough(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	mount, err := bpf.Cgroup2Mount()
+	mount, err := cgroupv2.Mount()
 	if err != nil {
 		t.Skip(err)
 	}

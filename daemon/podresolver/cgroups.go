@@ -2,68 +2,15 @@ package podresolver
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/isoobs/isoobs/bpf"
+	"github.com/isoobs/isoobs/cgroupv2"
 )
-
-// DetectCgroupRoot finds the cgroup v2 mount: /sys/fs/cgroup on unified hosts,
-// /sys/fs/cgroup/unified on hybrid ones, or wherever /proc/self/mountinfo says.
-func DetectCgroupRoot() (string, error) {
-	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		if isCgroup2(p) {
-			return p, nil
-		}
-	}
-	if p, err := bpf.Cgroup2Mount(); err == nil {
-		return p, nil
-	}
-	return "", errors.New("no cgroup v2 mount found (looked at /sys/fs/cgroup, /sys/fs/cgroup/unified and /proc/self/mountinfo); " +
-		"mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or pass --cgroup-root")
-}
-
-// CheckCgroupRoot says clearly why a configured root cannot be used.
-func CheckCgroupRoot(root string) error {
-	st, err := os.Stat(root)
-	if err != nil {
-		return fmt.Errorf("cgroup root %s: %w; pass --cgroup-root with the cgroup v2 mount (usually /sys/fs/cgroup)", root, err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("cgroup root %s is not a directory; pass --cgroup-root with the cgroup v2 mount", root)
-	}
-	if !isCgroup2(root) {
-		return fmt.Errorf("cgroup root %s is not a cgroup v2 filesystem; pass --cgroup-root with the cgroup v2 mount (see `mount -t cgroup2`)", root)
-	}
-	return nil
-}
-
-func isCgroup2(p string) bool {
-	var st unix.Statfs_t
-	return unix.Statfs(p, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
-}
-
-// CgroupID is the id the kernel reports for a cgroup v2 directory (bpf_skb_cgroup_id,
-// bpf_get_current_cgroup_id): the directory's inode number.
-func CgroupID(dir string) (uint64, error) {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return 0, err
-	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, fmt.Errorf("stat %s: no inode", dir)
-	}
-	return sys.Ino, nil
-}
 
 // Cgroup is one resolved cgroup id.
 type Cgroup struct {
@@ -127,7 +74,7 @@ func (r *Resolver) Exists(id uint64) bool {
 	if !ok {
 		return false
 	}
-	got, err := CgroupID(filepath.Join(r.root, c.Path))
+	got, err := cgroupv2.ID(filepath.Join(r.root, c.Path))
 	return err == nil && got == id
 }
 

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/isoobs/isoobs/cgroupv2"
 )
 
 // The resolver walks any directory tree the same way; a temp dir stands in for the cgroup fs.
@@ -20,12 +22,12 @@ func TestResolverRescanIsRateLimited(t *testing.T) {
 	now := time.Unix(0, 0)
 	r := newResolver(root, time.Second, func() time.Time { return now })
 
-	ctrID, _ := CgroupID(filepath.Join(pod, "ctr1"))
+	ctrID, _ := cgroupv2.ID(filepath.Join(pod, "ctr1"))
 	c, ok := r.Resolve(ctrID)
 	if !ok || c.Pod == nil || c.Pod.UID != "8f2a1c3e-5b7d-4e9f-a1b2-c3d4e5f60718" || c.Path != "/kubepods/burstable/pod8f2a1c3e-5b7d-4e9f-a1b2-c3d4e5f60718/ctr1" {
 		t.Fatalf("container cgroup: %+v %v", c, ok)
 	}
-	hostID, _ := CgroupID(host)
+	hostID, _ := cgroupv2.ID(host)
 	if c, ok := r.Resolve(hostID); !ok || c.Pod != nil {
 		t.Fatalf("host cgroup: %+v %v", c, ok)
 	}
@@ -35,7 +37,7 @@ func TestResolverRescanIsRateLimited(t *testing.T) {
 	if err := os.Mkdir(newDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	newID, _ := CgroupID(newDir)
+	newID, _ := cgroupv2.ID(newDir)
 	scans := r.Scans()
 	if _, ok := r.Resolve(newID); ok {
 		t.Fatal("resolved without a rescan")
@@ -55,14 +57,5 @@ func TestResolverRescanIsRateLimited(t *testing.T) {
 	}
 	if r.Exists(newID) {
 		t.Fatal("Exists true for a removed cgroup")
-	}
-}
-
-func TestCheckCgroupRoot(t *testing.T) {
-	if err := CheckCgroupRoot("/nonexistent-isoobs"); err == nil {
-		t.Fatal("missing root accepted")
-	}
-	if err := CheckCgroupRoot(t.TempDir()); err == nil {
-		t.Fatal("non-cgroup2 dir accepted")
 	}
 }
