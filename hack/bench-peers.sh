@@ -21,6 +21,8 @@ ig=${ISOOBS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/isoobs}/bin/ig-v0.51.1/ig
 	dirty=""
 	git diff --quiet HEAD -- bench/peers hack/bench-peers.sh || dirty=" (bench/peers or hack/bench-peers.sh modified)"
 	echo "commit: $(git rev-parse HEAD)$dirty"
+	# The binaries are built from the working tree: say whether it differs from the commit.
+	echo "working tree: $(git status --porcelain --untracked-files=no | wc -l) tracked files modified, $(git status --porcelain | grep -c '^??') untracked"
 	echo "machine: nproc=$(nproc) kernel=$(uname -r) cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1) mem=$(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 	echo "load at start (/proc/loadavg): $(cat /proc/loadavg)"
 	echo "tools: $(dpkg-query -W -f='${Package} ${Version}; ' dnsperf tcpdump dnsmasq-base)ig $("$ig" version 2>/dev/null | head -1), CoreDNS v1.15.0"
