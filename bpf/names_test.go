@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/isoobs/isoobs/dnsname"
 )
 
 func TestDecodeWireName(t *testing.T) {
@@ -14,7 +16,9 @@ func TestDecodeWireName(t *testing.T) {
 	}{
 		{wireName("WWW", "Example", "com"), "www.example.com", true},
 		{wireName(), ".", true},
-		{wireName("a.b", "c"), "a.b.c", true}, // a dot inside a label is kept raw
+		{wireName("a.b", "c"), `a\.b.c`, true}, // a dot inside a label is escaped: dots separate labels
+		// Terminal injection: ESC, CR/LF, DEL, a space, a backslash and non-ASCII bytes become \DDD or \\.
+		{wireName("\x1b[2J\r\nFAKE ROW\x7f", `back\slash`, "caf\xc3\xa9"), `\027[2j\013\010fake\032row\127.back\\slash.caf\195\169`, true},
 		{[]byte{3, 'a', 'b'}, "?", false},
 		{[]byte{0xc0, 0x0c}, "?", false},
 		{append(wireName("a"), 'x'), "a", false},
@@ -26,30 +30,28 @@ func TestDecodeWireName(t *testing.T) {
 	}
 }
 
-// FuzzDecodeWireName: never panics, and a name it accepts encodes back to
-// the same wire bytes (lower-cased) when no label contains a dot.
+// FuzzDecodeWireName: never panics, a name it accepts holds printable ASCII
+// only, and it encodes back to the same wire bytes (lower-cased).
 func FuzzDecodeWireName(f *testing.F) {
 	f.Add(wireName("www", "Example", "COM"))
 	f.Add(wireName())
 	f.Add([]byte{63})
 	f.Add([]byte{0xc0, 0x0c})
 	f.Add(wireName(strings.Repeat("a", 63), strings.Repeat("b", 63)))
+	f.Add(wireName("a.b", "\x1b[31m\n", "\\"))
 	f.Fuzz(func(t *testing.T, wire []byte) {
 		name, ok := decodeWireName(wire)
-		if !ok || name == "." {
-			return
-		}
-		var labels [][]byte
-		for pos := 0; wire[pos] != 0; pos += int(wire[pos]) + 1 {
-			labels = append(labels, wire[pos+1:pos+1+int(wire[pos])])
-		}
-		for _, l := range labels {
-			if bytes.IndexByte(l, '.') >= 0 || len(l) == 0 {
-				return
+		for i := 0; i < len(name); i++ {
+			if name[i] < '!' || name[i] > '~' {
+				t.Fatalf("%q decoded to %q: byte %#x at %d is not printable ASCII", wire, name, name[i], i)
 			}
 		}
-		if again := textToWire(name); !bytes.Equal(again, lowerASCII(wire)) {
-			t.Fatalf("%q decoded to %q, which encodes to %q", wire, name, again)
+		if !ok {
+			return
+		}
+		again, err := dnsname.Wire(name)
+		if err != nil || !bytes.Equal(again, lowerASCII(wire)) {
+			t.Fatalf("%q decoded to %q, which encodes to %q (%v)", wire, name, again, err)
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/isoobs/isoobs/cgroupv2"
+	"github.com/isoobs/isoobs/dnsname"
 )
 
 // Packets driven straight into the programs with BPF_PROG_TEST_RUN. The
@@ -133,7 +134,7 @@ func refQuestion(msg []byte, response bool) (string, error) {
 		if pos+n > len(q) {
 			return "", errors.New("truncated label")
 		}
-		labels = append(labels, asciiLower(q[pos:pos+n]))
+		labels = append(labels, string(dnsname.AppendLabel(nil, q[pos:pos+n]))) // as the daemon shows it
 		pos += n
 	}
 	if pos > 255 {
@@ -146,19 +147,6 @@ func refQuestion(msg []byte, response bool) (string, error) {
 		return ".", nil
 	}
 	return strings.Join(labels, "."), nil
-}
-
-// asciiLower lower-cases A-Z only and keeps every other byte as it is (the
-// kernel does the same; names may hold any byte).
-func asciiLower(label []byte) string {
-	out := make([]byte, len(label))
-	for i, c := range label {
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		out[i] = c
-	}
-	return string(out)
 }
 
 // testRunner drives packets into a loaded probe and reports what changed.
@@ -281,12 +269,13 @@ func wireHash(wire []byte) uint64 {
 	return h
 }
 
-// textToWire encodes a dotted name as parsed by refQuestion.
+// textToWire encodes a name in presentation format, as refQuestion returns it.
 func textToWire(name string) []byte {
-	if name == "." {
-		return []byte{0}
+	wire, err := dnsname.Wire(name)
+	if err != nil {
+		panic(err)
 	}
-	return wireName(strings.Split(name, ".")...)
+	return wire
 }
 
 func TestDNSParserTable(t *testing.T) {
