@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/isoobs/isoobs/dnsname"
 	flowpb "github.com/isoobs/isoobs/proto/observer/flow"
 )
 
@@ -214,7 +215,9 @@ func equalStrings(a, b []string) bool {
 func (a *Aggregator) skip(why string) { a.counters.Skipped[why]++ }
 
 func (a *Aggregator) addName(k PodKey, name string, q, nx uint64) {
-	name = strings.TrimSuffix(name, ".")
+	// Cilium's proxy reports names in presentation format; a byte outside it must still not
+	// reach a terminal raw.
+	name = dnsname.Sanitize(strings.TrimSuffix(name, "."))
 	if name == "" {
 		return
 	}

@@ -96,6 +96,19 @@ func TestAggregatorDNS(t *testing.T) {
 }
 
 // Malformed or partial flows are skipped and counted, never attributed, never a panic.
+// A name with control bytes (Hubble passes on what a pod sent) is drained escaped.
+func TestAggregatorEscapesNames(t *testing.T) {
+	a := hubble.NewAggregator(hubble.AggregatorConfig{})
+	for _, f := range (hubblereplay.DNSExchange{Node: "n1", Time: time.Now(), Client: crawler, Server: coredns, Query: "x\x1b]0;pwned\x07\nforged row.example.com."}).Flows() {
+		a.Observe(f)
+	}
+	var got []string
+	a.DrainNames(func(_ hubble.PodKey, name string, _, _ uint64) { got = append(got, name) })
+	if want := `x\027]0;pwned\007\010forged\032row.example.com`; len(got) != 1 || got[0] != want {
+		t.Fatalf("names %q, want [%q]", got, want)
+	}
+}
+
 func TestAggregatorSkipsMalformed(t *testing.T) {
 	a := hubble.NewAggregator(hubble.AggregatorConfig{})
 	good := hubblereplay.DNSExchange{Node: "n1", Time: time.Now(), Client: crawler, Server: coredns, Query: "a.example.com."}.Flows()

@@ -80,3 +80,14 @@ func TestFanInRules(t *testing.T) {
 		t.Fatal("a's cleanly closed frame should still merge")
 	}
 }
+
+// A daemon that sends raw control bytes in a name (an older or a forged one) does not reach the
+// terminal with them: names are escaped when frames are merged.
+func TestMergeEscapesNames(t *testing.T) {
+	f := nodeFrame("a", 1)
+	f.Rows[0].TopNames = []*isoobsv1.NameCount{{Name: "x\x1b[2J\nforged row.example", Queries: 1}}
+	m := Merge([]*isoobsv1.TopFrame{f}, MergeOptions{GroupBy: GroupByPod, TopNames: 3})
+	if len(m.Rows) != 1 || len(m.Rows[0].TopNames) != 1 || m.Rows[0].TopNames[0].Name != `x\027[2J\010forged\032row.example` {
+		t.Fatalf("rows %+v", m.Rows)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/isoobs/isoobs/dnsname"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 	"github.com/isoobs/isoobs/topspec"
 )
@@ -114,16 +115,18 @@ func nodeOf(r *isoobsv1.DNSRow, frameNode string) string {
 }
 
 // QNameOf returns the query name a qname-grouped row stands for: its qname
-// field, else the QNameLabel label, else its only top name.
+// field, else the QNameLabel label, else its only top name. Like every name
+// from a daemon it is escaped (dnsname.Sanitize): a daemon that sent raw bytes
+// must not reach the terminal with them.
 func QNameOf(r *isoobsv1.DNSRow) string {
 	if q := r.GetQname(); q != "" {
-		return q
+		return dnsname.Sanitize(q)
 	}
 	if q := r.GetLabels()[QNameLabel]; q != "" {
-		return q
+		return dnsname.Sanitize(q)
 	}
 	if len(r.GetTopNames()) == 1 {
-		return r.GetTopNames()[0].GetName()
+		return dnsname.Sanitize(r.GetTopNames()[0].GetName())
 	}
 	return ""
 }
@@ -329,7 +332,7 @@ func addNames(into map[string]*NameCount, names []*isoobsv1.NameCount) {
 		key := strings.ToLower(n.GetName())
 		c, ok := into[key]
 		if !ok {
-			c = &NameCount{Name: n.GetName()}
+			c = &NameCount{Name: dnsname.Sanitize(n.GetName())}
 			into[key] = c
 		}
 		c.Queries += n.GetQueries()
