@@ -37,7 +37,6 @@ const helpLine = "s/S: next/prev sort  r:qps c:queries n:nxdomain f:servfail e:e
 var (
 	titleStyle = lipgloss.NewStyle().Bold(true)
 	warnStyle  = lipgloss.NewStyle().Foreground(lipgloss.Color("3"))
-	errStyle   = lipgloss.NewStyle().Foreground(lipgloss.Color("1")).Bold(true)
 	helpStyle  = lipgloss.NewStyle().Faint(true)
 )
 
