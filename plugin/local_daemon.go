@@ -31,7 +31,7 @@ func daemonEngine(_ context.Context, cfg LocalConfig) (isoobsv1.DaemonServer, fu
 	go func() { done <- d.Run(ctx) }()
 	stop := func() {
 		cancel()
-		<-done
+		_ = <-done // Run's error after cancel only says it was cancelled
 		_ = d.Close()
 	}
 	return d.GRPCServer(), stop, nil
