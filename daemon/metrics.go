@@ -37,10 +37,10 @@ type metrics struct {
 	byNS       map[string]*namespaceAccum
 	exported   map[*subject]*counters
 
-	queriesDesc, responsesDesc, malformedDesc, latencyDesc          *prometheus.Desc
-	mapEntriesDesc, mapMaxDesc, nameOverflowDesc, lostDesc          *prometheus.Desc
-	probesAttachedDesc, podsTrackedDesc, hostQueriesDesc, ticksDesc *prometheus.Desc
-	latencySampledDesc                                              *prometheus.Desc
+	queriesDesc, responsesDesc, malformedDesc, latencyDesc                          *prometheus.Desc
+	mapEntriesDesc, mapMaxDesc, nameOverflowDesc, lostDesc                          *prometheus.Desc
+	probesAttachedDesc, podsTrackedDesc, hostQueriesDesc, ticksDesc, topStreamsDesc *prometheus.Desc
+	latencySampledDesc                                                              *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -67,6 +67,7 @@ func newMetrics() *metrics {
 		podsTrackedDesc:    prometheus.NewDesc("isoobs_pods_tracked", "Pods (and unresolved cgroups) with per-second history.", nil, nil),
 		hostQueriesDesc:    prometheus.NewDesc("isoobs_dns_host_queries_total", "DNS queries from cgroups that are not pods (host processes).", nil, nil),
 		ticksDesc:          prometheus.NewDesc("isoobs_collector_ticks_total", "Collector ticks since start.", nil, nil),
+		topStreamsDesc:     prometheus.NewDesc("isoobs_top_streams", "Top streams open now (views reading this node).", nil, nil),
 	}
 	m.reg.MustRegister(m.readDuration, m)
 	return m
@@ -191,4 +192,5 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.latencySampledDesc, prometheus.GaugeValue, float64(st.LatencySampledPods))
 	ch <- prometheus.MustNewConstMetric(m.hostQueriesDesc, prometheus.CounterValue, float64(c.hostQueries))
 	ch <- prometheus.MustNewConstMetric(m.ticksDesc, prometheus.CounterValue, float64(c.tickNo+1))
+	ch <- prometheus.MustNewConstMetric(m.topStreamsDesc, prometheus.GaugeValue, float64(len(c.subscribers)))
 }

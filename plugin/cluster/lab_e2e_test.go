@@ -5,11 +5,15 @@ package cluster_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +86,7 @@ func TestClusterTopDNSOnLab(t *testing.T) {
 	})
 
 	dnsServer := netip.AddrPortFrom(lab.DNSServiceIP, 53)
+	killed := map[string]bool{} // nodes whose daemon the test killed
 	// flood sends exactly count queries from the crawler while a --duration
 	// window is open, and returns the frame and the generator's report.
 	flood := func(count int64) (top.Frame, *dnsgen.Report, string) {
@@ -96,9 +101,20 @@ func TestClusterTopDNSOnLab(t *testing.T) {
 			f, stderr, err := topDNS(ctx, lab.Kubeconfig(), "--duration", "3s")
 			done <- result{f, stderr, err}
 		}()
-		// Discovery and connecting take well under a second here; the frame's
-		// own [since, time] is checked below, so a slow start fails loudly.
-		time.Sleep(time.Second)
+		// The window opens when every daemon holds the view's stream: wait for
+		// that (isoobs_top_streams), not for a guessed time. The frame's own
+		// [since, time] is checked below too.
+		testlab.WaitFor(t, 30*time.Second, func() error {
+			for node, d := range daemons.ByNode {
+				if killed[node] {
+					continue
+				}
+				if n, err := topStreams(d.MetricsPort); err != nil || n < 1 {
+					return fmt.Errorf("daemon on %s: %v top streams (%v)", node, n, err)
+				}
+			}
+			return nil
+		})
 		genStart := time.Now()
 		rep, err := dnsgen.RunInPod(ctx, crawler.Net, gen, dnsgen.Config{Server: dnsServer,
 			RandomSuffix: "crawl.jobs-app.example", Count: count, QPS: 4000, Concurrency: 8, Timeout: 500 * time.Millisecond})
@@ -183,6 +199,7 @@ func TestClusterTopDNSOnLab(t *testing.T) {
 	if err := daemons.ByNode[victim].Kill(); err != nil {
 		t.Fatal(err)
 	}
+	killed[victim] = true
 	t.Logf("killed the daemon of %s", victim)
 
 	f, rep, stderr := flood(count)
@@ -267,4 +284,23 @@ func status(ctx context.Context, kubeconfig string) (plugin.StatusReport, error)
 	}
 	err := json.Unmarshal(out.Bytes(), &report)
 	return report, err
+}
+
+// topStreams reads isoobs_top_streams from a lab daemon's metrics endpoint.
+func topStreams(metricsPort int) (float64, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "isoobs_top_streams "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, errors.New("no isoobs_top_streams in /metrics")
 }
