@@ -160,8 +160,25 @@ func TestControlPlane(t *testing.T) {
 	if err != nil {
 		t.Fatalf("deployment pods not scheduled: %v (have %d pods); see %s", err, len(pods), cp.Dir)
 	}
-	// Without an IP, kwok must leave them Pending: the lab owns pod IPs.
-	time.Sleep(1500 * time.Millisecond)
+	// Without an IP, kwok must leave them Pending: the lab owns pod IPs. Rather than wait a
+	// guessed time, a sentinel pod bound after them gets an IP at once: when kwok has made it
+	// Running, it has handled the web pods' events before it (one watch, in order).
+	sentinel := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "sentinel", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: pods[0].Spec.NodeName, Containers: []corev1.Container{{Name: "s", Image: "registry.k8s.io/pause:3.10"}}}}
+	if _, err := client.CoreV1().Pods("default").Create(ctx, sentinel, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ipPatch := []byte(`{"status":{"podIP":"10.250.9.99","podIPs":[{"ip":"10.250.9.99"}]}}`)
+	if _, err := client.CoreV1().Pods("default").Patch(ctx, "sentinel", "application/merge-patch+json", ipPatch, metav1.PatchOptions{}, "status"); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := client.CoreV1().Pods("default").Get(ctx, "sentinel", metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodRunning, nil
+	})
+	if err != nil {
+		t.Fatalf("kwok did not run the sentinel pod with an IP: %v; see kwok.log in %s", err, cp.Dir)
+	}
 	list, _ := client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
 	for _, p := range list.Items {
 		if p.Status.Phase != corev1.PodPending || p.Status.PodIP != "" {
