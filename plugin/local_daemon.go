@@ -27,11 +27,14 @@ func daemonEngine(_ context.Context, cfg LocalConfig) (isoobsv1.DaemonServer, fu
 	}
 	// The engine outlives the request context only until stop is called.
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = d.Run(ctx) // after cancel, its error only says it was cancelled
+	}()
 	stop := func() {
 		cancel()
-		_ = <-done // Run's error after cancel only says it was cancelled
+		<-done
 		_ = d.Close()
 	}
 	return d.GRPCServer(), stop, nil
