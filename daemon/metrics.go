@@ -19,11 +19,23 @@ type workloadKey struct{ namespace, workload string }
 type workloadAccum struct {
 	queries, malformed uint64
 	rcode              [bpf.NumRcodeSlots]uint64
+	lastTick           uint64 // the last tick that added to it
 }
 
 type namespaceAccum struct {
-	buckets [bpf.NumLatencyBuckets]uint64
+	buckets  [bpf.NumLatencyBuckets]uint64
+	lastTick uint64
 }
+
+// Series bounds. Bare pods are their own workload, so pod churn (a CronJob's pods, a crash
+// loop) makes new workload series: a series that counted nothing for the daemon's retention is
+// dropped, and past these limits new workloads and namespaces add into one series labelled
+// otherLabel, counted by isoobs_metrics_series_overflow_total.
+const (
+	maxWorkloadSeries  = 2000
+	maxNamespaceSeries = 500
+	otherLabel         = "other"
+)
 
 // metrics exports DNS counters per namespace/workload (never per pod or name: a flood of
 // names or churn of pods must not become a flood of series) and the daemon's own health.
@@ -36,11 +48,13 @@ type metrics struct {
 	byWorkload map[workloadKey]*workloadAccum
 	byNS       map[string]*namespaceAccum
 	exported   map[*subject]*counters
+	// overflow counts the pod counts added into the "other" series (see maxWorkloadSeries).
+	overflow uint64
 
 	queriesDesc, responsesDesc, malformedDesc, latencyDesc                          *prometheus.Desc
 	mapEntriesDesc, mapMaxDesc, nameOverflowDesc, lostDesc                          *prometheus.Desc
 	probesAttachedDesc, podsTrackedDesc, hostQueriesDesc, ticksDesc, topStreamsDesc *prometheus.Desc
-	latencySampledDesc                                                              *prometheus.Desc
+	latencySampledDesc, seriesOverflowDesc                                          *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -68,6 +82,7 @@ func newMetrics() *metrics {
 		hostQueriesDesc:    prometheus.NewDesc("isoobs_dns_host_queries_total", "DNS queries from cgroups that are not pods (host processes).", nil, nil),
 		ticksDesc:          prometheus.NewDesc("isoobs_collector_ticks_total", "Collector ticks since start.", nil, nil),
 		topStreamsDesc:     prometheus.NewDesc("isoobs_top_streams", "Top streams open now (views reading this node).", nil, nil),
+		seriesOverflowDesc: prometheus.NewDesc("isoobs_metrics_series_overflow_total", "Pod counts added into the namespace/workload=\"other\" series because the series limit (2000 workloads, 500 namespaces) was reached.", nil, nil),
 	}
 	m.reg.MustRegister(m.readDuration, m)
 	return m
@@ -96,24 +111,52 @@ func (m *metrics) observeTick(c *collector) {
 		if s.meta != nil {
 			ns, wl = s.meta.Namespace, s.meta.Workload
 		}
+		n := m.byNS[ns]
+		if n == nil {
+			if len(m.byNS) >= maxNamespaceSeries-1 { // one place is the "other" series'
+				ns, n = otherLabel, m.byNS[otherLabel]
+			}
+			if n == nil {
+				n = &namespaceAccum{}
+				m.byNS[ns] = n
+			}
+		}
+		n.lastTick = c.tickNo
+		for i := range n.buckets {
+			n.buckets[i] += d.LatencyLog2US[i]
+		}
 		k := workloadKey{ns, wl}
 		w := m.byWorkload[k]
 		if w == nil {
-			w = &workloadAccum{}
-			m.byWorkload[k] = w
+			if len(m.byWorkload) >= maxWorkloadSeries-1 {
+				k = workloadKey{otherLabel, otherLabel}
+				w = m.byWorkload[k]
+				m.overflow++
+			}
+			if w == nil {
+				w = &workloadAccum{}
+				m.byWorkload[k] = w
+			}
 		}
+		w.lastTick = c.tickNo
 		w.queries += d.Queries
 		w.malformed += d.Malformed
 		for i := range w.rcode {
 			w.rcode[i] += d.Rcode[i]
 		}
-		n := m.byNS[ns]
-		if n == nil {
-			n = &namespaceAccum{}
-			m.byNS[ns] = n
+	}
+	// Series that counted nothing for the retention go: a workload or namespace that is gone
+	// stops costing Prometheus a series (rate() over it was 0 anyway).
+	if keep := uint64(c.cfg.Retention / c.cfg.Interval); c.tickNo > keep {
+		for k, w := range m.byWorkload {
+			if c.tickNo-w.lastTick > keep {
+				delete(m.byWorkload, k)
+			}
 		}
-		for i := range n.buckets {
-			n.buckets[i] += d.LatencyLog2US[i]
+		for ns, n := range m.byNS {
+			if c.tickNo-n.lastTick > keep {
+				delete(m.byNS, ns)
+			}
 		}
 	}
 	// Subjects forgotten by the collector leave the export map too.
@@ -193,4 +236,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.hostQueriesDesc, prometheus.CounterValue, float64(c.hostQueries))
 	ch <- prometheus.MustNewConstMetric(m.ticksDesc, prometheus.CounterValue, float64(c.tickNo+1))
 	ch <- prometheus.MustNewConstMetric(m.topStreamsDesc, prometheus.GaugeValue, float64(len(c.subscribers)))
+	m.mu.Lock()
+	ch <- prometheus.MustNewConstMetric(m.seriesOverflowDesc, prometheus.CounterValue, float64(m.overflow))
+	m.mu.Unlock()
 }
