@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -89,5 +90,38 @@ func TestMergeEscapesNames(t *testing.T) {
 	m := Merge([]*isoobsv1.TopFrame{f}, MergeOptions{GroupBy: GroupByPod, TopNames: 3})
 	if len(m.Rows) != 1 || len(m.Rows[0].TopNames) != 1 || m.Rows[0].TopNames[0].Name != `x\027[2J\010forged\032row.example` {
 		t.Fatalf("rows %+v", m.Rows)
+	}
+}
+
+// A node whose stream stays open but sends nothing for three intervals is stale: its last
+// numbers leave the merge (they are not current) and the frame names it; a new frame brings it back.
+func TestFanInMarksStalledNodesStale(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	f := newFanIn([]Source{{Name: "a"}, {Name: "b"}}, StreamOptions{})
+	f.staleAfter, f.now = 3*time.Second, func() time.Time { return now }
+	f.add(0, nodeFrame("a", 10))
+	f.add(1, nodeFrame("b", 20))
+	if m, _ := f.merge(); queriesOf(m) != 30 || len(m.StaleNodes) != 0 {
+		t.Fatalf("first merge: %d queries, stale %v", queriesOf(m), m.StaleNodes)
+	}
+	for s := 1; s <= 4; s++ { // b stalls; a goes on
+		now = now.Add(time.Second)
+		f.add(0, nodeFrame("a", uint64(10+s)))
+		m, _ := f.merge()
+		wantStale := s > 3
+		if got := len(m.StaleNodes) == 1 && m.StaleNodes[0].Node == "b"; got != wantStale {
+			t.Fatalf("after %d s: stale %v, want b stale %v", s, m.StaleNodes, wantStale)
+		}
+		if want := uint64(10 + s + 20); wantStale {
+			if queriesOf(m) != uint64(10+s) || !strings.Contains(strings.Join(m.Warnings, "\n"), "b: no frame for 4s (stream stalled)") {
+				t.Fatalf("after %d s: %d queries, warnings %q: want b's rows out and a warning", s, queriesOf(m), m.Warnings)
+			}
+		} else if queriesOf(m) != want {
+			t.Fatalf("after %d s: %d queries, want %d", s, queriesOf(m), want)
+		}
+	}
+	f.add(1, nodeFrame("b", 40))
+	if m, _ := f.merge(); len(m.StaleNodes) != 0 || queriesOf(m) != 54 {
+		t.Fatalf("b back: stale %v, %d queries", m.StaleNodes, queriesOf(m))
 	}
 }

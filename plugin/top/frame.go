@@ -20,9 +20,13 @@ type Frame struct {
 	// MissingNodes are nodes whose daemons were asked but did not answer:
 	// the frame is a partial result without them.
 	MissingNodes []MissingNode `json:"missingNodes"`
-	GroupBy      string        `json:"groupBy"`
-	Sort         string        `json:"sort"`
-	Rows         []Row         `json:"rows"`
+	// StaleNodes are nodes whose streams are open but sent no frame for three intervals (a
+	// stalled port-forward, an overloaded node): their last numbers are left out rather than
+	// shown as current.
+	StaleNodes []StaleNode `json:"staleNodes"`
+	GroupBy    string      `json:"groupBy"`
+	Sort       string      `json:"sort"`
+	Rows       []Row       `json:"rows"`
 	// Total covers every row, including rows cut by --limit.
 	Total    Row         `json:"total"`
 	TopNames []NameCount `json:"topNames"`
@@ -133,4 +137,11 @@ func (r *Row) DisplayName(groupBy string) string {
 		}
 		return r.Namespace + "/" + r.Pod
 	}
+}
+
+// StaleNode is a node left out of a frame because its stream stalled.
+type StaleNode struct {
+	Node string `json:"node"`
+	// LastFrame is when its last frame arrived.
+	LastFrame time.Time `json:"lastFrame"`
 }

@@ -35,7 +35,7 @@ func Merge(frames []*isoobsv1.TopFrame, opts MergeOptions) Frame {
 	if groupBy == "" {
 		groupBy = GroupByPod
 	}
-	out := Frame{GroupBy: groupBy, Rows: []Row{}, TopNames: []NameCount{}, Warnings: []string{}, MissingNodes: []MissingNode{}}
+	out := Frame{GroupBy: groupBy, Rows: []Row{}, TopNames: []NameCount{}, Warnings: []string{}, MissingNodes: []MissingNode{}, StaleNodes: []StaleNode{}}
 
 	byKey := map[string]*rowAccumulator{}
 	var order []string

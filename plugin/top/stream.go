@@ -71,14 +71,16 @@ func Stream(ctx context.Context, sources []Source, opts StreamOptions, emit func
 		go readSource(ctx, i, src, opts.Request, events)
 	}
 
+	interval := opts.Request.GetInterval().AsDuration()
+	if interval <= 0 {
+		interval = time.Second
+	}
 	maxWait := opts.MaxWait
 	if maxWait <= 0 {
-		maxWait = opts.Request.GetInterval().AsDuration()
-	}
-	if maxWait <= 0 {
-		maxWait = time.Second
+		maxWait = interval
 	}
 	fan := newFanIn(sources, opts)
+	fan.staleAfter = staleIntervals * interval
 	var wait <-chan time.Time
 	emitMerged := func() error {
 		frame, ok := fan.merge()
@@ -152,6 +154,9 @@ func readSource(ctx context.Context, i int, src Source, req *isoobsv1.TopRequest
 	}
 }
 
+// staleIntervals is how many request intervals without a frame make a streaming source stale.
+const staleIntervals = 3
+
 // fanIn holds what Stream knows of its sources between events: each one's
 // latest frame, whether it is new since the last merge, and how its stream
 // ended. Stream's loop feeds it one event at a time, so its rules are tested
@@ -160,12 +165,17 @@ type fanIn struct {
 	sources   []Source
 	mergeOpts MergeOptions
 	latest    []*isoobsv1.TopFrame
+	at        []time.Time // when latest arrived
 	fresh     []bool
 	ended     []error // nil: streaming; io.EOF: closed cleanly; else the failure
 	alive     int
 	warnings  []string      // go with every merged frame
 	missing   []MissingNode // nodes left out, before or while streaming
 	firstErr  error
+	// staleAfter: a source still streaming whose latest frame is older is left out of merges
+	// (0: never). now is the clock (tests set it).
+	staleAfter time.Duration
+	now        func() time.Time
 }
 
 func newFanIn(sources []Source, opts StreamOptions) *fanIn {
@@ -173,6 +183,8 @@ func newFanIn(sources []Source, opts StreamOptions) *fanIn {
 		sources:   sources,
 		mergeOpts: opts.Merge,
 		latest:    make([]*isoobsv1.TopFrame, len(sources)),
+		at:        make([]time.Time, len(sources)),
+		now:       time.Now,
 		fresh:     make([]bool, len(sources)),
 		ended:     make([]error, len(sources)),
 		alive:     len(sources),
@@ -189,6 +201,7 @@ func newFanIn(sources []Source, opts StreamOptions) *fanIn {
 // source still streaming has sent a frame since the last merge.
 func (f *fanIn) add(i int, frame *isoobsv1.TopFrame) bool {
 	f.latest[i] = frame
+	f.at[i] = f.now()
 	f.fresh[i] = true
 	return f.ready()
 }
@@ -239,8 +252,14 @@ func (f *fanIn) anyFresh() bool {
 // of the sources not failed; ok is false when there is none.
 func (f *fanIn) merge() (frame Frame, ok bool) {
 	var frames []*isoobsv1.TopFrame
+	var stale []StaleNode
+	now := f.now()
 	for i, latest := range f.latest {
-		if latest != nil && (f.ended[i] == nil || f.ended[i] == io.EOF) {
+		switch {
+		case latest == nil || (f.ended[i] != nil && f.ended[i] != io.EOF):
+		case f.ended[i] == nil && f.staleAfter > 0 && now.Sub(f.at[i]) > f.staleAfter:
+			stale = append(stale, StaleNode{Node: f.sources[i].Name, LastFrame: f.at[i]})
+		default:
 			frames = append(frames, latest)
 		}
 		f.fresh[i] = false
@@ -250,7 +269,11 @@ func (f *fanIn) merge() (frame Frame, ok bool) {
 	}
 	frame = Merge(frames, f.mergeOpts)
 	frame.Warnings = append(frame.Warnings, f.warnings...)
+	for _, s := range stale {
+		frame.Warnings = append(frame.Warnings, fmt.Sprintf("%s: no frame for %s (stream stalled); its rows are left out", s.Node, now.Sub(s.LastFrame).Round(time.Second)))
+	}
 	frame.MissingNodes = append(frame.MissingNodes, f.missing...)
+	frame.StaleNodes = append(frame.StaleNodes, stale...)
 	return frame, true
 }
 
