@@ -316,11 +316,20 @@ func (c *collector) collectGarbage(now time.Time) {
 }
 
 func (c *collector) subscribe() chan struct{} {
-	ch := make(chan struct{}, 1)
-	c.mu.Lock()
-	c.subscribers[ch] = struct{}{}
-	c.mu.Unlock()
+	ch, _ := c.subscribeAtMost(0)
 	return ch
+}
+
+// subscribeAtMost is subscribe unless max (> 0) subscribers are there already; ok false then.
+func (c *collector) subscribeAtMost(max int) (ch chan struct{}, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if max > 0 && len(c.subscribers) >= max {
+		return nil, false
+	}
+	ch = make(chan struct{}, 1)
+	c.subscribers[ch] = struct{}{}
+	return ch, true
 }
 
 func (c *collector) unsubscribe(ch chan struct{}) {

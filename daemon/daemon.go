@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"k8s.io/client-go/rest"
 
 	"github.com/isoobs/isoobs/bpf"
@@ -292,7 +293,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 
-	var opts []grpc.ServerOption
+	opts := []grpc.ServerOption{
+		// Requests are a few hundred bytes; frames go the other way.
+		grpc.MaxRecvMsgSize(64 << 10),
+		grpc.MaxConcurrentStreams(maxTopStreams + 8),
+		// Pings find clients that vanished without closing (a killed laptop, a dropped
+		// port-forward) so their streams end; clients may ping every 10 s, with or without streams.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
 	if d.auth != nil {
 		opts = append(opts, grpc.UnaryInterceptor(d.auth.unary))
 	}

@@ -15,6 +15,30 @@ import (
 
 const defaultTopNames = 5
 
+// Bounds of what one client may ask: past them a request is refused, so one view (or a hostile
+// port-forward user) cannot make the daemon build huge frames or hold name state for many
+// streams. Each open stream costs a goroutine and, with since_stream_start, name summaries.
+const (
+	maxTopNames   = 100
+	maxTopLimit   = 100_000
+	maxTopStreams = 32
+)
+
+// checkTopBounds refuses a request past the bounds above, or asking for rates over more
+// history than the daemon keeps.
+func checkTopBounds(req *isoobsv1.TopRequest, retention time.Duration) error {
+	if req.GetTopNames() > maxTopNames {
+		return fmt.Errorf("top_names %d is more than the %d a daemon sends", req.GetTopNames(), maxTopNames)
+	}
+	if req.GetLimit() > maxTopLimit {
+		return fmt.Errorf("limit %d is more than %d rows; use 0 for all", req.GetLimit(), maxTopLimit)
+	}
+	if d := req.GetInterval().AsDuration(); d > retention {
+		return fmt.Errorf("interval %s is longer than the history this daemon keeps (--retention %s)", d, retention)
+	}
+	return nil
+}
+
 // topQuery is one validated Top stream.
 type topQuery struct {
 	req      *isoobsv1.TopRequest

@@ -181,12 +181,18 @@ func (s *server) Top(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopServer)
 		return err
 	}
 	c := s.d.coll
+	if err := checkTopBounds(req, c.cfg.Retention); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
 	q, err := newTopQuery(req, c.cfg.Interval)
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	every := frameTicks(req, c.cfg.Interval)
-	ticks := c.subscribe()
+	ticks, ok := c.subscribeAtMost(maxTopStreams)
+	if !ok {
+		return status.Errorf(codes.ResourceExhausted, "this daemon serves at most %d top streams at once and all are open; close other views of this node, or retry", maxTopStreams)
+	}
 	defer c.unsubscribe(ticks)
 	c.startStream(q)
 	if q.sink != nil {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/isoobs/isoobs/plugin/top"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
@@ -129,6 +130,9 @@ func connectOne(ctx context.Context, pod DaemonPod, dial DialFunc, timeout time.
 		}),
 		// Frames are small and there may be hundreds of connections: small
 		// buffers keep the plugin's memory flat in the node count.
+		// A node whose port-forward dies silently is found by pings, not by waiting forever
+		// (the daemon allows one every 10 s).
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
 		grpc.WithReadBufferSize(16<<10),
 		grpc.WithWriteBufferSize(16<<10),
 	)
