@@ -34,9 +34,19 @@ const (
 	// 10 reads a second instead of 40.
 	earlyDrainIdle = 100 * time.Millisecond
 	// maxPendingFactor x MaxNames bounds the names held between two
-	// DrainNames calls; beyond it the kernel table overflows (counted).
-	maxPendingFactor = 8
+	// DrainNames calls, and maxPendingWireBytes their bytes (a flood of
+	// 253-byte names would otherwise hold 8 x 16,384 x 255 = 33 MB against
+	// the chart's 32 MiB GOMEMLIMIT); beyond either the kernel table
+	// overflows (counted, isoobs_dns_name_overflow_total).
+	maxPendingFactor    = 8
+	maxPendingWireBytes = 4 << 20
 )
+
+// pendingFull says the names drained early fill what may be held until the next DrainNames.
+// Callers hold p.mu.
+func (p *DNSProbe) pendingFull() bool {
+	return len(p.pending) >= maxPendingFactor*int(p.opts.MaxNames) || len(p.pendingWire) >= maxPendingWireBytes
+}
 
 func (p *DNSProbe) earlyDrainLoop() {
 	defer close(p.earlyDrainDone)
@@ -57,7 +67,7 @@ func (p *DNSProbe) earlyDrainLoop() {
 			continue
 		}
 		p.mu.Lock()
-		if !p.closed && inserts-p.insertsAtSwap >= uint64(p.opts.MaxNames/2) && len(p.pending) < maxPendingFactor*int(p.opts.MaxNames) {
+		if !p.closed && inserts-p.insertsAtSwap >= uint64(p.opts.MaxNames/2) && !p.pendingFull() {
 			// An error leaves the entries in the kernel table for DrainNames.
 			_ = p.swapAndDrainRaw(func(k *dnsNameKey, v *dnsNameValue) {
 				wire := entryWire(v)

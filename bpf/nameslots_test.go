@@ -109,6 +109,21 @@ func TestDefaultNameSlots(t *testing.T) {
 
 // The insert counter is read every 25 ms while names come in fast enough to
 // fill an eighth of the table within 100 ms, else every 100 ms.
+// Early drains stop holding names at a byte bound too: long names fill memory long before
+// their count reaches the entry bound.
+func TestPendingFullBoundsBytes(t *testing.T) {
+	p := &DNSProbe{opts: Options{MaxNames: DefaultMaxNames}}
+	const longName = 255
+	for !p.pendingFull() {
+		p.pending = append(p.pending, pendingName{off: uint32(len(p.pendingWire)), n: longName})
+		p.pendingWire = append(p.pendingWire, make([]byte, longName)...)
+	}
+	if n := len(p.pending); n != (maxPendingWireBytes+longName-1)/longName || len(p.pendingWire) > maxPendingWireBytes+longName {
+		t.Fatalf("full at %d names, %d bytes: want the %d-byte bound (%d names), not the entry bound (%d)",
+			n, len(p.pendingWire), maxPendingWireBytes, (maxPendingWireBytes+longName-1)/longName, maxPendingFactor*DefaultMaxNames)
+	}
+}
+
 func TestEarlyDrainInterval(t *testing.T) {
 	for _, tc := range []struct {
 		n       uint64
