@@ -132,32 +132,49 @@ func podCounters(all map[uint64]bpf.PodCounters, p *podnet.Pod) (queries, respon
 
 // daemonProc is the isoobs daemon binary running for benchNode, as on a node.
 type daemonProc struct {
-	cmd  *exec.Cmd
-	addr string // gRPC host:port
-	pid  int
+	cmd     *exec.Cmd
+	addr    string // gRPC host:port
+	metrics string // /metrics, /healthz host:port ("" when off)
+	pid     int
+}
+
+// daemonOptions are what a benchmark changes from startDaemon's defaults.
+type daemonOptions struct {
+	metrics    bool   // serve /metrics and /healthz on a free loopback port
+	goMemLimit string // GOMEMLIMIT for the daemon only ("": ISOOBS_BENCH_DAEMON_GOMEMLIMIT)
 }
 
 func startDaemon(b *testing.B, w *world) *daemonProc {
+	return startDaemonWith(b, w, daemonOptions{})
+}
+
+func startDaemonWith(b *testing.B, w *world, o daemonOptions) *daemonProc {
 	b.Helper()
-	addr := freePort(b)
+	addr, metrics := freePort(b), ""
+	if o.metrics {
+		metrics = freePort(b)
+	}
 	cmd := exec.Command(w.daemonBin,
 		"--node-name", benchNode,
 		"--cgroup-root", w.lab.Node(benchNode).CgroupRoot(),
 		"--kubeconfig", w.lab.Kubeconfig(),
 		"--grpc-listen", addr,
-		"--metrics-listen", "",
+		"--metrics-listen", metrics,
 		"--hubble-server", "off",
 		"--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	// The chart's soft memory limit, for the daemon only: GOMEMLIMIT set for
 	// the whole benchmark would also slow CoreDNS and the load generators.
-	if v := os.Getenv("ISOOBS_BENCH_DAEMON_GOMEMLIMIT"); v != "" {
-		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+v)
+	if o.goMemLimit == "" {
+		o.goMemLimit = os.Getenv("ISOOBS_BENCH_DAEMON_GOMEMLIMIT")
+	}
+	if o.goMemLimit != "" {
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+o.goMemLimit)
 	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	d := &daemonProc{cmd: cmd, addr: addr, pid: cmd.Process.Pid}
+	d := &daemonProc{cmd: cmd, addr: addr, metrics: metrics, pid: cmd.Process.Pid}
 	b.Cleanup(func() { d.stop() })
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -62,3 +62,13 @@ func relPath(dir, name string) (string, bool) {
 	}
 	return name, false
 }
+
+// DefaultValues are the chart's values.yaml, as Helm reads them: what the daemon runs with
+// unless an install overrides it (benchmarks take the daemon's GOMEMLIMIT and memory limit here).
+func DefaultValues() (map[string]any, error) {
+	c, err := Chart()
+	if err != nil {
+		return nil, err
+	}
+	return c.Values, nil
+}

@@ -23,8 +23,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/isoobs/isoobs/bench/emptyprobe"
+	"github.com/isoobs/isoobs/deploy"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
-	"github.com/isoobs/isoobs/testlab/controlplane"
 )
 
 // observer is one arm of the benchmark, started once per (round, server) and kept for every load
@@ -266,20 +266,12 @@ func (o *isoobsObs) stop() error {
 
 // chartGoMemLimit is the chart's goMemLimit (deploy/chart/values.yaml), the daemon's GOMEMLIMIT.
 func chartGoMemLimit() (string, error) {
-	root, err := controlplane.RepoRoot()
+	vals, err := deploy.DefaultValues()
 	if err != nil {
 		return "", err
 	}
-	raw, err := os.ReadFile(filepath.Join(root, "deploy", "chart", "values.yaml"))
-	if err != nil {
-		return "", err
-	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(l, "goMemLimit:"); ok {
-			if v = strings.Trim(strings.TrimSpace(v), `"'`); v != "" {
-				return v, nil
-			}
-		}
+	if v, _ := vals["goMemLimit"].(string); v != "" {
+		return v, nil
 	}
 	return "", errors.New("deploy/chart/values.yaml has no goMemLimit")
 }
