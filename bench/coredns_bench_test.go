@@ -13,20 +13,6 @@ import (
 	"github.com/isoobs/isoobs/testlab/dnsgen"
 )
 
-// dnsperfQueries is the query mix of the throughput benchmark: cluster names
-// (kubernetes plugin), and the lab CoreDNS's fixed-rcode zones, so responses
-// are a known mix of NOERROR, NXDOMAIN, SERVFAIL and REFUSED.
-var dnsperfQueries = []string{
-	"kubernetes.default.svc.cluster.local A",
-	"kube-dns.kube-system.svc.cluster.local A",
-	"web.noerror.test A",
-	"web.noerror.test AAAA",
-	"nope.tenant-jobs.svc.cluster.local A",
-	"gone.example A",
-	"x.servfail.test A",
-	"y.refused.test A",
-}
-
 // BenchmarkCoreDNSThroughputWithProbe runs dnsperf (as fast as CoreDNS
 // answers, 4 clients x 100 outstanding) from a lab pod against the lab's real
 // CoreDNS pod on the same node, rotating 3 s runs without any program, with
@@ -54,7 +40,7 @@ func BenchmarkCoreDNSThroughputWithProbe(b *testing.B) {
 	ctx := context.Background()
 	root := w.lab.Node(benchNode).CgroupRoot()
 	const rounds = 8
-	opts := dnsgen.DNSPerfOptions{Server: w.dns, Queries: dnsperfQueries, Runs: 1 << 30,
+	opts := dnsgen.DNSPerfOptions{Server: w.dns, Queries: dnsgen.LabQueryMix, Runs: 1 << 30,
 		Duration: 3 * time.Second, Clients: dnsperfClients, Outstanding: 100, Timeout: 2 * time.Second}
 
 	for i := 0; i < b.N; i++ {

@@ -154,7 +154,7 @@ func BenchmarkDaemonCPUAndRSS(b *testing.B) {
 			})
 		}
 		step("max", func() (float64, rowCounts) {
-			res, err := dnsgen.RunDNSPerf(ctx, w.loadgen, dnsgen.DNSPerfOptions{Server: w.dns, Queries: dnsperfQueries, Runs: 1 << 30,
+			res, err := dnsgen.RunDNSPerf(ctx, w.loadgen, dnsgen.DNSPerfOptions{Server: w.dns, Queries: dnsgen.LabQueryMix, Runs: 1 << 30,
 				Duration: 10 * time.Second, Clients: dnsperfClients, Outstanding: 100, Timeout: 2 * time.Second})
 			if err != nil {
 				b.Fatal(err)

@@ -64,7 +64,7 @@ func BenchmarkProbeBuildsUnderLoad(b *testing.B) {
 			builds = append(builds, bl)
 		}
 	}
-	opts := dnsgen.DNSPerfOptions{Server: w.dns, Queries: dnsperfQueries, Runs: 1 << 30,
+	opts := dnsgen.DNSPerfOptions{Server: w.dns, Queries: dnsgen.LabQueryMix, Runs: 1 << 30,
 		Duration: 3 * time.Second, Clients: 4, Outstanding: 100, Timeout: 2 * time.Second}
 	throughput := os.Getenv("ISOOBS_PROBE_BUILDS_MODE") == "throughput"
 	rounds := 4

@@ -17,19 +17,6 @@ import (
 	"github.com/isoobs/isoobs/testlab/podnet"
 )
 
-// dnsperfQueries is the throughput benchmark's mix (bench/coredns_bench_test.go): cluster names,
-// and the lab CoreDNS's fixed-rcode zones. dnsmasq answers every name with an A record.
-var dnsperfQueries = []string{
-	"kubernetes.default.svc.cluster.local A",
-	"kube-dns.kube-system.svc.cluster.local A",
-	"web.noerror.test A",
-	"web.noerror.test AAAA",
-	"nope.tenant-jobs.svc.cluster.local A",
-	"gone.example A",
-	"x.servfail.test A",
-	"y.refused.test A",
-}
-
 // backgroundNames is what the flood's background pods ask (the daemon benchmarks' mix).
 var backgroundNames = []string{
 	"kubernetes.default.svc.cluster.local",
@@ -167,7 +154,7 @@ func session(w *world, p params, srv, name string, round int, logf func(string, 
 	logf("session round=%d server=%s observer=%s ready after %.1fs; loadavg %s", round, srv, name, time.Since(t0).Seconds(), strings.TrimSpace(string(loadavg)))
 
 	for _, rate := range p.rates {
-		opts := dnsgen.DNSPerfOptions{Server: server, Queries: dnsperfQueries, Runs: 1 << 30, QPS: rate,
+		opts := dnsgen.DNSPerfOptions{Server: server, Queries: dnsgen.LabQueryMix, Runs: 1 << 30, QPS: rate,
 			Clients: 4, Outstanding: 100, Timeout: 2 * time.Second}
 		if p.warm > 0 {
 			// Warm up at the step's rate, and let the observer count all of it (the peers' counters

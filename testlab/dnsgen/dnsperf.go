@@ -17,6 +17,20 @@ import (
 	"github.com/isoobs/isoobs/testlab/podnet"
 )
 
+// LabQueryMix is the dnsperf query mix the benchmarks play against the lab's CoreDNS: cluster
+// names (the kubernetes plugin) and the lab's fixed-rcode zones, so responses are a known mix
+// of NOERROR, NXDOMAIN, SERVFAIL and REFUSED.
+var LabQueryMix = []string{
+	"kubernetes.default.svc.cluster.local A",
+	"kube-dns.kube-system.svc.cluster.local A",
+	"web.noerror.test A",
+	"web.noerror.test AAAA",
+	"nope.tenant-jobs.svc.cluster.local A",
+	"gone.example A",
+	"x.servfail.test A",
+	"y.refused.test A",
+}
+
 // DNSPerfOptions run Debian's dnsperf (apt-get install dnsperf) as a second, independent load source.
 type DNSPerfOptions struct {
 	Server      netip.AddrPort
