@@ -135,7 +135,7 @@ func TestBuildReproducible(t *testing.T) {
 	if im.MediaType != types.OCIImageIndex || len(im.Manifests) != 2 || len(r1.Images) != 2 {
 		t.Fatalf("index %s with %d manifests, %d results", im.MediaType, len(im.Manifests), len(r1.Images))
 	}
-	wantDirs := []string{"etc/", "run/", "run/isoobs/", "sys/", "sys/fs/", "sys/fs/bpf/", "sys/fs/cgroup/", "tmp/", "usr/", "usr/local/", "usr/local/bin/", "var/", "var/run/", "var/run/cilium/", "var/run/secrets/"}
+	wantDirs := []string{"etc/", "run/", "run/isoobs/", "sys/", "sys/fs/", "sys/fs/cgroup/", "tmp/", "usr/", "usr/local/", "usr/local/bin/", "var/", "var/run/", "var/run/cilium/", "var/run/cilium/hubble-socket/", "var/run/secrets/"}
 	wantFiles := []string{"etc/group", "etc/nsswitch.conf", "etc/passwd", "usr/local/bin/isoobs-daemon"}
 	for i, arch := range []string{"amd64", "arm64"} {
 		desc := im.Manifests[i]

@@ -71,10 +71,10 @@ const DaemonPath = "/usr/local/bin/isoobs-daemon"
 // DaemonDirs are the empty directories of the daemon image: mount points of the chart's volumes
 // (so nothing needs creating in a read-only root).
 var DaemonDirs = []File{
-	{Path: "/run/isoobs", Mode: 0o755 | os.ModeDir},      // the daemon's unix socket (hostPath)
-	{Path: "/sys/fs/bpf", Mode: 0o755 | os.ModeDir},      // bpffs (hostPath)
-	{Path: "/sys/fs/cgroup", Mode: 0o755 | os.ModeDir},   // cgroup tree (hostPath, read-only)
-	{Path: "/var/run/cilium", Mode: 0o755 | os.ModeDir},  // Hubble's socket (hostPath, read-only)
+	{Path: "/run/isoobs", Mode: 0o755 | os.ModeDir},    // the daemon's unix socket (hostPath)
+	{Path: "/sys/fs/cgroup", Mode: 0o755 | os.ModeDir}, // cgroup tree (hostPath, read-only)
+	// The directory of Hubble's socket only, never Cilium's run dir (docs/security.md).
+	{Path: "/var/run/cilium/hubble-socket", Mode: 0o755 | os.ModeDir},
 	{Path: "/var/run/secrets", Mode: 0o755 | os.ModeDir}, // the ServiceAccount token (projected)
 	// /tmp (an emptyDir) is one of BaseFiles.
 }
