@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/isoobs/isoobs/bpf"
 	"github.com/isoobs/isoobs/daemon"
 	"github.com/isoobs/isoobs/hubble"
+	"github.com/isoobs/isoobs/hubble/flags"
 )
 
 func main() {
@@ -35,6 +35,7 @@ func newCommand() *cobra.Command {
 		kubeconfig   string
 		noKubernetes bool
 		logLevel     string
+		hubbleFlags  = flags.Hubble{Server: hubble.DefaultServer}
 	)
 	cmd := &cobra.Command{
 		Use:           "isoobs-daemon",
@@ -61,9 +62,7 @@ func newCommand() *cobra.Command {
 				cfg.RESTConfig = rc
 			}
 			cfg.TimeEveryQuery = cfg.LatencySampleAbove == 0
-			if cfg.Hubble.Server == "off" {
-				cfg.HubbleDisabled = true
-			}
+			cfg.Hubble, cfg.HubbleDisabled = hubbleFlags.ClientConfig()
 			d, err := daemon.New(cfg)
 			if err != nil {
 				return err
@@ -97,7 +96,7 @@ func newCommand() *cobra.Command {
 	f.Uint32Var(&cfg.KernelPodSlots, "kernel-pod-slots", 0, "pods counted on the kernel's fast path; others use the per-cgroup map (0: probe default, 256)")
 	f.Uint32Var(&cfg.LatencySampleAbove, "latency-sample-above", bpf.DefaultLatencySampleAbove, "a pod sending more DNS queries a second than this has 1 in 2^k of them timed (enough for percentiles; each weighs 2^k); 0: time every query")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	addHubbleFlags(f, &cfg)
+	hubbleFlags.AddFlags(f, "")
 	return cmd
 }
 
@@ -118,17 +117,6 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("in-cluster Kubernetes config: %w (pass --kubeconfig or --no-kubernetes)", err)
 	}
 	return rc, nil
-}
-
-// addHubbleFlags are the hubble CLI's connection options under a --hubble- prefix.
-func addHubbleFlags(f *pflag.FlagSet, cfg *daemon.Config) {
-	f.StringVar(&cfg.Hubble.Server, "hubble-server", hubble.DefaultServer, "Hubble observer API to merge flows from: unix:///path, host:port (e.g. hubble-relay.kube-system.svc:80) or \"off\"")
-	f.BoolVar(&cfg.Hubble.TLS.Enabled, "hubble-tls", false, "use TLS to reach --hubble-server")
-	f.StringSliceVar(&cfg.Hubble.TLS.CAFiles, "hubble-tls-ca-cert", nil, "CA certificate files that verify the Hubble server (default: system roots)")
-	f.StringVar(&cfg.Hubble.TLS.CertFile, "hubble-tls-client-cert", "", "client certificate for mTLS to Hubble")
-	f.StringVar(&cfg.Hubble.TLS.KeyFile, "hubble-tls-client-key", "", "client key for mTLS to Hubble")
-	f.StringVar(&cfg.Hubble.TLS.ServerName, "hubble-tls-server-name", "", "name expected in the Hubble server certificate (e.g. *.default.hubble-grpc.cilium.io)")
-	f.BoolVar(&cfg.Hubble.TLS.InsecureSkipVerify, "hubble-tls-insecure", false, "do not verify the Hubble server certificate")
 }
 
 func hubbleDesc(cfg daemon.Config) string {
