@@ -77,16 +77,9 @@ release-preflight:
 test: deps lint generate-check
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) ./...
 
-# Tests that do not skip under -short yet but do not belong in `make unit` (go test -skip):
-# daemon's 10M-name flood (~3 min; its RSS bound does not hold under -race); tests that build or
-# need the lab's tools from ~/.cache/isoobs (hubble CLI, krew, kubectl, the control plane).
-UNIT_SKIP ?= ^(TestNameFloodBoundedMemory|TestHubbleCLIReadsReplay|TestKrewValidatesManifest|TestReleaseKrewInstall|$\
-  TestControlPlane|TestStartReportsDeadComponent|TestTenantAuthorization|TestLabDaemonAdmittedWhereBaselineIsEnforced|$\
-  TestLabForeignReleaseTokenRedacted|TestLabUninstallKeepsNamespaceWithUserObjects)$$
-
 ## unit: the tests that need no root, lab, network or built tools: -short -race, any user
 unit:
-	$(GO) test -short -race -timeout 10m $(if $(UNIT_SKIP),-skip '$(UNIT_SKIP)') $(GOTESTFLAGS) ./...
+	$(GO) test -short -race -timeout 10m $(GOTESTFLAGS) ./...
 
 ## check: golangci-lint, pinned and built once by hack/golangci-lint.sh, with .golangci.yml
 check:

@@ -97,6 +97,9 @@ const floodChildEnv = "ISOOBS_DAEMON_FLOOD_CHILD"
 // figure, that peak RSS stays within 64 MiB while per-pod totals stay exact and the heavy
 // hitter hidden in the flood is still on top.
 func TestNameFloodBoundedMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 3-minute flood with a memory bound -race cannot hold: not under -short (make unit)")
+	}
 	if os.Getenv(floodChildEnv) != "" {
 		res := runFlood(t, 10_000_000)
 		_ = json.NewEncoder(os.Stdout).Encode(res)

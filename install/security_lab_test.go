@@ -54,6 +54,9 @@ func isoobsOnly() Options {
 // On a cluster whose PodSecurity admission enforces baseline by default, the daemon's pod is
 // refused in an unlabeled namespace and admitted in the isoobs namespace install creates.
 func TestLabDaemonAdmittedWhereBaselineIsEnforced(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the lab: not under -short (make unit)")
+	}
 	cp, inst, out := securityControlPlane(t, controlplane.Options{PodSecurityDefault: "baseline"})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -119,6 +122,9 @@ func TestLabDaemonAdmittedWhereBaselineIsEnforced(t *testing.T) {
 // values. Neither the refusal's values diff, nor --show-values, nor --dry-run shows it, nor
 // the token isoobs was given, nor a password the user set.
 func TestLabForeignReleaseTokenRedacted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the lab: not under -short (make unit)")
+	}
 	_, inst, out := securityControlPlane(t, controlplane.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -185,6 +191,9 @@ func TestLabForeignReleaseTokenRedacted(t *testing.T) {
 // Item 8: uninstall never deletes a namespace holding objects isoobs did not create, and says
 // what it left and why; once they are gone, the next uninstall removes the namespace.
 func TestLabUninstallKeepsNamespaceWithUserObjects(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the lab: not under -short (make unit)")
+	}
 	cp, inst, out := securityControlPlane(t, controlplane.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

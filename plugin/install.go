@@ -113,7 +113,12 @@ Install is install-or-upgrade: a second run with the same flags changes nothing 
 says so. Values are generated afresh for the chart being installed; --set/-f overrides
 are remembered (in the Secret isoobs/isoobs-install-state) until --reset-overrides.
 A release someone else installed is only taken over with --adopt (the values diff is
-shown otherwise). ServiceMonitors are created only when the Prometheus operator CRDs exist.`,
+shown otherwise; secrets such as tokens, passwords and keys show as <redacted>, also in
+--show-values, --dry-run and errors). ServiceMonitors are created only when the Prometheus
+operator CRDs exist. The isoobs, tetragon and otel-splunk namespaces are labeled
+pod-security.kubernetes.io/enforce=privileged (their node agents need hostPaths and
+capabilities beyond baseline); a namespace enforcing another level is refused. The daemons
+mount only the directory of Hubble's socket, never /var/run/cilium.`,
 		Example:      installExample,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
@@ -158,7 +163,7 @@ shown otherwise). ServiceMonitors are created only when the Prometheus operator 
 	f.BoolVar(&o.SplunkNoCertManager, "splunk-no-cert-manager", o.SplunkNoCertManager, "No cert-manager mTLS between collector agents and gateway")
 	f.StringVar(&o.DaemonImage, "daemon-image", o.DaemonImage, "isoobs daemon image (repository[:tag][@digest]); default: the image this plugin was released with, pinned by digest (e.g. a copy in a private registry: registry.example/isoobs/isoobs-daemon@sha256:...)")
 	f.DurationVar(&o.DaemonInterval, "daemon-interval", o.DaemonInterval, "How often the daemon reads its probe maps")
-	f.StringVar(&o.HubbleAddress, "hubble-address", o.HubbleAddress, "Hubble server the daemon reads (unix:///path, host:port or off; default: the node's Cilium socket, off when the cluster runs no Cilium)")
+	f.StringVar(&o.HubbleAddress, "hubble-address", o.HubbleAddress, "Hubble server the daemon reads (unix:///path, host:port or off; default: /var/run/cilium/hubble-socket/hubble.sock, where this install puts Cilium's; on a Cilium installed otherwise, its own socket if that is in a directory of its own, else off; off when the cluster runs no Cilium)")
 	return cmd
 }
 
@@ -301,7 +306,9 @@ func NewCmdUninstall(configFlags *genericclioptions.ConfigFlags, streams generic
 		Use:   "uninstall [flags]",
 		Short: "Remove exactly what kubectl isoobs install created",
 		Long: `Remove the Helm releases, Secrets and namespaces kubectl isoobs install created,
-newest component first. Releases taken over with --adopt and anything else are left in place.`,
+newest component first. Releases taken over with --adopt and anything else are left in place.
+A namespace install created is deleted only when it holds nothing isoobs did not create;
+otherwise it is left in place and those objects are named.`,
 		Example:      uninstallExample,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,

@@ -71,6 +71,9 @@ func writeManifest(t *testing.T, dir string, b []byte) string {
 // release platform (structure, selectors, no overlap; archives are installed in
 // TestReleaseKrewInstall) and rejects what krew would reject.
 func TestKrewValidatesManifest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds krew: not under -short (make unit)")
+	}
 	b, arts := allPlatformsManifest(t, testVersion)
 	out, err := validateManifest(t, writeManifest(t, t.TempDir(), b), nil, "-skip-install")
 	if err != nil {
@@ -105,6 +108,9 @@ func TestKrewValidatesManifest(t *testing.T) {
 // with the real krew into a temporary KREW_ROOT, and runs `kubectl isoobs version` through the
 // real kubectl's plugin discovery.
 func TestReleaseKrewInstall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds krew and kubectl: not under -short (make unit)")
+	}
 	krewBin := cachedTool(t, "krew-"+krewVersion, "krew")
 	kubectl := cachedTool(t, "k8s-node-"+kubectlVersion, "kubectl")
 	platform := Platform{runtime.GOOS, runtime.GOARCH}

@@ -57,6 +57,9 @@ func TestPatchPodReadyKeepsLabIPs(t *testing.T) {
 // TestControlPlane covers version, RBAC of the restricted user, kwok nodes and a Deployment whose
 // pods are scheduled and — once something sets status.podIP, as the lab's adopter does — Running.
 func TestControlPlane(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane: not under -short (make unit)")
+	}
 	start := time.Now()
 	cp := startForTest(t)
 	t.Logf("control plane ready in %v", time.Since(start).Round(time.Millisecond))
@@ -252,6 +255,9 @@ func TestControlPlane(t *testing.T) {
 
 // A component that dies at start is named in the error, with its log, and nothing is left.
 func TestStartReportsDeadComponent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane: not under -short (make unit)")
+	}
 	bins, err := EnsureBinaries()
 	if err != nil {
 		t.Fatal(err)

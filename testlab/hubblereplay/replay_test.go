@@ -129,6 +129,9 @@ func sameFlows(t *testing.T, what string, got, want []*flowpb.Flow) {
 // TestHubbleCLIReadsReplay is the proof that the replay server speaks real Hubble: the real
 // hubble CLI (v1.20.2) reads back exactly the flows written in the JSON export format.
 func TestHubbleCLIReadsReplay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the hubble CLI: not under -short (make unit)")
+	}
 	const node = "lab-node-a"
 	t0 := time.Date(2026, 11, 3, 9, 30, 0, 0, time.UTC)
 	// Written and read back in the export format, with a broken line and a line without an event.
