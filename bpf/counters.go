@@ -53,6 +53,20 @@ type PodCounters struct {
 	ServerQueries      uint64 // queries received on port 53 (a DNS server pod)
 	ServerResponses    uint64 // responses sent from port 53
 	TCPQueries         uint64 // subset of Queries sent over TCP
+	// Timeouts counts queries without an answer within Options.DNSTimeout:
+	// those still waiting, those whose answer came later (also counted in
+	// Responses), and those that expired unanswered. Evicted counts queries
+	// pushed out of the kernel's full in-flight table before their answer,
+	// which then cannot time out. While the pod's latency is sampled both
+	// are estimates (each timed query weighs 2^k); otherwise they are exact.
+	Timeouts uint64
+	Evicted  uint64
+	// Unsolicited counts answers matching no query the pod has pending (a
+	// forged answer, a server's duplicate answer): they are not in
+	// Responses, Rcode or the NXDOMAIN names. While the pod's latency is
+	// sampled 1 in 2^k only the timed subset can be checked, so the answers
+	// to the other queries are counted unchecked.
+	Unsolicited uint64
 }
 
 // ReadPods returns the counters of every cgroup seen, keyed by cgroup id
@@ -107,25 +121,53 @@ func (p *DNSProbe) ReadPods() (map[uint64]PodCounters, error) {
 	for id, perCPU := range raw {
 		c := sumPodCounters(perCPU)
 		i := id & uint64(len(p.slotOwner)-1)
+		// The queries sent under the previous shift are answered or timed
+		// out: the kernel can forget it.
+		if p.slotOwner[i] == id && p.slotPrevShift[i] != p.slotShift[i] && now.Sub(p.slotShiftAt[i]) > p.opts.DNSTimeout+latencyRateWindow {
+			if err := p.objs.PodSlotOwner.Put(uint32(i), dnsPodSlot{CgroupId: id, LatencySampleShift: p.slotShift[i], PrevSampleShift: p.slotShift[i]}); err != nil {
+				return nil, fmt.Errorf("set latency sampling of pod slot %d: %w", i, err)
+			}
+			p.slotPrevShift[i] = p.slotShift[i]
+		}
 		switch {
 		case p.slotOwner[i] == 0 && !p.slotDirty[i]:
 			if err := p.objs.PodSlotOwner.Put(uint32(i), dnsPodSlot{CgroupId: id}); err != nil {
 				return nil, fmt.Errorf("assign pod slot %d: %w", i, err)
 			}
-			p.slotOwner[i], p.slotShift[i], p.slotQueries[i] = id, 0, c.Queries
+			p.slotOwner[i], p.slotShift[i], p.slotPrevShift[i], p.slotQueries[i] = id, 0, 0, c.Queries
 		case p.slotOwner[i] == id && takeRates && !p.opts.TimeEveryQuery:
 			rate := float64(c.Queries-p.slotQueries[i]) / elapsed.Seconds()
 			p.slotQueries[i] = c.Queries
-			if k := latencySampleShift(rate, float64(p.opts.LatencySampleAbove), p.slotShift[i]); k != p.slotShift[i] {
-				if err := p.objs.PodSlotOwner.Put(uint32(i), dnsPodSlot{CgroupId: id, LatencySampleShift: k}); err != nil {
+			// One change at a time: the kernel checks answers against the
+			// previous shift too until the queries sent under it are done.
+			k := latencySampleShift(rate, float64(p.opts.LatencySampleAbove), p.slotShift[i])
+			if k != p.slotShift[i] && p.slotPrevShift[i] == p.slotShift[i] {
+				if err := p.objs.PodSlotOwner.Put(uint32(i), dnsPodSlot{CgroupId: id, LatencySampleShift: k, PrevSampleShift: p.slotShift[i]}); err != nil {
 					return nil, fmt.Errorf("set latency sampling of pod slot %d: %w", i, err)
 				}
-				p.slotShift[i] = k
+				p.slotPrevShift[i], p.slotShift[i], p.slotShiftAt[i] = p.slotShift[i], k, now
 			}
 		}
 		if p.slotOwner[i] == id {
 			c.LatencySampleShift = uint8(p.slotShift[i])
 		}
+		out[id] = c
+	}
+	// After the counters: a query leaving the table between the two reads
+	// is then missed once, never counted twice.
+	waiting, err := p.walkInflight()
+	if err != nil {
+		return nil, err
+	}
+	for id, c := range out {
+		t := c.Timeouts + waiting.timedOut[id]<<c.LatencySampleShift
+		// Monotonic: the sum dips for a read when a query leaves the table
+		// after the counters were read.
+		if seen := p.timeouts[id]; t < seen {
+			t = seen
+		}
+		p.timeouts[id] = t
+		c.Timeouts = t
 		out[id] = c
 	}
 	return out, nil
@@ -155,6 +197,7 @@ func (p *DNSProbe) DeletePods(ids []uint64) error {
 	p.slotMu.Lock()
 	defer p.slotMu.Unlock()
 	for _, id := range ids {
+		delete(p.timeouts, id)
 		if err := p.objs.PodStats.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete pod counters of cgroup %d: %w", id, err)
 		}
@@ -165,7 +208,7 @@ func (p *DNSProbe) DeletePods(ids []uint64) error {
 		if err := p.objs.PodSlotOwner.Put(uint32(i), dnsPodSlot{}); err != nil {
 			return fmt.Errorf("free pod slot %d: %w", i, err)
 		}
-		p.slotOwner[i], p.slotShift[i] = 0, 0
+		p.slotOwner[i], p.slotShift[i], p.slotPrevShift[i] = 0, 0, 0
 		p.slotDirty[i] = true
 	}
 	return nil
@@ -184,6 +227,9 @@ func sumPodCounters(perCPU []dnsPodCounters) PodCounters {
 		pc.ServerQueries += c.ServerQueries
 		pc.ServerResponses += c.ServerResponses
 		pc.TCPQueries += c.TcpQueries
+		pc.Timeouts += c.Timeouts
+		pc.Evicted += c.Evicted
+		pc.Unsolicited += c.Unsolicited
 		for j := range qtype {
 			qtype[j] += c.Qtype[j]
 		}

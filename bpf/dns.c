@@ -37,12 +37,15 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 // A question is at most 255 name bytes + 2 qtype + 2 qclass bytes.
 #define QUESTION_MAX 259
 #define IPV6_EXT_MAX 4
-#define INFLIGHT_TIMEOUT_NS (10ULL * 1000 * 1000 * 1000)
 
 // Set by the loader to the number of pod slots - 1 (a power of two - 1).
 volatile const u32 pod_slot_mask = 255;
 // Set by the loader to the number of inflight sets - 1 (a power of two - 1).
 volatile const u32 inflight_mask = 255;
+// Set by the loader (Options.DNSTimeout): a query without its answer this
+// long after it was sent is counted as timed out. 5 s is the resolver's
+// default timeout (resolv.conf(5)).
+volatile const u64 dns_timeout_ns = 5ULL * 1000 * 1000 * 1000;
 
 // Indexes into the per-CPU probe_stats array; mirrored in Go (stat* consts).
 enum probe_stat {
@@ -51,13 +54,15 @@ enum probe_stat {
 	STAT_INFLIGHT_INSERTS,      // client queries remembered for latency
 	STAT_INFLIGHT_DUPLICATES,   // query with the same 5-tuple+id already pending
 	STAT_INFLIGHT_MATCHED,      // responses matched with their query (latency samples)
-	STAT_UNMATCHED_RESPONSES,   // timed responses with no pending query (evicted/never seen)
+	STAT_UNMATCHED_RESPONSES,   // answers matching no pending query (unsolicited: forged, duplicate)
 	STAT_MALFORMED,             // port-53 payloads that are not valid DNS
 	STAT_NOT_PARSED,            // fragments / too many IPv6 extension headers
 	STAT_DNS_MESSAGES,          // port-53 messages examined (valid or malformed)
 	STAT_INFLIGHT_EVICTED,      // pending query overwritten by another one in its slot
-	STAT_INFLIGHT_EXPIRED,      // query never answered within INFLIGHT_TIMEOUT_NS
+	STAT_INFLIGHT_EXPIRED,      // query never answered within dns_timeout_ns (found when its way was reused)
 	STAT_NAME_INSERTS,          // new (cgroup, name) entries: userspace drains early when many
+	STAT_LATE_ANSWERS,          // answers to a pending query older than dns_timeout_ns
+	STAT_EVICTED_ANSWERS,       // answers to a query the table had evicted (counted, not timed)
 	STAT_MAX,
 };
 
@@ -77,6 +82,15 @@ struct pod_counters {
 	u64 server_queries;   // server role: queries received
 	u64 server_responses; // server role: responses sent
 	u64 tcp_queries;      // client role: queries sent over TCP (subset of queries)
+	// Client role, each weighing 2^shift while the pod's queries are timed
+	// 1 in 2^shift (see pod_slot):
+	u64 timeouts;    // queries without an answer within dns_timeout_ns
+	u64 evicted;     // pending queries dropped from a full in-flight set
+	// Client role, not weighted: answers that match no query the pod has
+	// pending (forged, or a duplicate answer). They are kept out of
+	// responses, rcode and the NXDOMAIN names, so that any sender with source
+	// port 53 cannot paint an NXDOMAIN storm on another pod's row.
+	u64 unsolicited;
 	u64 qtype[QTYPE_SLOTS];
 	u64 rcode[RCODE_SLOTS];
 	u64 latency_log2_us[LATENCY_BUCKETS];
@@ -134,7 +148,11 @@ struct pod_slot {
 	// sending more queries per second than it needs to estimate
 	// percentiles (Options.LatencySampleAbove); 0: every query is timed.
 	u32 latency_sample_shift;
-	u32 unused;
+	// The shift before the last change, kept by userspace until the queries
+	// sent under it are answered or timed out (dns_timeout_ns): an answer is
+	// looked up when either shift timed its query, and called unsolicited
+	// only when both did. Equal to latency_sample_shift otherwise.
+	u32 prev_sample_shift;
 };
 
 // The fast path for pods: per-CPU counters in an array, slot i owned by the
@@ -216,13 +234,17 @@ struct name_key unused_name_key __attribute__((unused));
 struct name_value unused_name_value __attribute__((unused));
 struct name_slot unused_name_slot __attribute__((unused));
 
-// Pending client queries for latency matching (the timed ones, see pod_slot):
-// a 4-way set-associative table, a set picked by a hash of the key. A query
-// whose set is full replaces the oldest pending query of the set (counted as
-// evicted); a query
-// unanswered for INFLIGHT_TIMEOUT_NS is counted as expired when its way is
-// reused. Two responses to one query racing on two CPUs could both match (no
-// atomics: the probe must also load where BPF atomics are missing).
+// Pending client queries, for latency, timeouts and to check that an answer
+// was asked for (the timed ones, see pod_slot): a 4-way set-associative
+// table, a set picked by a hash of the key. A query whose set is full
+// replaces the oldest pending query of the set (counted as evicted, on the
+// node and for the pod that sent it; its fingerprint is kept in
+// inflight_evicted so that its answer is still counted, not called
+// unsolicited). A query unanswered for dns_timeout_ns is counted as timed
+// out for its pod when its way is reused or its late answer comes;
+// userspace adds those still waiting in the table (ReadPods). Two responses
+// to one query racing on two CPUs could both match (no atomics: the probe
+// must also load where BPF atomics are missing).
 //
 // The table is small on purpose (1024 slots, 16 KiB, by default): an array
 // map that small is kmalloc'ed in the kernel's direct map, so its random
@@ -231,14 +253,20 @@ struct name_slot unused_name_slot __attribute__((unused));
 // load, a quarter of the probe's cost. Four ways keep evictions rare at
 // hundreds of concurrent queries (0 in the dnsperf benchmark, 400 pending).
 //
-// A way holds a 64-bit fingerprint of the key (addresses, ports, DNS id,
-// protocol) instead of the key itself; two pending queries with different
-// keys share one with probability 2^-64.
+// A way holds 32 bits of the key's 64-bit hash (addresses, ports, DNS id,
+// protocol) instead of the key itself; with the set index that is 40 bits
+// or more: two pending queries of a set share a fingerprint with
+// probability 2^-30, and a forged answer must guess them on top of the DNS
+// id and port it already has to guess.
 #define INFLIGHT_WAYS 4
 
 struct inflight_slot {
-	u64 fingerprint; // hash of struct inflight_key
-	u64 sent_ns;     // 0: free
+	u32 fingerprint; // low 32 bits of the key's hash, never 0
+	// The sending pod's cgroup id, to charge its timeouts and evictions; 0
+	// when the id does not fit in 32 bits (cgroup ids are inode numbers,
+	// below 2^32 on 64-bit kernels until the kernel's id space wraps).
+	u32 cgroup;
+	u64 sent_ns; // 0: free
 };
 
 struct inflight_set {
@@ -251,6 +279,20 @@ struct {
 	__type(key, u32);
 	__type(value, struct inflight_set);
 } inflight SEC(".maps");
+
+// The fingerprints of the queries last evicted from each way of a set: their
+// answers are counted (not timed), not called unsolicited. Touched only when
+// a query is evicted or an answer matches no pending query.
+struct inflight_evicted_set {
+	u32 fingerprint[INFLIGHT_WAYS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, u32);
+	__type(value, struct inflight_evicted_set);
+} inflight_evicted SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -599,7 +641,43 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 
 static __always_inline void count_client(struct __sk_buff *skb, int role, u8 proto, u32 dns_off, u64 n,
 					 u8 *saddr, u8 *daddr, u32 alen, u16 sport, u16 dport,
-					 u64 cgroup_id, struct pod_counters *pc, u32 sample_shift, u32 sbuf);
+					 u64 cgroup_id, struct pod_counters *pc, u32 sample_shift, u32 prev_shift, u32 sbuf);
+
+// pod_counters_of finds the counters a cgroup already has, in its fast-path
+// slot or in pod_stats, and its latency sampling (both shifts 0 without a
+// slot); 0 when it has none.
+static __always_inline struct pod_counters *pod_counters_of(u64 cgroup_id, u32 *shift, u32 *prev_shift)
+{
+	u32 i = (u32)cgroup_id & pod_slot_mask;
+	struct pod_slot *owner = bpf_map_lookup_elem(&pod_slot_owner, &i);
+	*shift = 0;
+	*prev_shift = 0;
+	if (owner && owner->cgroup_id == cgroup_id) {
+		struct pod_counters *pc = bpf_map_lookup_elem(&pod_slot_counters, &i);
+		if (pc) {
+			*shift = owner->latency_sample_shift & 15;
+			*prev_shift = owner->prev_sample_shift & 15;
+			return pc;
+		}
+	}
+	return bpf_map_lookup_elem(&pod_stats, &cgroup_id);
+}
+
+// charge_lost_query counts a pending query that left the in-flight table
+// unanswered (timed out, or evicted) on the pod that sent it.
+static __always_inline void charge_lost_query(u32 cgroup, int timed_out)
+{
+	if (!cgroup)
+		return;
+	u32 shift, prev_shift;
+	struct pod_counters *pc = pod_counters_of(cgroup, &shift, &prev_shift);
+	if (!pc)
+		return;
+	if (timed_out)
+		pc->timeouts += 1ULL << shift;
+	else
+		pc->evicted += 1ULL << shift;
+}
 
 static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int role, u8 proto, u32 payload,
 				       u8 *saddr, u8 *daddr, u32 alen, u16 sport, u16 dport)
@@ -625,16 +703,8 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 		stat_inc(STAT_POD_OVERFLOW);
 	return;
 #endif
-	struct pod_counters *pc = 0;
-	u32 pod_slot = (u32)cgroup_id & pod_slot_mask;
-	u32 sample_shift = 0; // pods without a slot time every query
-	struct pod_slot *owner = bpf_map_lookup_elem(&pod_slot_owner, &pod_slot);
-	if (owner && owner->cgroup_id == cgroup_id) {
-		pc = bpf_map_lookup_elem(&pod_slot_counters, &pod_slot);
-		sample_shift = owner->latency_sample_shift & 15;
-	}
-	if (!pc)
-		pc = bpf_map_lookup_elem(&pod_stats, &cgroup_id);
+	u32 sample_shift, prev_shift; // 0 for pods without a slot: every query is timed
+	struct pod_counters *pc = pod_counters_of(cgroup_id, &sample_shift, &prev_shift);
 	if (!pc) {
 		u32 zero = 0;
 		struct pod_counters *init = bpf_map_lookup_elem(&zero_pod, &zero);
@@ -693,15 +763,18 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 		return;
 	u32 sbuf = *depth & 1;
 	*depth = sbuf + 1;
-	count_client(skb, role, proto, dns_off, n, saddr, daddr, alen, sport, dport, cgroup_id, pc, sample_shift, sbuf);
+	count_client(skb, role, proto, dns_off, n, saddr, daddr, alen, sport, dport, cgroup_id, pc, sample_shift, prev_shift,
+		     sbuf);
 	*depth = sbuf;
 }
 
 // count_client counts a message a client pod sent (query) or received
-// (response): its question, name, rcode and latency.
+// (response): its question, name, rcode and latency. A response is counted
+// only once it is known to answer a query the pod sent (or could not be
+// checked, see the sampling below); otherwise it is unsolicited.
 static __always_inline void count_client(struct __sk_buff *skb, int role, u8 proto, u32 dns_off, u64 n,
 					 u8 *saddr, u8 *daddr, u32 alen, u16 sport, u16 dport,
-					 u64 cgroup_id, struct pod_counters *pc, u32 sample_shift, u32 sbuf)
+					 u64 cgroup_id, struct pod_counters *pc, u32 sample_shift, u32 prev_shift, u32 sbuf)
 {
 	// The header and the question, loaded by parse_message in one go.
 	if (n > 12 + QUESTION_MAX)
@@ -722,8 +795,7 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 		goto malformed;
 	u32 wire_len = s->nv.wire_len;
 
-	switch (role) {
-	case ROLE_CLIENT_QUERY:
+	if (role == ROLE_CLIENT_QUERY) {
 		pc->queries++;
 		if (proto == IPPROTO_TCP)
 			pc->tcp_queries++;
@@ -732,26 +804,18 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 		if (hash_name(sbuf) == 0)
 			name_add(cgroup_id, s->name_hash, s, wire_len, 0);
 #endif
-		break;
-	case ROLE_CLIENT_RESPONSE:
-		pc->responses++;
-		pc->rcode[rcode_slot(rcode)]++;
-#ifndef ABLATE_NAMES
-		if (rcode == 3 && hash_name(sbuf) == 0)
-			name_add(cgroup_id, s->name_hash, s, wire_len, 1);
-#endif
-		break;
-	default: // server roles were counted above
-		return;
+	} else if (role != ROLE_CLIENT_RESPONSE) {
+		return; // server roles were counted in handle_dns
 	}
 
 #ifdef ABLATE_LATENCY
-	return;
+	if (role == ROLE_CLIENT_QUERY)
+		return;
+	goto answered;
 #endif
-	// Latency: remember the query by (client address, server address, client
-	// port, server port, DNS id, protocol) and match the response that comes
-	// back with the same key. The key is hashed straight from the headers
-	// into the 64-bit fingerprint the table keeps.
+	// Remember the query by (client address, server address, client port,
+	// server port, DNS id, protocol) and match the response that comes back
+	// with the same key. The key is hashed straight from the headers.
 	u8 *client = role == ROLE_CLIENT_QUERY ? saddr : daddr;
 	u8 *server = role == ROLE_CLIENT_QUERY ? daddr : saddr;
 	u64 client_port = role == ROLE_CLIENT_QUERY ? sport : dport;
@@ -767,14 +831,21 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 	}
 	u64 dns_id = (dh[0] << 8) | dh[1];
 	kh = mix64(kh, client_port | server_port << 16 | dns_id << 32 | (u64)proto << 48);
-	kh |= 1; // never 0, so a zeroed way never matches
+	u32 fp = (u32)kh | 1; // never 0, so a zeroed way never matches
 	// A busy pod's queries are sampled: the two clock reads and the pending
 	// set of each timed pair were a third of the probe's cost per DNS packet
 	// under load. The top bits of the key's hash (the best mixed: a
 	// multiply carries upwards) pick the timed queries; the set index uses
-	// bits 32 and up, 2^22 sets at most.
-	if ((kh >> 54) & ((1ULL << sample_shift) - 1))
-		return;
+	// bits 32 and up, 2^22 sets at most. The answer to an untimed query
+	// cannot be checked and is counted as it comes.
+	u64 pick = kh >> 54;
+	u32 lookup_shift = sample_shift < prev_shift ? sample_shift : prev_shift;
+	u32 check_shift = sample_shift < prev_shift ? prev_shift : sample_shift;
+	if (pick & ((1ULL << (role == ROLE_CLIENT_QUERY ? sample_shift : lookup_shift)) - 1)) {
+		if (role == ROLE_CLIENT_QUERY)
+			return;
+		goto answered;
+	}
 	u32 idx = (u32)(kh >> 32) & inflight_mask;
 	struct inflight_set *set = bpf_map_lookup_elem(&inflight, &idx);
 	if (!set)
@@ -784,7 +855,7 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 	u32 hit = INFLIGHT_WAYS;
 #pragma clang loop unroll(full)
 	for (u32 w = 0; w < INFLIGHT_WAYS; w++)
-		if (set->way[w].fingerprint == kh)
+		if (set->way[w].fingerprint == fp)
 			hit = w;
 	u64 hit_sent = hit < INFLIGHT_WAYS ? set->way[hit & (INFLIGHT_WAYS - 1)].sent_ns : 0;
 	// Ages are clamped at 0: a query stamped on another CPU can look a few ns
@@ -794,11 +865,12 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 	if (role == ROLE_CLIENT_QUERY) {
 		u32 victim = hit;
 		if (hit_sent) {
-			if (hit_age < INFLIGHT_TIMEOUT_NS) { // retransmit: keep the first send time
+			if (hit_age < dns_timeout_ns) { // retransmit: keep the first send time
 				stat_inc(STAT_INFLIGHT_DUPLICATES);
 				return;
 			}
 			stat_inc(STAT_INFLIGHT_EXPIRED);
+			charge_lost_query(set->way[hit & (INFLIGHT_WAYS - 1)].cgroup, 1);
 		} else if (hit >= INFLIGHT_WAYS) {
 			// A free way (sent 0), else the oldest query of the set.
 			u64 oldest = ~0ULL;
@@ -811,26 +883,63 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 				}
 			}
 			if (oldest) { // a query never answered
-				if (now - oldest < INFLIGHT_TIMEOUT_NS || oldest > now)
+				struct inflight_slot *old = &set->way[victim & (INFLIGHT_WAYS - 1)];
+				if (now - oldest < dns_timeout_ns || oldest > now) {
 					stat_inc(STAT_INFLIGHT_EVICTED);
-				else
+					charge_lost_query(old->cgroup, 0);
+					struct inflight_evicted_set *ev = bpf_map_lookup_elem(&inflight_evicted, &idx);
+					if (ev)
+						ev->fingerprint[victim & (INFLIGHT_WAYS - 1)] = old->fingerprint;
+				} else {
 					stat_inc(STAT_INFLIGHT_EXPIRED);
+					charge_lost_query(old->cgroup, 1);
+				}
 			}
 		}
 		struct inflight_slot *slot = &set->way[victim & (INFLIGHT_WAYS - 1)];
-		slot->fingerprint = kh;
+		slot->fingerprint = fp;
+		slot->cgroup = cgroup_id >> 32 ? 0 : (u32)cgroup_id;
 		slot->sent_ns = now;
 		stat_inc(STAT_INFLIGHT_INSERTS);
 		return;
 	}
-	if (!hit_sent || hit_age >= INFLIGHT_TIMEOUT_NS) {
-		stat_inc(STAT_UNMATCHED_RESPONSES);
-		return;
+
+	if (hit_sent) {
+		struct inflight_slot *slot = &set->way[hit & (INFLIGHT_WAYS - 1)];
+		slot->sent_ns = 0;
+		if (hit_age >= dns_timeout_ns) { // answered, but after the resolver gave up
+			stat_inc(STAT_LATE_ANSWERS);
+			pc->timeouts += 1ULL << sample_shift;
+		} else {
+			stat_inc(STAT_INFLIGHT_MATCHED);
+		}
+		pc->latency_log2_us[log2_bucket(hit_age / 1000)] += 1ULL << sample_shift;
+		goto answered;
 	}
-	struct inflight_slot *slot = &set->way[hit & (INFLIGHT_WAYS - 1)];
-	slot->sent_ns = 0;
-	stat_inc(STAT_INFLIGHT_MATCHED);
-	pc->latency_log2_us[log2_bucket(hit_age / 1000)] += 1ULL << sample_shift;
+	if (pick & ((1ULL << check_shift) - 1))
+		goto answered; // sent while the pod's queries were timed 1 in 2^check_shift
+	struct inflight_evicted_set *ev = bpf_map_lookup_elem(&inflight_evicted, &idx);
+	if (ev) {
+#pragma clang loop unroll(full)
+		for (u32 w = 0; w < INFLIGHT_WAYS; w++) {
+			if (ev->fingerprint[w] == fp) {
+				ev->fingerprint[w] = 0;
+				stat_inc(STAT_EVICTED_ANSWERS);
+				goto answered;
+			}
+		}
+	}
+	stat_inc(STAT_UNMATCHED_RESPONSES);
+	pc->unsolicited++;
+	return;
+
+answered:
+	pc->responses++;
+	pc->rcode[rcode_slot(rcode)]++;
+#ifndef ABLATE_NAMES
+	if (rcode == 3 && hash_name(sbuf) == 0)
+		name_add(cgroup_id, s->name_hash, s, wire_len, 1);
+#endif
 	return;
 
 malformed:

@@ -13,11 +13,17 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type dnsInflightEvictedSet struct {
+	_           structs.HostLayout
+	Fingerprint [4]uint32
+}
+
 type dnsInflightSet struct {
 	_   structs.HostLayout
 	Way [4]struct {
 		_           structs.HostLayout
-		Fingerprint uint64
+		Fingerprint uint32
+		Cgroup      uint32
 		SentNs      uint64
 	}
 }
@@ -54,6 +60,9 @@ type dnsPodCounters struct {
 	ServerQueries   uint64
 	ServerResponses uint64
 	TcpQueries      uint64
+	Timeouts        uint64
+	Evicted         uint64
+	Unsolicited     uint64
 	Qtype           [12]uint64
 	Rcode           [5]uint64
 	LatencyLog2Us   [32]uint64
@@ -63,7 +72,7 @@ type dnsPodSlot struct {
 	_                  structs.HostLayout
 	CgroupId           uint64
 	LatencySampleShift uint32
-	Unused             uint32
+	PrevSampleShift    uint32
 }
 
 type dnsScratch struct {
@@ -84,6 +93,7 @@ type dnsScratch struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	dnsMapInflight        = "inflight"
+	dnsMapInflightEvicted = "inflight_evicted"
 	dnsMapNameSlotTables  = "name_slot_tables"
 	dnsMapNameTables      = "name_tables"
 	dnsMapNesting         = "nesting"
@@ -95,6 +105,7 @@ const (
 	dnsMapZeroPod         = "zero_pod"
 	dnsProgDnsEgress      = "dns_egress"
 	dnsProgDnsIngress     = "dns_ingress"
+	dnsVarDnsTimeoutNs    = "dns_timeout_ns"
 	dnsVarInflightMask    = "inflight_mask"
 	dnsVarNameSlotMask    = "name_slot_mask"
 	dnsVarPodSlotMask     = "pod_slot_mask"
@@ -154,6 +165,7 @@ type dnsProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type dnsMapSpecs struct {
 	Inflight        *ebpf.MapSpec `ebpf:"inflight"`
+	InflightEvicted *ebpf.MapSpec `ebpf:"inflight_evicted"`
 	NameSlotTables  *ebpf.MapSpec `ebpf:"name_slot_tables"`
 	NameTables      *ebpf.MapSpec `ebpf:"name_tables"`
 	Nesting         *ebpf.MapSpec `ebpf:"nesting"`
@@ -169,6 +181,7 @@ type dnsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dnsVariableSpecs struct {
+	DnsTimeoutNs    *ebpf.VariableSpec `ebpf:"dns_timeout_ns"`
 	InflightMask    *ebpf.VariableSpec `ebpf:"inflight_mask"`
 	NameSlotMask    *ebpf.VariableSpec `ebpf:"name_slot_mask"`
 	PodSlotMask     *ebpf.VariableSpec `ebpf:"pod_slot_mask"`
@@ -198,6 +211,7 @@ func (o *dnsObjects) Close() error {
 // It can be passed to loadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dnsMaps struct {
 	Inflight        *ebpf.Map `ebpf:"inflight"`
+	InflightEvicted *ebpf.Map `ebpf:"inflight_evicted"`
 	NameSlotTables  *ebpf.Map `ebpf:"name_slot_tables"`
 	NameTables      *ebpf.Map `ebpf:"name_tables"`
 	Nesting         *ebpf.Map `ebpf:"nesting"`
@@ -212,6 +226,7 @@ type dnsMaps struct {
 func (m *dnsMaps) Close() error {
 	return _DnsClose(
 		m.Inflight,
+		m.InflightEvicted,
 		m.NameSlotTables,
 		m.NameTables,
 		m.Nesting,
@@ -228,6 +243,7 @@ func (m *dnsMaps) Close() error {
 //
 // It can be passed to loadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dnsVariables struct {
+	DnsTimeoutNs    *ebpf.Variable `ebpf:"dns_timeout_ns"`
 	InflightMask    *ebpf.Variable `ebpf:"inflight_mask"`
 	NameSlotMask    *ebpf.Variable `ebpf:"name_slot_mask"`
 	PodSlotMask     *ebpf.Variable `ebpf:"pod_slot_mask"`

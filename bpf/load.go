@@ -3,6 +3,7 @@ package bpf
 import (
 	"fmt"
 	"math/bits"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -66,7 +67,9 @@ func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 		return nil, err
 	}
 	p := &DNSProbe{opts: opts, slotOwner: make([]uint64, opts.PodSlots), slotDirty: make([]bool, opts.PodSlots),
-		slotShift: make([]uint32, opts.PodSlots), slotQueries: make([]uint64, opts.PodSlots)}
+		slotShift: make([]uint32, opts.PodSlots), slotQueries: make([]uint64, opts.PodSlots),
+		slotPrevShift: make([]uint32, opts.PodSlots), slotShiftAt: make([]time.Time, opts.PodSlots),
+		timeouts: make(map[uint64]uint64)}
 	if err := p.createInnerTables(&maps, slotCopies); err != nil {
 		p.Close()
 		return nil, err
@@ -121,6 +124,13 @@ func sizeMaps(spec *ebpf.CollectionSpec, maps *dnsMapSpecs, opts *Options, slotC
 	sets := uint32(1) << bits.Len32((opts.MaxInflight+inflightWays-1)/inflightWays-1)
 	opts.MaxInflight = sets * inflightWays
 	maps.Inflight.MaxEntries = sets
+	maps.InflightEvicted.MaxEntries = sets
+	if opts.DNSTimeout == 0 {
+		opts.DNSTimeout = DefaultDNSTimeout
+	}
+	if opts.DNSTimeout < time.Millisecond || opts.DNSTimeout > maxDNSTimeout {
+		return fmt.Errorf("dns probe: a DNS timeout of %v is outside 1ms..%v", opts.DNSTimeout, maxDNSTimeout)
+	}
 
 	if opts.NameSlots > maxNameSlots {
 		return fmt.Errorf("dns probe: %d name slots is more than the %d supported", opts.NameSlots, maxNameSlots)
@@ -150,6 +160,11 @@ func sizeMaps(spec *ebpf.CollectionSpec, maps *dnsMapSpecs, opts *Options, slotC
 		}
 		if err := vs.Set(v.value); err != nil {
 			return fmt.Errorf("dns probe: set %s: %w", v.name, err)
+		}
+	}
+	if vs := spec.Variables["dns_timeout_ns"]; vs != nil { // absent from earlier builds
+		if err := vs.Set(uint64(opts.DNSTimeout)); err != nil {
+			return fmt.Errorf("dns probe: set dns_timeout_ns: %w", err)
 		}
 	}
 	return nil

@@ -225,6 +225,9 @@ func diff(a, b delta) delta {
 	d.pod.ServerResponses = b.pod.ServerResponses - a.pod.ServerResponses
 	d.pod.BytesOut = b.pod.BytesOut - a.pod.BytesOut
 	d.pod.BytesIn = b.pod.BytesIn - a.pod.BytesIn
+	d.pod.Timeouts = b.pod.Timeouts - a.pod.Timeouts
+	d.pod.Evicted = b.pod.Evicted - a.pod.Evicted
+	d.pod.Unsolicited = b.pod.Unsolicited - a.pod.Unsolicited
 	for i := range d.pod.Rcode {
 		d.pod.Rcode[i] = b.pod.Rcode[i] - a.pod.Rcode[i]
 	}
@@ -282,8 +285,8 @@ func TestDNSParserTable(t *testing.T) {
 	r := newTestRunner(t)
 	long63 := strings.Repeat("a", 63)
 	type want struct {
-		queries, responses, malformed, serverQueries, notParsed uint64
-		name                                                    string // a name that must be counted
+		queries, responses, malformed, serverQueries, notParsed, unsolicited uint64
+		name                                                                 string // a name that must be counted
 	}
 	hopByHop := []byte{protoUDP, 0, 1, 4, 0, 0, 0, 0} // next=UDP, 8 bytes, PadN
 	fragHdr := []byte{protoUDP, 0, 0, 0, 0, 0, 0, 1}
@@ -295,8 +298,10 @@ func TestDNSParserTable(t *testing.T) {
 	}{
 		{"valid query", true, ipv4Packet(protoUDP, udpSegment(40000, 53, dnsQuery(wireName("Www", "Example", "COM")))),
 			want{queries: 1, name: "www.example.com"}},
-		{"valid NXDOMAIN response", false, ipv4Packet(protoUDP, udpSegment(53, 40000, cat(dnsHeader(7, 0x8183, 1), wireName("nx", "example"), qtypeA_IN))),
-			want{responses: 1}},
+		// No query is pending: the answer is unsolicited, its rcode and name
+		// are not counted.
+		{"NXDOMAIN response nobody asked for", false, ipv4Packet(protoUDP, udpSegment(53, 40000, cat(dnsHeader(7, 0x8183, 1), wireName("nx", "example"), qtypeA_IN))),
+			want{unsolicited: 1}},
 		{"query received by a server", false, ipv4Packet(protoUDP, udpSegment(40000, 53, dnsQuery(wireName("x")))),
 			want{serverQueries: 1}},
 		{"root name", true, ipv4Packet(protoUDP, udpSegment(40000, 53, dnsQuery(wireName()))), want{queries: 1, name: "."}},
@@ -346,7 +351,7 @@ func TestDNSParserTable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r.t = t
 			d := r.run(tc.egress, tc.pkt)
-			got := want{d.pod.Queries, d.pod.Responses, d.pod.Malformed, d.pod.ServerQueries, d.stats.NotParsed, tc.want.name}
+			got := want{d.pod.Queries, d.pod.Responses, d.pod.Malformed, d.pod.ServerQueries, d.stats.NotParsed, d.pod.Unsolicited, tc.want.name}
 			if got != tc.want {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
@@ -358,7 +363,7 @@ func TestDNSParserTable(t *testing.T) {
 					t.Errorf("name %q: counted=%v queries=%d text=%q", tc.want.name, ok, q, text)
 				}
 			}
-			counted := d.pod.Queries + d.pod.Responses + d.pod.ServerQueries + d.pod.ServerResponses + d.pod.Malformed
+			counted := d.pod.Queries + d.pod.Responses + d.pod.ServerQueries + d.pod.ServerResponses + d.pod.Malformed + d.pod.Unsolicited
 			if counted != d.stats.DNSMessages {
 				t.Errorf("%d messages examined but %d counted", d.stats.DNSMessages, counted)
 			}
@@ -453,7 +458,8 @@ func FuzzDNSParser(f *testing.F) {
 }
 
 // With a one-set inflight table (4 ways) every query shares the set: a fifth
-// pending query evicts the oldest, whose response is then unmatched.
+// pending query evicts the oldest (charged to its pod), whose answer is then
+// counted but not timed; a second answer to it is unsolicited.
 func TestDNSInflightEviction(t *testing.T) {
 	r := newTestRunnerOpts(t, Options{MaxInflight: 1}) // rounded up to one set
 	query := func(id uint16) []byte {
@@ -473,17 +479,22 @@ func TestDNSInflightEviction(t *testing.T) {
 	}
 	r.run(false, response(1))
 	r.run(false, response(2))
+	r.run(false, response(1)) // the evicted query's fingerprint was used up
 	st, err := r.p.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := [5]uint64{st.InflightInserted, st.InflightDuplicates, st.InflightEvicted, st.UnmatchedResponses, st.InflightMatched}
-	if want := [5]uint64{5, 1, 1, 1, 1}; got != want || st.Inflight.Max != 4 || st.Inflight.Entries != 3 {
-		t.Errorf("inserted, duplicates, evicted, unmatched, matched = %v, want %v; fill %+v", got, want, st.Inflight)
+	got := [6]uint64{st.InflightInserted, st.InflightDuplicates, st.InflightEvicted, st.EvictedAnswers, st.UnmatchedResponses, st.InflightMatched}
+	if want := [6]uint64{5, 1, 1, 1, 1, 1}; got != want || st.Inflight.Max != 4 || st.Inflight.Entries != 3 {
+		t.Errorf("inserted, duplicates, evicted, evicted answers, unmatched, matched = %v, want %v; fill %+v", got, want, st.Inflight)
 	}
 	pods, _ := r.p.ReadPods()
-	if n := sumBuckets(pods[r.id].LatencyLog2US); n != 1 {
+	pod := pods[r.id]
+	if n := sumBuckets(pod.LatencyLog2US); n != 1 {
 		t.Errorf("%d latency samples, want 1", n)
+	}
+	if pod.Responses != 2 || pod.Evicted != 1 || pod.Unsolicited != 1 || pod.Timeouts != 0 {
+		t.Errorf("pod: responses %d, evicted %d, unsolicited %d, timeouts %d; want 2, 1, 1, 0", pod.Responses, pod.Evicted, pod.Unsolicited, pod.Timeouts)
 	}
 }
 

@@ -28,6 +28,11 @@ const (
 	// log2 histogram's p99 over a 10 s window then rests on at least ~200
 	// samples, and timing 2,000 queries a second costs ~0.03 % of a core.
 	DefaultLatencySampleAbove = 2000
+	// DefaultDNSTimeout is Options.DNSTimeout's default: the resolver's own
+	// default timeout (resolv.conf(5) "timeout:5").
+	DefaultDNSTimeout = 5 * time.Second
+	// maxDNSTimeout bounds Options.DNSTimeout.
+	maxDNSTimeout = 5 * time.Minute
 	// maxLatencySampleShift bounds the sampling at 1 in 1,024 queries.
 	maxLatencySampleShift = 10
 	// maxInflight bounds Options.MaxInflight: 2^22 sets of 4 (256 MiB).
@@ -61,6 +66,9 @@ type Options struct {
 	LatencySampleAbove uint32
 	// TimeEveryQuery turns latency sampling off.
 	TimeEveryQuery bool
+	// DNSTimeout is how long after it was sent a query without its answer
+	// counts as timed out (PodCounters.Timeouts); 0 means DefaultDNSTimeout.
+	DNSTimeout time.Duration
 	// NoEarlyDrain turns off draining the name table early when it fills
 	// between two DrainNames calls (tests of the overflow accounting).
 	NoEarlyDrain bool
@@ -114,7 +122,16 @@ type DNSProbe struct {
 	slotDirty   []bool
 	slotShift   []uint32
 	slotQueries []uint64
-	rateAt      time.Time
+	// slotPrevShift[i] is the shift before the last change, kept in the
+	// kernel (pod_slot.prev_sample_shift) until slotShiftAt[i] +
+	// DNSTimeout, when the queries sent under it are answered or timed out.
+	slotPrevShift []uint32
+	slotShiftAt   []time.Time
+	// timeouts[id] is the last Timeouts ReadPods returned for cgroup id:
+	// the sum it reports (kernel count + queries still waiting past the
+	// timeout) never goes down, see ReadPods.
+	timeouts map[uint64]uint64
+	rateAt   time.Time
 }
 
 // Close detaches the programs and frees the maps.

@@ -89,7 +89,9 @@ func TestDNSLatencySampledExactly(t *testing.T) {
 // ReadPods samples a pod's latency once its query rate is above
 // Options.LatencySampleAbove and times every query again when it calms down.
 func TestDNSLatencySampleShiftFollowsRate(t *testing.T) {
-	r := newTestRunnerOpts(t, Options{LatencySampleAbove: 50})
+	// A short DNS timeout: the previous shift is forgotten soon enough for
+	// the shift to come down at the next read.
+	r := newTestRunnerOpts(t, Options{LatencySampleAbove: 50, DNSTimeout: 10 * time.Millisecond})
 	query := ipv4Packet(protoUDP, udpSegment(40000, 53, cat(dnsHeader(9, 0x0100, 1), wireName("busy"), qtypeA_IN)))
 	r.run(true, query) // slot assigned
 	time.Sleep(latencyRateWindow)

@@ -3,7 +3,6 @@ package bpf
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -34,9 +33,14 @@ type ProbeStats struct {
 	InflightDuplicates uint64 // queries whose 5-tuple+id was already pending (retransmits)
 	InflightMatched    uint64 // responses matched with their query (latency samples)
 	InflightEvicted    uint64 // pending queries replaced by another query hashed to the same slot
-	InflightExpired    uint64 // queries never answered within 10 s (found when their slot was reused)
+	InflightExpired    uint64 // queries never answered within Options.DNSTimeout (found when their slot was reused)
 	InflightErrors     uint64 // unused since the inflight table is an array; kept for compatibility
-	UnmatchedResponses uint64 // timed responses with no pending query
+	// UnmatchedResponses counts the answers that matched no pending query
+	// (unsolicited: forged, or a duplicate answer), kept out of the pods'
+	// responses, rcodes and names.
+	UnmatchedResponses uint64
+	LateAnswers        uint64 // answers to a pending query older than Options.DNSTimeout
+	EvictedAnswers     uint64 // answers to a query evicted from the in-flight table (counted, not timed)
 	Malformed          uint64 // all cgroups, including ones beyond the pod map
 	NotParsed          uint64 // fragments, too many IPv6 extension headers
 	DNSMessages        uint64 // port-53 payloads examined
@@ -56,6 +60,8 @@ const (
 	statInflightEvicted
 	statInflightExpired
 	statNameInserts
+	statLateAnswers
+	statEvictedAnswers
 	statMax
 )
 
@@ -83,6 +89,8 @@ func (p *DNSProbe) Stats() (ProbeStats, error) {
 	s.DNSMessages = counters[statDNSMessages]
 	s.InflightEvicted = counters[statInflightEvicted]
 	s.InflightExpired = counters[statInflightExpired]
+	s.LateAnswers = counters[statLateAnswers]
+	s.EvictedAnswers = counters[statEvictedAnswers]
 
 	p.mu.Lock()
 	names := p.nameTables[p.active]
@@ -95,9 +103,11 @@ func (p *DNSProbe) Stats() (ProbeStats, error) {
 	if s.Names, err = fill(names); err != nil {
 		return s, err
 	}
-	if s.Inflight, err = p.inflightFill(); err != nil {
+	waiting, err := p.walkInflight()
+	if err != nil {
 		return s, err
 	}
+	s.Inflight = waiting.fill
 	p.slotMu.Lock()
 	s.PodSlots.Max = uint32(len(p.slotOwner))
 	for i, owner := range p.slotOwner {
@@ -124,23 +134,27 @@ func (s ProbeStats) Maps() []NamedMapFill {
 	return []NamedMapFill{{"pod_stats", s.Pods}, {"pod_slots", s.PodSlots}, {"names", s.Names}, {"name_slots", s.NameSlots}, {"inflight", s.Inflight}}
 }
 
-// inflightTimeout and inflightWays mirror INFLIGHT_TIMEOUT_NS and
-// INFLIGHT_WAYS in dns.c.
-const (
-	inflightTimeout = 10 * time.Second
-	inflightWays    = 4
-)
+// inflightWays mirrors INFLIGHT_WAYS in dns.c.
+const inflightWays = 4
 
-// inflightFill counts the slots holding a query sent less than
-// inflightTimeout ago (bpf_ktime_get_ns is CLOCK_MONOTONIC).
-func (p *DNSProbe) inflightFill() (MapFill, error) {
+// inflightWalk is what the in-flight table holds: the queries waiting for
+// their answer (fill), and per cgroup id those waiting longer than
+// Options.DNSTimeout, not yet counted as timed out by the kernel.
+type inflightWalk struct {
+	fill     MapFill
+	timedOut map[uint64]uint64
+}
+
+// walkInflight reads the in-flight table (bpf_ktime_get_ns is
+// CLOCK_MONOTONIC): 16 KiB by default, a few batched reads.
+func (p *DNSProbe) walkInflight() (inflightWalk, error) {
 	m := p.objs.Inflight
-	f := MapFill{Max: m.MaxEntries() * inflightWays}
+	w := inflightWalk{fill: MapFill{Max: m.MaxEntries() * inflightWays}}
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return f, err
+		return w, err
 	}
-	now := uint64(ts.Nano())
+	now, timeout := uint64(ts.Nano()), uint64(p.opts.DNSTimeout)
 	keys := make([]uint32, 1024)
 	vals := make([]dnsInflightSet, 1024)
 	var cursor ebpf.MapBatchCursor
@@ -148,16 +162,23 @@ func (p *DNSProbe) inflightFill() (MapFill, error) {
 		n, err := m.BatchLookup(&cursor, keys, vals, nil)
 		for _, set := range vals[:n] {
 			for _, v := range set.Way {
-				if v.SentNs != 0 && now-v.SentNs < uint64(inflightTimeout) {
-					f.Entries++
+				switch {
+				case v.SentNs == 0:
+				case now < v.SentNs || now-v.SentNs < timeout:
+					w.fill.Entries++
+				case v.Cgroup != 0:
+					if w.timedOut == nil {
+						w.timedOut = make(map[uint64]uint64)
+					}
+					w.timedOut[uint64(v.Cgroup)]++
 				}
 			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return f, nil
+			return w, nil
 		}
 		if err != nil {
-			return f, fmt.Errorf("count pending queries: %w", err)
+			return w, fmt.Errorf("read pending queries: %w", err)
 		}
 	}
 }
