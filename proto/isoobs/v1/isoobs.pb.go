@@ -515,8 +515,19 @@ type DNSRow struct {
 	ProxyLatencyP50Ms  float64  `protobuf:"fixed64,43,opt,name=proxy_latency_p50_ms,json=proxyLatencyP50Ms,proto3" json:"proxy_latency_p50_ms,omitempty"`
 	ProxyLatencyP99Ms  float64  `protobuf:"fixed64,44,opt,name=proxy_latency_p99_ms,json=proxyLatencyP99Ms,proto3" json:"proxy_latency_p99_ms,omitempty"`
 	ProxyLatencyLog2Us []uint64 `protobuf:"varint,45,rep,packed,name=proxy_latency_log2_us,json=proxyLatencyLog2Us,proto3" json:"proxy_latency_log2_us,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Queries without an answer within the daemon's --dns-timeout (5 s by default): still
+	// waiting, answered later, or never answered. Exact unless the pod's latency is sampled
+	// (more than --latency-sample-above queries/s): each timed query then weighs 2^k.
+	Timeouts     uint64  `protobuf:"varint,50,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
+	TimeoutsRate float64 `protobuf:"fixed64,51,opt,name=timeouts_rate,json=timeoutsRate,proto3" json:"timeouts_rate,omitempty"`
+	// Answers that matched no query the pod had pending (forged, or a server's duplicate
+	// answer): not in responses, the rcode counts or top_names.
+	Unsolicited uint64 `protobuf:"varint,52,opt,name=unsolicited,proto3" json:"unsolicited,omitempty"`
+	// Queries pushed out of the node's full in-flight table before their answer (neither
+	// timed nor checked; their answers are still counted). Weighted like timeouts.
+	Evicted       uint64 `protobuf:"varint,53,opt,name=evicted,proto3" json:"evicted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DNSRow) Reset() {
@@ -827,6 +838,34 @@ func (x *DNSRow) GetProxyLatencyLog2Us() []uint64 {
 		return x.ProxyLatencyLog2Us
 	}
 	return nil
+}
+
+func (x *DNSRow) GetTimeouts() uint64 {
+	if x != nil {
+		return x.Timeouts
+	}
+	return 0
+}
+
+func (x *DNSRow) GetTimeoutsRate() float64 {
+	if x != nil {
+		return x.TimeoutsRate
+	}
+	return 0
+}
+
+func (x *DNSRow) GetUnsolicited() uint64 {
+	if x != nil {
+		return x.Unsolicited
+	}
+	return 0
+}
+
+func (x *DNSRow) GetEvicted() uint64 {
+	if x != nil {
+		return x.Evicted
+	}
+	return 0
 }
 
 type TopFrame struct {
@@ -1447,7 +1486,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aqueries\x18\x02 \x01(\x04R\aqueries\x12\x1a\n" +
 	"\bnxdomain\x18\x03 \x01(\x04R\bnxdomain\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\x04R\x05error\"\xfa\v\n" +
+	"\x05error\x18\x04 \x01(\x04R\x05error\"\xf7\f\n" +
 	"\x06DNSRow\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -1490,7 +1529,11 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x12policy_denied_rate\x18* \x01(\x01R\x10policyDeniedRate\x12/\n" +
 	"\x14proxy_latency_p50_ms\x18+ \x01(\x01R\x11proxyLatencyP50Ms\x12/\n" +
 	"\x14proxy_latency_p99_ms\x18, \x01(\x01R\x11proxyLatencyP99Ms\x121\n" +
-	"\x15proxy_latency_log2_us\x18- \x03(\x04R\x12proxyLatencyLog2Us\x1a@\n" +
+	"\x15proxy_latency_log2_us\x18- \x03(\x04R\x12proxyLatencyLog2Us\x12\x1a\n" +
+	"\btimeouts\x182 \x01(\x04R\btimeouts\x12#\n" +
+	"\rtimeouts_rate\x183 \x01(\x01R\ftimeoutsRate\x12 \n" +
+	"\vunsolicited\x184 \x01(\x04R\vunsolicited\x12\x18\n" +
+	"\aevicted\x185 \x01(\x04R\aevicted\x1a@\n" +
 	"\x12QueriesByTypeEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
