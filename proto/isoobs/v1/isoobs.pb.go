@@ -265,7 +265,19 @@ type TopRequest struct {
 	// Include rows that could not be resolved to a pod (host processes are never included).
 	IncludeUnresolved bool `protobuf:"varint,12,opt,name=include_unresolved,json=includeUnresolved,proto3" json:"include_unresolved,omitempty"`
 	// Which view: both merged (default), or one source alone.
-	Source        Source `protobuf:"varint,20,opt,name=source,proto3,enum=isoobs.v1.Source" json:"source,omitempty"`
+	Source Source `protobuf:"varint,20,opt,name=source,proto3,enum=isoobs.v1.Source" json:"source,omitempty"`
+	// Query-name filter, applied on the daemon: only names that match leave the node, and rows
+	// count only the matching queries (queries, NXDOMAIN and their rates, top names and zones),
+	// from the moment the stream starts. name_regex is an RE2 expression (at most 512 bytes)
+	// matched case-insensitively against the name without its trailing dot; zone keeps the
+	// name itself and every name under it ("example.com" keeps "a.b.example.com"). Both set:
+	// a name must match both.
+	NameRegex string `protobuf:"bytes,30,opt,name=name_regex,json=nameRegex,proto3" json:"name_regex,omitempty"`
+	Zone      string `protobuf:"bytes,31,opt,name=zone,proto3" json:"zone,omitempty"`
+	// Look-back: counts and average rates over this much of the daemon's history, ending now
+	// (at most its --retention), so a flood that already stopped is still seen; rows carry
+	// first_seen/last_seen. Not with since_stream_start, a name filter or group_by qname.
+	Since         *durationpb.Duration `protobuf:"bytes,32,opt,name=since,proto3" json:"since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -389,6 +401,27 @@ func (x *TopRequest) GetSource() Source {
 		return x.Source
 	}
 	return Source_SOURCE_UNSPECIFIED
+}
+
+func (x *TopRequest) GetNameRegex() string {
+	if x != nil {
+		return x.NameRegex
+	}
+	return ""
+}
+
+func (x *TopRequest) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *TopRequest) GetSince() *durationpb.Duration {
+	if x != nil {
+		return x.Since
+	}
+	return nil
 }
 
 type NameCount struct {
@@ -515,6 +548,11 @@ type DNSRow struct {
 	ProxyLatencyP50Ms  float64  `protobuf:"fixed64,43,opt,name=proxy_latency_p50_ms,json=proxyLatencyP50Ms,proto3" json:"proxy_latency_p50_ms,omitempty"`
 	ProxyLatencyP99Ms  float64  `protobuf:"fixed64,44,opt,name=proxy_latency_p99_ms,json=proxyLatencyP99Ms,proto3" json:"proxy_latency_p99_ms,omitempty"`
 	ProxyLatencyLog2Us []uint64 `protobuf:"varint,45,rep,packed,name=proxy_latency_log2_us,json=proxyLatencyLog2Us,proto3" json:"proxy_latency_log2_us,omitempty"`
+	// With TopRequest.since: when the row's queries started and ended within the look-back
+	// window (the start of the first and the end of the last history sample that counted
+	// queries; samples are one daemon interval apart for the last minute, 10 s before).
+	FirstSeen *timestamppb.Timestamp `protobuf:"bytes,60,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen  *timestamppb.Timestamp `protobuf:"bytes,61,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	// Queries without an answer within the daemon's --dns-timeout (5 s by default): still
 	// waiting, answered later, or never answered. Exact unless the pod's latency is sampled
 	// (more than --latency-sample-above queries/s): each timed query then weighs 2^k.
@@ -840,6 +878,20 @@ func (x *DNSRow) GetProxyLatencyLog2Us() []uint64 {
 	return nil
 }
 
+func (x *DNSRow) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *DNSRow) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
 func (x *DNSRow) GetTimeouts() uint64 {
 	if x != nil {
 		return x.Timeouts
@@ -879,8 +931,11 @@ type TopFrame struct {
 	Total    *DNSRow                `protobuf:"bytes,6,opt,name=total,proto3" json:"total,omitempty"`
 	TopNames []*NameCount           `protobuf:"bytes,7,rep,name=top_names,json=topNames,proto3" json:"top_names,omitempty"`
 	// Rows not shown because of limit.
-	Truncated     uint32   `protobuf:"varint,8,opt,name=truncated,proto3" json:"truncated,omitempty"`
-	Warnings      []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Truncated uint32   `protobuf:"varint,8,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Warnings  []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// With a name filter: name increments the probe could not count because its name table
+	// was full, since the stream started (filtered counts may be low by up to this many).
+	NameOverflow  uint64 `protobuf:"varint,30,opt,name=name_overflow,json=nameOverflow,proto3" json:"name_overflow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -976,6 +1031,13 @@ func (x *TopFrame) GetWarnings() []string {
 		return x.Warnings
 	}
 	return nil
+}
+
+func (x *TopFrame) GetNameOverflow() uint64 {
+	if x != nil {
+		return x.NameOverflow
+	}
+	return 0
 }
 
 type StatusRequest struct {
@@ -1465,7 +1527,7 @@ var File_isoobs_v1_isoobs_proto protoreflect.FileDescriptor
 
 const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\n" +
-	"\x16isoobs/v1/isoobs.proto\x12\tisoobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"\xf7\x03\n" +
+	"\x16isoobs/v1/isoobs.proto\x12\tisoobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"\xdb\x04\n" +
 	"\n" +
 	"TopRequest\x122\n" +
 	"\tdimension\x18\x01 \x01(\x0e2\x14.isoobs.v1.DimensionR\tdimension\x12-\n" +
@@ -1481,12 +1543,16 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	" \x01(\rR\btopNames\x12,\n" +
 	"\x12since_stream_start\x18\v \x01(\bR\x10sinceStreamStart\x12-\n" +
 	"\x12include_unresolved\x18\f \x01(\bR\x11includeUnresolved\x12)\n" +
-	"\x06source\x18\x14 \x01(\x0e2\x11.isoobs.v1.SourceR\x06source\"k\n" +
+	"\x06source\x18\x14 \x01(\x0e2\x11.isoobs.v1.SourceR\x06source\x12\x1d\n" +
+	"\n" +
+	"name_regex\x18\x1e \x01(\tR\tnameRegex\x12\x12\n" +
+	"\x04zone\x18\x1f \x01(\tR\x04zone\x12/\n" +
+	"\x05since\x18  \x01(\v2\x19.google.protobuf.DurationR\x05since\"k\n" +
 	"\tNameCount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aqueries\x18\x02 \x01(\x04R\aqueries\x12\x1a\n" +
 	"\bnxdomain\x18\x03 \x01(\x04R\bnxdomain\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\x04R\x05error\"\xf7\f\n" +
+	"\x05error\x18\x04 \x01(\x04R\x05error\"\xeb\r\n" +
 	"\x06DNSRow\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -1529,7 +1595,10 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x12policy_denied_rate\x18* \x01(\x01R\x10policyDeniedRate\x12/\n" +
 	"\x14proxy_latency_p50_ms\x18+ \x01(\x01R\x11proxyLatencyP50Ms\x12/\n" +
 	"\x14proxy_latency_p99_ms\x18, \x01(\x01R\x11proxyLatencyP99Ms\x121\n" +
-	"\x15proxy_latency_log2_us\x18- \x03(\x04R\x12proxyLatencyLog2Us\x12\x1a\n" +
+	"\x15proxy_latency_log2_us\x18- \x03(\x04R\x12proxyLatencyLog2Us\x129\n" +
+	"\n" +
+	"first_seen\x18< \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
+	"\tlast_seen\x18= \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1a\n" +
 	"\btimeouts\x182 \x01(\x04R\btimeouts\x12#\n" +
 	"\rtimeouts_rate\x183 \x01(\x01R\ftimeoutsRate\x12 \n" +
 	"\vunsolicited\x184 \x01(\x04R\vunsolicited\x12\x18\n" +
@@ -1539,7 +1608,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf4\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x03\n" +
 	"\bTopFrame\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x125\n" +
@@ -1549,7 +1618,8 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x05total\x18\x06 \x01(\v2\x11.isoobs.v1.DNSRowR\x05total\x121\n" +
 	"\ttop_names\x18\a \x03(\v2\x14.isoobs.v1.NameCountR\btopNames\x12\x1c\n" +
 	"\ttruncated\x18\b \x01(\rR\ttruncated\x12\x1a\n" +
-	"\bwarnings\x18\t \x03(\tR\bwarnings\"\x0f\n" +
+	"\bwarnings\x18\t \x03(\tR\bwarnings\x12#\n" +
+	"\rname_overflow\x18\x1e \x01(\x04R\fnameOverflow\"\x0f\n" +
 	"\rStatusRequest\"\x7f\n" +
 	"\vProbeStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -1681,35 +1751,38 @@ var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	18, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
 	2,  // 3: isoobs.v1.TopRequest.window:type_name -> isoobs.v1.Window
 	3,  // 4: isoobs.v1.TopRequest.source:type_name -> isoobs.v1.Source
-	5,  // 5: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
-	13, // 6: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
-	14, // 7: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
-	5,  // 8: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
-	19, // 9: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
-	18, // 10: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
-	19, // 11: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
-	6,  // 12: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
-	6,  // 13: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
-	5,  // 14: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
-	19, // 15: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
-	9,  // 16: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
-	10, // 17: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
-	15, // 18: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
-	18, // 19: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
-	12, // 20: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
-	19, // 21: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
-	19, // 22: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
-	16, // 23: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	17, // 24: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	4,  // 25: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	8,  // 26: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	7,  // 27: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	11, // 28: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	27, // [27:29] is the sub-list for method output_type
-	25, // [25:27] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	18, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
+	5,  // 6: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
+	13, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
+	14, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
+	5,  // 9: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
+	19, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
+	19, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
+	19, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
+	18, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
+	19, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
+	6,  // 15: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
+	6,  // 16: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
+	5,  // 17: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
+	19, // 18: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
+	9,  // 19: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
+	10, // 20: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
+	15, // 21: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
+	18, // 22: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
+	12, // 23: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
+	19, // 24: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
+	19, // 25: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
+	16, // 26: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	17, // 27: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	4,  // 28: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	8,  // 29: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	7,  // 30: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	11, // 31: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	30, // [30:32] is the sub-list for method output_type
+	28, // [28:30] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
