@@ -1,0 +1,493 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// TCP probe: per-cgroup (= per-pod) TCP golden signals aggregated in one
+// per-CPU hash keyed by cgroup id. Nothing is streamed per packet or event.
+//
+// Hooks (no kprobes, no fentry: see LAB.md):
+//   cgroup_skb egress/ingress at the cgroup root  bytes and segments in/out
+//   sock_ops at the cgroup root                   smoothed RTT (RTT_CB)
+//   tp_btf/inet_sock_set_state                    opens (active/passive), connect failures
+//   tp_btf/tcp_retransmit_skb, tcp_retransmit_synack  retransmitted segments
+//   tp_btf/tcp_send_reset, tcp_receive_reset      resets sent / received
+//
+// Attribution is always by the socket's cgroup (sk->sk_cgrp_data, what
+// bpf_skb_cgroup_id reads too), never by the current task: tracepoints fire
+// in softirq and timer context on behalf of whatever runs on the CPU.
+// Tracepoints are global, so their programs count only sockets whose cgroup
+// is the root given by the loader or below it, like the cgroup hooks.
+//
+// Bytes are new TCP payload bytes: what the application sent or received,
+// each byte once (retransmitted payload is counted apart, duplicates not at
+// all); segments are GSO/GRO segments (max(1, gso_segs)), pure ACKs, SYNs and
+// FINs included, retransmitted ones not (as the kernel's OutSegs).
+#include "headers/probe_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define RTT_BUCKETS 32
+#define MAX_CGROUP_LEVEL 32
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define EBUSY 16
+#define ECONNREFUSED 111
+#define ETIMEDOUT 110
+
+// TCP states (include/net/tcp_states.h).
+enum {
+	TCP_ESTABLISHED = 1,
+	TCP_SYN_SENT = 2,
+	TCP_SYN_RECV = 3,
+	TCP_TIME_WAIT = 6,
+	TCP_CLOSE = 7,
+	TCP_NEW_SYN_RECV = 12,
+};
+
+// bpf_sock_ops ops and flags (include/uapi/linux/bpf.h).
+enum {
+	BPF_SOCK_OPS_TCP_CONNECT_CB = 3,
+	BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB = 4,
+	BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB = 5,
+	BPF_SOCK_OPS_RTT_CB = 12,
+	BPF_SOCK_OPS_RTT_CB_FLAG = (1 << 3),
+};
+
+// Minimal CO-RE views of kernel structs: only the fields read, offsets
+// relocated against the running kernel's BTF at load.
+struct kernfs_node {
+	u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	int level;
+	struct kernfs_node *kn;
+	struct cgroup *ancestors[];
+} __attribute__((preserve_access_index));
+
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+} __attribute__((preserve_access_index));
+
+struct sock_common {
+	unsigned char skc_state;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+	int sk_err;
+	u16 sk_protocol;
+	struct sock_cgroup_data sk_cgrp_data;
+} __attribute__((preserve_access_index));
+
+struct sk_buff {
+	char cb[48];
+} __attribute__((preserve_access_index));
+
+struct tcp_skb_cb {
+	u16 tcp_gso_segs;
+} __attribute__((preserve_access_index));
+
+// UAPI layout of struct bpf_sock_ops (include/uapi/linux/bpf.h): context
+// offsets are fixed by the UAPI, so the whole struct is spelled out.
+struct bpf_sock_ops {
+	__u32 op;
+	union {
+		__u32 args[4];
+		__u32 reply;
+		__u32 replylong[4];
+	};
+	__u32 family;
+	__u32 remote_ip4;
+	__u32 local_ip4;
+	__u32 remote_ip6[4];
+	__u32 local_ip6[4];
+	__u32 remote_port;
+	__u32 local_port;
+	__u32 is_fullsock;
+	__u32 snd_cwnd;
+	__u32 srtt_us;
+	__u32 bpf_sock_ops_cb_flags;
+	__u32 state;
+	__u32 rtt_min;
+	__u32 snd_ssthresh;
+	__u32 rcv_nxt;
+	__u32 snd_nxt;
+	__u32 snd_una;
+	__u32 mss_cache;
+	__u32 ecn_flags;
+	__u32 rate_delivered;
+	__u32 rate_interval_us;
+	__u32 packets_out;
+	__u32 retrans_out;
+	__u32 total_retrans;
+	__u32 segs_in;
+	__u32 data_segs_in;
+	__u32 segs_out;
+	__u32 data_segs_out;
+	__u32 lost_out;
+	__u32 sacked_out;
+	__u32 sk_txhash;
+	__u64 bytes_received;
+	__u64 bytes_acked;
+	__bpf_md_ptr(struct bpf_sock *, sk);
+};
+
+// Set by the loader: the id and level of the cgroup root the tracepoints
+// count under (root_cgroup_id 0: every cgroup, the root is the hierarchy's).
+volatile const u64 root_cgroup_id = 0;
+
+// Indexes into the per-CPU tcp_probe_stats array; mirrored in Go (tcpStat*).
+enum tcp_probe_stat {
+	TCP_STAT_CGROUP_OVERFLOW = 0, // event not counted: tcp_stats full
+	TCP_STAT_RESETS_NO_SOCKET,    // RSTs sent for a packet without a full socket (closed port, timewait)
+	TCP_STAT_RETRANS_FAILED,      // retransmit attempts the kernel could not send (err != 0)
+	TCP_STAT_NOT_PARSED,          // TCP packets whose headers were not read (IPv6 extension headers)
+	TCP_STAT_MAX,
+};
+
+struct tcp_counters {
+	u64 active_opens;      // SYN_SENT -> ESTABLISHED
+	u64 passive_opens;     // SYN_RECV -> ESTABLISHED
+	u64 connect_refused;   // SYN_SENT -> CLOSE with ECONNREFUSED (RST answered the SYN)
+	u64 connect_timeouts;  // SYN_SENT -> CLOSE with ETIMEDOUT
+	u64 connect_other;     // SYN_SENT -> CLOSE otherwise (unreachable, aborted by the application)
+	u64 resets_sent;
+	u64 resets_received;   // RSTs received outside SYN_SENT (those are connect_refused)
+	u64 retrans_segs;      // retransmitted segments, SYN-ACKs included (TcpRetransSegs)
+	u64 retrans_bytes;     // payload bytes sent again
+	u64 bytes_out;
+	u64 bytes_in;
+	u64 segs_out;
+	u64 segs_in;
+	u64 rtt_log2_us[RTT_BUCKETS]; // smoothed RTT at each RTT sample
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8192);
+	__type(key, u64);
+	__type(value, struct tcp_counters);
+} tcp_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TCP_STAT_MAX);
+	__type(key, u32);
+	__type(value, u64);
+} tcp_probe_stats SEC(".maps");
+
+static __always_inline void stat_inc(u32 i)
+{
+	u64 *v = bpf_map_lookup_elem(&tcp_probe_stats, &i);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct tcp_counters *counters_of(u64 cgroup_id)
+{
+	struct tcp_counters *c = bpf_map_lookup_elem(&tcp_stats, &cgroup_id);
+	if (c)
+		return c;
+	struct tcp_counters zero = {};
+	// EEXIST: another CPU added it first, fine; E2BIG: the map is full.
+	if (bpf_map_update_elem(&tcp_stats, &cgroup_id, &zero, BPF_NOEXIST) == -E2BIG) {
+		stat_inc(TCP_STAT_CGROUP_OVERFLOW);
+		return 0;
+	}
+	return bpf_map_lookup_elem(&tcp_stats, &cgroup_id);
+}
+
+// sock_cgroup returns the id of sk's cgroup when it is root_cgroup_id or
+// below it, else 0. sk must be a full socket.
+static __always_inline u64 sock_cgroup(const struct sock *sk)
+{
+	struct cgroup *cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	if (!cg)
+		return 0;
+	u64 id = BPF_CORE_READ(cg, kn, id);
+	if (root_cgroup_id == 0 || id == root_cgroup_id)
+		return id;
+	int level = BPF_CORE_READ(cg, level);
+	for (int i = 0; i < MAX_CGROUP_LEVEL; i++) {
+		if (i >= level)
+			break;
+		struct cgroup *anc = 0;
+		bpf_core_read(&anc, sizeof(anc), &cg->ancestors[i]);
+		if (anc && BPF_CORE_READ(anc, kn, id) == root_cgroup_id)
+			return id;
+	}
+	return 0;
+}
+
+static __always_inline int is_tcp_full_sock(const struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	unsigned char state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return 0; // a timewait or request sock: no sk_cgrp_data
+	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+static __always_inline u32 log2_bucket(u64 v)
+{
+	u32 b = 0;
+	if (v >= 1ULL << 16) { v >>= 16; b += 16; }
+	if (v >= 1ULL << 8) { v >>= 8; b += 8; }
+	if (v >= 1ULL << 4) { v >>= 4; b += 4; }
+	if (v >= 1ULL << 2) { v >>= 2; b += 2; }
+	if (v >= 1ULL << 1) { b += 1; }
+	return b < RTT_BUCKETS ? b : RTT_BUCKETS - 1;
+}
+
+// ---- bytes and segments: cgroup_skb at the root ----
+
+// The first fields of the UAPI struct bpf_tcp_sock (include/uapi/linux/bpf.h).
+struct bpf_tcp_sock {
+	__u32 snd_cwnd;
+	__u32 srtt_us;
+	__u32 rtt_min;
+	__u32 snd_ssthresh;
+	__u32 rcv_nxt;
+	__u32 snd_nxt;
+};
+
+struct tcp_head {
+	__be32 ports;
+	__be32 seq;
+	__be32 ack_seq;
+	u8 doff_res; // data offset in the high nibble
+};
+
+// new_bytes is how many of the payload bytes [seq, seq+payload) lie at or
+// beyond nxt (sequence space wraps): the bytes not sent, or not received,
+// before. The cgroup hooks run before TCP updates snd_nxt (egress: the
+// transmit path sets it after the packet went down) and rcv_nxt (ingress: the
+// socket filter runs before the segment is processed).
+static __always_inline u64 new_bytes(u32 seq, u64 payload, u32 nxt)
+{
+	int behind = (int)(nxt - seq);
+	if (behind <= 0)
+		return payload;
+	return (u64)behind >= payload ? 0 : payload - behind;
+}
+
+static __always_inline int count_packet(struct __sk_buff *skb, int egress)
+{
+	u32 l4_off;
+	u8 proto;
+	if (skb->protocol == __builtin_bswap16(ETH_P_IP)) {
+		u8 vhl;
+		if (bpf_skb_load_bytes(skb, 0, &vhl, 1) || bpf_skb_load_bytes(skb, 9, &proto, 1))
+			return 1;
+		if (proto != IPPROTO_TCP)
+			return 1;
+		l4_off = (vhl & 0xf) * 4;
+	} else if (skb->protocol == __builtin_bswap16(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, 6, &proto, 1))
+			return 1;
+		if (proto != IPPROTO_TCP) {
+			if (proto == IPPROTO_HOPOPTS || proto == IPPROTO_ROUTING || proto == IPPROTO_DSTOPTS || proto == IPPROTO_FRAGMENT)
+				stat_inc(TCP_STAT_NOT_PARSED); // may carry TCP; not walked
+			return 1;
+		}
+		l4_off = 40;
+	} else {
+		return 1;
+	}
+	struct tcp_head th;
+	if (bpf_skb_load_bytes(skb, l4_off, &th, sizeof(th)))
+		return 1;
+	u32 hdrs = l4_off + (th.doff_res >> 4) * 4;
+	u64 payload = skb->len > hdrs ? skb->len - hdrs : 0;
+	u64 segs = skb->gso_segs ? skb->gso_segs : 1;
+	u32 seq = __builtin_bswap32(th.seq);
+
+	// Payload already sent (a retransmit) or already received (a duplicate)
+	// is not new data: bytes count what the application sent or read, once.
+	u64 fresh = payload;
+	struct bpf_sock *sk = skb->sk;
+	if (payload && sk) {
+		sk = bpf_sk_fullsock(sk);
+		struct bpf_tcp_sock *tp = sk ? bpf_tcp_sock(sk) : 0;
+		if (tp)
+			fresh = new_bytes(seq, payload, egress ? tp->snd_nxt : tp->rcv_nxt);
+	}
+
+	struct tcp_counters *c = counters_of(bpf_skb_cgroup_id(skb));
+	if (!c)
+		return 1;
+	if (egress) {
+		c->bytes_out += fresh;
+		c->retrans_bytes += payload - fresh;
+		// As the kernel's OutSegs: retransmitted segments are not counted again.
+		if (fresh || !payload)
+			c->segs_out += segs;
+	} else {
+		c->bytes_in += fresh;
+		c->segs_in += segs;
+	}
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int tcp_egress(struct __sk_buff *skb)
+{
+	return count_packet(skb, 1);
+}
+
+SEC("cgroup_skb/ingress")
+int tcp_ingress(struct __sk_buff *skb)
+{
+	return count_packet(skb, 0);
+}
+
+// ---- RTT: sock_ops at the root ----
+
+SEC("sockops")
+int tcp_sockops(struct bpf_sock_ops *ops)
+{
+	switch (ops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
+		return 1;
+	case BPF_SOCK_OPS_RTT_CB:
+		break;
+	default:
+		return 1;
+	}
+	if (!ops->is_fullsock)
+		return 1;
+	struct bpf_sock *bsk = ops->sk;
+	if (!bsk)
+		return 1;
+	// The kernel's struct sock behind the context's bpf_sock (tcp_sock starts with it).
+	const struct sock *sk = (void *)bpf_skc_to_tcp_sock(bsk);
+	if (!sk)
+		return 1;
+	// The program runs only for sockets in the root's subtree: no root check.
+	struct cgroup *cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	if (!cg)
+		return 1;
+	struct tcp_counters *c = counters_of(BPF_CORE_READ(cg, kn, id));
+	if (!c)
+		return 1;
+	// srtt_us is the kernel's smoothed RTT in µs, scaled by 8.
+	c->rtt_log2_us[log2_bucket(ops->srtt_us >> 3)] += 1;
+	return 1;
+}
+
+// ---- connection lifecycle, retransmits, resets: BTF tracepoints ----
+
+SEC("tp_btf/inet_sock_set_state")
+int tcp_set_state(u64 *ctx)
+{
+	const struct sock *sk = (void *)ctx[0];
+	int oldstate = (int)ctx[1], newstate = (int)ctx[2];
+	if (!(oldstate == TCP_SYN_SENT && (newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE)) &&
+	    !(oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED))
+		return 0;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	u64 id = sock_cgroup(sk);
+	if (!id)
+		return 0;
+	struct tcp_counters *c = counters_of(id);
+	if (!c)
+		return 0;
+	if (newstate == TCP_ESTABLISHED) {
+		if (oldstate == TCP_SYN_SENT)
+			c->active_opens++;
+		else
+			c->passive_opens++;
+		return 0;
+	}
+	// sk_err is set before tcp_done moves the socket to CLOSE.
+	int err = BPF_CORE_READ(sk, sk_err);
+	if (err == ECONNREFUSED)
+		c->connect_refused++;
+	else if (err == ETIMEDOUT)
+		c->connect_timeouts++;
+	else
+		c->connect_other++;
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int tcp_retransmit(u64 *ctx)
+{
+	const struct sock *sk = (void *)ctx[0];
+	const struct sk_buff *skb = (void *)ctx[1];
+	int err = (int)ctx[2];
+	if (err == -EBUSY)
+		return 0; // still queued on the host: not retransmitted, not counted by the kernel
+	if (err) {
+		stat_inc(TCP_STAT_RETRANS_FAILED);
+		return 0;
+	}
+	u64 id = sock_cgroup(sk);
+	if (!id)
+		return 0;
+	u16 segs = 0;
+	bpf_core_read(&segs, sizeof(segs), &((struct tcp_skb_cb *)&skb->cb[0])->tcp_gso_segs);
+	struct tcp_counters *c = counters_of(id);
+	if (c)
+		c->retrans_segs += segs ? segs : 1;
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_synack")
+int tcp_retransmit_synack(u64 *ctx)
+{
+	const struct sock *listener = (void *)ctx[0];
+	if (!is_tcp_full_sock(listener))
+		return 0;
+	u64 id = sock_cgroup(listener);
+	if (!id)
+		return 0;
+	struct tcp_counters *c = counters_of(id);
+	if (c)
+		c->retrans_segs++;
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int tcp_send_reset(u64 *ctx)
+{
+	const struct sock *sk = (void *)ctx[0];
+	if (!is_tcp_full_sock(sk)) {
+		stat_inc(TCP_STAT_RESETS_NO_SOCKET);
+		return 0;
+	}
+	u64 id = sock_cgroup(sk);
+	if (!id)
+		return 0;
+	struct tcp_counters *c = counters_of(id);
+	if (c)
+		c->resets_sent++;
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int tcp_receive_reset(u64 *ctx)
+{
+	const struct sock *sk = (void *)ctx[0];
+	if (!is_tcp_full_sock(sk))
+		return 0;
+	// A RST answering our SYN is a refused connect (counted at the state change).
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT)
+		return 0;
+	u64 id = sock_cgroup(sk);
+	if (!id)
+		return 0;
+	struct tcp_counters *c = counters_of(id);
+	if (c)
+		c->resets_received++;
+	return 0;
+}

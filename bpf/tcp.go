@@ -1,0 +1,247 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/isoobs/isoobs/cgroupv2"
+)
+
+// DefaultTCPMaxCgroups bounds the TCP probe's per-cgroup map when TCPOptions.MaxCgroups is 0.
+const DefaultTCPMaxCgroups = 8192
+
+// NumRTTBuckets is the length of TCPCounters.RTTLog2US.
+const NumRTTBuckets = 32
+
+// TCPOptions configures LoadTCP.
+type TCPOptions struct {
+	// CgroupRoot is the cgroup v2 directory whose subtree is observed (as Options.CgroupRoot).
+	CgroupRoot string
+	// MaxCgroups bounds the per-cgroup counters (0: DefaultTCPMaxCgroups); past it events are
+	// counted in TCPStats.CgroupOverflow.
+	MaxCgroups uint32
+}
+
+// TCPCounters are one cgroup's TCP counters, cumulative since load and summed over CPUs.
+type TCPCounters struct {
+	ActiveOpens    uint64 // connections this cgroup opened (SYN_SENT -> ESTABLISHED)
+	PassiveOpens   uint64 // connections it accepted (SYN_RECV -> ESTABLISHED)
+	ConnectRefused uint64 // connects answered by a RST (ECONNREFUSED)
+	ConnectTimeout uint64 // connects that gave up on SYN retransmits (ETIMEDOUT)
+	ConnectOther   uint64 // connects that ended otherwise (unreachable, aborted before established)
+	ResetsSent     uint64 // RSTs its sockets sent
+	ResetsReceived uint64 // RSTs its sockets received outside SYN_SENT (those are ConnectRefused)
+	RetransSegs    uint64 // retransmitted segments, SYN-ACKs included (as the kernel's TcpRetransSegs)
+	RetransBytes   uint64 // payload bytes sent again (not in BytesOut)
+	BytesOut       uint64 // new TCP payload bytes sent: each byte the application wrote, once
+	BytesIn        uint64 // new TCP payload bytes received: each byte once, duplicates left out
+	SegsOut        uint64 // TCP segments sent but retransmits (as the kernel's OutSegs), GSO segments one by one
+	SegsIn         uint64 // TCP segments received, GRO segments counted one by one
+	// RTTLog2US[i] counts RTT samples (one per ACK that measured the RTT) whose smoothed RTT t,
+	// in µs, satisfies 2^i <= t < 2^(i+1) (bucket 0 also holds t < 1 µs).
+	RTTLog2US [NumRTTBuckets]uint64
+}
+
+// TCPStats are the TCP probe's own health counters, cumulative since load.
+type TCPStats struct {
+	Cgroups        MapFill // per-cgroup counters
+	CgroupOverflow uint64  // events not counted because the cgroup map was full
+	// ResetsNoSocket are RSTs the kernel sent for packets that found no full socket (a closed
+	// port, a timewait socket): they belong to no cgroup.
+	ResetsNoSocket uint64
+	RetransFailed  uint64 // retransmits the kernel attempted but could not send
+	NotParsed      uint64 // IPv6 packets behind extension headers, not examined
+}
+
+// Indexes of tcp_probe_stats, mirroring enum tcp_probe_stat in tcp.c.
+const (
+	tcpStatCgroupOverflow = iota
+	tcpStatResetsNoSocket
+	tcpStatRetransFailed
+	tcpStatNotParsed
+	tcpStatMax
+)
+
+// TCPProbe is a loaded and attached TCP probe. Its methods are safe for concurrent use.
+type TCPProbe struct {
+	opts        TCPOptions
+	objs        tcpObjects
+	links       []link.Link
+	attachments []Attachment
+}
+
+// LoadTCP loads the TCP probe, attaches its cgroup programs (cgroup_skb egress and ingress,
+// sock_ops) to opts.CgroupRoot and its BTF tracepoints. Errors name what is missing.
+func LoadTCP(opts TCPOptions) (*TCPProbe, error) {
+	if err := cgroupv2.Check(opts.CgroupRoot); err != nil {
+		return nil, err
+	}
+	_ = rlimit.RemoveMemlock()
+	rootID, err := cgroupv2.ID(opts.CgroupRoot)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := loadTcp()
+	if err != nil {
+		return nil, fmt.Errorf("tcp probe: read embedded object: %w", err)
+	}
+	if opts.MaxCgroups == 0 {
+		opts.MaxCgroups = DefaultTCPMaxCgroups
+	}
+	spec.Maps[tcpMapTcpStats].MaxEntries = opts.MaxCgroups
+	if err := spec.Variables["root_cgroup_id"].Set(rootID); err != nil {
+		return nil, fmt.Errorf("tcp probe: set root_cgroup_id: %w", err)
+	}
+	p := &TCPProbe{opts: opts}
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		return nil, explainLoadError("load tcp programs", err)
+	}
+	if err := p.attach(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *TCPProbe) attach() error {
+	root := p.opts.CgroupRoot
+	for _, a := range []struct {
+		name string
+		hook string
+		prog *ebpf.Program
+		typ  ebpf.AttachType
+	}{
+		{"tcp_egress", "cgroup_skb/egress", p.objs.TcpEgress, ebpf.AttachCGroupInetEgress},
+		{"tcp_ingress", "cgroup_skb/ingress", p.objs.TcpIngress, ebpf.AttachCGroupInetIngress},
+		{"tcp_sockops", "sockops", p.objs.TcpSockops, ebpf.AttachCGroupSockOps},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: a.typ, Program: a.prog})
+		att := Attachment{Program: a.name, Hook: a.hook, Target: root}
+		if err != nil {
+			att.Err = explainLoadError(fmt.Sprintf("attach %s to %s", a.hook, root), err)
+			p.attachments = append(p.attachments, att)
+			return att.Err
+		}
+		p.links = append(p.links, l)
+		p.attachments = append(p.attachments, att)
+	}
+	for _, a := range []struct {
+		name, tracepoint string
+		prog             *ebpf.Program
+	}{
+		{"tcp_set_state", "sock/inet_sock_set_state", p.objs.TcpSetState},
+		{"tcp_retransmit", "tcp/tcp_retransmit_skb", p.objs.TcpRetransmit},
+		{"tcp_retransmit_synack", "tcp/tcp_retransmit_synack", p.objs.TcpRetransmitSynack},
+		{"tcp_send_reset", "tcp/tcp_send_reset", p.objs.TcpSendReset},
+		{"tcp_receive_reset", "tcp/tcp_receive_reset", p.objs.TcpReceiveReset},
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: a.prog})
+		att := Attachment{Program: a.name, Hook: "tp_btf", Target: a.tracepoint}
+		if err != nil {
+			att.Err = explainLoadError("attach tp_btf "+a.tracepoint, err)
+			p.attachments = append(p.attachments, att)
+			return att.Err
+		}
+		p.links = append(p.links, l)
+		p.attachments = append(p.attachments, att)
+	}
+	return nil
+}
+
+// Attachments lists the programs LoadTCP attached.
+func (p *TCPProbe) Attachments() []Attachment {
+	return append([]Attachment(nil), p.attachments...)
+}
+
+// Close detaches the programs and frees the maps.
+func (p *TCPProbe) Close() error {
+	var errs []error
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
+	}
+	p.links = nil
+	errs = append(errs, p.objs.Close())
+	return errors.Join(errs...)
+}
+
+// ReadTCP returns the counters of every cgroup seen, keyed by cgroup id.
+func (p *TCPProbe) ReadTCP() (map[uint64]TCPCounters, error) {
+	out := map[uint64]TCPCounters{}
+	var id uint64
+	var perCPU []tcpTcpCounters
+	it := p.objs.TcpStats.Iterate()
+	for it.Next(&id, &perCPU) {
+		out[id] = sumTCPCounters(perCPU)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read tcp counters: %w", err)
+	}
+	return out, nil
+}
+
+func sumTCPCounters(perCPU []tcpTcpCounters) TCPCounters {
+	var c TCPCounters
+	for i := range perCPU {
+		v := &perCPU[i]
+		c.ActiveOpens += v.ActiveOpens
+		c.PassiveOpens += v.PassiveOpens
+		c.ConnectRefused += v.ConnectRefused
+		c.ConnectTimeout += v.ConnectTimeouts
+		c.ConnectOther += v.ConnectOther
+		c.ResetsSent += v.ResetsSent
+		c.ResetsReceived += v.ResetsReceived
+		c.RetransSegs += v.RetransSegs
+		c.RetransBytes += v.RetransBytes
+		c.BytesOut += v.BytesOut
+		c.BytesIn += v.BytesIn
+		c.SegsOut += v.SegsOut
+		c.SegsIn += v.SegsIn
+		for b := range c.RTTLog2US {
+			c.RTTLog2US[b] += v.RttLog2Us[b]
+		}
+	}
+	return c
+}
+
+// DeleteCgroups drops the kernel entries of cgroups that are gone, so the map does not fill
+// with dead pods. Missing entries are not an error.
+func (p *TCPProbe) DeleteCgroups(ids []uint64) error {
+	var errs []error
+	for _, id := range ids {
+		if err := p.objs.TcpStats.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stats returns the probe's health counters and map fill.
+func (p *TCPProbe) Stats() (TCPStats, error) {
+	var s TCPStats
+	var counters [tcpStatMax]uint64
+	for i := range counters {
+		var perCPU []uint64
+		if err := p.objs.TcpProbeStats.Lookup(uint32(i), &perCPU); err != nil {
+			return s, fmt.Errorf("read tcp probe stats: %w", err)
+		}
+		for _, v := range perCPU {
+			counters[i] += v
+		}
+	}
+	s.CgroupOverflow = counters[tcpStatCgroupOverflow]
+	s.ResetsNoSocket = counters[tcpStatResetsNoSocket]
+	s.RetransFailed = counters[tcpStatRetransFailed]
+	s.NotParsed = counters[tcpStatNotParsed]
+	s.Cgroups.Max = p.objs.TcpStats.MaxEntries()
+	var id uint64
+	var perCPU []tcpTcpCounters
+	it := p.objs.TcpStats.Iterate()
+	for it.Next(&id, &perCPU) {
+		s.Cgroups.Entries++
+	}
+	return s, it.Err()
+}

@@ -1,0 +1,400 @@
+package bpf
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/isoobs/isoobs/cgroupv2"
+)
+
+// The TCP probe's lab tests reuse the DNS lab (lab_test.go): a client and a server network
+// namespace joined by a veth pair, and cgroups of our own below a probe root. Ground truth is
+// what the test itself did (connections, bytes) or the kernel's own counters in the netns.
+
+func loadTCPLab(t *testing.T) (*lab, *TCPProbe) {
+	t.Helper()
+	l := newLab(t)
+	p, err := LoadTCP(TCPOptions{CgroupRoot: l.base})
+	if err != nil {
+		t.Fatalf("LoadTCP: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return l, p
+}
+
+func tcpCountersOf(t *testing.T, p *TCPProbe, cgroupDir string) TCPCounters {
+	t.Helper()
+	id, err := cgroupv2.ID(cgroupDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := p.ReadTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all[id]
+}
+
+// listenIn opens a TCP listener whose socket belongs to cgroupDir and the server netns.
+func (l *lab) listenIn(cgroupDir string, port int) net.Listener {
+	l.t.Helper()
+	var ln net.Listener
+	err := l.inCgroup(cgroupDir, l.serverNS, func() (err error) {
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(serverV4, uint16(port)).String())
+		return err
+	})
+	if err != nil {
+		l.t.Fatalf("listen: %v", err)
+	}
+	l.t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// dialFrom connects from a socket in cgroupDir and the client netns.
+func (l *lab) dialFrom(cgroupDir string, port int) (net.Conn, error) {
+	var c net.Conn
+	err := l.inCgroup(cgroupDir, l.clientNS, func() (err error) {
+		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(serverV4, uint16(port)).String(), 5*time.Second)
+		return err
+	})
+	return c, err
+}
+
+// inNetns runs fn on a thread in ns (processes fn starts inherit it).
+func inNetns(ns netns.NsHandle, fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		return err
+	}
+	defer netns.Set(orig)
+	return fn()
+}
+
+// snmpTCP reads the Tcp: line of /proc/net/snmp as the kernel counts it in ns.
+func snmpTCP(t *testing.T, ns netns.NsHandle) map[string]uint64 {
+	t.Helper()
+	out := map[string]uint64{}
+	err := inNetns(ns, func() error {
+		f, err := os.Open("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		var names []string
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) == 0 || fields[0] != "Tcp:" {
+				continue
+			}
+			if names == nil {
+				names = fields[1:]
+				continue
+			}
+			for i, v := range fields[1:] {
+				n, _ := strconv.ParseInt(v, 10, 64) // CurrEstab may be negative in theory
+				out[names[i]] = uint64(n)
+			}
+		}
+		return sc.Err()
+	})
+	if err != nil {
+		t.Fatalf("read /proc/net/snmp: %v", err)
+	}
+	return out
+}
+
+func TestTCPConnectRefusedExact(t *testing.T) {
+	l, p := loadTCPLab(t)
+	client := l.cgroup("refused-client")
+	const closedPort, n = 9, 40
+	for i := range n {
+		c, err := l.dialFrom(client, closedPort)
+		if err == nil {
+			c.Close()
+			t.Fatalf("connect %d to a closed port succeeded", i)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("connect %d: want ECONNREFUSED, got %v", i, err)
+		}
+	}
+	// The same refused connects from this process's own cgroup, outside the probe's root: a
+	// host process is never counted.
+	for range n {
+		if err := inNetns(l.clientNS, func() error {
+			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(serverV4, closedPort).String(), 5*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := tcpCountersOf(t, p, client)
+	if got.ConnectRefused != n || got.ActiveOpens != 0 || got.ResetsReceived != 0 || got.ConnectTimeout != 0 || got.ConnectOther != 0 {
+		t.Errorf("client: refused %d opens %d resets received %d timeouts %d other %d; want refused %d and nothing else",
+			got.ConnectRefused, got.ActiveOpens, got.ResetsReceived, got.ConnectTimeout, got.ConnectOther, n)
+	}
+	host, err := cgroupv2.ID(l.origCg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := p.ReadTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, ok := all[host]; ok {
+		t.Errorf("this process's cgroup %s, outside the probe root, was counted: %+v", l.origCg, h)
+	}
+	var total uint64
+	for _, c := range all {
+		total += c.ConnectRefused
+	}
+	if total != n {
+		t.Errorf("refused connects over every cgroup = %d, want %d (only the client's)", total, n)
+	}
+	st, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server netns answered with RSTs from no socket: not a cgroup's.
+	if st.ResetsNoSocket < 2*n {
+		t.Errorf("resets sent without a socket = %d, want at least %d", st.ResetsNoSocket, 2*n)
+	}
+	t.Logf("client: %+v; probe: %+v", got, st)
+}
+
+// serveEcho accepts on ln; each connection's bytes are read to EOF and reply bytes written back.
+func serveSink(ln net.Listener, reply int, received *sync.WaitGroup, total *uint64, mu *sync.Mutex) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer received.Done()
+			defer c.Close()
+			n, _ := io.Copy(io.Discard, c)
+			mu.Lock()
+			*total += uint64(n)
+			mu.Unlock()
+			_, _ = c.Write(make([]byte, reply))
+		}()
+	}
+}
+
+func TestTCPBytesPerPodExact(t *testing.T) {
+	l, p := loadTCPLab(t)
+	client, server := l.cgroup("bytes-client"), l.cgroup("bytes-server")
+	ln := l.listenIn(server, 8080)
+	const conns, reply = 8, 12_345
+	sizes := []int{1, 1000, 65_536, 1 << 20, 3_000_001, 17, 100_000, 2 << 20}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var serverGot uint64
+	wg.Add(conns)
+	go serveSink(ln, reply, &wg, &serverGot, &mu)
+	var sent, got uint64
+	for i := range conns {
+		c, err := l.dialFrom(client, 8080)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, sizes[i])
+		if _, err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		sent += uint64(len(buf))
+		c.(*net.TCPConn).CloseWrite()
+		n, err := io.Copy(io.Discard, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += uint64(n)
+		c.Close()
+	}
+	wg.Wait()
+	if got != conns*reply || serverGot != sent {
+		t.Fatalf("generator: client got %d of %d, server got %d of %d", got, conns*reply, serverGot, sent)
+	}
+	time.Sleep(100 * time.Millisecond) // the last FIN/ACKs
+	c, s := tcpCountersOf(t, p, client), tcpCountersOf(t, p, server)
+	if c.BytesOut != sent || s.BytesIn != sent || s.BytesOut != got || c.BytesIn != got {
+		t.Errorf("bytes: client out %d in %d, server in %d out %d; the generator sent %d and replied %d",
+			c.BytesOut, c.BytesIn, s.BytesIn, s.BytesOut, sent, got)
+	}
+	if c.ActiveOpens != conns || s.PassiveOpens != conns || c.PassiveOpens != 0 || s.ActiveOpens != 0 {
+		t.Errorf("opens: client active %d passive %d, server active %d passive %d; want %d active and %d passive",
+			c.ActiveOpens, c.PassiveOpens, s.ActiveOpens, s.PassiveOpens, conns, conns)
+	}
+	var rttSamples uint64
+	for _, v := range c.RTTLog2US {
+		rttSamples += v
+	}
+	if rttSamples == 0 {
+		t.Errorf("no RTT sample for the client")
+	}
+	// Segments: the client's sockets are the only TCP senders in the client netns. Received
+	// segments are the peer's, its retransmits included (nothing is lost on this link).
+	snmp := snmpTCP(t, l.clientNS)
+	if c.SegsOut != snmp["OutSegs"] {
+		t.Errorf("client segments out %d; the kernel's OutSegs %d", c.SegsOut, snmp["OutSegs"])
+	}
+	if s.SegsIn != c.SegsOut+c.RetransSegs || c.SegsIn != s.SegsOut+s.RetransSegs {
+		t.Errorf("segments: server received %d, client sent %d + %d again; client received %d, server sent %d + %d again",
+			s.SegsIn, c.SegsOut, c.RetransSegs, c.SegsIn, s.SegsOut, s.RetransSegs)
+	}
+	t.Logf("client %+v\nserver %+v", c, s)
+}
+
+func TestTCPResetsExact(t *testing.T) {
+	l, p := loadTCPLab(t)
+	client, server := l.cgroup("rst-client"), l.cgroup("rst-server")
+	ln := l.listenIn(server, 8081)
+	const n = 25
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// Linger 0: close sends a RST instead of a FIN.
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	for i := range n {
+		c, err := l.dialFrom(client, 8081)
+		if err == nil {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = c.Read(make([]byte, 1))
+			c.Close()
+		} // else the RST came before connect returned: the same reset, seen earlier
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("connection %d: want ECONNRESET from the server, got %v", i, err)
+		}
+	}
+	c, s := tcpCountersOf(t, p, client), tcpCountersOf(t, p, server)
+	if s.ResetsSent != n || c.ResetsReceived != n || c.ResetsSent != 0 || s.ResetsReceived != 0 {
+		t.Errorf("resets: server sent %d received %d, client sent %d received %d; want %d from server to client only",
+			s.ResetsSent, s.ResetsReceived, c.ResetsSent, c.ResetsReceived, n)
+	}
+	if c.ActiveOpens != n || s.PassiveOpens != n {
+		t.Errorf("opens: client %d server %d, want %d", c.ActiveOpens, s.PassiveOpens, n)
+	}
+	snmp := snmpTCP(t, l.serverNS)
+	if s.ResetsSent != snmp["OutRsts"] {
+		t.Errorf("server resets sent %d, the kernel's OutRsts in its netns %d", s.ResetsSent, snmp["OutRsts"])
+	}
+}
+
+// dropRandomly makes the netns drop a share of the TCP segments it receives on port, as a
+// lossy link would. (This kernel has no sch_netem, so the loss is an iptables statistic rule
+// at INPUT: the sender sees plain loss, no local error.)
+func dropRandomly(t *testing.T, ns netns.NsHandle, sport, dport int, probability string) {
+	t.Helper()
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skip("needs iptables (apt-get install iptables)")
+	}
+	var args []string
+	if sport != 0 {
+		args = []string{"-A", "INPUT", "-p", "tcp", "--sport", strconv.Itoa(sport)}
+	} else {
+		args = []string{"-A", "INPUT", "-p", "tcp", "--dport", strconv.Itoa(dport)}
+	}
+	args = append(args, "-m", "statistic", "--mode", "random", "--probability", probability, "-j", "DROP")
+	err := inNetns(ns, func() error {
+		out, err := exec.Command("iptables", args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTCPRetransmitsMatchKernelCounters(t *testing.T) {
+	l, p := loadTCPLab(t)
+	client, server := l.cgroup("loss-client"), l.cgroup("loss-server")
+	ln := l.listenIn(server, 8082)
+	// Loss both ways: the client retransmits data, the server its replies.
+	dropRandomly(t, l.serverNS, 0, 8082, "0.05")
+	dropRandomly(t, l.clientNS, 8082, 0, "0.05")
+	before := map[string]map[string]uint64{"client": snmpTCP(t, l.clientNS), "server": snmpTCP(t, l.serverNS)}
+	const conns, size, reply = 4, 1 << 20, 256 << 10
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var serverGot uint64
+	wg.Add(conns)
+	go serveSink(ln, reply, &wg, &serverGot, &mu)
+	var cwg sync.WaitGroup
+	errc := make(chan error, conns)
+	for range conns {
+		c, err := l.dialFrom(client, 8082)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			defer c.Close()
+			if _, err := c.Write(make([]byte, size)); err != nil {
+				errc <- err
+				return
+			}
+			c.(*net.TCPConn).CloseWrite()
+			if n, err := io.Copy(io.Discard, c); err != nil || n != reply {
+				errc <- fmt.Errorf("reply: %d bytes, %v", n, err)
+			}
+		}()
+	}
+	cwg.Wait()
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	// Let FIN retransmits (if a FIN was dropped) finish before comparing.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, s := tcpCountersOf(t, p, client), tcpCountersOf(t, p, server)
+		after := map[string]map[string]uint64{"client": snmpTCP(t, l.clientNS), "server": snmpTCP(t, l.serverNS)}
+		kc := after["client"]["RetransSegs"] - before["client"]["RetransSegs"]
+		ks := after["server"]["RetransSegs"] - before["server"]["RetransSegs"]
+		if (c.RetransSegs == kc && s.RetransSegs == ks && after["client"]["CurrEstab"] == 0) || time.Now().After(deadline) {
+			if c.RetransSegs != kc || s.RetransSegs != ks {
+				t.Errorf("retransmitted segments: client %d server %d; the kernel's RetransSegs in their netns: %d and %d", c.RetransSegs, s.RetransSegs, kc, ks)
+			}
+			if kc == 0 || ks == 0 {
+				t.Errorf("no retransmits on one side (client %d, server %d): the loss rule did not work", kc, ks)
+			}
+			t.Logf("retransmitted segments: client %d = kernel %d, server %d = kernel %d", c.RetransSegs, kc, s.RetransSegs, ks)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
