@@ -31,6 +31,9 @@ type Dimension int32
 const (
 	Dimension_DIMENSION_UNSPECIFIED Dimension = 0
 	Dimension_DIMENSION_DNS         Dimension = 1
+	// TCP golden signals per pod (TopFrame.tcp_rows).
+	Dimension_DIMENSION_TCP   Dimension = 2
+	Dimension_DIMENSION_DROPS Dimension = 3
 )
 
 // Enum value maps for Dimension.
@@ -38,10 +41,14 @@ var (
 	Dimension_name = map[int32]string{
 		0: "DIMENSION_UNSPECIFIED",
 		1: "DIMENSION_DNS",
+		2: "DIMENSION_TCP",
+		3: "DIMENSION_DROPS",
 	}
 	Dimension_value = map[string]int32{
 		"DIMENSION_UNSPECIFIED": 0,
 		"DIMENSION_DNS":         1,
+		"DIMENSION_TCP":         2,
+		"DIMENSION_DROPS":       3,
 	}
 )
 
@@ -935,7 +942,10 @@ type TopFrame struct {
 	Warnings  []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	// With a name filter: name increments the probe could not count because its name table
 	// was full, since the stream started (filtered counts may be low by up to this many).
-	NameOverflow  uint64 `protobuf:"varint,30,opt,name=name_overflow,json=nameOverflow,proto3" json:"name_overflow,omitempty"`
+	NameOverflow uint64 `protobuf:"varint,30,opt,name=name_overflow,json=nameOverflow,proto3" json:"name_overflow,omitempty"`
+	// DIMENSION_TCP: rows and their total (rows, total and top_names stay empty).
+	TcpRows       []*TCPRow `protobuf:"bytes,20,rep,name=tcp_rows,json=tcpRows,proto3" json:"tcp_rows,omitempty"`
+	TcpTotal      *TCPRow   `protobuf:"bytes,21,opt,name=tcp_total,json=tcpTotal,proto3" json:"tcp_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1038,6 +1048,20 @@ func (x *TopFrame) GetNameOverflow() uint64 {
 		return x.NameOverflow
 	}
 	return 0
+}
+
+func (x *TopFrame) GetTcpRows() []*TCPRow {
+	if x != nil {
+		return x.TcpRows
+	}
+	return nil
+}
+
+func (x *TopFrame) GetTcpTotal() *TCPRow {
+	if x != nil {
+		return x.TcpTotal
+	}
+	return nil
 }
 
 type StatusRequest struct {
@@ -1523,6 +1547,319 @@ func (x *HubbleStatus) GetHttpFlows() uint64 {
 	return 0
 }
 
+// TCPRow is one pod's (or group's) TCP activity, counted by the daemon's TCP probe: counters
+// over the frame's scope (since daemon start or since stream start), rates over the rate window.
+type TCPRow struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Node         string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Namespace    string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pod          string                 `protobuf:"bytes,3,opt,name=pod,proto3" json:"pod,omitempty"`
+	PodUid       string                 `protobuf:"bytes,4,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	Workload     string                 `protobuf:"bytes,5,opt,name=workload,proto3" json:"workload,omitempty"`
+	WorkloadKind string                 `protobuf:"bytes,6,opt,name=workload_kind,json=workloadKind,proto3" json:"workload_kind,omitempty"`
+	Cgroup       string                 `protobuf:"bytes,7,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	CgroupId     uint64                 `protobuf:"varint,8,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
+	// Rows merged into this one (group by workload/namespace/node).
+	Pods   uint32            `protobuf:"varint,9,opt,name=pods,proto3" json:"pods,omitempty"`
+	Labels map[string]string `protobuf:"bytes,10,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Connections opened by the pod (connect) and accepted by it.
+	ActiveOpens  uint64 `protobuf:"varint,11,opt,name=active_opens,json=activeOpens,proto3" json:"active_opens,omitempty"`
+	PassiveOpens uint64 `protobuf:"varint,12,opt,name=passive_opens,json=passiveOpens,proto3" json:"passive_opens,omitempty"`
+	// Connects that failed: answered by a RST (refused), given up after SYN retransmits (timed
+	// out), or ended otherwise (unreachable, aborted by the application).
+	ConnectRefused  uint64 `protobuf:"varint,13,opt,name=connect_refused,json=connectRefused,proto3" json:"connect_refused,omitempty"`
+	ConnectTimeouts uint64 `protobuf:"varint,14,opt,name=connect_timeouts,json=connectTimeouts,proto3" json:"connect_timeouts,omitempty"`
+	ConnectOther    uint64 `protobuf:"varint,15,opt,name=connect_other,json=connectOther,proto3" json:"connect_other,omitempty"`
+	// RSTs sent and received (a RST answering a SYN is connect_refused, not here).
+	ResetsSent     uint64 `protobuf:"varint,16,opt,name=resets_sent,json=resetsSent,proto3" json:"resets_sent,omitempty"`
+	ResetsReceived uint64 `protobuf:"varint,17,opt,name=resets_received,json=resetsReceived,proto3" json:"resets_received,omitempty"`
+	// Retransmitted segments (SYN-ACKs included; what the kernel's TcpRetransSegs counts) and
+	// payload bytes sent again.
+	RetransSegs  uint64 `protobuf:"varint,18,opt,name=retrans_segs,json=retransSegs,proto3" json:"retrans_segs,omitempty"`
+	RetransBytes uint64 `protobuf:"varint,19,opt,name=retrans_bytes,json=retransBytes,proto3" json:"retrans_bytes,omitempty"`
+	// New payload bytes (each byte once) and segments (retransmits not again) out and in.
+	BytesOut uint64 `protobuf:"varint,20,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	BytesIn  uint64 `protobuf:"varint,21,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	SegsOut  uint64 `protobuf:"varint,22,opt,name=segs_out,json=segsOut,proto3" json:"segs_out,omitempty"`
+	SegsIn   uint64 `protobuf:"varint,23,opt,name=segs_in,json=segsIn,proto3" json:"segs_in,omitempty"`
+	// Smoothed RTT at each RTT sample, log2 µs buckets (bucket i counts [2^i, 2^(i+1)) µs),
+	// so rows merge exactly across nodes.
+	RttLog2Us []uint64 `protobuf:"varint,24,rep,packed,name=rtt_log2_us,json=rttLog2Us,proto3" json:"rtt_log2_us,omitempty"`
+	RttP50Ms  float64  `protobuf:"fixed64,25,opt,name=rtt_p50_ms,json=rttP50Ms,proto3" json:"rtt_p50_ms,omitempty"`
+	RttP99Ms  float64  `protobuf:"fixed64,26,opt,name=rtt_p99_ms,json=rttP99Ms,proto3" json:"rtt_p99_ms,omitempty"`
+	// Per second over the rate window.
+	OpensPerSecond           float64 `protobuf:"fixed64,30,opt,name=opens_per_second,json=opensPerSecond,proto3" json:"opens_per_second,omitempty"`
+	ConnectFailuresPerSecond float64 `protobuf:"fixed64,31,opt,name=connect_failures_per_second,json=connectFailuresPerSecond,proto3" json:"connect_failures_per_second,omitempty"`
+	ResetsPerSecond          float64 `protobuf:"fixed64,32,opt,name=resets_per_second,json=resetsPerSecond,proto3" json:"resets_per_second,omitempty"`
+	RetransPerSecond         float64 `protobuf:"fixed64,33,opt,name=retrans_per_second,json=retransPerSecond,proto3" json:"retrans_per_second,omitempty"`
+	BytesOutPerSecond        float64 `protobuf:"fixed64,34,opt,name=bytes_out_per_second,json=bytesOutPerSecond,proto3" json:"bytes_out_per_second,omitempty"`
+	BytesInPerSecond         float64 `protobuf:"fixed64,35,opt,name=bytes_in_per_second,json=bytesInPerSecond,proto3" json:"bytes_in_per_second,omitempty"`
+	SegsOutPerSecond         float64 `protobuf:"fixed64,36,opt,name=segs_out_per_second,json=segsOutPerSecond,proto3" json:"segs_out_per_second,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
+}
+
+func (x *TCPRow) Reset() {
+	*x = TCPRow{}
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TCPRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TCPRow) ProtoMessage() {}
+
+func (x *TCPRow) ProtoReflect() protoreflect.Message {
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TCPRow.ProtoReflect.Descriptor instead.
+func (*TCPRow) Descriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TCPRow) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *TCPRow) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *TCPRow) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *TCPRow) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
+	}
+	return ""
+}
+
+func (x *TCPRow) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *TCPRow) GetWorkloadKind() string {
+	if x != nil {
+		return x.WorkloadKind
+	}
+	return ""
+}
+
+func (x *TCPRow) GetCgroup() string {
+	if x != nil {
+		return x.Cgroup
+	}
+	return ""
+}
+
+func (x *TCPRow) GetCgroupId() uint64 {
+	if x != nil {
+		return x.CgroupId
+	}
+	return 0
+}
+
+func (x *TCPRow) GetPods() uint32 {
+	if x != nil {
+		return x.Pods
+	}
+	return 0
+}
+
+func (x *TCPRow) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *TCPRow) GetActiveOpens() uint64 {
+	if x != nil {
+		return x.ActiveOpens
+	}
+	return 0
+}
+
+func (x *TCPRow) GetPassiveOpens() uint64 {
+	if x != nil {
+		return x.PassiveOpens
+	}
+	return 0
+}
+
+func (x *TCPRow) GetConnectRefused() uint64 {
+	if x != nil {
+		return x.ConnectRefused
+	}
+	return 0
+}
+
+func (x *TCPRow) GetConnectTimeouts() uint64 {
+	if x != nil {
+		return x.ConnectTimeouts
+	}
+	return 0
+}
+
+func (x *TCPRow) GetConnectOther() uint64 {
+	if x != nil {
+		return x.ConnectOther
+	}
+	return 0
+}
+
+func (x *TCPRow) GetResetsSent() uint64 {
+	if x != nil {
+		return x.ResetsSent
+	}
+	return 0
+}
+
+func (x *TCPRow) GetResetsReceived() uint64 {
+	if x != nil {
+		return x.ResetsReceived
+	}
+	return 0
+}
+
+func (x *TCPRow) GetRetransSegs() uint64 {
+	if x != nil {
+		return x.RetransSegs
+	}
+	return 0
+}
+
+func (x *TCPRow) GetRetransBytes() uint64 {
+	if x != nil {
+		return x.RetransBytes
+	}
+	return 0
+}
+
+func (x *TCPRow) GetBytesOut() uint64 {
+	if x != nil {
+		return x.BytesOut
+	}
+	return 0
+}
+
+func (x *TCPRow) GetBytesIn() uint64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *TCPRow) GetSegsOut() uint64 {
+	if x != nil {
+		return x.SegsOut
+	}
+	return 0
+}
+
+func (x *TCPRow) GetSegsIn() uint64 {
+	if x != nil {
+		return x.SegsIn
+	}
+	return 0
+}
+
+func (x *TCPRow) GetRttLog2Us() []uint64 {
+	if x != nil {
+		return x.RttLog2Us
+	}
+	return nil
+}
+
+func (x *TCPRow) GetRttP50Ms() float64 {
+	if x != nil {
+		return x.RttP50Ms
+	}
+	return 0
+}
+
+func (x *TCPRow) GetRttP99Ms() float64 {
+	if x != nil {
+		return x.RttP99Ms
+	}
+	return 0
+}
+
+func (x *TCPRow) GetOpensPerSecond() float64 {
+	if x != nil {
+		return x.OpensPerSecond
+	}
+	return 0
+}
+
+func (x *TCPRow) GetConnectFailuresPerSecond() float64 {
+	if x != nil {
+		return x.ConnectFailuresPerSecond
+	}
+	return 0
+}
+
+func (x *TCPRow) GetResetsPerSecond() float64 {
+	if x != nil {
+		return x.ResetsPerSecond
+	}
+	return 0
+}
+
+func (x *TCPRow) GetRetransPerSecond() float64 {
+	if x != nil {
+		return x.RetransPerSecond
+	}
+	return 0
+}
+
+func (x *TCPRow) GetBytesOutPerSecond() float64 {
+	if x != nil {
+		return x.BytesOutPerSecond
+	}
+	return 0
+}
+
+func (x *TCPRow) GetBytesInPerSecond() float64 {
+	if x != nil {
+		return x.BytesInPerSecond
+	}
+	return 0
+}
+
+func (x *TCPRow) GetSegsOutPerSecond() float64 {
+	if x != nil {
+		return x.SegsOutPerSecond
+	}
+	return 0
+}
+
 var File_isoobs_v1_isoobs_proto protoreflect.FileDescriptor
 
 const file_isoobs_v1_isoobs_proto_rawDesc = "" +
@@ -1608,7 +1945,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf7\x03\n" +
 	"\bTopFrame\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x125\n" +
@@ -1619,7 +1956,9 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\ttop_names\x18\a \x03(\v2\x14.isoobs.v1.NameCountR\btopNames\x12\x1c\n" +
 	"\ttruncated\x18\b \x01(\rR\ttruncated\x12\x1a\n" +
 	"\bwarnings\x18\t \x03(\tR\bwarnings\x12#\n" +
-	"\rname_overflow\x18\x1e \x01(\x04R\fnameOverflow\"\x0f\n" +
+	"\rname_overflow\x18\x1e \x01(\x04R\fnameOverflow\x12,\n" +
+	"\btcp_rows\x18\x14 \x03(\v2\x11.isoobs.v1.TCPRowR\atcpRows\x12.\n" +
+	"\ttcp_total\x18\x15 \x01(\v2\x11.isoobs.v1.TCPRowR\btcpTotal\"\x0f\n" +
 	"\rStatusRequest\"\x7f\n" +
 	"\vProbeStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -1681,10 +2020,53 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a?\n" +
 	"\x11SkippedFlowsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*9\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xce\t\n" +
+	"\x06TCPRow\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pod\x18\x03 \x01(\tR\x03pod\x12\x17\n" +
+	"\apod_uid\x18\x04 \x01(\tR\x06podUid\x12\x1a\n" +
+	"\bworkload\x18\x05 \x01(\tR\bworkload\x12#\n" +
+	"\rworkload_kind\x18\x06 \x01(\tR\fworkloadKind\x12\x16\n" +
+	"\x06cgroup\x18\a \x01(\tR\x06cgroup\x12\x1b\n" +
+	"\tcgroup_id\x18\b \x01(\x04R\bcgroupId\x12\x12\n" +
+	"\x04pods\x18\t \x01(\rR\x04pods\x125\n" +
+	"\x06labels\x18\n" +
+	" \x03(\v2\x1d.isoobs.v1.TCPRow.LabelsEntryR\x06labels\x12!\n" +
+	"\factive_opens\x18\v \x01(\x04R\vactiveOpens\x12#\n" +
+	"\rpassive_opens\x18\f \x01(\x04R\fpassiveOpens\x12'\n" +
+	"\x0fconnect_refused\x18\r \x01(\x04R\x0econnectRefused\x12)\n" +
+	"\x10connect_timeouts\x18\x0e \x01(\x04R\x0fconnectTimeouts\x12#\n" +
+	"\rconnect_other\x18\x0f \x01(\x04R\fconnectOther\x12\x1f\n" +
+	"\vresets_sent\x18\x10 \x01(\x04R\n" +
+	"resetsSent\x12'\n" +
+	"\x0fresets_received\x18\x11 \x01(\x04R\x0eresetsReceived\x12!\n" +
+	"\fretrans_segs\x18\x12 \x01(\x04R\vretransSegs\x12#\n" +
+	"\rretrans_bytes\x18\x13 \x01(\x04R\fretransBytes\x12\x1b\n" +
+	"\tbytes_out\x18\x14 \x01(\x04R\bbytesOut\x12\x19\n" +
+	"\bbytes_in\x18\x15 \x01(\x04R\abytesIn\x12\x19\n" +
+	"\bsegs_out\x18\x16 \x01(\x04R\asegsOut\x12\x17\n" +
+	"\asegs_in\x18\x17 \x01(\x04R\x06segsIn\x12\x1e\n" +
+	"\vrtt_log2_us\x18\x18 \x03(\x04R\trttLog2Us\x12\x1c\n" +
+	"\n" +
+	"rtt_p50_ms\x18\x19 \x01(\x01R\brttP50Ms\x12\x1c\n" +
+	"\n" +
+	"rtt_p99_ms\x18\x1a \x01(\x01R\brttP99Ms\x12(\n" +
+	"\x10opens_per_second\x18\x1e \x01(\x01R\x0eopensPerSecond\x12=\n" +
+	"\x1bconnect_failures_per_second\x18\x1f \x01(\x01R\x18connectFailuresPerSecond\x12*\n" +
+	"\x11resets_per_second\x18  \x01(\x01R\x0fresetsPerSecond\x12,\n" +
+	"\x12retrans_per_second\x18! \x01(\x01R\x10retransPerSecond\x12/\n" +
+	"\x14bytes_out_per_second\x18\" \x01(\x01R\x11bytesOutPerSecond\x12-\n" +
+	"\x13bytes_in_per_second\x18# \x01(\x01R\x10bytesInPerSecond\x12-\n" +
+	"\x13segs_out_per_second\x18$ \x01(\x01R\x10segsOutPerSecond\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*a\n" +
 	"\tDimension\x12\x19\n" +
 	"\x15DIMENSION_UNSPECIFIED\x10\x00\x12\x11\n" +
-	"\rDIMENSION_DNS\x10\x01*\x8b\x01\n" +
+	"\rDIMENSION_DNS\x10\x01\x12\x11\n" +
+	"\rDIMENSION_TCP\x10\x02\x12\x13\n" +
+	"\x0fDIMENSION_DROPS\x10\x03*\x8b\x01\n" +
 	"\aGroupBy\x12\x18\n" +
 	"\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fGROUP_BY_POD\x10\x01\x12\x15\n" +
@@ -1722,7 +2104,7 @@ func file_isoobs_v1_isoobs_proto_rawDescGZIP() []byte {
 }
 
 var file_isoobs_v1_isoobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(Dimension)(0),                // 0: isoobs.v1.Dimension
 	(GroupBy)(0),                  // 1: isoobs.v1.GroupBy
@@ -1737,52 +2119,57 @@ var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(*MapStatus)(nil),             // 10: isoobs.v1.MapStatus
 	(*StatusResponse)(nil),        // 11: isoobs.v1.StatusResponse
 	(*HubbleStatus)(nil),          // 12: isoobs.v1.HubbleStatus
-	nil,                           // 13: isoobs.v1.DNSRow.QueriesByTypeEntry
-	nil,                           // 14: isoobs.v1.DNSRow.LabelsEntry
-	nil,                           // 15: isoobs.v1.StatusResponse.CountersEntry
-	nil,                           // 16: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	nil,                           // 17: isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*TCPRow)(nil),                // 13: isoobs.v1.TCPRow
+	nil,                           // 14: isoobs.v1.DNSRow.QueriesByTypeEntry
+	nil,                           // 15: isoobs.v1.DNSRow.LabelsEntry
+	nil,                           // 16: isoobs.v1.StatusResponse.CountersEntry
+	nil,                           // 17: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	nil,                           // 18: isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	nil,                           // 19: isoobs.v1.TCPRow.LabelsEntry
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	0,  // 0: isoobs.v1.TopRequest.dimension:type_name -> isoobs.v1.Dimension
 	1,  // 1: isoobs.v1.TopRequest.group_by:type_name -> isoobs.v1.GroupBy
-	18, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
+	20, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
 	2,  // 3: isoobs.v1.TopRequest.window:type_name -> isoobs.v1.Window
 	3,  // 4: isoobs.v1.TopRequest.source:type_name -> isoobs.v1.Source
-	18, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
+	20, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
 	5,  // 6: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
-	13, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
-	14, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
+	14, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
+	15, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
 	5,  // 9: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
-	19, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
-	19, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
-	19, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
-	18, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
-	19, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
+	21, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
+	21, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
+	21, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
+	20, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
+	21, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
 	6,  // 15: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
 	6,  // 16: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
 	5,  // 17: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
-	19, // 18: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
-	9,  // 19: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
-	10, // 20: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
-	15, // 21: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
-	18, // 22: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
-	12, // 23: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
-	19, // 24: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
-	19, // 25: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
-	16, // 26: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	17, // 27: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	4,  // 28: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	8,  // 29: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	7,  // 30: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	11, // 31: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	30, // [30:32] is the sub-list for method output_type
-	28, // [28:30] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	13, // 18: isoobs.v1.TopFrame.tcp_rows:type_name -> isoobs.v1.TCPRow
+	13, // 19: isoobs.v1.TopFrame.tcp_total:type_name -> isoobs.v1.TCPRow
+	21, // 20: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
+	9,  // 21: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
+	10, // 22: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
+	16, // 23: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
+	20, // 24: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
+	12, // 25: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
+	21, // 26: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
+	21, // 27: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
+	17, // 28: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	18, // 29: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	19, // 30: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
+	4,  // 31: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	8,  // 32: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	7,  // 33: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	11, // 34: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	33, // [33:35] is the sub-list for method output_type
+	31, // [31:33] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
@@ -1796,7 +2183,7 @@ func file_isoobs_v1_isoobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_isoobs_v1_isoobs_proto_rawDesc), len(file_isoobs_v1_isoobs_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
