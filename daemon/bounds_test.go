@@ -35,7 +35,9 @@ func TestTopBounds(t *testing.T) {
 	}{
 		{&isoobsv1.TopRequest{TopNames: maxTopNames + 1}, "top_names 101 is more than the 100"},
 		{&isoobsv1.TopRequest{Limit: maxTopLimit + 1}, "limit 100001 is more than 100000 rows"},
-		{&isoobsv1.TopRequest{Interval: durationpb.New(f.cfg.Retention + time.Second)}, "is longer than the history this daemon keeps (--retention 5m0s)"},
+		{&isoobsv1.TopRequest{Interval: durationpb.New(f.cfg.Retention + time.Second)}, "is longer than the history this daemon keeps (--retention 15m0s)"},
+		{&isoobsv1.TopRequest{NameRegex: strings.Repeat("x", maxNameRegex+1)}, "name_regex is 513 bytes"},
+		{&isoobsv1.TopRequest{Since: durationpb.New(f.cfg.Retention + time.Second)}, "since 15m1s is longer than the history"},
 	} {
 		err := s.Top(tc.req, topStream{ctx: ctx})
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {

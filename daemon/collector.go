@@ -73,6 +73,11 @@ type nameSink struct {
 	node       *nameSummary
 	capacity   int
 	maxSubject int
+	// filter, when set, keeps only matching names; matched then counts them per subject
+	// (names.go), with the collector's clock for their rates.
+	filter  *nameFilter
+	matched map[string]*matchedNames
+	clock   *window.Clock
 }
 
 func newNameSink(perPod, node, maxSubjects int) *nameSink {
@@ -84,6 +89,12 @@ func (s *nameSink) add(key, name string, q, nx uint64) {
 }
 
 func (s *nameSink) addName(key string, name drainedName, q, nx uint64) {
+	if s.filter != nil {
+		if !s.filter.match(name.name) {
+			return
+		}
+		s.count(key, q, nx)
+	}
 	ss := s.perSubject[key]
 	if ss == nil {
 		if len(s.perSubject) >= s.maxSubject {
@@ -135,10 +146,9 @@ type collector struct {
 }
 
 func newCollector(cfg *Config, src Source, res cgroupResolver, pods podLookup, m *metrics, now time.Time) *collector {
-	ticks := int(cfg.Retention/cfg.Interval) + 1
 	return &collector{
 		cfg: cfg, src: src, resolver: res, pods: pods, metrics: m,
-		clock:       window.NewClock(ticks),
+		clock:       window.NewTieredClock(window.LayoutFor(cfg.Interval, cfg.Retention)),
 		cgroups:     map[uint64]*cgroupEntry{},
 		subjects:    map[string]*subject{},
 		nodeNames:   newNameSummary(cfg.NamesPerNode),
@@ -253,7 +263,7 @@ func (c *collector) entry(id uint64, now time.Time) *cgroupEntry {
 		}
 		s = &subject{
 			key: key, uid: uid, cgroupPath: path, cgroupID: id,
-			series: window.NewSeries[rateSample](c.clock.Len(), c.tickNo),
+			series: window.NewSeriesLayout[rateSample](c.clock.Layout(), c.tickNo),
 			names:  newNameSummary(c.cfg.NamesPerPod),
 		}
 		c.subjects[key] = s

@@ -49,8 +49,9 @@ type Config struct {
 	CgroupRoot string
 	// Interval between two reads of the probe (one frame per interval). Default 1s.
 	Interval time.Duration
-	// Retention is how much per-tick history is kept (the longest rate window) and how long a
-	// vanished pod stays visible. Default 5m.
+	// Retention is how much history is kept (the longest rate window and look-back: every
+	// tick for the last minute, one sample per 10 s before) and how long a vanished pod stays
+	// visible. Default 15m.
 	Retention time.Duration
 	// RESTConfig reaches the Kubernetes API for pod names, labels and workloads. nil: rows
 	// carry pod UIDs and cgroup paths only.
@@ -84,6 +85,9 @@ type Config struct {
 	// TimeEveryQuery turns sampling off.
 	LatencySampleAbove uint32
 	TimeEveryQuery     bool
+	// DNSTimeout: a query without its answer this long is a timeout of its
+	// pod (bpf.Options.DNSTimeout; 0: its default, 5 s).
+	DNSTimeout time.Duration
 
 	Logger *slog.Logger
 
@@ -93,9 +97,13 @@ type Config struct {
 	Hubble hubble.ClientConfig
 	// HubbleDisabled runs without Hubble.
 	HubbleDisabled bool
+	// TCPDisabled runs without the TCP probe (no top tcp on this node).
+	TCPDisabled bool
 
 	// source replaces the real probe in tests.
 	source Source
+	// tcpSource replaces the real TCP probe in tests.
+	tcpSource TCPSource
 }
 
 func (c *Config) statsEvery() int { return max(1, int(5*time.Second/c.Interval)) }
@@ -109,7 +117,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("interval %v is too short; use --interval 1s (10ms at least)", c.Interval)
 	}
 	if c.Retention == 0 {
-		c.Retention = 5 * time.Minute
+		c.Retention = 15 * time.Minute
 	}
 	if c.Retention < c.Interval*2 {
 		c.Retention = c.Interval * 2
@@ -175,6 +183,9 @@ type Daemon struct {
 	server   *server
 	auth     *tenantAuth // nil: no tenant authorization
 	kernel   string
+	// tcp is nil when the TCP probe is off or did not load (tcpErr says why).
+	tcp    *tcpCollector
+	tcpErr error
 
 	closeOnce sync.Once
 }
@@ -195,7 +206,7 @@ func New(cfg Config) (*Daemon, error) {
 	src := cfg.source
 	if src == nil {
 		probe, err := bpf.LoadDNS(bpf.Options{CgroupRoot: cfg.CgroupRoot, MaxPods: cfg.KernelMaxPods, MaxNames: cfg.KernelMaxNames, MaxInflight: cfg.KernelMaxInflight, PodSlots: cfg.KernelPodSlots,
-			LatencySampleAbove: cfg.LatencySampleAbove, TimeEveryQuery: cfg.TimeEveryQuery})
+			LatencySampleAbove: cfg.LatencySampleAbove, TimeEveryQuery: cfg.TimeEveryQuery, DNSTimeout: cfg.DNSTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("load DNS probe: %w", err)
 		}
@@ -226,6 +237,7 @@ func New(cfg Config) (*Daemon, error) {
 		d.coll.hub = feed
 	}
 	d.metrics.c = d.coll
+	d.startTCP(lookup)
 	d.metrics.reg.MustRegister(d.hubbleMetrics()...)
 	d.server = &server{d: d}
 	if cfg.TenantAuthorization {
@@ -292,6 +304,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			h.client.Run(ctx)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.runTCP(ctx)
+	}()
 
 	opts := []grpc.ServerOption{
 		// Requests are a few hundred bytes; frames go the other way.
@@ -427,7 +444,7 @@ func (d *Daemon) Ready() error {
 // Close detaches the probe.
 func (d *Daemon) Close() error {
 	var err error
-	d.closeOnce.Do(func() { err = d.src.Close() })
+	d.closeOnce.Do(func() { err = errors.Join(d.src.Close(), d.closeTCP()) })
 	return err
 }
 

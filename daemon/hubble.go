@@ -76,7 +76,7 @@ func (c *collector) tickHubble(tick uint64) {
 			}
 			s = &subject{
 				key:    "hubble:" + p.PodKey.String(),
-				series: window.NewSeries[rateSample](c.clock.Len(), c.tickNo),
+				series: window.NewSeriesLayout[rateSample](c.clock.Layout(), c.tickNo),
 				names:  newNameSummary(c.cfg.NamesPerPod),
 				hub:    &hubbleInfo{key: p.PodKey},
 			}

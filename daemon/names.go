@@ -1,9 +1,13 @@
 package daemon
 
 import (
+	"errors"
+	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/isoobs/isoobs/daemon/topk"
+	"github.com/isoobs/isoobs/daemon/window"
 )
 
 // topZones is how many parent domains a row carries. A random-subdomain flood
@@ -113,4 +117,98 @@ func summaries(ns []*nameSummary, zones bool) []*topk.SpaceSaving {
 		}
 	}
 	return out
+}
+
+// maxNameRegex bounds a --name expression: RE2 runs in time linear in the name, but a huge
+// expression still costs memory and time per name on every filtered stream.
+const maxNameRegex = 512
+
+// nameFilter is a stream's query-name filter (TopRequest name_regex and zone): only names it
+// keeps reach the stream's rows, name lists and counts.
+type nameFilter struct {
+	re   *regexp.Regexp
+	zone string // lower case, no trailing dot
+}
+
+// newNameFilter checks a request's name_regex and zone; nil when both are empty.
+func newNameFilter(expr, zone string) (*nameFilter, error) {
+	if expr == "" && strings.TrimSpace(zone) == "" {
+		return nil, nil
+	}
+	f := &nameFilter{}
+	if expr != "" {
+		if len(expr) > maxNameRegex {
+			return nil, fmt.Errorf("name_regex is %d bytes, more than the %d a daemon accepts", len(expr), maxNameRegex)
+		}
+		re, err := regexp.Compile("(?i)" + expr)
+		if err != nil {
+			return nil, fmt.Errorf("name_regex %q is not an RE2 expression: %v", expr, err)
+		}
+		f.re = re
+	}
+	if zone != "" {
+		z, err := normalizeZone(zone)
+		if err != nil {
+			return nil, err
+		}
+		f.zone = z
+	}
+	return f, nil
+}
+
+// normalizeZone is a --zone value in the form match compares: lower case, without a trailing
+// dot or a leading "*.".
+func normalizeZone(zone string) (string, error) {
+	z := strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(zone), "*."), "."))
+	if z == "" {
+		return "", errors.New("zone is empty: give a domain such as example.com")
+	}
+	if len(z) > 253 {
+		return "", fmt.Errorf("zone is %d bytes; a domain name has at most 253", len(z))
+	}
+	for _, label := range strings.Split(z, ".") {
+		if label == "" || len(label) > 63 {
+			return "", fmt.Errorf("zone %q is not a domain name (empty or over-long label)", zone)
+		}
+	}
+	return z, nil
+}
+
+// match says whether the filter keeps a query name (presentation form, as the probe and
+// Hubble report it; a trailing dot is ignored, and so is case).
+func (f *nameFilter) match(name string) bool {
+	n := strings.TrimSuffix(name, ".")
+	if f.zone != "" {
+		if len(n) < len(f.zone) || !strings.EqualFold(n[len(n)-len(f.zone):], f.zone) {
+			return false
+		}
+		if len(n) > len(f.zone) && n[len(n)-len(f.zone)-1] != '.' {
+			return false
+		}
+	}
+	return f.re == nil || f.re.MatchString(n)
+}
+
+// matchedNames are one subject's queries for names a stream's filter keeps, counted exactly
+// from the stream's start (every drained name increment adds up), with their history for rates.
+type matchedNames struct {
+	queries, nxdomain uint64
+	series            *window.Series[[2]uint64]
+}
+
+// count adds a kept name's increment to the subject's matched counts. Called while the
+// collector ticks: the clock's latest tick is the one being counted.
+func (s *nameSink) count(key string, q, nx uint64) {
+	if s.matched == nil {
+		s.matched = map[string]*matchedNames{}
+	}
+	tick, _, _ := s.clock.Latest()
+	m := s.matched[key]
+	if m == nil {
+		m = &matchedNames{series: window.NewSeriesLayout[[2]uint64](s.clock.Layout(), tick)}
+		s.matched[key] = m
+	}
+	m.queries += q
+	m.nxdomain += nx
+	m.series.Set(tick, [2]uint64{m.queries, m.nxdomain})
 }

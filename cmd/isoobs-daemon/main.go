@@ -80,7 +80,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name as Kubernetes knows it (default $NODE_NAME, else the hostname)")
 	f.StringVar(&cfg.CgroupRoot, "cgroup-root", "", "cgroup v2 directory to observe (default: the cgroup v2 mount, /sys/fs/cgroup or /sys/fs/cgroup/unified)")
 	f.DurationVar(&cfg.Interval, "interval", time.Second, "how often the probe maps are read (one Top frame per interval)")
-	f.DurationVar(&cfg.Retention, "retention", 5*time.Minute, "history kept per pod (the longest rate window) and how long vanished pods stay visible")
+	f.DurationVar(&cfg.Retention, "retention", 15*time.Minute, "history kept per pod (the longest rate window and top dns --since look-back; every interval for the last minute, every 10s before) and how long vanished pods stay visible")
 	f.StringSliceVar(&cfg.GRPCListen, "grpc-listen", []string{daemon.DefaultSocket}, "gRPC listen addresses: unix:///path (created mode 0600) or a loopback host:port (e.g. 127.0.0.1:9967 for port-forward); other addresses need --allow-unauthenticated-grpc")
 	f.BoolVar(&cfg.TenantAuthorization, "tenant-authorization", false, "TCP callers (port-forward) must send a token for audience "+daemon.TenantAudience+" (TokenReview) and may read only namespaces where they may get dnsflows.isoobs.io (SubjectAccessReview), one per stream; the unix socket is not asked (docs/security.md)")
 	f.BoolVar(&cfg.AllowUnauthenticatedNetwork, "allow-unauthenticated-grpc", false, "allow a non-loopback --grpc-listen: the API has no authentication, anyone who reaches the address reads every pod's DNS names")
@@ -95,6 +95,7 @@ func newCommand() *cobra.Command {
 	f.Uint32Var(&cfg.KernelMaxInflight, "kernel-max-inflight", 0, "kernel pending-query table size, queries awaiting their response (0: probe default, 1024)")
 	f.Uint32Var(&cfg.KernelPodSlots, "kernel-pod-slots", 0, "pods counted on the kernel's fast path; others use the per-cgroup map (0: probe default, 256)")
 	f.Uint32Var(&cfg.LatencySampleAbove, "latency-sample-above", bpf.DefaultLatencySampleAbove, "a pod sending more DNS queries a second than this has 1 in 2^k of them timed (enough for percentiles; each weighs 2^k); 0: time every query")
+	f.DurationVar(&cfg.DNSTimeout, "dns-timeout", bpf.DefaultDNSTimeout, "a DNS query without its answer this long counts as a timeout of its pod (the resolver's default, resolv.conf timeout:5)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	hubbleFlags.AddFlags(f, "")
 	return cmd

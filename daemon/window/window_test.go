@@ -99,3 +99,111 @@ func TestSeriesRates(t *testing.T) {
 		t.Errorf("s3 At(1)=%d At(9)=%d, want 60 90", s3.At(1), s3.At(9))
 	}
 }
+
+func TestLayoutFor(t *testing.T) {
+	for _, tc := range []struct {
+		interval, retention time.Duration
+		want                Layout
+	}{
+		{time.Second, 15 * time.Minute, Layout{Fine: 61, Step: 10, Coarse: 92}},
+		{time.Second, 5 * time.Minute, Layout{Fine: 61, Step: 10, Coarse: 32}},
+		{time.Second, time.Minute, Layout{Fine: 61}},
+		{250 * time.Millisecond, 15 * time.Minute, Layout{Fine: 241, Step: 40, Coarse: 92}},
+		{10 * time.Second, 15 * time.Minute, Layout{Fine: 91}},
+	} {
+		if got := LayoutFor(tc.interval, tc.retention); got != tc.want {
+			t.Errorf("LayoutFor(%v, %v) = %+v, want %+v", tc.interval, tc.retention, got, tc.want)
+		}
+	}
+	if n := LayoutFor(time.Second, 15*time.Minute).Samples(); n != 153 {
+		t.Errorf("15 min at 1 s keeps %d samples per series, want 153 (not 901)", n)
+	}
+}
+
+// TestTieredMatchesFullHistory: every window a tiered clock picks ends on kept ticks whose
+// series values are exactly the cumulative values at those ticks, so counts over any window
+// (1 s to the whole retention) are exact; and the window is as long as asked, within one
+// coarse step, once history is long enough.
+func TestTieredMatchesFullHistory(t *testing.T) {
+	l := LayoutFor(time.Second, 15*time.Minute)
+	c := NewTieredClock(l)
+	t0 := time.Unix(5000, 0)
+	const born = 7
+	s := NewSeriesLayout[uint64](l, born)
+	truth := map[uint64]uint64{}
+	var cum uint64
+	for i := range 2000 {
+		tick := c.Tick(t0.Add(time.Duration(i)*time.Second + time.Duration(i%5)*time.Millisecond))
+		if i >= born {
+			cum += uint64(i*7%13 + 1)
+			if i%97 != 0 { // some ticks skipped: they repeat the last value
+				s.Set(tick, cum)
+			}
+		}
+		truth[tick] = cum
+		if i < born {
+			truth[tick] = 0
+		}
+		if i%97 == 0 && i >= born {
+			truth[tick] = truth[tick-1]
+			cum = truth[tick]
+		}
+		if i < 3 || i%37 != 0 {
+			continue
+		}
+		for _, d := range []time.Duration{time.Second, 10 * time.Second, time.Minute, 90 * time.Second, 5 * time.Minute, 15 * time.Minute} {
+			from, to, el, ok := c.Span(d)
+			if !ok || to != tick {
+				t.Fatalf("tick %d: Span(%v) = %d..%d ok=%v", tick, d, from, to, ok)
+			}
+			if !c.Kept(from) {
+				t.Fatalf("tick %d: Span(%v) from %d not kept", tick, d, from)
+			}
+			if got, want := s.At(to)-s.At(from), truth[to]-truth[from]; got != want {
+				t.Fatalf("tick %d: window %v (%d..%d): count %d, want %d", tick, d, from, to, got, want)
+			}
+			history := time.Duration(tick) * time.Second
+			if want := min(d, history); el < want-50*time.Millisecond || el > want+CoarseStep {
+				t.Errorf("tick %d: Span(%v) covers %v, want %v (+ at most a coarse step)", tick, d, el, want)
+			}
+		}
+	}
+}
+
+func TestActivityFirstLastSeen(t *testing.T) {
+	l := LayoutFor(time.Second, 15*time.Minute)
+	c := NewTieredClock(l)
+	t0 := time.Unix(0, 0)
+	s := NewSeriesLayout[uint64](l, 0)
+	var cum uint64
+	for i := range 600 {
+		tick := c.Tick(t0.Add(time.Duration(i) * time.Second))
+		// A flood between seconds 200 and 300 (counted at ticks 201..300), and one burst in
+		// the last minute, at tick 580.
+		if i > 200 && i <= 300 || i == 580 {
+			cum += 10
+		}
+		s.Set(tick, cum)
+	}
+	changed := func(a, b *uint64) bool { return *b != *a }
+	from, to, _, _ := c.Span(15 * time.Minute)
+	first, last, ok := s.Activity(c, from, to, changed)
+	if !ok || first != t0.Add(200*time.Second) || last != t0.Add(580*time.Second) {
+		t.Errorf("whole history: first %v last %v ok %v, want 200s and 580s", first.Unix(), last.Unix(), ok)
+	}
+	// The flood is in the coarse past: seen to 10 s resolution.
+	from, _, _, _ = c.Span(9 * time.Minute) // 540 s back: tick 59
+	first, last, ok = s.Activity(c, from, 500, changed)
+	if !ok || first != t0.Add(200*time.Second) || last != t0.Add(300*time.Second) {
+		t.Errorf("flood: first %v last %v ok %v, want 200s and 300s", first.Unix(), last.Unix(), ok)
+	}
+	from, to, _, _ = c.Span(time.Minute)
+	first, last, ok = s.Activity(c, from, to, changed)
+	if !ok || first != t0.Add(579*time.Second) || last != t0.Add(580*time.Second) {
+		t.Errorf("last minute: first %v last %v ok %v, want 579s and 580s", first.Unix(), last.Unix(), ok)
+	}
+	from, to, _, _ = c.Span(10 * time.Second)
+	if _, _, ok := s.Activity(c, from, to, changed); ok {
+		t.Error("activity in a quiet window")
+	}
+}
