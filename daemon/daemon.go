@@ -85,6 +85,9 @@ type Config struct {
 	// TimeEveryQuery turns sampling off.
 	LatencySampleAbove uint32
 	TimeEveryQuery     bool
+	// DNSTimeout: a query without its answer this long is a timeout of its
+	// pod (bpf.Options.DNSTimeout; 0: its default, 5 s).
+	DNSTimeout time.Duration
 
 	Logger *slog.Logger
 
@@ -94,9 +97,13 @@ type Config struct {
 	Hubble hubble.ClientConfig
 	// HubbleDisabled runs without Hubble.
 	HubbleDisabled bool
+	// TCPDisabled runs without the TCP probe (no top tcp on this node).
+	TCPDisabled bool
 
 	// source replaces the real probe in tests.
 	source Source
+	// tcpSource replaces the real TCP probe in tests.
+	tcpSource TCPSource
 }
 
 func (c *Config) statsEvery() int { return max(1, int(5*time.Second/c.Interval)) }
@@ -176,6 +183,9 @@ type Daemon struct {
 	server   *server
 	auth     *tenantAuth // nil: no tenant authorization
 	kernel   string
+	// tcp is nil when the TCP probe is off or did not load (tcpErr says why).
+	tcp    *tcpCollector
+	tcpErr error
 
 	closeOnce sync.Once
 }
@@ -196,7 +206,7 @@ func New(cfg Config) (*Daemon, error) {
 	src := cfg.source
 	if src == nil {
 		probe, err := bpf.LoadDNS(bpf.Options{CgroupRoot: cfg.CgroupRoot, MaxPods: cfg.KernelMaxPods, MaxNames: cfg.KernelMaxNames, MaxInflight: cfg.KernelMaxInflight, PodSlots: cfg.KernelPodSlots,
-			LatencySampleAbove: cfg.LatencySampleAbove, TimeEveryQuery: cfg.TimeEveryQuery})
+			LatencySampleAbove: cfg.LatencySampleAbove, TimeEveryQuery: cfg.TimeEveryQuery, DNSTimeout: cfg.DNSTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("load DNS probe: %w", err)
 		}
@@ -227,6 +237,7 @@ func New(cfg Config) (*Daemon, error) {
 		d.coll.hub = feed
 	}
 	d.metrics.c = d.coll
+	d.startTCP(lookup)
 	d.metrics.reg.MustRegister(d.hubbleMetrics()...)
 	d.server = &server{d: d}
 	if cfg.TenantAuthorization {
@@ -293,6 +304,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			h.client.Run(ctx)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.runTCP(ctx)
+	}()
 
 	opts := []grpc.ServerOption{
 		// Requests are a few hundred bytes; frames go the other way.
@@ -428,7 +444,7 @@ func (d *Daemon) Ready() error {
 // Close detaches the probe.
 func (d *Daemon) Close() error {
 	var err error
-	d.closeOnce.Do(func() { err = d.src.Close() })
+	d.closeOnce.Do(func() { err = errors.Join(d.src.Close(), d.closeTCP()) })
 	return err
 }
 

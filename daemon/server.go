@@ -180,6 +180,9 @@ func (s *server) Top(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopServer)
 	if err != nil {
 		return err
 	}
+	if req.GetDimension() == isoobsv1.Dimension_DIMENSION_TCP {
+		return s.topTCP(req, stream, limit)
+	}
 	c := s.d.coll
 	if err := checkTopBounds(req, c.cfg.Retention); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -289,6 +292,7 @@ func (s *server) Status(context.Context, *isoobsv1.StatusRequest) (*isoobsv1.Sta
 		resp.Counters["ticks"] = 0
 	}
 	resp.Hubble = d.hubbleStatus()
+	d.tcpStatus(resp)
 	if c.hub != nil {
 		resp.Counters["hubble_untracked_pods"] = c.hub.untrackedPods
 		resp.Counters["hubble_untracked_name_queries"] = c.hub.droppedNames

@@ -1,0 +1,200 @@
+package daemon
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/isoobs/isoobs/bpf"
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+)
+
+// fakeTCPSource stands in for the TCP probe's map: cumulative per-cgroup counters.
+type fakeTCPSource struct {
+	mu      sync.Mutex
+	cgroups map[uint64]bpf.TCPCounters
+	deleted []uint64
+}
+
+func (f *fakeTCPSource) add(id uint64, fn func(c *bpf.TCPCounters)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.cgroups[id]
+	fn(&c)
+	f.cgroups[id] = c
+}
+
+func (f *fakeTCPSource) ReadTCP() (map[uint64]bpf.TCPCounters, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[uint64]bpf.TCPCounters, len(f.cgroups))
+	for k, v := range f.cgroups {
+		out[k] = v
+	}
+	return out, nil
+}
+func (f *fakeTCPSource) Stats() (bpf.TCPStats, error)  { return bpf.TCPStats{}, nil }
+func (f *fakeTCPSource) Attachments() []bpf.Attachment { return nil }
+func (f *fakeTCPSource) DeleteCgroups(ids []uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, id := range ids {
+		delete(f.cgroups, id)
+	}
+	f.deleted = append(f.deleted, ids...)
+	return nil
+}
+func (f *fakeTCPSource) Close() error { return nil }
+
+type tcpFixture struct {
+	*fixture
+	tsrc *fakeTCPSource
+	tc   *tcpCollector
+}
+
+func newTCPFixture(t *testing.T) *tcpFixture {
+	f := &tcpFixture{fixture: newFixture(t, nil), tsrc: &fakeTCPSource{cgroups: map[uint64]bpf.TCPCounters{}}}
+	f.tc = newTCPCollector(f.cfg, f.tsrc, f.res, f.meta, f.now)
+	f.tc.metrics = newTCPMetrics(f.tc)
+	return f
+}
+
+func (f *tcpFixture) step() {
+	f.now = f.now.Add(time.Second)
+	f.tc.tick(f.now)
+}
+
+func (f *tcpFixture) frame(t *testing.T, req *isoobsv1.TopRequest) *isoobsv1.TopFrame {
+	t.Helper()
+	req.Dimension = isoobsv1.Dimension_DIMENSION_TCP
+	q, err := newTCPQuery(req, f.cfg.Interval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.tc.startStream(q)
+	return f.tc.frame(q)
+}
+
+func tcpRowByPod(fr *isoobsv1.TopFrame, pod string) *isoobsv1.TCPRow {
+	for _, r := range fr.TcpRows {
+		if r.Pod == pod || (r.Pod == "" && r.PodUid == pod) {
+			return r
+		}
+	}
+	return nil
+}
+
+func TestTCPCollectorAttributesPodsNeverHosts(t *testing.T) {
+	f := newTCPFixture(t)
+	f.step()
+	// The crawler's two containers (101, 102) refuse and reset; the host's chronyd (900) does
+	// the same and must never become a row.
+	for _, id := range []uint64{101, 102, 900} {
+		f.tsrc.add(id, func(c *bpf.TCPCounters) {
+			c.ActiveOpens += 10
+			c.ConnectRefused += 5
+			c.ResetsReceived += 2
+			c.RetransSegs += 3
+			c.BytesOut += 1000
+			c.RTTLog2US[10] += 4 // ~1 ms
+		})
+	}
+	f.tsrc.add(301, func(c *bpf.TCPCounters) { c.PassiveOpens += 20; c.ResetsSent += 4; c.BytesIn += 2000 })
+	f.step()
+	fr := f.frame(t, &isoobsv1.TopRequest{})
+	if len(fr.TcpRows) != 2 {
+		t.Fatalf("rows %d, want 2 (crawler and coreapi; the host is no row): %v", len(fr.TcpRows), fr.TcpRows)
+	}
+	cr := tcpRowByPod(fr, "crawler-7d9f-a")
+	if cr == nil || cr.ActiveOpens != 20 || cr.ConnectRefused != 10 || cr.ResetsReceived != 4 || cr.RetransSegs != 6 || cr.BytesOut != 2000 {
+		t.Fatalf("crawler row %+v: want both containers summed (20 opens, 10 refused, 4 resets, 6 retransmits, 2000 bytes)", cr)
+	}
+	if cr.Namespace != "tenant-jobs" || cr.Workload != "crawler" || cr.Node != "node-a" {
+		t.Errorf("crawler row identity: %s/%s on %s", cr.Namespace, cr.Workload, cr.Node)
+	}
+	if cr.ConnectFailuresPerSecond != 10 || cr.ResetsPerSecond != 4 {
+		t.Errorf("crawler rates: failures %.1f/s resets %.1f/s, want 10 and 4 over the 1 s tick", cr.ConnectFailuresPerSecond, cr.ResetsPerSecond)
+	}
+	if cr.RttP50Ms < 1.024 || cr.RttP50Ms >= 2.048 {
+		t.Errorf("crawler RTT p50 %.3f ms, want in the [1.024, 2.048) ms bucket", cr.RttP50Ms)
+	}
+	if fr.TcpRows[0] != cr {
+		t.Errorf("default sort (errors: failures+resets per second) should rank the crawler first, got %s", fr.TcpRows[0].Pod)
+	}
+	if fr.TcpTotal.ActiveOpens != 20 || fr.TcpTotal.PassiveOpens != 20 {
+		t.Errorf("total opens active %d passive %d, want 20 and 20 (the host's left out)", fr.TcpTotal.ActiveOpens, fr.TcpTotal.PassiveOpens)
+	}
+	if f.tc.host.ActiveOpens != 10 || f.tc.hostCgroups != 1 {
+		t.Errorf("host counters: %d opens in %d cgroups, want 10 in 1", f.tc.host.ActiveOpens, f.tc.hostCgroups)
+	}
+
+	// Group by workload: the second crawler pod joins the first.
+	f.tsrc.add(201, func(c *bpf.TCPCounters) { c.ActiveOpens += 7 })
+	f.step()
+	fr = f.frame(t, &isoobsv1.TopRequest{GroupBy: isoobsv1.GroupBy_GROUP_BY_WORKLOAD, Sort: "opens"})
+	if len(fr.TcpRows) != 2 || fr.TcpRows[0].Workload != "crawler" || fr.TcpRows[0].Pods != 2 || fr.TcpRows[0].ActiveOpens != 27 || fr.TcpRows[0].Pod != "" {
+		t.Fatalf("by workload: %v", fr.TcpRows)
+	}
+
+	// Metrics: per namespace and workload, never per pod; the host's not at all.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(f.tc.metrics)
+	want := `
+# HELP isoobs_tcp_connect_failures_total TCP connects of pods that failed, by reason (refused: answered by a RST; timeout: no answer to the SYNs; other), per namespace and workload.
+# TYPE isoobs_tcp_connect_failures_total counter
+isoobs_tcp_connect_failures_total{namespace="tenant-api",reason="other",workload="coreapi"} 0
+isoobs_tcp_connect_failures_total{namespace="tenant-api",reason="refused",workload="coreapi"} 0
+isoobs_tcp_connect_failures_total{namespace="tenant-api",reason="timeout",workload="coreapi"} 0
+isoobs_tcp_connect_failures_total{namespace="tenant-jobs",reason="other",workload="crawler"} 0
+isoobs_tcp_connect_failures_total{namespace="tenant-jobs",reason="refused",workload="crawler"} 10
+isoobs_tcp_connect_failures_total{namespace="tenant-jobs",reason="timeout",workload="crawler"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "isoobs_tcp_connect_failures_total"); err != nil {
+		t.Error(err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "isoobs_tcp_connections_opened_total"); err != nil || n != 4 {
+		t.Errorf("opened series %d (%v), want 4: two workloads x active/passive", n, err)
+	}
+}
+
+func TestTCPCollectorSinceStreamStartAndFilters(t *testing.T) {
+	f := newTCPFixture(t)
+	f.tsrc.add(101, func(c *bpf.TCPCounters) { c.ActiveOpens += 100 })
+	f.step()
+	req := &isoobsv1.TopRequest{Dimension: isoobsv1.Dimension_DIMENSION_TCP, SinceStreamStart: true, Namespace: "tenant-jobs"}
+	q, err := newTCPQuery(req, f.cfg.Interval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.tc.startStream(q)
+	f.tsrc.add(101, func(c *bpf.TCPCounters) { c.ActiveOpens += 3 })
+	f.tsrc.add(301, func(c *bpf.TCPCounters) { c.ActiveOpens += 50 })
+	f.step()
+	fr := f.tc.frame(q)
+	if len(fr.TcpRows) != 1 || fr.TcpRows[0].ActiveOpens != 3 {
+		t.Fatalf("since stream start in tenant-jobs: %v, want one row with the 3 opens made after the stream started", fr.TcpRows)
+	}
+	if _, err := newTCPQuery(&isoobsv1.TopRequest{Sort: "qps"}, time.Second); err == nil {
+		t.Error("a DNS sort key was accepted for TCP")
+	}
+	if _, err := newTCPQuery(&isoobsv1.TopRequest{GroupBy: isoobsv1.GroupBy_GROUP_BY_QNAME}, time.Second); err == nil {
+		t.Error("group by qname was accepted for TCP")
+	}
+}
+
+func TestTCPCollectorForgetsGoneCgroups(t *testing.T) {
+	f := newTCPFixture(t)
+	f.tsrc.add(401, func(c *bpf.TCPCounters) { c.ActiveOpens++ })
+	f.step()
+	f.res.gone[401] = true
+	for range int(f.cfg.Retention/time.Second) + 2*f.cfg.gcEvery() {
+		f.step()
+	}
+	if len(f.tc.subjects) != 0 || len(f.tsrc.deleted) != 1 || f.tsrc.deleted[0] != 401 {
+		t.Fatalf("after the retention: %d subjects, kernel entries deleted %v; want none and [401]", len(f.tc.subjects), f.tsrc.deleted)
+	}
+}
