@@ -96,6 +96,7 @@ func newCommand() *cobra.Command {
 	f.Uint32Var(&cfg.KernelPodSlots, "kernel-pod-slots", 0, "pods counted on the kernel's fast path; others use the per-cgroup map (0: probe default, 256)")
 	f.Uint32Var(&cfg.LatencySampleAbove, "latency-sample-above", bpf.DefaultLatencySampleAbove, "a pod sending more DNS queries a second than this has 1 in 2^k of them timed (enough for percentiles; each weighs 2^k); 0: time every query")
 	f.DurationVar(&cfg.DNSTimeout, "dns-timeout", bpf.DefaultDNSTimeout, "a DNS query without its answer this long counts as a timeout of its pod (the resolver's default, resolv.conf timeout:5)")
+	f.BoolVar(&cfg.TCPDisabled, "no-tcp", false, "do not load the TCP probe (top tcp then answers Unavailable on this node; top dns is not affected)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	hubbleFlags.AddFlags(f, "")
 	return cmd
