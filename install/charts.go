@@ -17,6 +17,8 @@ import (
 	"helm.sh/helm/v3/pkg/cli"
 
 	"github.com/isoobs/isoobs/deploy"
+	"github.com/isoobs/isoobs/deploy/alerts"
+	"github.com/isoobs/isoobs/deploy/dashboards"
 )
 
 // Source overrides where a component's chart comes from.
@@ -60,6 +62,9 @@ func LoadChart(ctx context.Context, spec Spec, src Source) (*chart.Chart, error)
 		if err != nil {
 			return nil, err
 		}
+	}
+	if spec.Component == ComponentIsoobs {
+		addAlertRules(ch)
 	}
 	return ch, nil
 }
@@ -147,9 +152,10 @@ var MonitoringDashboards = []string{
 }
 
 // PrepareMonitoringChart adapts Cilium's example Prometheus + Grafana chart:
-// its prometheus.yaml is replaced with the generated scrape config and the
+// its prometheus.yaml is replaced with the generated scrape config, the
 // dashboards are copied in from the Cilium chart (the example chart's
-// grafana-dashboards directory is a symlink that Go module zips drop).
+// grafana-dashboards directory is a symlink that Go module zips drop), and
+// isoobs' dashboards and alerting rules are added.
 func PrepareMonitoringChart(monitoring, cilium *chart.Chart, promConfig []byte) error {
 	var kept []*chart.File
 	for _, f := range monitoring.Files {
@@ -174,6 +180,13 @@ func PrepareMonitoringChart(monitoring, cilium *chart.Chart, promConfig []byte) 
 	if len(missing) > 0 {
 		return fmt.Errorf("the Cilium chart %s lacks the dashboards %s", cilium.Metadata.Version, strings.Join(missing, ", "))
 	}
+	// isoobs' own dashboards (deploy/dashboards) and alerting rules (deploy/alerts; prometheus.yaml
+	// names the file as values.PrometheusRulesFile).
+	names, data := dashboards.Files()
+	for _, name := range names {
+		kept = append(kept, &chart.File{Name: "files/grafana-dashboards/" + name, Data: data[name]})
+	}
+	kept = append(kept, &chart.File{Name: "files/prometheus/" + alerts.FileName, Data: alerts.Rules()})
 	monitoring.Files = kept
 	return nil
 }

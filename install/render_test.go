@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
+	"github.com/isoobs/isoobs/deploy/alerts"
 	"github.com/isoobs/isoobs/install/values"
 )
 
@@ -408,6 +409,10 @@ func TestMonitoringChartAndPromtool(t *testing.T) {
 	if err := os.WriteFile(file, cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// prometheus.yaml names the alerting rules beside it; promtool checks them too.
+	if err := os.WriteFile(filepath.Join(filepath.Dir(file), values.PrometheusRulesFile), alerts.Rules(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out, err := exec.Command(promtool, "check", "config", file).CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check config: %v\n%s\n%s", err, out, cfg)
@@ -436,9 +441,15 @@ func TestMonitoringChartAndPromtool(t *testing.T) {
 		}
 	}
 	slices.Sort(dashboards)
-	want := []string{"grafana-cilium-dashboard", "grafana-cilium-operator-dashboard", "grafana-hubble-dashboard", "grafana-hubble-dns-namespace", "grafana-hubble-l7-http-metrics-by-workload", "grafana-hubble-network-overview-namespace"}
+	want := []string{"grafana-cilium-dashboard", "grafana-cilium-operator-dashboard", "grafana-hubble-dashboard", "grafana-hubble-dns-namespace", "grafana-hubble-l7-http-metrics-by-workload", "grafana-hubble-network-overview-namespace", "grafana-isoobs-dns"}
 	if !slices.Equal(dashboards, want) {
 		t.Errorf("dashboards = %v, want %v", dashboards, want)
+	}
+	if got := configMapData(t, objs, "grafana-isoobs-dns")["isoobs-dns.json"]; !strings.Contains(got, `"uid": "isoobs-dns"`) {
+		t.Errorf("grafana-isoobs-dns ConfigMap holds %.200q, want deploy/dashboards/isoobs-dns.json", got)
+	}
+	if got := configMapData(t, objs, "prometheus")[values.PrometheusRulesFile]; got != string(alerts.Rules()) {
+		t.Errorf("prometheus ConfigMap's %s is %.200q, want deploy/alerts' rules", values.PrometheusRulesFile, got)
 	}
 	for _, name := range []string{"prometheus", "grafana"} {
 		if Find(objs, "Deployment", name) == nil {

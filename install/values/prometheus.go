@@ -16,18 +16,25 @@ type promTarget struct {
 	labelVal  string
 	port      int
 	component string
+	// honorLabels keeps the target's own labels where they clash with the job's (namespace):
+	// the isoobs daemons' namespace label is the DNS client's namespace, not the daemon pod's.
+	honorLabels bool
 }
 
 // PrometheusTargets are the scrape jobs of the prometheus pipeline, one per
 // component port (the same discovery as seed 000's collector receivers).
 var prometheusTargets = []promTarget{
-	{"cilium-agent", "k8s_app", "cilium", PortCiliumAgent, "cilium-agent"},
-	{"hubble", "k8s_app", "cilium", PortHubble, "hubble"},
-	{"cilium-envoy", "k8s_app", "cilium-envoy", PortEnvoy, "cilium-envoy"},
-	{"cilium-operator", "io_cilium_app", "operator", PortCiliumOperator, "cilium-operator"},
-	{"tetragon", "app_kubernetes_io_name", "tetragon", PortTetragon, "tetragon"},
-	{"isoobs", "app_kubernetes_io_name", "isoobs", PortIsoobs, "isoobs"},
+	{"cilium-agent", "k8s_app", "cilium", PortCiliumAgent, "cilium-agent", false},
+	{"hubble", "k8s_app", "cilium", PortHubble, "hubble", false},
+	{"cilium-envoy", "k8s_app", "cilium-envoy", PortEnvoy, "cilium-envoy", false},
+	{"cilium-operator", "io_cilium_app", "operator", PortCiliumOperator, "cilium-operator", false},
+	{"tetragon", "app_kubernetes_io_name", "tetragon", PortTetragon, "tetragon", false},
+	{"isoobs", "app_kubernetes_io_name", "isoobs", PortIsoobs, "isoobs", true},
 }
+
+// PrometheusRulesFile is isoobs' alerting rules file (deploy/alerts) as prometheus.yaml names it:
+// relative, so beside prometheus.yaml (PrepareMonitoringChart puts both in one ConfigMap).
+const PrometheusRulesFile = "isoobs-alerts.rules.yaml"
 
 // PrometheusJobs lists the job names PrometheusConfig writes, in order.
 func PrometheusJobs() []string {
@@ -46,6 +53,7 @@ func PrometheusConfig(o Options) ([]byte, error) {
 	for _, t := range prometheusTargets {
 		jobs = append(jobs, map[string]any{
 			"job_name":              t.job,
+			"honor_labels":          t.honorLabels,
 			"scrape_interval":       PrometheusScrapeInterval,
 			"metrics_path":          "/metrics",
 			"kubernetes_sd_configs": []any{map[string]any{"role": "pod"}},
@@ -75,6 +83,7 @@ func PrometheusConfig(o Options) ([]byte, error) {
 			"scrape_timeout":      PrometheusScrapeInterval,
 			"evaluation_interval": PrometheusScrapeInterval,
 		},
+		"rule_files":     []any{PrometheusRulesFile},
 		"scrape_configs": jobs,
 	}
 	return yaml.Marshal(cfg)

@@ -435,7 +435,11 @@ func Daemon(o Options) map[string]any {
 	v := map[string]any{
 		"interval": o.DaemonInterval,
 		"hubble":   map[string]any{"address": o.HubbleAddress},
-		"metrics":  map[string]any{"serviceMonitor": map[string]any{"enabled": o.PrometheusOperator}},
+		"metrics": map[string]any{
+			"serviceMonitor": map[string]any{"enabled": o.PrometheusOperator},
+			// The alerting rules of deploy/alerts as a PrometheusRule (install adds the template).
+			"prometheusRule": map[string]any{"enabled": o.PrometheusOperator},
+		},
 	}
 	if o.DaemonImage != "" {
 		repo, tag, digest := splitImage(o.DaemonImage)
