@@ -53,7 +53,17 @@ const topDNSExample = `  # Cluster-wide live view: every node's isoobs daemon, r
   kubectl isoobs top dns --daemon 127.0.0.1:7070 --once --group-by workload --sort nxdomain -o json
 
   # Only the crawler pods in tenant-jobs, with their top 5 query names
-  kubectl isoobs top dns --daemon 127.0.0.1:7070 -n tenant-jobs -l app=crawler --top-names 5 -o wide`
+  kubectl isoobs top dns --daemon 127.0.0.1:7070 -n tenant-jobs -l app=crawler --top-names 5 -o wide
+
+  # Who asks for names under jobs-app.example (counted on every node, from now on)
+  kubectl isoobs top dns -A --zone jobs-app.example
+
+  # Only names matching an RE2 expression (case-insensitive, unanchored), by workload
+  kubectl isoobs top dns -A --name '^api[0-9]*\.' --group-by workload
+
+  # The flood stopped before you arrived: the last 15 minutes from the daemons' history,
+  # with when each pod's queries started and ended (firstSeen/lastSeen in JSON)
+  kubectl isoobs top dns -A --since 15m --once`
 
 // hostOS is runtime.GOOS (a variable so tests can play another OS).
 var hostOS = runtime.GOOS
@@ -78,8 +88,13 @@ type TopDNSOptions struct {
 	Selector      string
 	Pod           string
 	TopNames      int
-	Output        string
-	NoHeaders     bool
+	// NameRegex and Zone (--name, --zone) filter query names on the daemons.
+	NameRegex string
+	Zone      string
+	// Since (--since) looks back over the daemons' history.
+	Since     time.Duration
+	Output    string
+	NoHeaders bool
 	// Hubble: --source, and --hubble-server with --local.
 	Hubble HubbleOptions
 
@@ -128,6 +143,15 @@ NXDOMAIN, SERVFAIL, REFUSED, malformed), their latency (p50/p99) and their most
 asked names, counted by the isoobs daemon's eBPF probes. It needs no Cilium L7
 DNS policy.
 
+--name REGEX and --zone DOMAIN keep only matching query names, on the daemons
+(other names never leave the node): rows then count exactly the queries for
+matching names since the view started, with their NXDOMAIN answers, rates and
+top names; responses, other rcodes and latency are per pod, not per name, and
+stay empty. --since 1m|5m|15m shows the daemons' history instead (up to their
+--retention, 15m by default): counts and average rates over that past window,
+so a flood that already stopped is still seen, with when each row's queries
+started and ended (FIRST-SEEN/LAST-SEEN).
+
 By default it asks the isoobs daemon on every node (the pods labelled
 --daemon-selector in --daemon-namespace), each through the API server's
 port-forward with your kubeconfig, and merges them; --node picks nodes. Nodes
@@ -171,6 +195,9 @@ Before the first frame each daemon is asked its version once (not with
 	f.StringVarP(&o.Selector, "selector", "l", o.Selector, "Only pods matching this label selector, e.g. app=crawler,tier!=web")
 	f.StringVar(&o.Pod, "pod", o.Pod, "Only this pod (name, or namespace/name)")
 	f.IntVar(&o.TopNames, "top-names", o.TopNames, "Query names to show per row (0: none)")
+	f.StringVar(&o.NameRegex, "name", o.NameRegex, "Only query names matching this RE2 expression (case-insensitive, unanchored: '^api\\.' for names starting api.), applied on the daemons, counted from now")
+	f.StringVar(&o.Zone, "zone", o.Zone, "Only query names in this domain: the name itself and every name under it (e.g. example.com), applied on the daemons, counted from now")
+	f.DurationVar(&o.Since, "since", o.Since, "Look back over the daemons' history: counts and average rates over the last 1m, 5m or 15m (at most their --retention), with first/last seen per row")
 	printers.TableOutputs.AddFlag(cmd, &o.Output)
 	printers.AddNoHeadersFlag(cmd, &o.NoHeaders)
 	addClusterFlags(f, &o.Cluster)
@@ -179,8 +206,8 @@ Before the first frame each daemon is asked its version once (not with
 	_ = cmd.RegisterFlagCompletionFunc("group-by", cobra.FixedCompletions(top.GroupBys, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("source", cobra.FixedCompletions(Sources, cobra.ShellCompDirectiveNoFileComp))
 	groupFlags(cmd,
-		flagGroup{"Which rows (and -n from the global flags)", []string{"all-namespaces", "selector", "pod", "source"}},
-		flagGroup{"How they are counted and shown", []string{"group-by", "sort", "limit", "top-names", "once", "duration", "interval"}},
+		flagGroup{"Which rows (and -n from the global flags)", []string{"all-namespaces", "selector", "pod", "source", "name", "zone"}},
+		flagGroup{"How they are counted and shown", []string{"group-by", "sort", "limit", "top-names", "once", "duration", "since", "interval"}},
 		flagGroup{"Output", []string{"output", "no-headers"}},
 		flagGroup{"Every node's daemon (the default)", []string{"node", "daemon-namespace", "daemon-selector", "daemon-port", "connect-timeout"}},
 		flagGroup{"One daemon at an address (--daemon)", []string{"daemon"}},
@@ -263,6 +290,9 @@ func (o *TopDNSOptions) Validate() error {
 	if o.namespaceFlag && o.AllNamespaces {
 		return fmt.Errorf("-n %s and -A conflict: drop -A to see namespace %s, or drop -n to see all namespaces", o.namespace, o.namespace)
 	}
+	if err := o.validateScope(); err != nil {
+		return err
+	}
 	if o.Selector != "" {
 		if _, err := labels.Parse(o.Selector); err != nil {
 			return fmt.Errorf("invalid -l %q: %v (example: -l app=crawler,tier!=web)", o.Selector, err)
@@ -293,6 +323,10 @@ func (o *TopDNSOptions) Request() *isoobsv1.TopRequest {
 		// One frame exactly D after the stream opens, counted from then.
 		req.SinceStreamStart = true
 		req.Interval = durationpb.New(o.Duration)
+	}
+	req.NameRegex, req.Zone = o.NameRegex, o.Zone
+	if o.Since > 0 {
+		req.Since = durationpb.New(o.Since)
 	}
 	return req
 }

@@ -189,6 +189,7 @@ func WriteTable(w io.Writer, f top.Frame, wide, noHeaders bool) error {
 	if hasHubble(f) {
 		cols = withHubbleColumns(cols, wide)
 	}
+	cols = withLookBackColumns(f, cols)
 	if err := WriteColumns(w, cols, f.Rows, noHeaders); err != nil {
 		return err
 	}

@@ -33,6 +33,15 @@ type Frame struct {
 	// Rows not shown because of --limit (on the daemons and here).
 	Truncated int      `json:"truncated"`
 	Warnings  []string `json:"warnings"`
+	// NameFilter is set under --name/--zone: rows count only matching queries, from the
+	// stream's start.
+	NameFilter *NameFilter `json:"nameFilter,omitempty"`
+	// NameOverflow (with NameFilter) is how many name increments the daemons' probes could not
+	// count because their name tables were full: filtered counts may be low by up to this.
+	NameOverflow uint64 `json:"nameOverflow,omitempty"`
+	// LookBackSeconds is --since: counters cover the daemons' history over [Since, Time]
+	// (rates are its average), and rows carry firstSeen/lastSeen.
+	LookBackSeconds float64 `json:"lookBackSeconds,omitempty"`
 }
 
 // Row is the DNS activity of one group (a pod, workload, namespace, query
@@ -83,6 +92,11 @@ type Row struct {
 	// ProxyLatency* are Cilium's DNS proxy latency (Hubble), apart from the probe's latency.
 	ProxyLatencyP50Ms float64 `json:"proxyLatencyP50Ms,omitempty"`
 	ProxyLatencyP99Ms float64 `json:"proxyLatencyP99Ms,omitempty"`
+	// FirstSeen and LastSeen (--since only) are when the row's queries started and ended within
+	// the look-back window: the start of the first and the end of the last history sample that
+	// counted queries (samples are one daemon interval apart for the last minute, 10 s before).
+	FirstSeen *time.Time `json:"firstSeen,omitempty"`
+	LastSeen  *time.Time `json:"lastSeen,omitempty"`
 
 	// latencyLog2Us is the merged log2 latency histogram; it stays out of
 	// the output schema but lets frames be merged again exactly.

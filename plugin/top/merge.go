@@ -62,6 +62,7 @@ func Merge(frames []*isoobsv1.TopFrame, opts MergeOptions) Frame {
 			out.IntervalSeconds = math.Max(out.IntervalSeconds, iv.AsDuration().Seconds())
 		}
 		out.Truncated += int(f.GetTruncated())
+		out.NameOverflow += f.GetNameOverflow()
 		for _, w := range f.GetWarnings() {
 			if multi && f.GetNode() != "" {
 				w = f.GetNode() + ": " + w
@@ -228,6 +229,7 @@ func (a *rowAccumulator) add(r *isoobsv1.DNSRow, frameNode, groupBy string) {
 	s.Refused += r.GetRefused()
 	s.OtherRcode += r.GetOtherRcode()
 	s.Malformed += r.GetMalformed()
+	mergeSeen(s, r)
 	s.BytesOut += r.GetBytesOut()
 	s.BytesIn += r.GetBytesIn()
 	s.ServedQueries += r.GetServedQueries()

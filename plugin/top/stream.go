@@ -164,6 +164,7 @@ const staleIntervals = 3
 type fanIn struct {
 	sources   []Source
 	mergeOpts MergeOptions
+	request   *isoobsv1.TopRequest
 	latest    []*isoobsv1.TopFrame
 	at        []time.Time // when latest arrived
 	fresh     []bool
@@ -182,6 +183,7 @@ func newFanIn(sources []Source, opts StreamOptions) *fanIn {
 	f := &fanIn{
 		sources:   sources,
 		mergeOpts: opts.Merge,
+		request:   opts.Request,
 		latest:    make([]*isoobsv1.TopFrame, len(sources)),
 		at:        make([]time.Time, len(sources)),
 		now:       time.Now,
@@ -268,6 +270,7 @@ func (f *fanIn) merge() (frame Frame, ok bool) {
 		return Frame{}, false
 	}
 	frame = Merge(frames, f.mergeOpts)
+	scopeOf(&frame, f.request)
 	frame.Warnings = append(frame.Warnings, f.warnings...)
 	for _, s := range stale {
 		frame.Warnings = append(frame.Warnings, fmt.Sprintf("%s: no frame for %s (stream stalled); its rows are left out", s.Node, now.Sub(s.LastFrame).Round(time.Second)))
