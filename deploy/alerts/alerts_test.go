@@ -18,7 +18,7 @@ const testFile = "isoobs-alerts.test.yaml"
 
 // The alerts the issue asks for (issue 19 item 3), each with its promtool unit tests.
 var wantAlerts = []string{
-	"IsoobsDNSQueryRateSpike", "IsoobsDNSNXDOMAINRatioHigh", "IsoobsDNSSERVFAILRatioHigh",
+	"IsoobsDNSQueryRateSpike", "IsoobsDNSNXDOMAINRatioHigh", "IsoobsDNSSERVFAILRatioHigh", "IsoobsDNSTimeoutRatioHigh",
 	"IsoobsDaemonDown", "IsoobsDaemonMissingOnNode", "IsoobsDaemonsAbsent",
 	"IsoobsKernelMapOverflow", "IsoobsKernelMapNearlyFull", "IsoobsHubbleDisconnected",
 }
