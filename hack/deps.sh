@@ -28,3 +28,5 @@ here=$(dirname "$0")
 # outside the repo, and promtool with Kubernetes discovery (Debian's lacks it).
 "$here/../testlab/scripts/build-bins.sh" etcd kwok coredns k8s hubble node krew ig
 sh "$here/../install/scripts/build-promtool.sh" >/dev/null
+# Prometheus's PromQL parser as a tool: the dashboard and alert tests parse every expression with it.
+sh "$here/build-promql-lint.sh" >/dev/null
