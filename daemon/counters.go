@@ -16,6 +16,7 @@ type counters struct {
 	BytesOut, BytesIn              uint64
 	ServerQueries, ServerResponses uint64
 	TCPQueries                     uint64
+	Timeouts, Evicted, Unsolicited uint64
 	// PolicyDenied are DNS queries Hubble reports denied by policy (0 in the probe's counters).
 	PolicyDenied  uint64
 	Rcode         [bpf.NumRcodeSlots]uint64
@@ -65,6 +66,7 @@ func fromBPF(p *bpf.PodCounters) counters {
 		Queries: p.Queries, Responses: p.Responses, Malformed: p.Malformed,
 		BytesOut: p.BytesOut, BytesIn: p.BytesIn,
 		ServerQueries: p.ServerQueries, ServerResponses: p.ServerResponses, TCPQueries: p.TCPQueries,
+		Timeouts: p.Timeouts, Evicted: p.Evicted, Unsolicited: p.Unsolicited,
 		Rcode: p.Rcode, LatencyLog2US: p.LatencyLog2US,
 	}
 	for t, n := range p.QType {
@@ -131,6 +133,7 @@ const (
 	rServed
 	rServedResponses
 	rPolicyDenied
+	rTimeouts
 	numRateFields
 )
 
@@ -147,6 +150,7 @@ func (c *counters) rateSample() rateSample {
 		rMalformed:  c.Malformed,
 		rServed:     c.ServerQueries, rServedResponses: c.ServerResponses,
 		rPolicyDenied: c.PolicyDenied,
+		rTimeouts:     c.Timeouts,
 	}
 }
 

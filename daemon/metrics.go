@@ -17,9 +17,10 @@ var rcodeLabels = [bpf.NumRcodeSlots]string{"NOERROR", "NXDOMAIN", "SERVFAIL", "
 type workloadKey struct{ namespace, workload string }
 
 type workloadAccum struct {
-	queries, malformed uint64
-	rcode              [bpf.NumRcodeSlots]uint64
-	lastTick           uint64 // the last tick that added to it
+	queries, malformed    uint64
+	timeouts, unsolicited uint64
+	rcode                 [bpf.NumRcodeSlots]uint64
+	lastTick              uint64 // the last tick that added to it
 }
 
 type namespaceAccum struct {
@@ -54,7 +55,7 @@ type metrics struct {
 	queriesDesc, responsesDesc, malformedDesc, latencyDesc                          *prometheus.Desc
 	mapEntriesDesc, mapMaxDesc, nameOverflowDesc, lostDesc                          *prometheus.Desc
 	probesAttachedDesc, podsTrackedDesc, hostQueriesDesc, ticksDesc, topStreamsDesc *prometheus.Desc
-	latencySampledDesc, seriesOverflowDesc                                          *prometheus.Desc
+	latencySampledDesc, seriesOverflowDesc, timeoutsDesc, unsolicitedDesc           *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -71,6 +72,8 @@ func newMetrics() *metrics {
 		queriesDesc:        prometheus.NewDesc("isoobs_dns_queries_total", "DNS queries sent by pods, per namespace and workload.", []string{"namespace", "workload"}, nil),
 		responsesDesc:      prometheus.NewDesc("isoobs_dns_responses_total", "DNS responses received by pods, per namespace, workload and rcode.", []string{"namespace", "workload", "rcode"}, nil),
 		malformedDesc:      prometheus.NewDesc("isoobs_dns_malformed_total", "Port-53 payloads of pods that are not valid DNS, per namespace and workload.", []string{"namespace", "workload"}, nil),
+		timeoutsDesc:       prometheus.NewDesc("isoobs_dns_timeouts_total", "DNS queries of pods without an answer within --dns-timeout, per namespace and workload (a busy pod's are estimated 1 in 2^k: see --latency-sample-above).", []string{"namespace", "workload"}, nil),
+		unsolicitedDesc:    prometheus.NewDesc("isoobs_dns_unsolicited_responses_total", "DNS answers received by pods that matched no query they had pending (forged, or a server's duplicate answer), per namespace and workload; not in isoobs_dns_responses_total.", []string{"namespace", "workload"}, nil),
 		latencyDesc:        prometheus.NewDesc("isoobs_dns_latency_seconds", "DNS query to response time seen at the pod's cgroup, per namespace (a busy pod's queries are timed 1 in 2^k, each weighing 2^k: see --latency-sample-above).", []string{"namespace"}, nil),
 		latencySampledDesc: prometheus.NewDesc("isoobs_dns_latency_sampled_pods", "Pods whose DNS latency is sampled now: they send more queries a second than --latency-sample-above.", nil, nil),
 		mapEntriesDesc:     prometheus.NewDesc("isoobs_map_entries", "Entries in a bounded probe map.", []string{"map"}, nil),
@@ -104,7 +107,7 @@ func (m *metrics) observeTick(c *collector) {
 		d := s.total
 		d.sub(prev)
 		*prev = s.total
-		if d.Queries == 0 && d.Responses == 0 && d.Malformed == 0 {
+		if d.Queries == 0 && d.Responses == 0 && d.Malformed == 0 && d.Timeouts == 0 && d.Unsolicited == 0 {
 			continue
 		}
 		ns, wl := unknownLabel, unknownLabel
@@ -141,6 +144,8 @@ func (m *metrics) observeTick(c *collector) {
 		w.lastTick = c.tickNo
 		w.queries += d.Queries
 		w.malformed += d.Malformed
+		w.timeouts += d.Timeouts
+		w.unsolicited += d.Unsolicited
 		for i := range w.rcode {
 			w.rcode[i] += d.Rcode[i]
 		}
@@ -178,6 +183,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for k, w := range m.byWorkload {
 		ch <- prometheus.MustNewConstMetric(m.queriesDesc, prometheus.CounterValue, float64(w.queries), k.namespace, k.workload)
 		ch <- prometheus.MustNewConstMetric(m.malformedDesc, prometheus.CounterValue, float64(w.malformed), k.namespace, k.workload)
+		ch <- prometheus.MustNewConstMetric(m.timeoutsDesc, prometheus.CounterValue, float64(w.timeouts), k.namespace, k.workload)
+		ch <- prometheus.MustNewConstMetric(m.unsolicitedDesc, prometheus.CounterValue, float64(w.unsolicited), k.namespace, k.workload)
 		for i, n := range w.rcode {
 			ch <- prometheus.MustNewConstMetric(m.responsesDesc, prometheus.CounterValue, float64(n), k.namespace, k.workload, rcodeLabels[i])
 		}
@@ -211,16 +218,15 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(m.nameOverflowDesc, prometheus.CounterValue, float64(st.NameOverflow))
 	for reason, v := range map[string]uint64{
-		"pod_map_full":        st.PodOverflow,
-		"name_table_full":     st.NameOverflow,
-		"inflight_evicted":    st.InflightEvicted,
-		"inflight_errors":     st.InflightErrors,
-		"unmatched_responses": st.UnmatchedResponses,
-		"not_parsed":          st.NotParsed,
-		"pods_over_limit":     c.untrackedQueries,
-		"unresolved_cgroups":  c.unresolvedCgroups,
-		"names_untracked":     c.droppedNameQueries,
-		"read_errors":         c.readErrors,
+		"pod_map_full":       st.PodOverflow,
+		"name_table_full":    st.NameOverflow,
+		"inflight_evicted":   st.InflightEvicted,
+		"inflight_errors":    st.InflightErrors,
+		"not_parsed":         st.NotParsed,
+		"pods_over_limit":    c.untrackedQueries,
+		"unresolved_cgroups": c.unresolvedCgroups,
+		"names_untracked":    c.droppedNameQueries,
+		"read_errors":        c.readErrors,
 	} {
 		ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, float64(v), reason)
 	}

@@ -210,12 +210,14 @@ func (c *collector) row(by isoobsv1.GroupBy, g *group, topNames int, seconds, sc
 		LatencyP50Ms:  topspec.Log2Quantile(t.LatencyLog2US[:], 0.50),
 		LatencyP99Ms:  topspec.Log2Quantile(t.LatencyLog2US[:], 0.99),
 		Pods:          uint32(g.pods),
+		Timeouts:      t.Timeouts, Unsolicited: t.Unsolicited, Evicted: t.Evicted,
 	}
 	if seconds > 0 {
 		r.Qps = float64(g.rate[rQueries]) / seconds
 		r.ResponsesPerSecond = float64(g.rate[rResponses]) / seconds
 		r.NxdomainRate = float64(g.rate[rNXDomain]) / seconds
 		r.ServfailRate = float64(g.rate[rServFail]) / seconds
+		r.TimeoutsRate = float64(g.rate[rTimeouts]) / seconds
 	}
 	hubbleRow(r, g, seconds)
 	for i, n := range t.QType {
@@ -231,7 +233,7 @@ func (c *collector) row(by isoobsv1.GroupBy, g *group, topNames int, seconds, sc
 		r.Qname = g.qname
 		r.LatencyLog2Us, r.LatencyP50Ms, r.LatencyP99Ms = nil, 0, 0
 		r.TopNames = []*isoobsv1.NameCount{{Name: g.qname, Queries: t.Queries, Nxdomain: t.Rcode[bpf.RcodeNXDomain], Error: g.nameError}}
-		r.Qps, r.ResponsesPerSecond, r.NxdomainRate, r.ServfailRate = 0, 0, 0, 0
+		r.Qps, r.ResponsesPerSecond, r.NxdomainRate, r.ServfailRate, r.TimeoutsRate = 0, 0, 0, 0, 0
 		if scopeSeconds > 0 {
 			r.Qps = float64(t.Queries) / scopeSeconds
 			r.NxdomainRate = float64(t.Rcode[bpf.RcodeNXDomain]) / scopeSeconds
@@ -271,7 +273,8 @@ func (c *collector) row(by isoobsv1.GroupBy, g *group, topNames int, seconds, sc
 func sortRows(rows []*isoobsv1.DNSRow, key string) {
 	metrics := func(r *isoobsv1.DNSRow) topspec.Metrics {
 		return topspec.Metrics{QPS: r.Qps, Queries: r.Queries, NXDomain: r.Nxdomain, ServFail: r.Servfail,
-			Errors: r.Nxdomain + r.Servfail + r.Refused + r.OtherRcode, Malformed: r.Malformed, LatencyP99Ms: r.LatencyP99Ms}
+			Errors: r.Nxdomain + r.Servfail + r.Refused + r.OtherRcode, Malformed: r.Malformed, LatencyP99Ms: r.LatencyP99Ms,
+			Timeouts: r.Timeouts}
 	}
 	name := func(r *isoobsv1.DNSRow) string {
 		return r.Namespace + "/" + r.Workload + "/" + r.Pod + "/" + r.Qname + "/" + r.PodUid + "/" + r.Cgroup

@@ -70,7 +70,7 @@ func (a *tenantAuth) identify(ctx context.Context) (*authenticationv1.UserInfo, 
 		}
 	}
 	if token == "" {
-		return nil, status.Error(codes.Unauthenticated, "this daemon runs with tenant authorization: send a bearer token for audience "+TenantAudience+" (kubectl create token SERVICEACCOUNT --audience "+TenantAudience+")")
+		return nil, status.Error(codes.Unauthenticated, "this daemon runs with tenant authorization: send a bearer token for audience "+TenantAudience+" (kubectl isoobs ... --token-file FILE, FILE made by: kubectl create token SERVICEACCOUNT -n NAMESPACE --audience "+TenantAudience+")")
 	}
 	key := sha256.Sum256([]byte(token))
 	a.mu.Lock()
@@ -262,31 +262,35 @@ func (s *server) Status(context.Context, *isoobsv1.StatusRequest) (*isoobsv1.Sta
 	}
 	resp.PodsKnown = pods
 	resp.Counters = map[string]uint64{
-		"ticks":                      c.tickNo + 1,
-		"probe_pod_map_full":         st.PodOverflow,
-		"probe_name_table_full":      st.NameOverflow,
-		"probe_inflight_inserted":    st.InflightInserted,
-		"probe_inflight_duplicates":  st.InflightDuplicates,
-		"probe_inflight_matched":     st.InflightMatched,
-		"probe_latency_sampled_pods": uint64(st.LatencySampledPods),
-		"probe_inflight_evicted":     st.InflightEvicted,
-		"probe_inflight_errors":      st.InflightErrors,
-		"probe_unmatched_responses":  st.UnmatchedResponses,
-		"probe_malformed":            st.Malformed,
-		"probe_not_parsed":           st.NotParsed,
-		"probe_dns_messages":         st.DNSMessages,
-		"host_queries":               c.hostQueries,
-		"host_cgroups":               c.hostCgroups,
-		"untracked_pods":             c.untrackedPods,
-		"untracked_pod_queries":      c.untrackedQueries,
-		"unresolved_cgroups":         c.unresolvedCgroups,
-		"untracked_name_queries":     c.droppedNameQueries,
-		"read_errors":                c.readErrors,
-		"pods_forgotten":             c.subjectsDeleted,
-		"kernel_entries_forgotten":   c.kernelEntriesForgot,
-		"node_names_evictions":       c.nodeNames.names.Evictions(),
-		"cgroups_known":              uint64(len(c.cgroups)),
-		"stats_errors":               boolCount(c.statsErr != nil),
+		"ticks":                       c.tickNo + 1,
+		"probe_pod_map_full":          st.PodOverflow,
+		"probe_name_table_full":       st.NameOverflow,
+		"probe_inflight_inserted":     st.InflightInserted,
+		"probe_inflight_duplicates":   st.InflightDuplicates,
+		"probe_inflight_matched":      st.InflightMatched,
+		"probe_latency_sampled_pods":  uint64(st.LatencySampledPods),
+		"probe_inflight_evicted":      st.InflightEvicted,
+		"probe_inflight_errors":       st.InflightErrors,
+		"probe_unmatched_responses":   st.UnmatchedResponses, // = unsolicited; the older name
+		"probe_unsolicited_responses": st.UnmatchedResponses,
+		"probe_inflight_expired":      st.InflightExpired,
+		"probe_late_answers":          st.LateAnswers,
+		"probe_evicted_answers":       st.EvictedAnswers,
+		"probe_malformed":             st.Malformed,
+		"probe_not_parsed":            st.NotParsed,
+		"probe_dns_messages":          st.DNSMessages,
+		"host_queries":                c.hostQueries,
+		"host_cgroups":                c.hostCgroups,
+		"untracked_pods":              c.untrackedPods,
+		"untracked_pod_queries":       c.untrackedQueries,
+		"unresolved_cgroups":          c.unresolvedCgroups,
+		"untracked_name_queries":      c.droppedNameQueries,
+		"read_errors":                 c.readErrors,
+		"pods_forgotten":              c.subjectsDeleted,
+		"kernel_entries_forgotten":    c.kernelEntriesForgot,
+		"node_names_evictions":        c.nodeNames.names.Evictions(),
+		"cgroups_known":               uint64(len(c.cgroups)),
+		"stats_errors":                boolCount(c.statsErr != nil),
 	}
 	if c.lastTick.IsZero() {
 		resp.Counters["ticks"] = 0

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +19,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/isoobs/isoobs/plugin/cluster"
+	plugintop "github.com/isoobs/isoobs/plugin/top"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 	"github.com/isoobs/isoobs/testlab/controlplane"
 )
@@ -156,6 +159,24 @@ func TestTenantAuthorization(t *testing.T) {
 	}
 	if _, err := top(unix, "", &isoobsv1.TopRequest{}); err != nil {
 		t.Errorf("unix socket, all namespaces, no token: %v", err)
+	}
+
+	// The plugin's side: --token-file's token through its dial options.
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(daemonToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := cluster.Options{TokenFile: tokenFile}.DialOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := plugintop.DialDaemon(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := top(isoobsv1.NewDaemonClient(conn), "", &isoobsv1.TopRequest{Namespace: "tenant-a"}); err != nil {
+		t.Errorf("the plugin's --token-file, own namespace: %v", err)
 	}
 }
 

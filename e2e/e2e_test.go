@@ -127,13 +127,13 @@ func findRow(rows []*isoobsv1.DNSRow, p *podnet.Pod) *isoobsv1.DNSRow {
 }
 
 // counts are the fields compared with ground truth.
-type counts struct{ Queries, Responses, NoError, NXDomain, ServFail, Refused uint64 }
+type counts struct{ Queries, Responses, NoError, NXDomain, ServFail, Refused, Unsolicited uint64 }
 
 func rowCounts(r *isoobsv1.DNSRow) counts {
 	if r == nil {
 		return counts{}
 	}
-	return counts{r.Queries, r.Responses, r.Noerror, r.Nxdomain, r.Servfail, r.Refused}
+	return counts{r.Queries, r.Responses, r.Noerror, r.Nxdomain, r.Servfail, r.Refused, r.Unsolicited}
 }
 
 func (c *counts) addReport(r *dnsgen.Report) {
@@ -407,9 +407,9 @@ func runHostClient(t *testing.T, lab *testlab.Lab, node, bin string, server neti
 // TestCoreDNSRefusedTwice documents what the lab's CoreDNS puts on the wire
 // for refused.test. (its template plugin answers REFUSED, and the server
 // then writes a second REFUSED): a client that reads every packet receives
-// two responses per query, and the probe counts exactly those packets.
-// Clients such as dnsperf and dnsgen keep the first and drop the second, so
-// benchmarks comparing with them count REFUSED twice.
+// two responses per query. The probe counts the first as the answer and the
+// second, which matches no pending query, as unsolicited: the REFUSED count
+// is what clients such as dnsperf and dnsgen report (they drop the second).
 func TestCoreDNSRefusedTwice(t *testing.T) {
 	lab := testlab.StartForTest(t, testlab.Options{Nodes: []string{nodeA}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -441,7 +441,7 @@ func TestCoreDNSRefusedTwice(t *testing.T) {
 	if got.Queries != queries || got.Responses != 2*queries || got.Refused != 2*queries {
 		t.Errorf("client sent %d queries, received %d responses (%d REFUSED): want two REFUSED per query", got.Queries, got.Responses, got.Refused)
 	}
-	waitRow(t, a, prober, counts{Queries: got.Queries, Responses: got.Responses, Refused: got.Refused})
+	waitRow(t, a, prober, counts{Queries: queries, Responses: queries, Refused: queries, Unsolicited: queries})
 }
 
 type helperResult struct {

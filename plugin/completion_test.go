@@ -34,7 +34,7 @@ func TestEnumFlagsComplete(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"top", "dns", "--sort", ""}, "qps queries nxdomain servfail errors latency malformed name"},
+		{[]string{"top", "dns", "--sort", ""}, "qps queries nxdomain servfail timeouts errors latency malformed name"},
 		{[]string{"top", "dns", "--group-by", ""}, "pod workload namespace qname node"},
 		{[]string{"top", "dns", "-o", ""}, "wide json yaml"},
 		{[]string{"top", "dns", "--source", ""}, "all ebpf hubble"},

@@ -30,6 +30,7 @@ func addClusterFlags(f *pflag.FlagSet, o *cluster.Options) {
 	f.StringVar(&o.Selector, "daemon-selector", o.Selector, "Label selector of the isoobs daemon pods")
 	f.IntVar(&o.Port, "daemon-port", o.Port, "The daemons' gRPC port inside their pods (a container port named \"grpc\" wins)")
 	f.DurationVar(&o.ConnectTimeout, "connect-timeout", o.ConnectTimeout, "How long each node's daemon gets to answer before it is reported missing")
+	f.StringVar(&o.TokenFile, "token-file", o.TokenFile, "A token for audience "+cluster.TenantAudience+", sent to every daemon: required where the daemons run with tenant authorization (kubectl create token SERVICEACCOUNT -n NAMESPACE --audience "+cluster.TenantAudience+" > FILE)")
 }
 
 // validateClusterFlags checks the cluster-mode flags; clusterMode is false

@@ -488,8 +488,12 @@ func (o *TopDNSOptions) defaultSources(ctx context.Context) ([]top.Source, func(
 			_ = c.Close()
 		}
 	}
+	dialOpts, err := o.Cluster.DialOptions()
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, addr := range o.DaemonAddrs {
-		conn, err := top.DialDaemon(addr)
+		conn, err := top.DialDaemon(addr, dialOpts...)
 		if err != nil {
 			closeAll()
 			return nil, nil, err

@@ -38,7 +38,7 @@ func TestTopDNSFlagValidation(t *testing.T) {
 		{"node with daemon", []string{"--daemon", ":1", "--node", "n1"}, []string{"--node picks daemon pods in cluster mode"}},
 		{"bad daemon selector", []string{"--daemon-selector", "a in (b"}, []string{`invalid --daemon-selector "a in (b"`}},
 		{"bad daemon port", []string{"--daemon-port", "0"}, []string{"--daemon-port 0 is not a port"}},
-		{"bad sort", []string{"--daemon", ":1", "--sort", "bogus"}, []string{`invalid --sort "bogus"`, "qps, queries, nxdomain, servfail, errors, latency, malformed, name"}},
+		{"bad sort", []string{"--daemon", ":1", "--sort", "bogus"}, []string{`invalid --sort "bogus"`, "qps, queries, nxdomain, servfail, timeouts, errors, latency, malformed, name"}},
 		{"bad group-by", []string{"--daemon", ":1", "--group-by", "team"}, []string{`invalid --group-by "team"`, "pod, workload, namespace, qname, node"}},
 		{"bad output", []string{"--daemon", ":1", "-o", "jsonpath={}"}, []string{"invalid -o", "wide, json, yaml"}},
 		{"once and duration", []string{"--daemon", ":1", "--once", "--duration", "5s"}, []string{"--once and --duration", "--duration 10s"}},
@@ -191,8 +191,8 @@ func TestTopDNSStreamsTablesUntilDaemonEnds(t *testing.T) {
 		t.Errorf("wide header = %q", last[0])
 	}
 	fields := strings.Fields(last[1])
-	// NAMESPACE POD WORKLOAD NODE QPS QUERIES NXDOMAIN SERVFAIL REFUSED MALFORMED RESPONSES P50 ...
-	if fields[1] != "crawler-1" || fields[4] != "100.0" || fields[5] != "300" || fields[6] != "225" || fields[10] != "300" || fields[11] != "1.54ms" {
+	// NAMESPACE POD WORKLOAD NODE QPS QUERIES NXDOMAIN SERVFAIL TIMEOUTS REFUSED MALFORMED RESPONSES UNSOLICITED EVICTED P50 ...
+	if fields[1] != "crawler-1" || fields[4] != "100.0" || fields[5] != "300" || fields[6] != "225" || fields[11] != "300" || fields[14] != "1.54ms" {
 		t.Errorf("last frame crawler row = %q", last[1])
 	}
 	if !strings.Contains(errOut, "daemon closed the stream") {

@@ -18,6 +18,7 @@ const (
 	SortQueries   = "queries"
 	SortNXDomain  = "nxdomain"
 	SortServFail  = "servfail"
+	SortTimeouts  = "timeouts"
 	SortErrors    = "errors"
 	SortLatency   = "latency"
 	SortMalformed = "malformed"
@@ -25,7 +26,7 @@ const (
 )
 
 // SortKeys lists the sort keys in the order the live view cycles through them.
-var SortKeys = []string{SortQPS, SortQueries, SortNXDomain, SortServFail, SortErrors, SortLatency, SortMalformed, SortName}
+var SortKeys = []string{SortQPS, SortQueries, SortNXDomain, SortServFail, SortTimeouts, SortErrors, SortLatency, SortMalformed, SortName}
 
 // ParseSort returns the sort key s names (case and surrounding space ignored); flag names the
 // option in the error, e.g. "--sort".
@@ -41,6 +42,7 @@ func ParseSort(s, flag string) (string, error) {
 type Metrics struct {
 	QPS                                            float64
 	Queries, NXDomain, ServFail, Errors, Malformed uint64
+	Timeouts                                       uint64
 	LatencyP99Ms                                   float64
 }
 
@@ -52,6 +54,8 @@ func (m *Metrics) by(key string) float64 {
 		return float64(m.NXDomain)
 	case SortServFail:
 		return float64(m.ServFail)
+	case SortTimeouts:
+		return float64(m.Timeouts)
 	case SortErrors:
 		return float64(m.Errors)
 	case SortLatency:

@@ -68,7 +68,7 @@ func TestParseSort(t *testing.T) {
 		t.Fatalf("ParseSort(NXDomain) = %q, %v", k, err)
 	}
 	_, err := ParseSort("rate", "--sort")
-	if err == nil || err.Error() != `invalid --sort "rate": valid keys are qps, queries, nxdomain, servfail, errors, latency, malformed, name (e.g. --sort nxdomain)` {
+	if err == nil || err.Error() != `invalid --sort "rate": valid keys are qps, queries, nxdomain, servfail, timeouts, errors, latency, malformed, name (e.g. --sort nxdomain)` {
 		t.Fatalf("ParseSort(rate) error = %v", err)
 	}
 }

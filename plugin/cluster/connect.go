@@ -62,6 +62,10 @@ type forwardErrorer interface {
 // *PermissionError is returned.
 func Connect(ctx context.Context, pods []DaemonPod, dial DialFunc, opts Options) (Conns, []top.MissingNode, error) {
 	opts = opts.withDefaults()
+	dialOpts, err := opts.DialOptions()
+	if err != nil {
+		return nil, nil, err
+	}
 	type result struct {
 		conn    Conn
 		missing *top.MissingNode
@@ -81,7 +85,7 @@ func Connect(ctx context.Context, pods []DaemonPod, dial DialFunc, opts Options)
 				return
 			}
 			defer func() { <-sem }()
-			cc, err := connectOne(ctx, pod, dial, opts.ConnectTimeout)
+			cc, err := connectOne(ctx, pod, dial, opts.ConnectTimeout, dialOpts...)
 			if err != nil {
 				results[i].err = err
 				results[i].missing = &top.MissingNode{Node: pod.Node, Reason: err.Error()}
@@ -115,11 +119,11 @@ func Connect(ctx context.Context, pods []DaemonPod, dial DialFunc, opts Options)
 // connectOne dials pod and waits until its gRPC connection is ready. The
 // first failure ends the wait: gRPC would retry with backoff, but a fan-out
 // over hundreds of nodes must not wait for a broken one.
-func connectOne(ctx context.Context, pod DaemonPod, dial DialFunc, timeout time.Duration) (*grpc.ClientConn, error) {
+func connectOne(ctx context.Context, pod DaemonPod, dial DialFunc, timeout time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	var mu sync.Mutex
 	var dialErr error
 	var lastConn net.Conn
-	cc, err := grpc.NewClient("passthrough:///"+pod.Node,
+	cc, err := grpc.NewClient("passthrough:///"+pod.Node, append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 			c, err := dial(ctx, pod)
@@ -133,9 +137,9 @@ func connectOne(ctx context.Context, pod DaemonPod, dial DialFunc, timeout time.
 		// A node whose port-forward dies silently is found by pings, not by waiting forever
 		// (the daemon allows one every 10 s).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
-		grpc.WithReadBufferSize(16<<10),
-		grpc.WithWriteBufferSize(16<<10),
-	)
+		grpc.WithReadBufferSize(16 << 10),
+		grpc.WithWriteBufferSize(16 << 10),
+	}, extra...)...)
 	if err != nil {
 		return nil, err
 	}

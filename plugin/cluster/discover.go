@@ -50,6 +50,9 @@ type Options struct {
 	Concurrency int
 	// ConnectTimeout bounds each node's connection set-up.
 	ConnectTimeout time.Duration
+	// TokenFile holds a token for audience TenantAudience, sent to every daemon (daemons run
+	// with --tenant-authorization require it on port-forwarded connections).
+	TokenFile string
 }
 
 func (o Options) withDefaults() Options {

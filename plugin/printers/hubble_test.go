@@ -22,7 +22,7 @@ func TestHubbleColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	head := strings.Fields(strings.SplitN(narrow.String(), "\n", 2)[0])
-	if strings.Join(head, " ") != "NAMESPACE POD WORKLOAD NODE QPS QUERIES NXDOMAIN SERVFAIL DENIED P50 P99 TOP-NAMES" {
+	if strings.Join(head, " ") != "NAMESPACE POD WORKLOAD NODE QPS QUERIES NXDOMAIN SERVFAIL DENIED TIMEOUTS P50 P99 TOP-NAMES" {
 		t.Errorf("narrow header %v", head)
 	}
 	lines := strings.Split(wide.String(), "\n")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -140,12 +141,15 @@ func columns(groupBy string, wide bool) []column {
 		column{"QUERIES", func(r *top.Row) string { return strconv.FormatUint(r.Queries, 10) }},
 		column{"NXDOMAIN", func(r *top.Row) string { return strconv.FormatUint(r.NXDomain, 10) }},
 		column{"SERVFAIL", func(r *top.Row) string { return strconv.FormatUint(r.ServFail, 10) }},
+		column{"TIMEOUTS", func(r *top.Row) string { return strconv.FormatUint(r.Timeouts, 10) }},
 	)
 	if wide {
 		cols = append(cols,
 			column{"REFUSED", func(r *top.Row) string { return strconv.FormatUint(r.Refused, 10) }},
 			column{"MALFORMED", func(r *top.Row) string { return strconv.FormatUint(r.Malformed, 10) }},
 			column{"RESPONSES", func(r *top.Row) string { return strconv.FormatUint(r.Responses, 10) }},
+			column{"UNSOLICITED", func(r *top.Row) string { return strconv.FormatUint(r.Unsolicited, 10) }},
+			column{"EVICTED", func(r *top.Row) string { return strconv.FormatUint(r.Evicted, 10) }},
 		)
 	}
 	cols = append(cols,
@@ -185,6 +189,9 @@ func WriteTable(w io.Writer, f top.Frame, wide, noHeaders bool) error {
 	cols := columns(f.GroupBy, wide)
 	if servesDNS(f) {
 		cols = withServedColumn(cols)
+	}
+	if !wide && slices.ContainsFunc(f.Rows, func(r top.Row) bool { return r.Unsolicited > 0 }) {
+		cols = withUnsolicitedColumn(cols)
 	}
 	if hasHubble(f) {
 		cols = withHubbleColumns(cols, wide)
@@ -264,6 +271,18 @@ func servesDNS(f top.Frame) bool {
 }
 
 // withServedColumn adds SERVED (queries the row answered as a DNS server) after SERVFAIL.
+// withUnsolicitedColumn shows answers nobody asked for next to the timeouts when a row has
+// any: someone may be forging answers at that pod (wide output always shows them).
+func withUnsolicitedColumn(cols []column) []column {
+	unsolicited := column{"UNSOLICITED", func(r *top.Row) string { return strconv.FormatUint(r.Unsolicited, 10) }}
+	for i, c := range cols {
+		if c.Header == "TIMEOUTS" {
+			return append(cols[:i+1], append([]column{unsolicited}, cols[i+1:]...)...)
+		}
+	}
+	return append(cols, unsolicited)
+}
+
 func withServedColumn(cols []column) []column {
 	served := column{"SERVED", func(r *top.Row) string { return strconv.FormatUint(r.ServedQueries, 10) }}
 	for i, c := range cols {

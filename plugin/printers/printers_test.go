@@ -24,7 +24,7 @@ func sampleFrame() top.Frame {
 		Node: "node-a", Namespace: "tenant-jobs", Pod: "crawler-7d9f-x2k", PodUID: "5f0c1e9a-1111-2222-3333-444455556666",
 		Workload: "crawler", WorkloadKind: "Deployment", Cgroup: "/kubepods.slice/kubepods-pod5f0c1e9a.slice", CgroupID: 4242, Pods: 1,
 		Queries: 12000, QPS: 1200.5, Responses: 11990, ResponsesPerSecond: 1199, NoError: 1000, NXDomain: 10900, ServFail: 80, Refused: 10,
-		Malformed: 3, LatencyP50Ms: 1.2345, LatencyP99Ms: 48.75,
+		Malformed: 3, Timeouts: 10, TimeoutsRate: 1, Evicted: 2, LatencyP50Ms: 1.2345, LatencyP99Ms: 48.75,
 		TopNames:      []top.NameCount{{Name: "jobs-1.example.com", Queries: 6000, NXDomain: 5990}, {Name: "jobs-2.example.com", Queries: 4000, NXDomain: 3990, Error: 12}},
 		QueriesByType: map[string]uint64{"A": 7000, "AAAA": 5000}, BytesOut: 480000, BytesIn: 960000,
 		Labels: map[string]string{"app": "crawler"},
@@ -33,7 +33,8 @@ func sampleFrame() top.Frame {
 		Node: "node-b", Namespace: "tenant-jobs", Pod: "coreapi-5c6b-9zq", PodUID: "77aa", Workload: "coreapi", WorkloadKind: "Deployment",
 		Cgroup: "/kubepods.slice/kubepods-pod77aa.slice", CgroupID: 77, Pods: 1,
 		Queries: 40, QPS: 4, Responses: 40, ResponsesPerSecond: 4, NoError: 40, LatencyP50Ms: 0.5, LatencyP99Ms: 1500,
-		TopNames: []top.NameCount{{Name: "kafka.tenant-jobs.svc.cluster.local", Queries: 40}}, QueriesByType: map[string]uint64{"A": 40},
+		Unsolicited: 500, // someone forging answers at it
+		TopNames:    []top.NameCount{{Name: "kafka.tenant-jobs.svc.cluster.local", Queries: 40}}, QueriesByType: map[string]uint64{"A": 40},
 	}
 	nameless := top.Row{Node: "node-a", PodUID: "9d1c", Cgroup: "/kubepods/besteffort/pod9d1c", Pods: 1, Queries: 3, QPS: 0.3, TopNames: []top.NameCount{}, QueriesByType: map[string]uint64{}}
 	unresolved := top.Row{Node: "node-a", Cgroup: "/system.slice/cron.service", CgroupID: 9, Queries: 2, QPS: 0, TopNames: []top.NameCount{}, QueriesByType: map[string]uint64{}}

@@ -58,20 +58,30 @@ type Row struct {
 	Cgroup   string `json:"cgroup"`
 	CgroupID uint64 `json:"cgroupID"`
 	// Pods merged into this row.
-	Pods               uint32      `json:"pods"`
-	Queries            uint64      `json:"queries"`
-	QPS                float64     `json:"qps"`
-	Responses          uint64      `json:"responses"`
-	ResponsesPerSecond float64     `json:"responsesPerSecond"`
-	NoError            uint64      `json:"noerror"`
-	NXDomain           uint64      `json:"nxdomain"`
-	ServFail           uint64      `json:"servfail"`
-	Refused            uint64      `json:"refused"`
-	OtherRcode         uint64      `json:"otherRcode"`
-	Malformed          uint64      `json:"malformed"`
-	LatencyP50Ms       float64     `json:"latencyP50Ms"`
-	LatencyP99Ms       float64     `json:"latencyP99Ms"`
-	TopNames           []NameCount `json:"topNames"`
+	Pods               uint32  `json:"pods"`
+	Queries            uint64  `json:"queries"`
+	QPS                float64 `json:"qps"`
+	Responses          uint64  `json:"responses"`
+	ResponsesPerSecond float64 `json:"responsesPerSecond"`
+	NoError            uint64  `json:"noerror"`
+	NXDomain           uint64  `json:"nxdomain"`
+	ServFail           uint64  `json:"servfail"`
+	Refused            uint64  `json:"refused"`
+	OtherRcode         uint64  `json:"otherRcode"`
+	Malformed          uint64  `json:"malformed"`
+	// Timeouts are queries without an answer within the daemon's --dns-timeout (5 s by
+	// default): still waiting, answered later, or never answered.
+	Timeouts     uint64  `json:"timeouts"`
+	TimeoutsRate float64 `json:"timeoutsRate"`
+	// Unsolicited are answers that matched no query the pod had pending (forged, or a
+	// server's duplicate answer); they are not in responses, the rcodes or topNames.
+	Unsolicited uint64 `json:"unsolicited"`
+	// Evicted are queries pushed out of a node's full in-flight table before their answer
+	// (neither timed nor checked; their answers are still counted).
+	Evicted      uint64      `json:"evicted"`
+	LatencyP50Ms float64     `json:"latencyP50Ms"`
+	LatencyP99Ms float64     `json:"latencyP99Ms"`
+	TopNames     []NameCount `json:"topNames"`
 	// TopZones are the heaviest parent domains of the names ("*.crawl.example"): exact
 	// where a random-subdomain flood makes every single name rare.
 	TopZones      []NameCount       `json:"topZones"`

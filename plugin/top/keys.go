@@ -15,6 +15,7 @@ const (
 	SortQueries   = topspec.SortQueries
 	SortNXDomain  = topspec.SortNXDomain
 	SortServFail  = topspec.SortServFail
+	SortTimeouts  = topspec.SortTimeouts
 	SortErrors    = topspec.SortErrors
 	SortLatency   = topspec.SortLatency
 	SortMalformed = topspec.SortMalformed
@@ -73,7 +74,7 @@ func NextSort(current string, step int) string {
 func SortRows(rows []Row, key, groupBy string) {
 	metrics := func(r *Row) topspec.Metrics {
 		return topspec.Metrics{QPS: r.QPS, Queries: r.Queries, NXDomain: r.NXDomain, ServFail: r.ServFail,
-			Errors: r.Errors(), Malformed: r.Malformed, LatencyP99Ms: r.LatencyP99Ms}
+			Errors: r.Errors(), Malformed: r.Malformed, LatencyP99Ms: r.LatencyP99Ms, Timeouts: r.Timeouts}
 	}
 	slices.SortStableFunc(rows, func(a, b Row) int {
 		ma, mb := metrics(&a), metrics(&b)

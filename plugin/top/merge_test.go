@@ -276,7 +276,7 @@ func TestParseKeysAndNextSort(t *testing.T) {
 	if k, err := ParseSort(" NXDOMAIN "); err != nil || k != SortNXDomain {
 		t.Errorf("ParseSort: %q %v", k, err)
 	}
-	if _, err := ParseSort("bogus"); err == nil || !strings.Contains(err.Error(), "qps, queries, nxdomain, servfail, errors, latency, malformed, name") {
+	if _, err := ParseSort("bogus"); err == nil || !strings.Contains(err.Error(), "qps, queries, nxdomain, servfail, timeouts, errors, latency, malformed, name") {
 		t.Errorf("ParseSort(bogus) error must list the keys: %v", err)
 	}
 	if g, pg, err := ParseGroupBy("workload"); err != nil || g != GroupByWorkload || pg != isoobsv1.GroupBy_GROUP_BY_WORKLOAD {

@@ -347,12 +347,12 @@ func DaemonTarget(addr string) (string, error) {
 // DialDaemon connects lazily to a daemon at a --daemon address; connection
 // errors surface on the first call. The daemon API is plaintext: remote
 // daemons are reached through a port-forward or a local socket.
-func DialDaemon(addr string) (*grpc.ClientConn, error) {
+func DialDaemon(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	target, err := DaemonTarget(addr)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(target, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("invalid --daemon %q: %w", addr, err)
 	}

@@ -6,12 +6,14 @@ import (
 	"context"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -39,9 +41,18 @@ type Server struct {
 	// Version is what Status reports ("fake" when empty).
 	Version string
 
-	mu          sync.Mutex
-	requests    []*isoobsv1.TopRequest
-	statusCalls int
+	mu             sync.Mutex
+	requests       []*isoobsv1.TopRequest
+	authorizations []string
+	statusCalls    int
+}
+
+// Authorizations returns the "authorization" metadata of the Top calls received so far
+// ("" for a call without).
+func (s *Server) Authorizations() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.authorizations...)
 }
 
 // StatusCalls counts the Status RPCs received so far.
@@ -64,8 +75,10 @@ func (s *Server) Requests() []*isoobsv1.TopRequest {
 
 // Top implements isoobsv1.DaemonServer.
 func (s *Server) Top(req *isoobsv1.TopRequest, stream grpc.ServerStreamingServer[isoobsv1.TopFrame]) error {
+	md, _ := metadata.FromIncomingContext(stream.Context())
 	s.mu.Lock()
 	s.requests = append(s.requests, proto.Clone(req).(*isoobsv1.TopRequest))
+	s.authorizations = append(s.authorizations, strings.Join(md.Get("authorization"), ","))
 	s.mu.Unlock()
 	interval := req.GetInterval().AsDuration()
 	if interval <= 0 {
