@@ -101,7 +101,7 @@ func TestNameFilterCountsOnlyMatchingNames(t *testing.T) {
 	if fr.Total.Queries != ticks*65 || len(fr.TopNames) != 3 {
 		t.Errorf("total %d queries, names %v; want %d and 3 names", fr.Total.Queries, fr.TopNames, ticks*65)
 	}
-	if !fr.Since.AsTime().Equal(f.now.Add(-ticks*time.Second)) {
+	if !fr.Since.AsTime().Equal(f.now.Add(-ticks * time.Second)) {
 		t.Errorf("since %v, want the stream's start %v", fr.Since.AsTime(), f.now.Add(-ticks*time.Second))
 	}
 	if fr.NameOverflow != 0 {
