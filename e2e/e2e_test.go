@@ -45,14 +45,24 @@ type nodeDaemon struct {
 // the node's pods. It stops in t.Cleanup unless stopped before.
 func startDaemon(t *testing.T, lab *testlab.Lab, node string) *nodeDaemon {
 	t.Helper()
+	return startDaemonWith(t, lab, node, nil)
+}
+
+// startDaemonWith is startDaemon with mod applied to the daemon's Config.
+func startDaemonWith(t *testing.T, lab *testlab.Lab, node string, mod func(*daemon.Config)) *nodeDaemon {
+	t.Helper()
 	started := time.Now()
 	// The chart's ServiceAccount and RBAC, never the lab's admin credential.
 	rc, err := labdaemons.ChartServiceAccountConfig(context.Background(), lab)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := daemon.New(daemon.Config{NodeName: node, CgroupRoot: lab.Node(node).CgroupRoot(), RESTConfig: rc,
-		Interval: 250 * time.Millisecond, HubbleDisabled: true})
+	cfg := daemon.Config{NodeName: node, CgroupRoot: lab.Node(node).CgroupRoot(), RESTConfig: rc,
+		Interval: 250 * time.Millisecond, HubbleDisabled: true}
+	if mod != nil {
+		mod(&cfg)
+	}
+	d, err := daemon.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
