@@ -182,7 +182,10 @@ func (e *env) checkCollector(ctx context.Context, cm *corev1.ConfigMap, raw stri
 				continue
 			}
 			b, _ := yaml.Marshal(r)
-			if strings.Contains(string(b), ":"+strconv.Itoa(c.port)) {
+			// The operator's job keeps the pod's declared metrics port (seed 000 rewrites no
+			// address for it): its receiver is the one selecting the operator's pods.
+			if strings.Contains(string(b), ":"+strconv.Itoa(c.port)) ||
+				(c.port == PortCiliumOperator && strings.Contains(string(b), "__meta_kubernetes_pod_label_io_cilium_app")) {
 				receiver = name
 				break
 			}
@@ -198,6 +201,11 @@ func (e *env) checkCollector(ctx context.Context, cm *corev1.ConfigMap, raw stri
 			items = append(items, fmt.Sprintf("%s :%d: %s", c.name, c.port, receiver))
 		}
 	}
+	isoobsItems, isoobsMissing, err := e.collectorIsoobs(ctx, raw)
+	if err != nil {
+		return apiErr("listing isoobs daemon pods", err)
+	}
+	items = append(items, isoobsItems...)
 	pods, err := e.pods(ctx, cm.Namespace, "app=splunk-otel-collector")
 	if err != nil {
 		return apiErr("listing collector pods", err)
@@ -216,6 +224,9 @@ func (e *env) checkCollector(ctx context.Context, cm *corev1.ConfigMap, raw stri
 		return Result{Status: StatusFail, Detail: detail, Items: items, Next: "kubectl isoobs install --pipeline splunk  # re-applies one receiver per port"}
 	case ready < len(pods):
 		return Result{Status: StatusWarn, Detail: detail, Items: items, Next: fmt.Sprintf("kubectl -n %s get pods -l app=splunk-otel-collector", cm.Namespace)}
+	case isoobsMissing:
+		return Result{Status: StatusWarn, Detail: detail + "; the isoobs daemons' metrics are not collected", Items: items,
+			Next: "kubectl isoobs install --pipeline splunk  # adds the isoobs receiver and its allowlist"}
 	}
 	return Result{Status: StatusOK, Detail: detail, Items: items}
 }

@@ -67,6 +67,29 @@ var SplunkMetricAllowlist = []string{
 	"tetragon_network_receive_total",
 }
 
+// IsoobsMetricAllowlist are the isoobs daemons' metrics the splunk pipeline lets through (strict,
+// as the seed's list): the per namespace/workload DNS counters, the latency histogram and the
+// daemon's health that deploy/dashboards and deploy/alerts read, named as the collector's
+// prometheus receiver names them (a counter keeps _total, a histogram is one metric without
+// _bucket/_sum/_count). Never per pod or query name: the daemons export neither.
+var IsoobsMetricAllowlist = []string{
+	"isoobs_dns_queries_total",
+	"isoobs_dns_responses_total",
+	"isoobs_dns_timeouts_total",
+	"isoobs_dns_unsolicited_responses_total",
+	"isoobs_dns_malformed_total",
+	"isoobs_dns_latency_seconds",
+	"isoobs_lost_total",
+	"isoobs_map_entries",
+	"isoobs_map_max_entries",
+	"isoobs_probes_attached",
+	"isoobs_hubble_connected",
+}
+
+// IsoobsReceiver scrapes the isoobs daemons (pods app.kubernetes.io/name=isoobs, :9966) into the
+// seed's metrics pipeline, after the seed's receivers.
+const IsoobsReceiver = "prometheus/isoobs"
+
 // SplunkReceivers are seed 000's receivers in pipeline order.
 var SplunkReceivers = []string{
 	"prometheus/isovalent_cilium",
@@ -135,6 +158,9 @@ func SplunkCollector(o Options) map[string]any {
 		"prometheus/isovalent_tetragon": promReceiver(
 			scrapeJob("tetragon_metrics_2112", "app_kubernetes_io_name", "tetragon", PortTetragon, "tetragon_metrics_2112", iv),
 		),
+		IsoobsReceiver: promReceiver(
+			scrapeJob("isoobs_metrics_9966", "app_kubernetes_io_name", "isoobs", PortIsoobs, "isoobs_metrics_9966", iv),
+		),
 	}
 	agentConfig := map[string]any{
 		"extensions": map[string]any{
@@ -146,7 +172,7 @@ func SplunkCollector(o Options) map[string]any {
 				"metrics": map[string]any{
 					"include": map[string]any{
 						"match_type":   "strict",
-						"metric_names": toAny(SplunkMetricAllowlist),
+						"metric_names": toAny(append(append([]string(nil), SplunkMetricAllowlist...), IsoobsMetricAllowlist...)),
 					},
 				},
 			},
@@ -158,7 +184,7 @@ func SplunkCollector(o Options) map[string]any {
 		"service": map[string]any{
 			"pipelines": map[string]any{
 				"metrics": map[string]any{
-					"receivers":  toAny(SplunkReceivers),
+					"receivers":  toAny(append(append([]string(nil), SplunkReceivers...), IsoobsReceiver)),
 					"processors": []any{"filter/includemetrics", "resourcedetection"},
 				},
 			},

@@ -71,13 +71,14 @@ func TestSplunkCollectorMatchesSeed000(t *testing.T) {
 	v := normalized(t, SplunkCollector(o))
 	cfg := get(t, v, "agent", "config")
 
-	if got := strs(get(t, cfg, "processors", "filter/includemetrics", "metrics", "include", "metric_names")); !slices.Equal(got, strings.Fields(seed000Allowlist)) {
-		t.Errorf("allowlist differs from seed 000:\n got %v\nwant %v", got, strings.Fields(seed000Allowlist))
+	// Seed 000's list, then the isoobs daemons' names (same strict filter).
+	if got, want := strs(get(t, cfg, "processors", "filter/includemetrics", "metrics", "include", "metric_names")), append(strings.Fields(seed000Allowlist), IsoobsMetricAllowlist...); !slices.Equal(got, want) {
+		t.Errorf("allowlist differs from seed 000 + isoobs:\n got %v\nwant %v", got, want)
 	}
 	if mt := get(t, cfg, "processors", "filter/includemetrics", "metrics", "include", "match_type"); mt != "strict" {
 		t.Errorf("match_type = %v, want strict", mt)
 	}
-	wantReceivers := []string{"prometheus/isovalent_cilium", "prometheus/isovalent_envoy", "prometheus/isovalent_operator", "prometheus/isovalent_tetragon", "hostmetrics", "kubeletstats", "otlp"}
+	wantReceivers := []string{"prometheus/isovalent_cilium", "prometheus/isovalent_envoy", "prometheus/isovalent_operator", "prometheus/isovalent_tetragon", "hostmetrics", "kubeletstats", "otlp", "prometheus/isoobs"}
 	if got := strs(get(t, cfg, "service", "pipelines", "metrics", "receivers")); !slices.Equal(got, wantReceivers) {
 		t.Errorf("pipeline receivers = %v", got)
 	}
@@ -100,6 +101,8 @@ func TestSplunkCollectorMatchesSeed000(t *testing.T) {
 		{"prometheus/isovalent_envoy", "envoy_metrics_9964", "__meta_kubernetes_pod_label_k8s_app", "cilium-envoy", "$${1}:9964", "cilium_metrics_9964"},
 		{"prometheus/isovalent_operator", "cilium_operator_metrics_9963", "__meta_kubernetes_pod_label_io_cilium_app", "operator", "", "cilium_metrics_9963"},
 		{"prometheus/isovalent_tetragon", "tetragon_metrics_2112", "__meta_kubernetes_pod_label_app_kubernetes_io_name", "tetragon", "$${1}:2112", "tetragon_metrics_2112"},
+		// Not in the seed: the isoobs daemons, found and relabelled the seed's way.
+		{"prometheus/isoobs", "isoobs_metrics_9966", "__meta_kubernetes_pod_label_app_kubernetes_io_name", "isoobs", "$${1}:9966", "isoobs_metrics_9966"},
 	}
 	seen := map[string]int{}
 	for _, j := range jobs {
