@@ -14,6 +14,7 @@ out=bench/results/$name-$(date -u +%Y%m%dT%H%M%SZ).txt
 	echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "# commit: $(git rev-parse HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo ' (uncommitted changes)')"
 	echo "# machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), $(go version | cut -d' ' -f3)"
+	env | grep '^ISOOBS_' | sed 's/^/# env: /' || true
 	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$out"
 go test -run '^$' -bench "$pattern" -benchmem -count=1 -timeout 60m "$@" "$pkg" 2>&1 | tee -a "$out"
