@@ -117,7 +117,8 @@ var literalAlternation = regexp.MustCompile(`^[A-Za-z0-9_./-]+(\|[A-Za-z0-9_./-]
 // scrape: each metric is one the daemons export (or `up`, which Prometheus makes per target),
 // each label matched or grouped by is on that metric or added by the pipeline's scrape job,
 // and each label value matched literally (rcode="NXDOMAIN", reason=~"pod_map_full|...") occurs.
-// The scrape itself carries no pod name, pod UID or query name.
+// The scrape itself carries no pod name, pod UID or query name, and every name of the splunk
+// pipeline's isoobs allowlist is a metric family the daemons serve.
 func TestDashboardsAndAlertsMatchARealScrape(t *testing.T) {
 	needroot.Require(t, "the lab builds network namespaces and cgroups and the daemons load eBPF")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -186,8 +187,9 @@ func TestDashboardsAndAlertsMatchARealScrape(t *testing.T) {
 	sc := scrape{}
 	series := 0
 	var texts []string
+	families := map[string]bool{} // metric families, as the collector's prometheus receiver names them
 	testlab.WaitFor(t, 30*time.Second, func() error {
-		sc, series, texts = scrape{}, 0, nil
+		sc, series, texts, families = scrape{}, 0, nil, map[string]bool{}
 		for node, d := range daemons.ByNode {
 			text, err := fetch(d.MetricsPort)
 			if err != nil {
@@ -199,6 +201,9 @@ func TestDashboardsAndAlertsMatchARealScrape(t *testing.T) {
 				t.Fatalf("%s: /metrics does not parse: %v", node, err)
 			}
 			series += sc.addFamilies(fams)
+			for name := range fams {
+				families[name] = true
+			}
 			texts = append(texts, text)
 		}
 		if !sc["isoobs_dns_responses_total"]["rcode"]["NXDOMAIN"] || sc["isoobs_dns_latency_seconds_bucket"] == nil {
@@ -221,6 +226,13 @@ func TestDashboardsAndAlertsMatchARealScrape(t *testing.T) {
 	}
 	if series > 600 {
 		t.Errorf("%d series from %d daemons after a 3,000-name flood: not bounded", series, len(daemons.ByNode))
+	}
+
+	// The splunk pipeline's strict allowlist names only what the daemons export.
+	for _, name := range values.IsoobsMetricAllowlist {
+		if !families[name] {
+			t.Errorf("the splunk allowlist names %s; the daemons export %v", name, keys(families))
+		}
 	}
 
 	// Every expression the dashboards and rules ship.
