@@ -432,19 +432,11 @@ func (o *TopDNSOptions) runLive(ctx context.Context, sources []top.Source, opts 
 	defer cancel()
 	title := "isoobs top dns @ " + sourceNames(sources)
 	model := tui.NewModel(title, o.Sort, o.Limit, o.Output == printers.OutputWide)
+	regroup := make(chan string, 1)
+	model.Group, model.Groups, model.Regroup = o.GroupBy, liveGroups(o.Since > 0), func(g string) { regroup <- g }
 	prog := tea.NewProgram(model, tea.WithContext(ctx), tea.WithInput(o.In), tea.WithOutput(o.Out), tea.WithAltScreen())
 
-	go func() {
-		err := top.Stream(ctx, sources, opts, func(f top.Frame) error {
-			prog.Send(tui.FrameMsg{Frame: f})
-			return nil
-		})
-		if err != nil && ctx.Err() == nil {
-			prog.Send(tui.ErrMsg{Err: err})
-		} else if err == nil {
-			prog.Send(tui.ErrMsg{Err: errors.New("the isoobs daemon closed the stream")})
-		}
-	}()
+	go streamLive(ctx, prog, sources, opts, regroup)
 
 	final, err := prog.Run()
 	cancel()

@@ -1,6 +1,7 @@
 // Package tui is the live terminal view of `kubectl isoobs top dns`: a
 // bubbletea model that shows the latest merged frame and lets the user
-// change the sort key without asking the daemons again.
+// change the sort key and filter rows without asking the daemons again, and
+// switch the grouping (which asks them again, through Regroup).
 package tui
 
 import (
@@ -32,7 +33,7 @@ var sortKeys = map[string]string{
 	"a": top.SortName,
 }
 
-const helpLine = "s/S: next/prev sort  r:qps c:queries n:nxdomain f:servfail e:errors l:latency m:malformed a:name  q: quit"
+const helpLine = "s/S: next/prev sort  r:qps c:queries n:nxdomain f:servfail e:errors l:latency m:malformed a:name  g/G: group  /: filter  esc: back  q: quit"
 
 var (
 	titleStyle = lipgloss.NewStyle().Bold(true)
@@ -48,8 +49,21 @@ type Model struct {
 	Sort  string
 	Limit int
 	Wide  bool
+	// Group is the grouping the daemons are asked for; g/G switch it through Regroup, which
+	// restarts their streams (frames of another grouping are then ignored until the new ones
+	// come). Groups are the groupings offered (default top.GroupBys).
+	Group   string
+	Groups  []string
+	Regroup func(groupBy string)
 
-	frame    *top.Frame
+	frame *top.Frame
+	// Row filter (/): rows whose names contain filter (any case) are shown; editing while
+	// the user types it.
+	filter  string
+	editing bool
+	input   string
+	// back are the groupings Esc returns to, latest last.
+	back     []string
 	width    int
 	height   int
 	err      error
@@ -76,6 +90,9 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case FrameMsg:
 		f := msg.Frame
+		if m.Group != "" && f.GroupBy != "" && f.GroupBy != m.Group {
+			break // a frame of the grouping before a switch
+		}
 		m.frame = &f
 	case ErrMsg:
 		m.err = msg.Err
@@ -84,10 +101,48 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
 	case tea.KeyMsg:
+		if m.editing {
+			return m.editKey(msg)
+		}
+		if msg.Type == tea.KeyRunes && len(msg.Runes) > 1 && !msg.Paste {
+			// Keys typed faster than read arrive together: each is a key of its own.
+			var cmds []tea.Cmd
+			var next tea.Model = m
+			for _, r := range msg.Runes {
+				var cmd tea.Cmd
+				next, cmd = next.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}})
+				cmds = append(cmds, cmd)
+			}
+			return next, tea.Batch(cmds...)
+		}
 		switch k := msg.String(); k {
-		case "q", "ctrl+c", "esc":
+		case "esc":
+			switch {
+			case m.filter != "":
+				m.filter = ""
+			case len(m.back) > 0:
+				g := m.back[len(m.back)-1]
+				m.back = m.back[:len(m.back)-1]
+				return m.setGroup(g)
+			default:
+				m.quitting = true
+				return m, tea.Quit
+			}
+		case "q", "ctrl+c":
 			m.quitting = true
 			return m, tea.Quit
+		case "/":
+			m.editing, m.input = true, m.filter
+		case "g", "G":
+			if m.Regroup == nil || m.Group == "" {
+				break
+			}
+			step := 1
+			if k == "G" {
+				step = -1
+			}
+			m.back = append(m.back, m.Group)
+			return m.setGroup(nextGroup(m.groups(), m.Group, step))
 		case "s", "right", "tab":
 			m.Sort = top.NextSort(m.Sort, 1)
 		case "S", "left", "shift+tab":
@@ -99,6 +154,113 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 	}
 	return m, nil
+}
+
+// editKey handles a key while the filter is typed: Enter applies it, Esc leaves it as it was.
+func (m Model) editKey(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
+	switch msg.Type {
+	case tea.KeyEnter:
+		m.filter, m.editing = strings.TrimSpace(m.input), false
+	case tea.KeyEsc:
+		m.editing = false
+	case tea.KeyCtrlC:
+		m.quitting = true
+		return m, tea.Quit
+	case tea.KeyBackspace:
+		if r := []rune(m.input); len(r) > 0 {
+			m.input = string(r[:len(r)-1])
+		}
+	case tea.KeyRunes, tea.KeySpace:
+		m.input += string(msg.Runes)
+	}
+	return m, nil
+}
+
+// setGroup asks for another grouping; the frame on screen goes until one of it arrives.
+func (m Model) setGroup(g string) (tea.Model, tea.Cmd) {
+	if g == m.Group {
+		return m, nil
+	}
+	m.Group, m.frame = g, nil
+	regroup := m.Regroup
+	return m, func() tea.Msg { regroup(g); return nil }
+}
+
+func (m Model) groups() []string {
+	if len(m.Groups) > 0 {
+		return m.Groups
+	}
+	return top.GroupBys
+}
+
+func nextGroup(groups []string, cur string, step int) string {
+	for i, g := range groups {
+		if g == cur {
+			n := len(groups)
+			return groups[((i+step)%n+n)%n]
+		}
+	}
+	return groups[0]
+}
+
+// Filter is the row filter in force ("" for none).
+func (m Model) Filter() string { return m.filter }
+
+// keep says whether a row passes the filter: its name under the grouping, namespace, pod,
+// workload, node or one of its top names or zones contains it, in any case.
+func keep(r *top.Row, groupBy, filter string) bool {
+	f := strings.ToLower(filter)
+	for _, s := range []string{r.DisplayName(groupBy), r.Namespace, r.Pod, r.Workload, r.Node, r.QName} {
+		if strings.Contains(strings.ToLower(s), f) {
+			return true
+		}
+	}
+	for _, ns := range [][]top.NameCount{r.TopNames, r.TopZones} {
+		for _, n := range ns {
+			if strings.Contains(strings.ToLower(n.Name), f) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// status is the header's second line: which nodes answered, which are missing or stale, and
+// over what window the numbers are.
+func status(f *top.Frame) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "nodes: %d answering, %d missing, %d stale", len(f.Nodes), len(f.MissingNodes), len(f.StaleNodes))
+	var out []string
+	for _, n := range f.MissingNodes {
+		out = append(out, n.Node+" missing")
+	}
+	for _, n := range f.StaleNodes {
+		out = append(out, n.Node+" stale")
+	}
+	if len(out) > 0 {
+		if len(out) > 3 {
+			out = append(out[:3], "…")
+		}
+		b.WriteString(" (" + strings.Join(out, ", ") + ")")
+	}
+	b.WriteString("  window: ")
+	switch {
+	case f.LookBackSeconds > 0:
+		fmt.Fprintf(&b, "look-back %s, %s–%s", f.LookBack(), f.Since.Local().Format("15:04:05"), f.Time.Local().Format("15:04:05"))
+	default:
+		fmt.Fprintf(&b, "rates over %.1fs, counts since %s", f.IntervalSeconds, f.Since.Local().Format("15:04:05"))
+	}
+	if nf := f.NameFilter; nf != nil {
+		var parts []string
+		if nf.Zone != "" {
+			parts = append(parts, "zone "+nf.Zone)
+		}
+		if nf.Regex != "" {
+			parts = append(parts, "name ~ "+nf.Regex)
+		}
+		b.WriteString("  names: " + strings.Join(parts, ", "))
+	}
+	return b.String()
 }
 
 // View implements tea.Model.
@@ -121,15 +283,32 @@ func (m Model) View() string {
 	if title == "" {
 		title = "isoobs top dns"
 	}
+	filterNote := ""
+	switch {
+	case m.editing:
+		filterNote = "  filter: " + m.input + "_  (enter: apply, esc: cancel)"
+	case m.filter != "":
+		filterNote = "  filter: " + m.filter
+	}
 	if m.frame == nil {
-		line(&titleStyle, title+"  waiting for the first frame…")
+		wait := "waiting for the first frame…"
+		if m.Group != "" && len(m.back) > 0 {
+			wait = "waiting for frames grouped by " + m.Group + "…"
+		}
+		line(&titleStyle, title+"  "+wait+filterNote)
 		line(nil, "")
 		line(&helpStyle, helpLine)
 		return strings.TrimSuffix(b.String(), "\n")
 	}
 	f := m.frame
-	line(&titleStyle, fmt.Sprintf("%s  %s  sort: %s  group: %s  nodes: %d  total %.1f qps, %d nxdomain, %d servfail",
-		title, f.Time.Local().Format("15:04:05"), m.Sort, f.GroupBy, len(f.Nodes), f.Total.QPS, f.Total.NXDomain, f.Total.ServFail))
+	// What the keys change comes first; the sources (which may not fit) last.
+	name, sources, _ := strings.Cut(title, " @ ")
+	if sources != "" {
+		sources = "  @ " + sources
+	}
+	line(&titleStyle, fmt.Sprintf("%s  %s  sort: %s  group: %s%s  total %.1f qps, %d nxdomain, %d servfail%s",
+		name, f.Time.Local().Format("15:04:05"), m.Sort, f.GroupBy, filterNote, f.Total.QPS, f.Total.NXDomain, f.Total.ServFail, sources))
+	line(nil, status(f))
 	for _, w := range f.Warnings {
 		line(&warnStyle, "warning: "+w)
 	}
@@ -137,8 +316,8 @@ func (m Model) View() string {
 
 	limit := m.Limit
 	if m.height > 0 {
-		// Title, blank, header, help and the "more rows" note take the rest.
-		fit := m.height - 5 - len(f.Warnings)
+		// Title, status, blank, header, help and the "more rows" note take the rest.
+		fit := m.height - 6 - len(f.Warnings)
 		if fit < 1 {
 			fit = 1
 		}
@@ -146,7 +325,21 @@ func (m Model) View() string {
 			limit = fit
 		}
 	}
-	view := f.SortedLimited(m.Sort, limit)
+	shown := *f
+	if m.filter != "" {
+		shown.Rows = nil
+		for i := range f.Rows {
+			if keep(&f.Rows[i], f.GroupBy, m.filter) {
+				shown.Rows = append(shown.Rows, f.Rows[i])
+			}
+		}
+	}
+	if m.filter != "" && len(shown.Rows) == 0 && len(f.Rows) > 0 {
+		line(nil, fmt.Sprintf("No rows match the filter %q (%d rows hidden; esc clears it).", m.filter, len(f.Rows)))
+		line(&helpStyle, helpLine)
+		return strings.TrimSuffix(b.String(), "\n")
+	}
+	view := shown.SortedLimited(m.Sort, limit)
 	var table strings.Builder
 	_ = printers.WriteTable(&table, view, m.Wide, false)
 	for _, l := range strings.Split(strings.TrimRight(table.String(), "\n"), "\n") {

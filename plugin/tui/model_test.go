@@ -95,7 +95,7 @@ func TestModelKeysChangeSort(t *testing.T) {
 		}
 	}
 	v := m.View()
-	for _, want := range []string{"isoobs top dns @ test", "total 906.0 qps", "ring buffer lost 3 events", "q: quit", "NAMESPACE"} {
+	for _, want := range []string{"isoobs top dns  ", "servfail  @ test", "total 906.0 qps", "ring buffer lost 3 events", "q: quit", "NAMESPACE"} {
 		if !strings.Contains(v, want) {
 			t.Errorf("view lacks %q:\n%s", want, v)
 		}
