@@ -55,6 +55,8 @@ func TestTopTCPValidates(t *testing.T) {
 	for _, args := range [][]string{{"--sort", "qps"}, {"--group-by", "qname"}, {"--daemon", "x:1", "--local"}} {
 		var out, errOut bytes.Buffer
 		cmd := NewCmdTopTCP(nil, genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+		cmd.SetOut(&out)
+		cmd.SetErr(&errOut)
 		cmd.SetArgs(args)
 		if err := cmd.Execute(); err == nil {
 			t.Errorf("top tcp %v: accepted", args)
