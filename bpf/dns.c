@@ -63,6 +63,7 @@ enum probe_stat {
 	STAT_NAME_INSERTS,          // new (cgroup, name) entries: userspace drains early when many
 	STAT_LATE_ANSWERS,          // answers to a pending query older than dns_timeout_ns
 	STAT_EVICTED_ANSWERS,       // answers to a query the table had evicted (counted, not timed)
+	STAT_TRACE_LOST,            // trace events not sent: the ring buffer was full
 	STAT_MAX,
 };
 
@@ -329,6 +330,59 @@ struct {
 	__type(key, u32);
 	__type(value, struct pod_counters);
 } zero_pod SEC(".maps");
+
+// Tracing (kubectl isoobs top dns --trace): the client messages of the pods in
+// `traced` (cgroup id -> shift) go to userspace through trace_events, 1 in
+// 2^shift of a pod's queries with their answers (picked by the key's hash, so
+// a query and its answer agree). trace_on[0] is the number of traced pods:
+// while it is 0 every other pod pays one load of it per client message; while
+// a pod is traced, the node's other pods pay one hash lookup more.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u32);
+} trace_on SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, u64);
+	__type(value, u32);
+} traced SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} trace_events SEC(".maps");
+
+enum trace_kind {
+	TRACE_QUERY = 0,
+	TRACE_ANSWER,      // matched with its query: latency_ns is set
+	TRACE_LATE,        // matched, after dns_timeout_ns (also a timeout)
+	TRACE_UNCHECKED,   // not checked (the pod's queries are timed 1 in 2^k), or evicted query's
+	TRACE_UNSOLICITED, // matched no pending query: not counted as a response
+};
+
+struct trace_event {
+	u64 time_ns; // bpf_ktime_get_ns
+	u64 cgroup_id;
+	u64 latency_ns;
+	u8 server[16]; // IPv4 in the first 4 bytes
+	u16 server_port;
+	u16 client_port;
+	u16 dns_id;
+	u16 qtype;
+	u16 ancount;
+	u16 wire_len;
+	u8 kind;
+	u8 rcode;
+	u8 alen;
+	u8 proto;
+	u8 wire[WIRE_MAX];
+};
+
+struct trace_event unused_trace_event __attribute__((unused));
 
 // Per-CPU counters are bumped with plain adds: an atomic per counter would
 // cost more than the rest of the probe. The only loss possible is a softirq
@@ -768,6 +822,42 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 	*depth = sbuf;
 }
 
+// trace_message sends one client message of a traced pod to userspace, when
+// the key's hash picks it (1 in 2^shift of the pod's queries, with their
+// answers).
+static __always_inline void trace_message(struct scratch *s, u8 kind, int shift, u64 kh, u64 cgroup_id, u64 latency_ns,
+					  u8 *server, u32 alen, u64 server_port, u64 client_port, u64 dns_id, int qtype,
+					  u8 rcode, u8 proto)
+{
+	if ((kh >> 40) & ((1ULL << shift) - 1))
+		return;
+	struct trace_event *e = bpf_ringbuf_reserve(&trace_events, sizeof(*e), 0);
+	if (!e) {
+		stat_inc(STAT_TRACE_LOST);
+		return;
+	}
+	e->time_ns = bpf_ktime_get_ns();
+	e->cgroup_id = cgroup_id;
+	e->latency_ns = latency_ns;
+	__builtin_memset(e->server, 0, sizeof(e->server));
+	if (alen == 4)
+		__builtin_memcpy(e->server, server, 4);
+	else
+		__builtin_memcpy(e->server, server, 16);
+	e->server_port = server_port;
+	e->client_port = client_port;
+	e->dns_id = dns_id;
+	e->qtype = qtype;
+	e->ancount = (s->nv.dns_header[6] << 8) | s->nv.dns_header[7];
+	e->wire_len = s->nv.wire_len;
+	e->kind = kind;
+	e->rcode = rcode;
+	e->alen = alen;
+	e->proto = proto;
+	__builtin_memcpy(e->wire, s->nv.wire, WIRE_MAX);
+	bpf_ringbuf_submit(e, 0);
+}
+
 // count_client counts a message a client pod sent (query) or received
 // (response): its question, name, rcode and latency. A response is counted
 // only once it is known to answer a query the pod sent (or could not be
@@ -794,6 +884,18 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 	if (is_response != (role == ROLE_CLIENT_RESPONSE || role == ROLE_SERVER_RESPONSE))
 		goto malformed;
 	u32 wire_len = s->nv.wire_len;
+	// Tracing: -1 while the pod is not traced.
+	int trace_shift = -1;
+	u8 answer_kind = TRACE_UNCHECKED;
+	u64 answer_latency = 0;
+	u64 kh = HASH_SEED;
+	u32 zero = 0;
+	u32 *tracing = bpf_map_lookup_elem(&trace_on, &zero);
+	if (tracing && *tracing) {
+		u32 *shift = bpf_map_lookup_elem(&traced, &cgroup_id);
+		if (shift)
+			trace_shift = *shift & 31;
+	}
 
 	if (role == ROLE_CLIENT_QUERY) {
 		pc->queries++;
@@ -820,7 +922,6 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 	u8 *server = role == ROLE_CLIENT_QUERY ? daddr : saddr;
 	u64 client_port = role == ROLE_CLIENT_QUERY ? sport : dport;
 	u64 server_port = role == ROLE_CLIENT_QUERY ? dport : sport;
-	u64 kh = HASH_SEED;
 	if (alen == 4) {
 		kh = mix64(kh, (u64)*(u32 *)client | (u64)*(u32 *)server << 32);
 	} else {
@@ -832,6 +933,9 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 	u64 dns_id = (dh[0] << 8) | dh[1];
 	kh = mix64(kh, client_port | server_port << 16 | dns_id << 32 | (u64)proto << 48);
 	u32 fp = (u32)kh | 1; // never 0, so a zeroed way never matches
+	if (role == ROLE_CLIENT_QUERY && trace_shift >= 0)
+		trace_message(s, TRACE_QUERY, trace_shift, kh, cgroup_id, 0, server, alen, server_port, client_port, dns_id, qtype, 0,
+			      proto);
 	// A busy pod's queries are sampled: the two clock reads and the pending
 	// set of each timed pair were a third of the probe's cost per DNS packet
 	// under load. The top bits of the key's hash (the best mixed: a
@@ -910,9 +1014,12 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 		if (hit_age >= dns_timeout_ns) { // answered, but after the resolver gave up
 			stat_inc(STAT_LATE_ANSWERS);
 			pc->timeouts += 1ULL << sample_shift;
+			answer_kind = TRACE_LATE;
 		} else {
 			stat_inc(STAT_INFLIGHT_MATCHED);
+			answer_kind = TRACE_ANSWER;
 		}
+		answer_latency = hit_age;
 		pc->latency_log2_us[log2_bucket(hit_age / 1000)] += 1ULL << sample_shift;
 		goto answered;
 	}
@@ -931,9 +1038,15 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 	}
 	stat_inc(STAT_UNMATCHED_RESPONSES);
 	pc->unsolicited++;
+	if (trace_shift >= 0)
+		trace_message(s, TRACE_UNSOLICITED, trace_shift, kh, cgroup_id, 0, server, alen, server_port, client_port, dns_id,
+			      qtype, rcode, proto);
 	return;
 
 answered:
+	if (trace_shift >= 0)
+		trace_message(s, answer_kind, trace_shift, kh, cgroup_id, answer_latency, server, alen, server_port, client_port,
+			      dns_id, qtype, rcode, proto);
 	pc->responses++;
 	pc->rcode[rcode_slot(rcode)]++;
 #ifndef ABLATE_NAMES

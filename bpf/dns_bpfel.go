@@ -88,30 +88,53 @@ type dnsScratch struct {
 	NameHash uint64
 }
 
+type dnsTraceEvent struct {
+	_          structs.HostLayout
+	TimeNs     uint64
+	CgroupId   uint64
+	LatencyNs  uint64
+	Server     [16]uint8
+	ServerPort uint16
+	ClientPort uint16
+	DnsId      uint16
+	Qtype      uint16
+	Ancount    uint16
+	WireLen    uint16
+	Kind       uint8
+	Rcode      uint8
+	Alen       uint8
+	Proto      uint8
+	Wire       [264]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	dnsMapInflight        = "inflight"
-	dnsMapInflightEvicted = "inflight_evicted"
-	dnsMapNameSlotTables  = "name_slot_tables"
-	dnsMapNameTables      = "name_tables"
-	dnsMapNesting         = "nesting"
-	dnsMapPodSlotCounters = "pod_slot_counters"
-	dnsMapPodSlotOwner    = "pod_slot_owner"
-	dnsMapPodStats        = "pod_stats"
-	dnsMapProbeStats      = "probe_stats"
-	dnsMapScratchBuf      = "scratch_buf"
-	dnsMapZeroPod         = "zero_pod"
-	dnsProgDnsEgress      = "dns_egress"
-	dnsProgDnsIngress     = "dns_ingress"
-	dnsVarDnsTimeoutNs    = "dns_timeout_ns"
-	dnsVarInflightMask    = "inflight_mask"
-	dnsVarNameSlotMask    = "name_slot_mask"
-	dnsVarPodSlotMask     = "pod_slot_mask"
-	dnsVarUnusedNameKey   = "unused_name_key"
-	dnsVarUnusedNameSlot  = "unused_name_slot"
-	dnsVarUnusedNameValue = "unused_name_value"
+	dnsMapInflight         = "inflight"
+	dnsMapInflightEvicted  = "inflight_evicted"
+	dnsMapNameSlotTables   = "name_slot_tables"
+	dnsMapNameTables       = "name_tables"
+	dnsMapNesting          = "nesting"
+	dnsMapPodSlotCounters  = "pod_slot_counters"
+	dnsMapPodSlotOwner     = "pod_slot_owner"
+	dnsMapPodStats         = "pod_stats"
+	dnsMapProbeStats       = "probe_stats"
+	dnsMapScratchBuf       = "scratch_buf"
+	dnsMapTraceEvents      = "trace_events"
+	dnsMapTraceOn          = "trace_on"
+	dnsMapTraced           = "traced"
+	dnsMapZeroPod          = "zero_pod"
+	dnsProgDnsEgress       = "dns_egress"
+	dnsProgDnsIngress      = "dns_ingress"
+	dnsVarDnsTimeoutNs     = "dns_timeout_ns"
+	dnsVarInflightMask     = "inflight_mask"
+	dnsVarNameSlotMask     = "name_slot_mask"
+	dnsVarPodSlotMask      = "pod_slot_mask"
+	dnsVarUnusedNameKey    = "unused_name_key"
+	dnsVarUnusedNameSlot   = "unused_name_slot"
+	dnsVarUnusedNameValue  = "unused_name_value"
+	dnsVarUnusedTraceEvent = "unused_trace_event"
 )
 
 // loadDns returns the embedded CollectionSpec for dns.
@@ -174,6 +197,9 @@ type dnsMapSpecs struct {
 	PodStats        *ebpf.MapSpec `ebpf:"pod_stats"`
 	ProbeStats      *ebpf.MapSpec `ebpf:"probe_stats"`
 	ScratchBuf      *ebpf.MapSpec `ebpf:"scratch_buf"`
+	TraceEvents     *ebpf.MapSpec `ebpf:"trace_events"`
+	TraceOn         *ebpf.MapSpec `ebpf:"trace_on"`
+	Traced          *ebpf.MapSpec `ebpf:"traced"`
 	ZeroPod         *ebpf.MapSpec `ebpf:"zero_pod"`
 }
 
@@ -181,13 +207,14 @@ type dnsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dnsVariableSpecs struct {
-	DnsTimeoutNs    *ebpf.VariableSpec `ebpf:"dns_timeout_ns"`
-	InflightMask    *ebpf.VariableSpec `ebpf:"inflight_mask"`
-	NameSlotMask    *ebpf.VariableSpec `ebpf:"name_slot_mask"`
-	PodSlotMask     *ebpf.VariableSpec `ebpf:"pod_slot_mask"`
-	UnusedNameKey   *ebpf.VariableSpec `ebpf:"unused_name_key"`
-	UnusedNameSlot  *ebpf.VariableSpec `ebpf:"unused_name_slot"`
-	UnusedNameValue *ebpf.VariableSpec `ebpf:"unused_name_value"`
+	DnsTimeoutNs     *ebpf.VariableSpec `ebpf:"dns_timeout_ns"`
+	InflightMask     *ebpf.VariableSpec `ebpf:"inflight_mask"`
+	NameSlotMask     *ebpf.VariableSpec `ebpf:"name_slot_mask"`
+	PodSlotMask      *ebpf.VariableSpec `ebpf:"pod_slot_mask"`
+	UnusedNameKey    *ebpf.VariableSpec `ebpf:"unused_name_key"`
+	UnusedNameSlot   *ebpf.VariableSpec `ebpf:"unused_name_slot"`
+	UnusedNameValue  *ebpf.VariableSpec `ebpf:"unused_name_value"`
+	UnusedTraceEvent *ebpf.VariableSpec `ebpf:"unused_trace_event"`
 }
 
 // dnsObjects contains all objects after they have been loaded into the kernel.
@@ -220,6 +247,9 @@ type dnsMaps struct {
 	PodStats        *ebpf.Map `ebpf:"pod_stats"`
 	ProbeStats      *ebpf.Map `ebpf:"probe_stats"`
 	ScratchBuf      *ebpf.Map `ebpf:"scratch_buf"`
+	TraceEvents     *ebpf.Map `ebpf:"trace_events"`
+	TraceOn         *ebpf.Map `ebpf:"trace_on"`
+	Traced          *ebpf.Map `ebpf:"traced"`
 	ZeroPod         *ebpf.Map `ebpf:"zero_pod"`
 }
 
@@ -235,6 +265,9 @@ func (m *dnsMaps) Close() error {
 		m.PodStats,
 		m.ProbeStats,
 		m.ScratchBuf,
+		m.TraceEvents,
+		m.TraceOn,
+		m.Traced,
 		m.ZeroPod,
 	)
 }
@@ -243,13 +276,14 @@ func (m *dnsMaps) Close() error {
 //
 // It can be passed to loadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dnsVariables struct {
-	DnsTimeoutNs    *ebpf.Variable `ebpf:"dns_timeout_ns"`
-	InflightMask    *ebpf.Variable `ebpf:"inflight_mask"`
-	NameSlotMask    *ebpf.Variable `ebpf:"name_slot_mask"`
-	PodSlotMask     *ebpf.Variable `ebpf:"pod_slot_mask"`
-	UnusedNameKey   *ebpf.Variable `ebpf:"unused_name_key"`
-	UnusedNameSlot  *ebpf.Variable `ebpf:"unused_name_slot"`
-	UnusedNameValue *ebpf.Variable `ebpf:"unused_name_value"`
+	DnsTimeoutNs     *ebpf.Variable `ebpf:"dns_timeout_ns"`
+	InflightMask     *ebpf.Variable `ebpf:"inflight_mask"`
+	NameSlotMask     *ebpf.Variable `ebpf:"name_slot_mask"`
+	PodSlotMask      *ebpf.Variable `ebpf:"pod_slot_mask"`
+	UnusedNameKey    *ebpf.Variable `ebpf:"unused_name_key"`
+	UnusedNameSlot   *ebpf.Variable `ebpf:"unused_name_slot"`
+	UnusedNameValue  *ebpf.Variable `ebpf:"unused_name_value"`
+	UnusedTraceEvent *ebpf.Variable `ebpf:"unused_trace_event"`
 }
 
 // dnsPrograms contains all programs after they have been loaded into the kernel.

@@ -131,6 +131,8 @@ type DNSProbe struct {
 	// the sum it reports (kernel count + queries still waiting past the
 	// timeout) never goes down, see ReadPods.
 	timeouts map[uint64]uint64
+
+	traceMu sync.Mutex // serialises SetTraced
 	rateAt   time.Time
 }
 

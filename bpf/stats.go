@@ -62,6 +62,7 @@ const (
 	statNameInserts
 	statLateAnswers
 	statEvictedAnswers
+	statTraceLost
 	statMax
 )
 
