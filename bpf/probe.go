@@ -133,7 +133,7 @@ type DNSProbe struct {
 	timeouts map[uint64]uint64
 
 	traceMu sync.Mutex // serialises SetTraced
-	rateAt   time.Time
+	rateAt  time.Time
 }
 
 // Close detaches the programs and frees the maps.
