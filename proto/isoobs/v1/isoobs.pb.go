@@ -1860,6 +1860,232 @@ func (x *TCPRow) GetSegsOutPerSecond() float64 {
 	return 0
 }
 
+type TraceRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pod       string                 `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	// 1 in 2^sample_shift of the pod's queries is traced, with its answers (0: every one; at most 16).
+	SampleShift   uint32 `protobuf:"varint,3,opt,name=sample_shift,json=sampleShift,proto3" json:"sample_shift,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceRequest) Reset() {
+	*x = TraceRequest{}
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceRequest) ProtoMessage() {}
+
+func (x *TraceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceRequest.ProtoReflect.Descriptor instead.
+func (*TraceRequest) Descriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TraceRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *TraceRequest) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *TraceRequest) GetSampleShift() uint32 {
+	if x != nil {
+		return x.SampleShift
+	}
+	return 0
+}
+
+// DNSEvent is one DNS message a traced pod sent or received.
+type DNSEvent struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Time      *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Node      string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Namespace string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pod       string                 `protobuf:"bytes,4,opt,name=pod,proto3" json:"pod,omitempty"`
+	// The container whose socket sent or received it (from the pod's status; empty when unknown).
+	Container string `protobuf:"bytes,5,opt,name=container,proto3" json:"container,omitempty"`
+	// query, answer, late-answer (after --dns-timeout: also a timeout), answer-unchecked (the
+	// pod's queries are sampled, or its query was evicted), unsolicited (matched no query).
+	Kind  string `protobuf:"bytes,6,opt,name=kind,proto3" json:"kind,omitempty"`
+	Qname string `protobuf:"bytes,7,opt,name=qname,proto3" json:"qname,omitempty"`
+	Qtype string `protobuf:"bytes,8,opt,name=qtype,proto3" json:"qtype,omitempty"`
+	// Answers only: NOERROR, NXDOMAIN, SERVFAIL, REFUSED or RCODE<n>; and the answer count.
+	Rcode   string `protobuf:"bytes,9,opt,name=rcode,proto3" json:"rcode,omitempty"`
+	Answers uint32 `protobuf:"varint,10,opt,name=answers,proto3" json:"answers,omitempty"`
+	// Answers matched with their query: the time from query to answer.
+	LatencyMs float64 `protobuf:"fixed64,11,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	// The server's address and port (the Service address when kube-proxy translates after the pod).
+	Server   string `protobuf:"bytes,12,opt,name=server,proto3" json:"server,omitempty"`
+	Protocol string `protobuf:"bytes,13,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	DnsId    uint32 `protobuf:"varint,14,opt,name=dns_id,json=dnsId,proto3" json:"dns_id,omitempty"`
+	// Events this stream could not deliver before this one (the viewer read too slowly, or the
+	// node's trace buffer was full), so a gap is never silent.
+	DroppedBefore uint64 `protobuf:"varint,15,opt,name=dropped_before,json=droppedBefore,proto3" json:"dropped_before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSEvent) Reset() {
+	*x = DNSEvent{}
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSEvent) ProtoMessage() {}
+
+func (x *DNSEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSEvent.ProtoReflect.Descriptor instead.
+func (*DNSEvent) Descriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DNSEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *DNSEvent) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DNSEvent) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DNSEvent) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *DNSEvent) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *DNSEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DNSEvent) GetQname() string {
+	if x != nil {
+		return x.Qname
+	}
+	return ""
+}
+
+func (x *DNSEvent) GetQtype() string {
+	if x != nil {
+		return x.Qtype
+	}
+	return ""
+}
+
+func (x *DNSEvent) GetRcode() string {
+	if x != nil {
+		return x.Rcode
+	}
+	return ""
+}
+
+func (x *DNSEvent) GetAnswers() uint32 {
+	if x != nil {
+		return x.Answers
+	}
+	return 0
+}
+
+func (x *DNSEvent) GetLatencyMs() float64 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+func (x *DNSEvent) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *DNSEvent) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *DNSEvent) GetDnsId() uint32 {
+	if x != nil {
+		return x.DnsId
+	}
+	return 0
+}
+
+func (x *DNSEvent) GetDroppedBefore() uint64 {
+	if x != nil {
+		return x.DroppedBefore
+	}
+	return 0
+}
+
 var File_isoobs_v1_isoobs_proto protoreflect.FileDescriptor
 
 const file_isoobs_v1_isoobs_proto_rawDesc = "" +
@@ -2061,7 +2287,29 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x13segs_out_per_second\x18$ \x01(\x01R\x10segsOutPerSecond\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"a\n" +
+	"\fTraceRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\x12!\n" +
+	"\fsample_shift\x18\x03 \x01(\rR\vsampleShift\"\x9d\x03\n" +
+	"\bDNSEvent\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pod\x18\x04 \x01(\tR\x03pod\x12\x1c\n" +
+	"\tcontainer\x18\x05 \x01(\tR\tcontainer\x12\x12\n" +
+	"\x04kind\x18\x06 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05qname\x18\a \x01(\tR\x05qname\x12\x14\n" +
+	"\x05qtype\x18\b \x01(\tR\x05qtype\x12\x14\n" +
+	"\x05rcode\x18\t \x01(\tR\x05rcode\x12\x18\n" +
+	"\aanswers\x18\n" +
+	" \x01(\rR\aanswers\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\v \x01(\x01R\tlatencyMs\x12\x16\n" +
+	"\x06server\x18\f \x01(\tR\x06server\x12\x1a\n" +
+	"\bprotocol\x18\r \x01(\tR\bprotocol\x12\x15\n" +
+	"\x06dns_id\x18\x0e \x01(\rR\x05dnsId\x12%\n" +
+	"\x0edropped_before\x18\x0f \x01(\x04R\rdroppedBefore*a\n" +
 	"\tDimension\x12\x19\n" +
 	"\x15DIMENSION_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rDIMENSION_DNS\x10\x01\x12\x11\n" +
@@ -2086,10 +2334,11 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\n" +
 	"SOURCE_ALL\x10\x01\x12\x0f\n" +
 	"\vSOURCE_EBPF\x10\x02\x12\x11\n" +
-	"\rSOURCE_HUBBLE\x10\x032|\n" +
+	"\rSOURCE_HUBBLE\x10\x032\xb5\x01\n" +
 	"\x06Daemon\x123\n" +
 	"\x03Top\x12\x15.isoobs.v1.TopRequest\x1a\x13.isoobs.v1.TopFrame0\x01\x12=\n" +
-	"\x06Status\x12\x18.isoobs.v1.StatusRequest\x1a\x19.isoobs.v1.StatusResponseB3Z1github.com/isoobs/isoobs/proto/isoobs/v1;isoobsv1b\x06proto3"
+	"\x06Status\x12\x18.isoobs.v1.StatusRequest\x1a\x19.isoobs.v1.StatusResponse\x127\n" +
+	"\x05Trace\x12\x17.isoobs.v1.TraceRequest\x1a\x13.isoobs.v1.DNSEvent0\x01B3Z1github.com/isoobs/isoobs/proto/isoobs/v1;isoobsv1b\x06proto3"
 
 var (
 	file_isoobs_v1_isoobs_proto_rawDescOnce sync.Once
@@ -2104,7 +2353,7 @@ func file_isoobs_v1_isoobs_proto_rawDescGZIP() []byte {
 }
 
 var file_isoobs_v1_isoobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(Dimension)(0),                // 0: isoobs.v1.Dimension
 	(GroupBy)(0),                  // 1: isoobs.v1.GroupBy
@@ -2120,56 +2369,61 @@ var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(*StatusResponse)(nil),        // 11: isoobs.v1.StatusResponse
 	(*HubbleStatus)(nil),          // 12: isoobs.v1.HubbleStatus
 	(*TCPRow)(nil),                // 13: isoobs.v1.TCPRow
-	nil,                           // 14: isoobs.v1.DNSRow.QueriesByTypeEntry
-	nil,                           // 15: isoobs.v1.DNSRow.LabelsEntry
-	nil,                           // 16: isoobs.v1.StatusResponse.CountersEntry
-	nil,                           // 17: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	nil,                           // 18: isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	nil,                           // 19: isoobs.v1.TCPRow.LabelsEntry
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*TraceRequest)(nil),          // 14: isoobs.v1.TraceRequest
+	(*DNSEvent)(nil),              // 15: isoobs.v1.DNSEvent
+	nil,                           // 16: isoobs.v1.DNSRow.QueriesByTypeEntry
+	nil,                           // 17: isoobs.v1.DNSRow.LabelsEntry
+	nil,                           // 18: isoobs.v1.StatusResponse.CountersEntry
+	nil,                           // 19: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	nil,                           // 20: isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	nil,                           // 21: isoobs.v1.TCPRow.LabelsEntry
+	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	0,  // 0: isoobs.v1.TopRequest.dimension:type_name -> isoobs.v1.Dimension
 	1,  // 1: isoobs.v1.TopRequest.group_by:type_name -> isoobs.v1.GroupBy
-	20, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
+	22, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
 	2,  // 3: isoobs.v1.TopRequest.window:type_name -> isoobs.v1.Window
 	3,  // 4: isoobs.v1.TopRequest.source:type_name -> isoobs.v1.Source
-	20, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
+	22, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
 	5,  // 6: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
-	14, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
-	15, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
+	16, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
+	17, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
 	5,  // 9: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
-	21, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
-	21, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
-	21, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
-	20, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
-	21, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
+	23, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
+	23, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
+	23, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
+	22, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
+	23, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
 	6,  // 15: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
 	6,  // 16: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
 	5,  // 17: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
 	13, // 18: isoobs.v1.TopFrame.tcp_rows:type_name -> isoobs.v1.TCPRow
 	13, // 19: isoobs.v1.TopFrame.tcp_total:type_name -> isoobs.v1.TCPRow
-	21, // 20: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
+	23, // 20: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
 	9,  // 21: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
 	10, // 22: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
-	16, // 23: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
-	20, // 24: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
+	18, // 23: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
+	22, // 24: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
 	12, // 25: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
-	21, // 26: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
-	21, // 27: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
-	17, // 28: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	18, // 29: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	19, // 30: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
-	4,  // 31: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	8,  // 32: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	7,  // 33: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	11, // 34: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	33, // [33:35] is the sub-list for method output_type
-	31, // [31:33] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	23, // 26: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
+	23, // 27: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
+	19, // 28: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	20, // 29: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	21, // 30: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
+	23, // 31: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
+	4,  // 32: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	8,  // 33: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	14, // 34: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
+	7,  // 35: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	11, // 36: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	15, // 37: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
+	35, // [35:38] is the sub-list for method output_type
+	32, // [32:35] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
@@ -2183,7 +2437,7 @@ func file_isoobs_v1_isoobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_isoobs_v1_isoobs_proto_rawDesc), len(file_isoobs_v1_isoobs_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

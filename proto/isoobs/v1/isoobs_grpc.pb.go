@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Daemon_Top_FullMethodName    = "/isoobs.v1.Daemon/Top"
 	Daemon_Status_FullMethodName = "/isoobs.v1.Daemon/Status"
+	Daemon_Trace_FullMethodName  = "/isoobs.v1.Daemon/Trace"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -34,6 +35,10 @@ type DaemonClient interface {
 	Top(ctx context.Context, in *TopRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TopFrame], error)
 	// Status describes the daemon: node, kernel, probes, maps, loss counters.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Trace streams the DNS messages of one pod on this node as the probe sees them (sampled 1 in
+	// 2^sample_shift of its queries, with their answers) until the client cancels. NotFound when
+	// the pod is not on this node.
+	Trace(ctx context.Context, in *TraceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DNSEvent], error)
 }
 
 type daemonClient struct {
@@ -73,6 +78,25 @@ func (c *daemonClient) Status(ctx context.Context, in *StatusRequest, opts ...gr
 	return out, nil
 }
 
+func (c *daemonClient) Trace(ctx context.Context, in *TraceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DNSEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Daemon_ServiceDesc.Streams[1], Daemon_Trace_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TraceRequest, DNSEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_TraceClient = grpc.ServerStreamingClient[DNSEvent]
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -81,6 +105,10 @@ type DaemonServer interface {
 	Top(*TopRequest, grpc.ServerStreamingServer[TopFrame]) error
 	// Status describes the daemon: node, kernel, probes, maps, loss counters.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Trace streams the DNS messages of one pod on this node as the probe sees them (sampled 1 in
+	// 2^sample_shift of its queries, with their answers) until the client cancels. NotFound when
+	// the pod is not on this node.
+	Trace(*TraceRequest, grpc.ServerStreamingServer[DNSEvent]) error
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -96,6 +124,9 @@ func (UnimplementedDaemonServer) Top(*TopRequest, grpc.ServerStreamingServer[Top
 }
 func (UnimplementedDaemonServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedDaemonServer) Trace(*TraceRequest, grpc.ServerStreamingServer[DNSEvent]) error {
+	return status.Error(codes.Unimplemented, "method Trace not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -147,6 +178,17 @@ func _Daemon_Status_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_Trace_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TraceRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DaemonServer).Trace(m, &grpc.GenericServerStream[TraceRequest, DNSEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Daemon_TraceServer = grpc.ServerStreamingServer[DNSEvent]
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -163,6 +205,11 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Top",
 			Handler:       _Daemon_Top_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Trace",
+			Handler:       _Daemon_Trace_Handler,
 			ServerStreams: true,
 		},
 	},
