@@ -32,7 +32,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define MAX_CGROUP_LEVEL 32
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
-#define EBUSY 16
+#define EPERM 1
+#define ENOBUFS 105
 #define ECONNREFUSED 111
 #define ETIMEDOUT 110
 
@@ -43,6 +44,7 @@ enum {
 	TCP_SYN_RECV = 3,
 	TCP_TIME_WAIT = 6,
 	TCP_CLOSE = 7,
+	TCP_LISTEN = 10,
 	TCP_NEW_SYN_RECV = 12,
 };
 
@@ -143,7 +145,7 @@ volatile const u64 root_cgroup_id = 0;
 enum tcp_probe_stat {
 	TCP_STAT_CGROUP_OVERFLOW = 0, // event not counted: tcp_stats full
 	TCP_STAT_RESETS_NO_SOCKET,    // RSTs sent for a packet without a full socket (closed port, timewait)
-	TCP_STAT_RETRANS_FAILED,      // retransmit attempts the kernel could not send (err != 0)
+	TCP_STAT_RETRANS_FAILED,      // retransmit attempts that failed (err != 0), counted or not
 	TCP_STAT_NOT_PARSED,          // TCP packets whose headers were not read (IPv6 extension headers)
 	TCP_STAT_MAX,
 };
@@ -246,6 +248,25 @@ static __always_inline u32 log2_bucket(u64 v)
 
 // ---- bytes and segments: cgroup_skb at the root ----
 
+// UAPI struct bpf_sock (include/uapi/linux/bpf.h).
+struct bpf_sock {
+	__u32 bound_dev_if;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 mark;
+	__u32 priority;
+	__u32 src_ip4;
+	__u32 src_ip6[4];
+	__u32 src_port;
+	__be16 dst_port;
+	__u16 : 16;
+	__u32 dst_ip4;
+	__u32 dst_ip6[4];
+	__u32 state;
+	__s32 rx_queue_mapping;
+};
+
 // The first fields of the UAPI struct bpf_tcp_sock (include/uapi/linux/bpf.h).
 struct bpf_tcp_sock {
 	__u32 snd_cwnd;
@@ -313,7 +334,9 @@ static __always_inline int count_packet(struct __sk_buff *skb, int egress)
 	struct bpf_sock *sk = skb->sk;
 	if (payload && sk) {
 		sk = bpf_sk_fullsock(sk);
-		struct bpf_tcp_sock *tp = sk ? bpf_tcp_sock(sk) : 0;
+		// A listener stands in for a connection still being set up (data on the ACK
+		// that completes the handshake): its sequence numbers are not the flow's.
+		struct bpf_tcp_sock *tp = sk && sk->state != TCP_LISTEN ? bpf_tcp_sock(sk) : 0;
 		if (tp)
 			fresh = new_bytes(seq, payload, egress ? tp->snd_nxt : tp->rcv_nxt);
 	}
@@ -425,12 +448,13 @@ int tcp_retransmit(u64 *ctx)
 	const struct sock *sk = (void *)ctx[0];
 	const struct sk_buff *skb = (void *)ctx[1];
 	int err = (int)ctx[2];
-	if (err == -EBUSY)
-		return 0; // still queued on the host: not retransmitted, not counted by the kernel
-	if (err) {
+	if (err)
 		stat_inc(TCP_STAT_RETRANS_FAILED);
+	// The kernel counts a retransmit (TcpRetransSegs) once it hands the segment to the IP
+	// layer: a failure there (the device queue dropped it: ENOBUFS; netfilter: EPERM) still
+	// counts, the earlier bail-outs (still queued: EBUSY; no memory, no route, no window) do not.
+	if (err && err != -ENOBUFS && err != -EPERM)
 		return 0;
-	}
 	u64 id = sock_cgroup(sk);
 	if (!id)
 		return 0;

@@ -53,7 +53,7 @@ type TCPStats struct {
 	// ResetsNoSocket are RSTs the kernel sent for packets that found no full socket (a closed
 	// port, a timewait socket): they belong to no cgroup.
 	ResetsNoSocket uint64
-	RetransFailed  uint64 // retransmits the kernel attempted but could not send
+	RetransFailed  uint64 // retransmits that failed (a device drop still counts as retransmitted, as the kernel counts it)
 	NotParsed      uint64 // IPv6 packets behind extension headers, not examined
 }
 
