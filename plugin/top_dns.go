@@ -161,7 +161,9 @@ runs the daemon's engine in this process. Counters cover the time since the
 daemon started; --duration D counts only the next D.
 
 On a terminal the view refreshes every --interval (keys: s cycles the sort,
-n/f/e/l/r/c/m/a pick one, q quits). Otherwise each frame is printed as a table
+n/f/e/l/r/c/m/a pick one, / filters the rows shown, g/G switch the grouping,
+Esc backs out of a filter or grouping, q quits; its second line says which
+nodes answer, which are missing or stale, and the window). Otherwise each frame is printed as a table
 (-o wide for more columns), as one JSON object per line (-o json) or as a YAML
 document (-o yaml). All namespaces are shown unless -n narrows them.
 
