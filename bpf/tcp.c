@@ -11,6 +11,8 @@
 //   tp_btf/inet_sock_set_state                    opens (active/passive), connect failures
 //   tp_btf/tcp_retransmit_skb, tcp_retransmit_synack  retransmitted segments
 //   tp_btf/tcp_send_reset, tcp_receive_reset      resets sent / received
+//   tp_btf/kfree_skb                              packets dropped, by the kernel's reason
+//                                                 (any protocol: the top drops view)
 //
 // Attribution is always by the socket's cgroup (sk->sk_cgrp_data, what
 // bpf_skb_cgroup_id reads too), never by the current task: tracepoints fire
@@ -86,6 +88,8 @@ struct sock {
 
 struct sk_buff {
 	char cb[48];
+	unsigned int len;
+	struct sock *sk;
 } __attribute__((preserve_access_index));
 
 struct tcp_skb_cb {
@@ -147,6 +151,7 @@ enum tcp_probe_stat {
 	TCP_STAT_RESETS_NO_SOCKET,    // RSTs sent for a packet without a full socket (closed port, timewait)
 	TCP_STAT_RETRANS_FAILED,      // retransmit attempts that failed (err != 0), counted or not
 	TCP_STAT_NOT_PARSED,          // TCP packets whose headers were not read (IPv6 extension headers)
+	TCP_STAT_DROP_OVERFLOW,       // drops not counted: drop_stats full
 	TCP_STAT_MAX,
 };
 
@@ -174,6 +179,27 @@ struct {
 	__type(key, u64);
 	__type(value, struct tcp_counters);
 } tcp_stats SEC(".maps");
+
+// Packets the kernel dropped, per (cgroup, reason). cgroup_id 0 holds drops of
+// packets that had no socket (most ingress drops before the socket lookup).
+struct drop_key {
+	u64 cgroup_id;
+	u32 reason; // enum skb_drop_reason; userspace names it from the kernel's BTF
+	u32 pad;
+};
+
+struct drop_value {
+	u64 packets;
+	u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct drop_key);
+	__type(value, struct drop_value);
+} drop_stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -513,5 +539,55 @@ int tcp_receive_reset(u64 *ctx)
 	struct tcp_counters *c = counters_of(id);
 	if (c)
 		c->resets_received++;
+	return 0;
+}
+
+// ---- drops: the kfree_skb tracepoint ----
+
+#define SKB_CONSUMED 1 // reasons 0 (not dropped yet) and 1 (consumed) are no drops
+
+static __always_inline int is_full_sock(const struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	unsigned char state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
+}
+
+SEC("tp_btf/kfree_skb")
+int drop_skb(u64 *ctx)
+{
+	const struct sk_buff *skb = (void *)ctx[0];
+	u32 reason = (u32)ctx[2];
+	if (reason <= SKB_CONSUMED)
+		return 0;
+	// The packet's own socket (sent, or received and matched) or, for a packet dropped on
+	// receive, the socket it was for (the tracepoint's rx_sk, Linux 6.10+).
+	const struct sock *sk = BPF_CORE_READ(skb, sk);
+	if (!is_full_sock(sk)) {
+		sk = (void *)ctx[3];
+		if (!is_full_sock(sk))
+			sk = 0;
+	}
+	struct drop_key key = {.reason = reason};
+	if (sk) {
+		key.cgroup_id = sock_cgroup(sk);
+		if (!key.cgroup_id)
+			return 0; // a socket outside the root: not ours to count
+	}
+	u64 len = BPF_CORE_READ(skb, len);
+	struct drop_value *v = bpf_map_lookup_elem(&drop_stats, &key);
+	if (!v) {
+		struct drop_value zero = {};
+		if (bpf_map_update_elem(&drop_stats, &key, &zero, BPF_NOEXIST) == -E2BIG) {
+			stat_inc(TCP_STAT_DROP_OVERFLOW);
+			return 0;
+		}
+		v = bpf_map_lookup_elem(&drop_stats, &key);
+		if (!v)
+			return 0;
+	}
+	v->packets++;
+	v->bytes += len;
 	return 0;
 }

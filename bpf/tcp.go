@@ -55,6 +55,8 @@ type TCPStats struct {
 	ResetsNoSocket uint64
 	RetransFailed  uint64 // retransmits that failed (a device drop still counts as retransmitted, as the kernel counts it)
 	NotParsed      uint64 // IPv6 packets behind extension headers, not examined
+	Drops          MapFill
+	DropOverflow   uint64 // drops not counted because the drop map was full
 }
 
 // Indexes of tcp_probe_stats, mirroring enum tcp_probe_stat in tcp.c.
@@ -63,6 +65,7 @@ const (
 	tcpStatResetsNoSocket
 	tcpStatRetransFailed
 	tcpStatNotParsed
+	tcpStatDropOverflow
 	tcpStatMax
 )
 
@@ -75,7 +78,8 @@ type TCPProbe struct {
 }
 
 // LoadTCP loads the TCP probe, attaches its cgroup programs (cgroup_skb egress and ingress,
-// sock_ops) to opts.CgroupRoot and its BTF tracepoints. Errors name what is missing.
+// sock_ops) to opts.CgroupRoot and its BTF tracepoints, kfree_skb's included (the drops,
+// ReadDrops). Errors name what is missing.
 func LoadTCP(opts TCPOptions) (*TCPProbe, error) {
 	if err := cgroupv2.Check(opts.CgroupRoot); err != nil {
 		return nil, err
@@ -138,6 +142,7 @@ func (p *TCPProbe) attach() error {
 		{"tcp_retransmit_synack", "tcp/tcp_retransmit_synack", p.objs.TcpRetransmitSynack},
 		{"tcp_send_reset", "tcp/tcp_send_reset", p.objs.TcpSendReset},
 		{"tcp_receive_reset", "tcp/tcp_receive_reset", p.objs.TcpReceiveReset},
+		{"drop_skb", "skb/kfree_skb", p.objs.DropSkb},
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: a.prog})
 		att := Attachment{Program: a.name, Hook: "tp_btf", Target: a.tracepoint}
@@ -236,6 +241,13 @@ func (p *TCPProbe) Stats() (TCPStats, error) {
 	s.ResetsNoSocket = counters[tcpStatResetsNoSocket]
 	s.RetransFailed = counters[tcpStatRetransFailed]
 	s.NotParsed = counters[tcpStatNotParsed]
+	s.DropOverflow = counters[tcpStatDropOverflow]
+	s.Drops.Max = p.objs.DropStats.MaxEntries()
+	var dk tcpDropKey
+	var dv []tcpDropValue
+	for dit := p.objs.DropStats.Iterate(); dit.Next(&dk, &dv); {
+		s.Drops.Entries++
+	}
 	s.Cgroups.Max = p.objs.TcpStats.MaxEntries()
 	var id uint64
 	var perCPU []tcpTcpCounters

@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tcpDropKey struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	Reason   uint32
+	Pad      uint32
+}
+
+type tcpDropValue struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+}
+
 type tcpTcpCounters struct {
 	_               structs.HostLayout
 	ActiveOpens     uint64
@@ -35,8 +48,10 @@ type tcpTcpCounters struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tcpMapDropStats            = "drop_stats"
 	tcpMapTcpProbeStats        = "tcp_probe_stats"
 	tcpMapTcpStats             = "tcp_stats"
+	tcpProgDropSkb             = "drop_skb"
 	tcpProgTcpEgress           = "tcp_egress"
 	tcpProgTcpIngress          = "tcp_ingress"
 	tcpProgTcpReceiveReset     = "tcp_receive_reset"
@@ -90,6 +105,7 @@ type tcpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpProgramSpecs struct {
+	DropSkb             *ebpf.ProgramSpec `ebpf:"drop_skb"`
 	TcpEgress           *ebpf.ProgramSpec `ebpf:"tcp_egress"`
 	TcpIngress          *ebpf.ProgramSpec `ebpf:"tcp_ingress"`
 	TcpReceiveReset     *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
@@ -104,6 +120,7 @@ type tcpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpMapSpecs struct {
+	DropStats     *ebpf.MapSpec `ebpf:"drop_stats"`
 	TcpProbeStats *ebpf.MapSpec `ebpf:"tcp_probe_stats"`
 	TcpStats      *ebpf.MapSpec `ebpf:"tcp_stats"`
 }
@@ -135,12 +152,14 @@ func (o *tcpObjects) Close() error {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpMaps struct {
+	DropStats     *ebpf.Map `ebpf:"drop_stats"`
 	TcpProbeStats *ebpf.Map `ebpf:"tcp_probe_stats"`
 	TcpStats      *ebpf.Map `ebpf:"tcp_stats"`
 }
 
 func (m *tcpMaps) Close() error {
 	return _TcpClose(
+		m.DropStats,
 		m.TcpProbeStats,
 		m.TcpStats,
 	)
@@ -157,6 +176,7 @@ type tcpVariables struct {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpPrograms struct {
+	DropSkb             *ebpf.Program `ebpf:"drop_skb"`
 	TcpEgress           *ebpf.Program `ebpf:"tcp_egress"`
 	TcpIngress          *ebpf.Program `ebpf:"tcp_ingress"`
 	TcpReceiveReset     *ebpf.Program `ebpf:"tcp_receive_reset"`
@@ -169,6 +189,7 @@ type tcpPrograms struct {
 
 func (p *tcpPrograms) Close() error {
 	return _TcpClose(
+		p.DropSkb,
 		p.TcpEgress,
 		p.TcpIngress,
 		p.TcpReceiveReset,
