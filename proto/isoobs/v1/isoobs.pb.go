@@ -944,8 +944,13 @@ type TopFrame struct {
 	// was full, since the stream started (filtered counts may be low by up to this many).
 	NameOverflow uint64 `protobuf:"varint,30,opt,name=name_overflow,json=nameOverflow,proto3" json:"name_overflow,omitempty"`
 	// DIMENSION_TCP: rows and their total (rows, total and top_names stay empty).
-	TcpRows       []*TCPRow `protobuf:"bytes,20,rep,name=tcp_rows,json=tcpRows,proto3" json:"tcp_rows,omitempty"`
-	TcpTotal      *TCPRow   `protobuf:"bytes,21,opt,name=tcp_total,json=tcpTotal,proto3" json:"tcp_total,omitempty"`
+	TcpRows  []*TCPRow `protobuf:"bytes,20,rep,name=tcp_rows,json=tcpRows,proto3" json:"tcp_rows,omitempty"`
+	TcpTotal *TCPRow   `protobuf:"bytes,21,opt,name=tcp_total,json=tcpTotal,proto3" json:"tcp_total,omitempty"`
+	// DIMENSION_DROPS: rows, their total, and the drops of packets that had no socket (not any
+	// pod's: most receive-side drops before the socket lookup), node-wide by reason.
+	DropRows      []*DropRow `protobuf:"bytes,22,rep,name=drop_rows,json=dropRows,proto3" json:"drop_rows,omitempty"`
+	DropTotal     *DropRow   `protobuf:"bytes,23,opt,name=drop_total,json=dropTotal,proto3" json:"drop_total,omitempty"`
+	DropNoSocket  *DropRow   `protobuf:"bytes,24,opt,name=drop_no_socket,json=dropNoSocket,proto3" json:"drop_no_socket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1060,6 +1065,27 @@ func (x *TopFrame) GetTcpRows() []*TCPRow {
 func (x *TopFrame) GetTcpTotal() *TCPRow {
 	if x != nil {
 		return x.TcpTotal
+	}
+	return nil
+}
+
+func (x *TopFrame) GetDropRows() []*DropRow {
+	if x != nil {
+		return x.DropRows
+	}
+	return nil
+}
+
+func (x *TopFrame) GetDropTotal() *DropRow {
+	if x != nil {
+		return x.DropTotal
+	}
+	return nil
+}
+
+func (x *TopFrame) GetDropNoSocket() *DropRow {
+	if x != nil {
+		return x.DropNoSocket
 	}
 	return nil
 }
@@ -2086,6 +2112,219 @@ func (x *DNSEvent) GetDroppedBefore() uint64 {
 	return 0
 }
 
+// DropReasonCount is how many packets one drop reason took (the kernel's name without the
+// SKB_DROP_REASON_ prefix: NETFILTER_DROP, NO_SOCKET, TCP_CSUM, ...).
+type DropReasonCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	Packets       uint64                 `protobuf:"varint,2,opt,name=packets,proto3" json:"packets,omitempty"`
+	Bytes         uint64                 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropReasonCount) Reset() {
+	*x = DropReasonCount{}
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropReasonCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropReasonCount) ProtoMessage() {}
+
+func (x *DropReasonCount) ProtoReflect() protoreflect.Message {
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropReasonCount.ProtoReflect.Descriptor instead.
+func (*DropReasonCount) Descriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DropReasonCount) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DropReasonCount) GetPackets() uint64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
+func (x *DropReasonCount) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+// DropRow is the packets the kernel dropped for one pod (or group): its sockets' packets,
+// sent or received, attributed by the socket's cgroup.
+type DropRow struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Node             string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Namespace        string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pod              string                 `protobuf:"bytes,3,opt,name=pod,proto3" json:"pod,omitempty"`
+	PodUid           string                 `protobuf:"bytes,4,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	Workload         string                 `protobuf:"bytes,5,opt,name=workload,proto3" json:"workload,omitempty"`
+	WorkloadKind     string                 `protobuf:"bytes,6,opt,name=workload_kind,json=workloadKind,proto3" json:"workload_kind,omitempty"`
+	Cgroup           string                 `protobuf:"bytes,7,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	CgroupId         uint64                 `protobuf:"varint,8,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
+	Pods             uint32                 `protobuf:"varint,9,opt,name=pods,proto3" json:"pods,omitempty"`
+	Labels           map[string]string      `protobuf:"bytes,10,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Packets          uint64                 `protobuf:"varint,11,opt,name=packets,proto3" json:"packets,omitempty"`
+	Bytes            uint64                 `protobuf:"varint,12,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	PacketsPerSecond float64                `protobuf:"fixed64,13,opt,name=packets_per_second,json=packetsPerSecond,proto3" json:"packets_per_second,omitempty"`
+	// By reason, most packets first.
+	Reasons       []*DropReasonCount `protobuf:"bytes,14,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropRow) Reset() {
+	*x = DropRow{}
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropRow) ProtoMessage() {}
+
+func (x *DropRow) ProtoReflect() protoreflect.Message {
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropRow.ProtoReflect.Descriptor instead.
+func (*DropRow) Descriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DropRow) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DropRow) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DropRow) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *DropRow) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
+	}
+	return ""
+}
+
+func (x *DropRow) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *DropRow) GetWorkloadKind() string {
+	if x != nil {
+		return x.WorkloadKind
+	}
+	return ""
+}
+
+func (x *DropRow) GetCgroup() string {
+	if x != nil {
+		return x.Cgroup
+	}
+	return ""
+}
+
+func (x *DropRow) GetCgroupId() uint64 {
+	if x != nil {
+		return x.CgroupId
+	}
+	return 0
+}
+
+func (x *DropRow) GetPods() uint32 {
+	if x != nil {
+		return x.Pods
+	}
+	return 0
+}
+
+func (x *DropRow) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *DropRow) GetPackets() uint64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
+func (x *DropRow) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *DropRow) GetPacketsPerSecond() float64 {
+	if x != nil {
+		return x.PacketsPerSecond
+	}
+	return 0
+}
+
+func (x *DropRow) GetReasons() []*DropReasonCount {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
 var File_isoobs_v1_isoobs_proto protoreflect.FileDescriptor
 
 const file_isoobs_v1_isoobs_proto_rawDesc = "" +
@@ -2171,7 +2410,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf7\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x05\n" +
 	"\bTopFrame\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x125\n" +
@@ -2184,7 +2423,11 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\bwarnings\x18\t \x03(\tR\bwarnings\x12#\n" +
 	"\rname_overflow\x18\x1e \x01(\x04R\fnameOverflow\x12,\n" +
 	"\btcp_rows\x18\x14 \x03(\v2\x11.isoobs.v1.TCPRowR\atcpRows\x12.\n" +
-	"\ttcp_total\x18\x15 \x01(\v2\x11.isoobs.v1.TCPRowR\btcpTotal\"\x0f\n" +
+	"\ttcp_total\x18\x15 \x01(\v2\x11.isoobs.v1.TCPRowR\btcpTotal\x12/\n" +
+	"\tdrop_rows\x18\x16 \x03(\v2\x12.isoobs.v1.DropRowR\bdropRows\x121\n" +
+	"\n" +
+	"drop_total\x18\x17 \x01(\v2\x12.isoobs.v1.DropRowR\tdropTotal\x128\n" +
+	"\x0edrop_no_socket\x18\x18 \x01(\v2\x12.isoobs.v1.DropRowR\fdropNoSocket\"\x0f\n" +
 	"\rStatusRequest\"\x7f\n" +
 	"\vProbeStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -2309,7 +2552,30 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x06server\x18\f \x01(\tR\x06server\x12\x1a\n" +
 	"\bprotocol\x18\r \x01(\tR\bprotocol\x12\x15\n" +
 	"\x06dns_id\x18\x0e \x01(\rR\x05dnsId\x12%\n" +
-	"\x0edropped_before\x18\x0f \x01(\x04R\rdroppedBefore*a\n" +
+	"\x0edropped_before\x18\x0f \x01(\x04R\rdroppedBefore\"Y\n" +
+	"\x0fDropReasonCount\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
+	"\apackets\x18\x02 \x01(\x04R\apackets\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xf7\x03\n" +
+	"\aDropRow\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pod\x18\x03 \x01(\tR\x03pod\x12\x17\n" +
+	"\apod_uid\x18\x04 \x01(\tR\x06podUid\x12\x1a\n" +
+	"\bworkload\x18\x05 \x01(\tR\bworkload\x12#\n" +
+	"\rworkload_kind\x18\x06 \x01(\tR\fworkloadKind\x12\x16\n" +
+	"\x06cgroup\x18\a \x01(\tR\x06cgroup\x12\x1b\n" +
+	"\tcgroup_id\x18\b \x01(\x04R\bcgroupId\x12\x12\n" +
+	"\x04pods\x18\t \x01(\rR\x04pods\x126\n" +
+	"\x06labels\x18\n" +
+	" \x03(\v2\x1e.isoobs.v1.DropRow.LabelsEntryR\x06labels\x12\x18\n" +
+	"\apackets\x18\v \x01(\x04R\apackets\x12\x14\n" +
+	"\x05bytes\x18\f \x01(\x04R\x05bytes\x12,\n" +
+	"\x12packets_per_second\x18\r \x01(\x01R\x10packetsPerSecond\x124\n" +
+	"\areasons\x18\x0e \x03(\v2\x1a.isoobs.v1.DropReasonCountR\areasons\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*a\n" +
 	"\tDimension\x12\x19\n" +
 	"\x15DIMENSION_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rDIMENSION_DNS\x10\x01\x12\x11\n" +
@@ -2353,7 +2619,7 @@ func file_isoobs_v1_isoobs_proto_rawDescGZIP() []byte {
 }
 
 var file_isoobs_v1_isoobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(Dimension)(0),                // 0: isoobs.v1.Dimension
 	(GroupBy)(0),                  // 1: isoobs.v1.GroupBy
@@ -2371,59 +2637,67 @@ var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(*TCPRow)(nil),                // 13: isoobs.v1.TCPRow
 	(*TraceRequest)(nil),          // 14: isoobs.v1.TraceRequest
 	(*DNSEvent)(nil),              // 15: isoobs.v1.DNSEvent
-	nil,                           // 16: isoobs.v1.DNSRow.QueriesByTypeEntry
-	nil,                           // 17: isoobs.v1.DNSRow.LabelsEntry
-	nil,                           // 18: isoobs.v1.StatusResponse.CountersEntry
-	nil,                           // 19: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	nil,                           // 20: isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	nil,                           // 21: isoobs.v1.TCPRow.LabelsEntry
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*DropReasonCount)(nil),       // 16: isoobs.v1.DropReasonCount
+	(*DropRow)(nil),               // 17: isoobs.v1.DropRow
+	nil,                           // 18: isoobs.v1.DNSRow.QueriesByTypeEntry
+	nil,                           // 19: isoobs.v1.DNSRow.LabelsEntry
+	nil,                           // 20: isoobs.v1.StatusResponse.CountersEntry
+	nil,                           // 21: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	nil,                           // 22: isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	nil,                           // 23: isoobs.v1.TCPRow.LabelsEntry
+	nil,                           // 24: isoobs.v1.DropRow.LabelsEntry
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	0,  // 0: isoobs.v1.TopRequest.dimension:type_name -> isoobs.v1.Dimension
 	1,  // 1: isoobs.v1.TopRequest.group_by:type_name -> isoobs.v1.GroupBy
-	22, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
+	25, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
 	2,  // 3: isoobs.v1.TopRequest.window:type_name -> isoobs.v1.Window
 	3,  // 4: isoobs.v1.TopRequest.source:type_name -> isoobs.v1.Source
-	22, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
+	25, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
 	5,  // 6: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
-	16, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
-	17, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
+	18, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
+	19, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
 	5,  // 9: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
-	23, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
-	23, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
-	23, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
-	22, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
-	23, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
+	26, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
+	26, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
+	26, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
+	25, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
+	26, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
 	6,  // 15: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
 	6,  // 16: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
 	5,  // 17: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
 	13, // 18: isoobs.v1.TopFrame.tcp_rows:type_name -> isoobs.v1.TCPRow
 	13, // 19: isoobs.v1.TopFrame.tcp_total:type_name -> isoobs.v1.TCPRow
-	23, // 20: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
-	9,  // 21: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
-	10, // 22: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
-	18, // 23: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
-	22, // 24: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
-	12, // 25: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
-	23, // 26: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
-	23, // 27: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
-	19, // 28: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	20, // 29: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	21, // 30: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
-	23, // 31: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
-	4,  // 32: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	8,  // 33: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	14, // 34: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
-	7,  // 35: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	11, // 36: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	15, // 37: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
-	35, // [35:38] is the sub-list for method output_type
-	32, // [32:35] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	17, // 20: isoobs.v1.TopFrame.drop_rows:type_name -> isoobs.v1.DropRow
+	17, // 21: isoobs.v1.TopFrame.drop_total:type_name -> isoobs.v1.DropRow
+	17, // 22: isoobs.v1.TopFrame.drop_no_socket:type_name -> isoobs.v1.DropRow
+	26, // 23: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
+	9,  // 24: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
+	10, // 25: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
+	20, // 26: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
+	25, // 27: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
+	12, // 28: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
+	26, // 29: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
+	26, // 30: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
+	21, // 31: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	22, // 32: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	23, // 33: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
+	26, // 34: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
+	24, // 35: isoobs.v1.DropRow.labels:type_name -> isoobs.v1.DropRow.LabelsEntry
+	16, // 36: isoobs.v1.DropRow.reasons:type_name -> isoobs.v1.DropReasonCount
+	4,  // 37: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	8,  // 38: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	14, // 39: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
+	7,  // 40: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	11, // 41: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	15, // 42: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
+	40, // [40:43] is the sub-list for method output_type
+	37, // [37:40] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
@@ -2437,7 +2711,7 @@ func file_isoobs_v1_isoobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_isoobs_v1_isoobs_proto_rawDesc), len(file_isoobs_v1_isoobs_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
