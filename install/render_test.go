@@ -441,7 +441,7 @@ func TestMonitoringChartAndPromtool(t *testing.T) {
 		}
 	}
 	slices.Sort(dashboards)
-	want := []string{"grafana-cilium-dashboard", "grafana-cilium-operator-dashboard", "grafana-hubble-dashboard", "grafana-hubble-dns-namespace", "grafana-hubble-l7-http-metrics-by-workload", "grafana-hubble-network-overview-namespace", "grafana-isoobs-dns"}
+	want := []string{"grafana-cilium-dashboard", "grafana-cilium-operator-dashboard", "grafana-hubble-dashboard", "grafana-hubble-dns-namespace", "grafana-hubble-l7-http-metrics-by-workload", "grafana-hubble-network-overview-namespace", "grafana-isoobs-dns", "grafana-isoobs-tcp"}
 	if !slices.Equal(dashboards, want) {
 		t.Errorf("dashboards = %v, want %v", dashboards, want)
 	}

@@ -20,7 +20,7 @@ const testFile = "isoobs-alerts.test.yaml"
 var wantAlerts = []string{
 	"IsoobsDNSQueryRateSpike", "IsoobsDNSNXDOMAINRatioHigh", "IsoobsDNSSERVFAILRatioHigh", "IsoobsDNSTimeoutRatioHigh",
 	"IsoobsDaemonDown", "IsoobsDaemonMissingOnNode", "IsoobsDaemonsAbsent",
-	"IsoobsKernelMapOverflow", "IsoobsKernelMapNearlyFull", "IsoobsHubbleDisconnected",
+	"IsoobsKernelMapOverflow", "IsoobsTCPMapOverflow", "IsoobsKernelMapNearlyFull", "IsoobsHubbleDisconnected",
 }
 
 // Labels a rule may keep or group by: bounded ones only (never a pod UID or a query name).

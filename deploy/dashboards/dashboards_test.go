@@ -10,7 +10,7 @@ import (
 )
 
 // Labels a panel may group or select by: bounded ones only (never a pod UID or a query name).
-var boundedLabels = []string{"cluster", "namespace", "workload", "rcode", "node", "reason", "map", "job", "le"}
+var boundedLabels = []string{"cluster", "namespace", "workload", "rcode", "direction", "node", "reason", "map", "job", "le"}
 
 func loadAll(t *testing.T) map[string]*dashboards.Dashboard {
 	t.Helper()

@@ -117,7 +117,7 @@ var literalAlternation = regexp.MustCompile(`^[A-Za-z0-9_./-]+(\|[A-Za-z0-9_./-]
 // scrape: each metric is one the daemons export (or `up`, which Prometheus makes per target),
 // each label matched or grouped by is on that metric or added by the pipeline's scrape job,
 // and each label value matched literally (rcode="NXDOMAIN", reason=~"pod_map_full|...") occurs.
-// The scrape itself carries no pod name, pod UID or query name, and every name of the splunk
+// DNS over TCP gives the TCP probe's series too. The scrape itself carries no pod name, pod UID or query name, and every name of the splunk
 // pipeline's isoobs allowlist is a metric family the daemons serve.
 func TestDashboardsAndAlertsMatchARealScrape(t *testing.T) {
 	needroot.Require(t, "the lab builds network namespaces and cgroups and the daemons load eBPF")
@@ -183,6 +183,10 @@ func TestDashboardsAndAlertsMatchARealScrape(t *testing.T) {
 		}
 	}
 	t.Logf("flood: %d random names sent, %d NXDOMAIN", rep.Sent, rep.RCodes.NXDomain)
+	// DNS over TCP: the TCP probe's series (isoobs / TCP dashboard) for the crawler and CoreDNS.
+	if _, err := dnsgen.RunInPod(ctx, crawler.Net, gen, dnsgen.Config{Server: dnsServer, Proto: "tcp", Names: []string{"coreapi.tenant-jobs.svc.cluster.local"}, Count: 20}); err != nil {
+		t.Fatal(err)
+	}
 
 	sc := scrape{}
 	series := 0
@@ -206,8 +210,9 @@ func TestDashboardsAndAlertsMatchARealScrape(t *testing.T) {
 			}
 			texts = append(texts, text)
 		}
-		if !sc["isoobs_dns_responses_total"]["rcode"]["NXDOMAIN"] || sc["isoobs_dns_latency_seconds_bucket"] == nil {
-			return fmt.Errorf("no NXDOMAIN or latency series yet")
+		if !sc["isoobs_dns_responses_total"]["rcode"]["NXDOMAIN"] || sc["isoobs_dns_latency_seconds_bucket"] == nil ||
+			!sc["isoobs_tcp_bytes_total"]["namespace"]["tenant-jobs"] {
+			return fmt.Errorf("no NXDOMAIN, latency or tenant-jobs TCP series yet")
 		}
 		return nil
 	})
