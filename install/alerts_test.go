@@ -3,6 +3,10 @@ package install
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -103,5 +107,45 @@ func TestPrometheusConfigHonorsIsoobsLabels(t *testing.T) {
 		if j.HonorLabels != (j.JobName == "isoobs") {
 			t.Errorf("job %s honor_labels %v", j.JobName, j.HonorLabels)
 		}
+	}
+}
+
+// The splunk pipeline's prometheus receivers (the seed's and the isoobs daemons') are Prometheus
+// scrape configs, which the collector's prometheus receiver parses with Prometheus's own config
+// code: promtool (the same code) accepts them, the collector's $$ escapes taken as it takes them.
+func TestSplunkReceiversArePrometheusScrapeConfigs(t *testing.T) {
+	o := testOptions(values.ProfileDefault)
+	o.Pipeline, o.Splunk.Realm = values.PipelineSplunk, "us1"
+	raw, err := yaml.Marshal(values.SplunkCollector(o)["agent"].(map[string]any)["config"].(map[string]any)["receivers"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var receivers map[string]struct {
+		Config struct {
+			ScrapeConfigs []any `json:"scrape_configs"`
+		} `json:"config"`
+	}
+	if err := yaml.Unmarshal(raw, &receivers); err != nil {
+		t.Fatal(err)
+	}
+	var jobs []any
+	for name, r := range receivers {
+		if strings.HasPrefix(name, "prometheus/") {
+			jobs = append(jobs, r.Config.ScrapeConfigs...)
+		}
+	}
+	if receivers[values.IsoobsReceiver].Config.ScrapeConfigs == nil || len(jobs) != 6 {
+		t.Fatalf("%d prometheus receiver jobs, isoobs receiver %v", len(jobs), receivers[values.IsoobsReceiver])
+	}
+	cfg, err := yaml.Marshal(map[string]any{"scrape_configs": jobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "collector-scrape.yaml")
+	if err := os.WriteFile(file, []byte(strings.ReplaceAll(string(cfg), "$$", "$")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(findPromtool(t), "check", "config", file).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check config: %v\n%s\n%s", err, out, cfg)
 	}
 }
