@@ -186,6 +186,8 @@ type Daemon struct {
 	// tcp is nil when the TCP probe is off or did not load (tcpErr says why).
 	tcp    *tcpCollector
 	tcpErr error
+	// tracer is nil when the DNS source cannot trace (tests' fake sources).
+	tracer *tracer
 
 	closeOnce sync.Once
 }
@@ -213,6 +215,9 @@ func New(cfg Config) (*Daemon, error) {
 		src = probe
 	}
 	d := &Daemon{cfg: cfg, src: src, kernel: kernelRelease()}
+	if ts, ok := src.(traceSource); ok {
+		d.tracer = newTracer(ts)
+	}
 	d.resolver = podresolver.NewResolver(cfg.CgroupRoot, cfg.Interval/2)
 	if cfg.RESTConfig != nil {
 		w, err := podmeta.NewWatcher(cfg.RESTConfig, cfg.NodeName, cfg.Logger)
@@ -444,7 +449,12 @@ func (d *Daemon) Ready() error {
 // Close detaches the probe.
 func (d *Daemon) Close() error {
 	var err error
-	d.closeOnce.Do(func() { err = errors.Join(d.src.Close(), d.closeTCP()) })
+	d.closeOnce.Do(func() {
+		if d.tracer != nil {
+			d.tracer.close()
+		}
+		err = errors.Join(d.src.Close(), d.closeTCP())
+	})
 	return err
 }
 

@@ -29,6 +29,9 @@ type Pod struct {
 	Labels       map[string]string
 	Workload     string
 	WorkloadKind string
+	// Containers maps container IDs (without the runtime's "containerd://" prefix) to container
+	// names, from the pod's status: a trace names the container whose cgroup sent a query.
+	Containers map[string]string
 }
 
 // cronJobJobName is how the CronJob controller names its Jobs: <cronjob>-<scheduled unix minutes>.
@@ -65,7 +68,18 @@ func Owner(pod *corev1.Pod) (name, kind string) {
 // FromPod converts an API pod.
 func FromPod(p *corev1.Pod) Pod {
 	w, k := Owner(p)
-	return Pod{UID: string(p.UID), Name: p.Name, Namespace: p.Namespace, Node: p.Spec.NodeName, Labels: p.Labels, Workload: w, WorkloadKind: k}
+	pod := Pod{UID: string(p.UID), Name: p.Name, Namespace: p.Namespace, Node: p.Spec.NodeName, Labels: p.Labels, Workload: w, WorkloadKind: k}
+	for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses, p.Status.EphemeralContainerStatuses} {
+		for _, c := range list {
+			if _, id, ok := strings.Cut(c.ContainerID, "://"); ok && id != "" {
+				if pod.Containers == nil {
+					pod.Containers = map[string]string{}
+				}
+				pod.Containers[id] = c.Name
+			}
+		}
+	}
+	return pod
 }
 
 // Watcher keeps the pods of one node from an informer limited to spec.nodeName=<node>.
@@ -130,7 +144,11 @@ func newWatcher(cs kubernetes.Interface, node string) *Watcher {
 			p.ManagedFields = nil
 			p.Annotations = nil
 			p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName}
-			p.Status = corev1.PodStatus{Phase: p.Status.Phase}
+			// Container names and IDs stay: a trace names the container of each query.
+			p.Status = corev1.PodStatus{Phase: p.Status.Phase,
+				InitContainerStatuses:      namesAndIDs(p.Status.InitContainerStatuses),
+				ContainerStatuses:          namesAndIDs(p.Status.ContainerStatuses),
+				EphemeralContainerStatuses: namesAndIDs(p.Status.EphemeralContainerStatuses)}
 		}
 		return obj, nil
 	})
@@ -190,6 +208,29 @@ func (w *Watcher) setErr(msg string) {
 // WaitSynced waits for the first list, up to ctx.
 func (w *Watcher) WaitSynced(ctx context.Context) bool {
 	return cache.WaitForCacheSync(ctx.Done(), w.inf.HasSynced)
+}
+
+func namesAndIDs(list []corev1.ContainerStatus) []corev1.ContainerStatus {
+	if len(list) == 0 {
+		return nil
+	}
+	out := make([]corev1.ContainerStatus, len(list))
+	for i, c := range list {
+		out[i] = corev1.ContainerStatus{Name: c.Name, ContainerID: c.ContainerID}
+	}
+	return out
+}
+
+// Find returns the pod namespace/name on this node.
+func (w *Watcher) Find(namespace, name string) (Pod, bool) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	for _, p := range w.byUID {
+		if p.Namespace == namespace && p.Name == name {
+			return p, true
+		}
+	}
+	return Pod{}, false
 }
 
 // Lookup finds a pod by UID.

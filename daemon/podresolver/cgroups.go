@@ -85,6 +85,23 @@ func (r *Resolver) Forget(id uint64) {
 	r.mu.Unlock()
 }
 
+// PodCgroups returns the cgroups of the pod with this UID (its own and every one below it),
+// after a rescan (rate-limited like Resolve's) so new containers are found.
+func (r *Resolver) PodCgroups(uid string) []Cgroup {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.now().Sub(r.lastScan) >= r.minRescan {
+		r.rescanLocked()
+	}
+	var out []Cgroup
+	for _, c := range r.byID {
+		if c.Pod != nil && c.Pod.UID == uid {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // Scans counts tree walks so far.
 func (r *Resolver) Scans() uint64 {
 	r.mu.Lock()

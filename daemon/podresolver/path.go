@@ -61,6 +61,28 @@ func ParsePodCgroup(path string) (PodCgroup, bool) {
 	return PodCgroup{}, false
 }
 
+// containerIDRe is a container ID as CRI runtimes write it (64 hex digits).
+var containerIDRe = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// ContainerID is the container ID in a container cgroup's path below the pod's (systemd:
+// cri-containerd-<id>.scope, crio-<id>.scope, docker-<id>.scope; cgroupfs: <id>), or "" for
+// the pod's own cgroup and anything else.
+func ContainerID(path string, pc PodCgroup) string {
+	rest, ok := strings.CutPrefix(path, pc.PodPath+"/")
+	if !ok {
+		return ""
+	}
+	first, _, _ := strings.Cut(rest, "/")
+	id := strings.TrimSuffix(first, ".scope")
+	for _, prefix := range []string{"cri-containerd-", "crio-", "docker-"} {
+		id = strings.TrimPrefix(id, prefix)
+	}
+	if !containerIDRe.MatchString(id) {
+		return ""
+	}
+	return id
+}
+
 // underSystemdKubepods checks that the slice is nested where systemd puts it: every systemd
 // slice name repeats its parents' names, so the parent must be the same name minus the last
 // "-pod..." (or "-<qos>") segment. That keeps a stray "kubepods-pod<uid>.slice" under some host
