@@ -108,3 +108,20 @@ func TestTopDNSSinceMergesFirstLastSeen(t *testing.T) {
 		t.Errorf("table:\n%s", out)
 	}
 }
+
+func TestLiveGroupsAndRegroup(t *testing.T) {
+	if g := liveGroups(true); strings.Join(g, ",") != "pod,workload,namespace,node" {
+		t.Errorf("look-back groups %v: qname has no history", g)
+	}
+	if g := liveGroups(false); len(g) != len(top.GroupBys) {
+		t.Errorf("groups %v", g)
+	}
+	req := &isoobsv1.TopRequest{GroupBy: isoobsv1.GroupBy_GROUP_BY_POD, Zone: "example.com"}
+	opts := regrouped(top.StreamOptions{Request: req, Merge: top.MergeOptions{GroupBy: top.GroupByPod}}, top.GroupByNamespace)
+	if opts.Request.GetGroupBy() != isoobsv1.GroupBy_GROUP_BY_NAMESPACE || opts.Merge.GroupBy != top.GroupByNamespace || opts.Request.GetZone() != "example.com" {
+		t.Errorf("regrouped: %v %q", opts.Request, opts.Merge.GroupBy)
+	}
+	if req.GetGroupBy() != isoobsv1.GroupBy_GROUP_BY_POD {
+		t.Error("regrouped changed the request the other streams share")
+	}
+}
