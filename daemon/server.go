@@ -180,6 +180,9 @@ func (s *server) Top(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopServer)
 	if err != nil {
 		return err
 	}
+	if d := req.GetDimension(); d == isoobsv1.Dimension_DIMENSION_TCP || d == isoobsv1.Dimension_DIMENSION_DROPS {
+		return s.topTCP(req, stream, limit)
+	}
 	if req.GetDimension() == isoobsv1.Dimension_DIMENSION_TCP {
 		return s.topTCP(req, stream, limit)
 	}
@@ -296,6 +299,7 @@ func (s *server) Status(context.Context, *isoobsv1.StatusRequest) (*isoobsv1.Sta
 		resp.Counters["ticks"] = 0
 	}
 	resp.Hubble = d.hubbleStatus()
+	d.tcpStatus(resp)
 	d.tcpStatus(resp)
 	if c.hub != nil {
 		resp.Counters["hubble_untracked_pods"] = c.hub.untrackedPods

@@ -22,6 +22,8 @@ type TCPSource interface {
 	Stats() (bpf.TCPStats, error)
 	Attachments() []bpf.Attachment
 	DeleteCgroups(ids []uint64) error
+	// ReadDrops is the kfree_skb tracepoint's counts (the top drops view).
+	ReadDrops() (map[bpf.DropKey]bpf.DropCounters, error)
 	Close() error
 }
 
@@ -74,6 +76,7 @@ const (
 	tcpRateBytesOut
 	tcpRateBytesIn
 	tcpRateSegsOut
+	tcpRateDrops // dropped packets
 	tcpRateLen
 )
 
@@ -98,6 +101,8 @@ type tcpSubject struct {
 	cgroupPath string
 	cgroupID   uint64
 	total      bpf.TCPCounters
+	drops      map[uint32]bpf.DropCounters // by reason, since daemon start
+	dropped    uint64                      // packets in drops
 	series     *window.Series[tcpRate]
 	meta       *podmeta.Pod
 	cgroups    int
@@ -105,7 +110,8 @@ type tcpSubject struct {
 }
 
 type tcpCgroup struct {
-	last   bpf.TCPCounters
+	last      bpf.TCPCounters
+	lastDrops map[uint32]bpf.DropCounters
 	subj   *tcpSubject
 	host   bool
 	goneAt time.Time
@@ -135,6 +141,10 @@ type tcpCollector struct {
 	unresolvedCgroups, readErrors  uint64
 	subjectsDeleted, kernelDeleted uint64
 
+	// Drops of packets without a socket (node-wide) and of host cgroups, by reason.
+	noSocket, hostDrops, untrackedDrops map[uint32]bpf.DropCounters
+	noSocketLast                        map[uint32]bpf.DropCounters
+
 	subscribers map[chan struct{}]struct{}
 }
 
@@ -147,6 +157,8 @@ func newTCPCollector(cfg *Config, src TCPSource, res cgroupResolver, pods podLoo
 		subjects:    map[string]*tcpSubject{},
 		started:     now,
 		subscribers: map[chan struct{}]struct{}{},
+		noSocket:    map[uint32]bpf.DropCounters{}, hostDrops: map[uint32]bpf.DropCounters{},
+		untrackedDrops: map[uint32]bpf.DropCounters{}, noSocketLast: map[uint32]bpf.DropCounters{},
 	}
 }
 
@@ -167,6 +179,10 @@ func (c *tcpCollector) run(done <-chan struct{}) {
 
 func (c *tcpCollector) tick(now time.Time) {
 	cur, readErr := c.src.ReadTCP()
+	drops, dropErr := c.src.ReadDrops()
+	if readErr == nil {
+		readErr = dropErr
+	}
 	c.mu.Lock()
 	tick := c.clock.Tick(now)
 	c.tickNo, c.lastTick, c.readErr = tick, now, readErr
@@ -189,8 +205,11 @@ func (c *tcpCollector) tick(now time.Time) {
 			tcpAdd(&c.untracked, &d)
 		}
 	}
+	c.addDrops(drops)
 	for _, s := range c.subjects {
-		s.series.Set(tick, tcpRateOf(&s.total))
+		r := tcpRateOf(&s.total)
+		r[tcpRateDrops] = s.dropped
+		s.series.Set(tick, r)
 		c.lookupMeta(s)
 	}
 	if tick%uint64(c.cfg.statsEvery()) == 0 {

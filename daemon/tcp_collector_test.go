@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 type fakeTCPSource struct {
 	mu      sync.Mutex
 	cgroups map[uint64]bpf.TCPCounters
+	drops   map[bpf.DropKey]bpf.DropCounters
 	deleted []uint64
 }
 
@@ -49,6 +51,15 @@ func (f *fakeTCPSource) DeleteCgroups(ids []uint64) error {
 	return nil
 }
 func (f *fakeTCPSource) Close() error { return nil }
+func (f *fakeTCPSource) ReadDrops() (map[bpf.DropKey]bpf.DropCounters, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[bpf.DropKey]bpf.DropCounters, len(f.drops))
+	for k, v := range f.drops {
+		out[k] = v
+	}
+	return out, nil
+}
 
 type tcpFixture struct {
 	*fixture
@@ -57,7 +68,7 @@ type tcpFixture struct {
 }
 
 func newTCPFixture(t *testing.T) *tcpFixture {
-	f := &tcpFixture{fixture: newFixture(t, nil), tsrc: &fakeTCPSource{cgroups: map[uint64]bpf.TCPCounters{}}}
+	f := &tcpFixture{fixture: newFixture(t, nil), tsrc: &fakeTCPSource{cgroups: map[uint64]bpf.TCPCounters{}, drops: map[bpf.DropKey]bpf.DropCounters{}}}
 	f.tc = newTCPCollector(f.cfg, f.tsrc, f.res, f.meta, f.now)
 	f.tc.metrics = newTCPMetrics(f.tc)
 	return f
@@ -70,7 +81,9 @@ func (f *tcpFixture) step() {
 
 func (f *tcpFixture) frame(t *testing.T, req *isoobsv1.TopRequest) *isoobsv1.TopFrame {
 	t.Helper()
-	req.Dimension = isoobsv1.Dimension_DIMENSION_TCP
+	if req.Dimension == isoobsv1.Dimension_DIMENSION_UNSPECIFIED {
+		req.Dimension = isoobsv1.Dimension_DIMENSION_TCP
+	}
 	q, err := newTCPQuery(req, f.cfg.Interval)
 	if err != nil {
 		t.Fatal(err)
@@ -197,4 +210,52 @@ func TestTCPCollectorForgetsGoneCgroups(t *testing.T) {
 	if len(f.tc.subjects) != 0 || len(f.tsrc.deleted) != 1 || f.tsrc.deleted[0] != 401 {
 		t.Fatalf("after the retention: %d subjects, kernel entries deleted %v; want none and [401]", len(f.tc.subjects), f.tsrc.deleted)
 	}
+}
+
+func TestDropsViewByPodAndReason(t *testing.T) {
+	f := newTCPFixture(t)
+	f.step()
+	reasons, err := bpfDropReasons()
+	if err != nil {
+		t.Skip(err)
+	}
+	nf, nosock := reasons["NETFILTER_DROP"], reasons["NO_SOCKET"]
+	f.tsrc.mu.Lock()
+	f.tsrc.drops[bpf.DropKey{CgroupID: 101, Reason: nf}] = bpf.DropCounters{Packets: 30, Bytes: 3000}
+	f.tsrc.drops[bpf.DropKey{CgroupID: 102, Reason: nosock}] = bpf.DropCounters{Packets: 5, Bytes: 500}
+	f.tsrc.drops[bpf.DropKey{CgroupID: 900, Reason: nf}] = bpf.DropCounters{Packets: 1000, Bytes: 1} // the host
+	f.tsrc.drops[bpf.DropKey{CgroupID: 0, Reason: nosock}] = bpf.DropCounters{Packets: 7, Bytes: 700}
+	f.tsrc.mu.Unlock()
+	f.step()
+	fr := f.frame(t, &isoobsv1.TopRequest{Dimension: isoobsv1.Dimension_DIMENSION_DROPS})
+	if len(fr.DropRows) != 1 {
+		t.Fatalf("drop rows %v, want the crawler only (the host is no row)", fr.DropRows)
+	}
+	r := fr.DropRows[0]
+	if r.Pod != "crawler-7d9f-a" || r.Packets != 35 || r.PacketsPerSecond != 35 || len(r.Reasons) != 2 ||
+		r.Reasons[0].Reason != "NETFILTER_DROP" || r.Reasons[0].Packets != 30 || r.Reasons[1].Reason != "NO_SOCKET" {
+		t.Errorf("crawler drops: %v", r)
+	}
+	if fr.DropTotal.Packets != 35 || fr.DropNoSocket.Packets != 7 || fr.DropNoSocket.Reasons[0].Reason != "NO_SOCKET" {
+		t.Errorf("total %v, no socket %v", fr.DropTotal, fr.DropNoSocket)
+	}
+	if len(fr.TcpRows) != 0 {
+		t.Errorf("a drops frame carries TCP rows: %v", fr.TcpRows)
+	}
+}
+
+// bpfDropReasons maps the running kernel's drop reason names to numbers.
+func bpfDropReasons() (map[string]uint32, error) {
+	out := map[string]uint32{}
+	for r := uint32(2); r < 1024; r++ {
+		n := bpf.DropReasonName(r)
+		if strings.HasPrefix(n, "REASON_") {
+			continue
+		}
+		out[n] = r
+	}
+	if out["NETFILTER_DROP"] == 0 || out["NO_SOCKET"] == 0 {
+		return nil, errors.New("kernel BTF without NETFILTER_DROP and NO_SOCKET drop reasons")
+	}
+	return out, nil
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -42,6 +43,10 @@ type tcpQuery struct {
 	window   time.Duration
 	since    time.Time
 	baseline map[string]bpf.TCPCounters // since-stream-start: totals when the stream opened
+	// DIMENSION_DROPS: the drop view, and its since-stream-start baselines.
+	drops            bool
+	dropBaseline     map[string]map[uint32]bpf.DropCounters
+	noSocketBaseline map[uint32]bpf.DropCounters
 }
 
 func newTCPQuery(req *isoobsv1.TopRequest, collectorInterval time.Duration) (*tcpQuery, error) {
@@ -52,6 +57,10 @@ func newTCPQuery(req *isoobsv1.TopRequest, collectorInterval time.Duration) (*tc
 		return nil, fmt.Errorf("group_by %v is not a TCP grouping: use pod, workload, namespace or node", req.GetGroupBy())
 	}
 	q := &tcpQuery{req: req, selector: labels.Everything(), sortKey: TCPSortErrors}
+	keys := TCPSortKeys
+	if req.GetDimension() == isoobsv1.Dimension_DIMENSION_DROPS {
+		q.drops, q.sortKey, keys = true, DropSortKeys[0], DropSortKeys
+	}
 	if s := strings.TrimSpace(req.GetLabelSelector()); s != "" {
 		sel, err := labels.Parse(s)
 		if err != nil {
@@ -60,8 +69,8 @@ func newTCPQuery(req *isoobsv1.TopRequest, collectorInterval time.Duration) (*tc
 		q.selector = sel
 	}
 	if s := strings.ToLower(strings.TrimSpace(req.GetSort())); s != "" {
-		if !slices.Contains(TCPSortKeys, s) {
-			return nil, fmt.Errorf("TCP sort key %q is not one of %s", req.GetSort(), strings.Join(TCPSortKeys, "|"))
+		if !slices.Contains(keys, s) {
+			return nil, fmt.Errorf("sort key %q is not one of %s", req.GetSort(), strings.Join(keys, "|"))
 		}
 		q.sortKey = s
 	}
@@ -85,9 +94,14 @@ func (c *tcpCollector) startStream(q *tcpQuery) {
 	}
 	if q.req.GetSinceStreamStart() {
 		q.baseline = make(map[string]bpf.TCPCounters, len(c.subjects))
+		q.dropBaseline = make(map[string]map[uint32]bpf.DropCounters, len(c.subjects))
 		for k, s := range c.subjects {
 			q.baseline[k] = s.total
+			if len(s.drops) > 0 {
+				q.dropBaseline[k] = maps.Clone(s.drops)
+			}
 		}
+		q.noSocketBaseline = maps.Clone(c.noSocket)
 	}
 }
 
@@ -160,6 +174,10 @@ func (c *tcpCollector) frame(q *tcpQuery) *isoobsv1.TopFrame {
 	}
 	if c.stats.CgroupOverflow > 0 {
 		f.Warnings = append(f.Warnings, fmt.Sprintf("%d TCP events not counted: the probe's cgroup map is full (%d entries)", c.stats.CgroupOverflow, c.stats.Cgroups.Max))
+	}
+	if q.drops {
+		c.dropFrame(q, f, from, to, haveRate, elapsed.Seconds())
+		return f
 	}
 	groupBy := req.GetGroupBy()
 	var groups []*tcpGroup
@@ -306,7 +324,7 @@ func SortTCPRows(rows []*isoobsv1.TCPRow, key string) {
 func (s *server) topTCP(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopServer, limitNS string) error {
 	c := s.d.tcp
 	if c == nil {
-		reason := "the daemon runs without its TCP probe (--tcp=false)"
+		reason := "the daemon runs without its TCP probe, which also counts drops (--no-tcp)"
 		if s.d.tcpErr != nil {
 			reason = "the TCP probe did not load: " + s.d.tcpErr.Error()
 		}
@@ -346,6 +364,13 @@ func (s *server) topTCP(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopServ
 				}
 			}
 			f.TcpRows = rows
+			drops := f.DropRows[:0:0]
+			for _, r := range f.DropRows {
+				if r.Namespace == limitNS {
+					drops = append(drops, r)
+				}
+			}
+			f.DropRows, f.DropNoSocket = drops, nil
 			f.Warnings = append(f.Warnings, "tenant authorization: limited to namespace "+limitNS)
 		}
 		if err := stream.Send(f); err != nil {
@@ -374,6 +399,7 @@ func (d *Daemon) tcpStatus(resp *isoobsv1.StatusResponse) {
 	defer c.mu.RUnlock()
 	st := c.stats
 	resp.Maps = append(resp.Maps, &isoobsv1.MapStatus{Name: "tcp_stats", Entries: uint64(st.Cgroups.Entries), MaxEntries: uint64(st.Cgroups.Max)},
+		&isoobsv1.MapStatus{Name: "drop_stats", Entries: uint64(st.Drops.Entries), MaxEntries: uint64(st.Drops.Max)},
 		&isoobsv1.MapStatus{Name: "tcp_tracked_pods", Entries: uint64(len(c.subjects)), MaxEntries: uint64(c.cfg.MaxTrackedPods)})
 	if resp.Counters == nil {
 		resp.Counters = map[string]uint64{}
@@ -394,7 +420,19 @@ func (d *Daemon) tcpStatus(resp *isoobsv1.StatusResponse) {
 		"tcp_stats_errors":              boolCount(c.statsErr != nil),
 		"tcp_host_retransmitted_segs":   c.host.RetransSegs,
 		"tcp_untracked_retransmit_segs": c.untracked.RetransSegs,
+		"drops_map_full":                st.DropOverflow,
+		"drops_no_socket_packets":       sumDrops(c.noSocket),
+		"drops_host_packets":            sumDrops(c.hostDrops),
+		"drops_untracked_packets":       sumDrops(c.untrackedDrops),
 	} {
 		resp.Counters[k] = v
 	}
+}
+
+func sumDrops(m map[uint32]bpf.DropCounters) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v.Packets
+	}
+	return n
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -248,4 +249,54 @@ func TestDaemonTCPRealProbe(t *testing.T) {
 		t.Errorf("status: host cgroups %d, host connections %d; want 1 and %d", st.Counters["tcp_host_cgroups"], st.Counters["tcp_host_connections_opened"], conns)
 	}
 	t.Logf("client %v\nserver %v", c, s)
+
+	// Drops: an iptables DROP in the netns for what the pods and the host send to UDP 9999.
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skip("drops need iptables (apt-get install iptables)")
+	}
+	if err := execInNetns(ns, "iptables", "-A", "OUTPUT", "-p", "udp", "--dport", "9999", "-j", "DROP"); err != nil {
+		t.Fatal(err)
+	}
+	drops, err := client.Top(ctx, &isoobsv1.TopRequest{Dimension: isoobsv1.Dimension_DIMENSION_DROPS, SinceStreamStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const dropped = 23
+	for _, cg := range []string{ctrC, host} {
+		var u net.Conn
+		if err := inCgroupNetns(t, filepath.Join(root, cg), ns, func() (err error) {
+			u, err = net.Dial("udp", "127.0.0.1:9999")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for range dropped {
+			_, _ = u.Write(make([]byte, 64)) // EPERM: netfilter dropped it
+		}
+		u.Close()
+	}
+	f = waitFrame(t, drops, 50, func(f *isoobsv1.TopFrame) bool { return f.DropTotal.GetPackets() >= dropped })
+	if len(f.DropRows) != 1 || f.DropRows[0].PodUid != uidClient || f.DropRows[0].Packets != dropped ||
+		len(f.DropRows[0].Reasons) != 1 || f.DropRows[0].Reasons[0].Reason != "NETFILTER_DROP" || f.DropRows[0].Bytes != dropped*(64+28) {
+		t.Errorf("drop rows: %v; want the client pod only, %d NETFILTER_DROP packets of 92 bytes", f.DropRows, dropped)
+	}
+}
+
+// execInNetns runs a command inside ns (it inherits the thread's network namespace).
+func execInNetns(ns netns.NsHandle, name string, args ...string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		return err
+	}
+	defer netns.Set(orig)
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %v: %v: %s", name, args, err, out)
+	}
+	return nil
 }

@@ -1,0 +1,177 @@
+package daemon
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	"github.com/isoobs/isoobs/bpf"
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+)
+
+// DropSortKeys are the sort keys of DIMENSION_DROPS: packets per second (the default, then
+// the total), or name.
+var DropSortKeys = []string{"packets", "bytes", TCPSortName}
+
+func dropDelta(cur, last bpf.DropCounters) bpf.DropCounters {
+	if cur.Packets < last.Packets || cur.Bytes < last.Bytes {
+		return cur // the kernel entry was deleted and made again
+	}
+	return bpf.DropCounters{Packets: cur.Packets - last.Packets, Bytes: cur.Bytes - last.Bytes}
+}
+
+func addDropCounts(m map[uint32]bpf.DropCounters, reason uint32, d bpf.DropCounters) {
+	v := m[reason]
+	v.Packets += d.Packets
+	v.Bytes += d.Bytes
+	m[reason] = v
+}
+
+// addDrops attributes one read of the drop map: per pod like the TCP counters, the host's and
+// socket-less drops apart. Callers hold c.mu.
+func (c *tcpCollector) addDrops(drops map[bpf.DropKey]bpf.DropCounters) {
+	for k, cur := range drops {
+		if k.CgroupID == 0 {
+			d := dropDelta(cur, c.noSocketLast[k.Reason])
+			c.noSocketLast[k.Reason] = cur
+			addDropCounts(c.noSocket, k.Reason, d)
+			continue
+		}
+		e := c.entry(k.CgroupID)
+		if e.lastDrops == nil {
+			e.lastDrops = map[uint32]bpf.DropCounters{}
+		}
+		d := dropDelta(cur, e.lastDrops[k.Reason])
+		e.lastDrops[k.Reason] = cur
+		switch {
+		case e.subj != nil:
+			if e.subj.drops == nil {
+				e.subj.drops = map[uint32]bpf.DropCounters{}
+			}
+			addDropCounts(e.subj.drops, k.Reason, d)
+			e.subj.dropped += d.Packets
+		case e.host:
+			addDropCounts(c.hostDrops, k.Reason, d)
+		default:
+			addDropCounts(c.untrackedDrops, k.Reason, d)
+		}
+	}
+}
+
+// dropRow makes a row of drops by reason (since the frame's start: minus base).
+func dropRow(node string, drops, base map[uint32]bpf.DropCounters) *isoobsv1.DropRow {
+	r := &isoobsv1.DropRow{Node: node}
+	for reason, v := range drops {
+		b := base[reason]
+		v.Packets -= b.Packets
+		v.Bytes -= b.Bytes
+		if v.Packets == 0 {
+			continue
+		}
+		r.Packets += v.Packets
+		r.Bytes += v.Bytes
+		r.Reasons = append(r.Reasons, &isoobsv1.DropReasonCount{Reason: bpf.DropReasonName(reason), Packets: v.Packets, Bytes: v.Bytes})
+	}
+	sortReasons(r.Reasons)
+	return r
+}
+
+func sortReasons(rs []*isoobsv1.DropReasonCount) {
+	slices.SortFunc(rs, func(a, b *isoobsv1.DropReasonCount) int {
+		if c := cmp.Compare(b.Packets, a.Packets); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Reason, b.Reason)
+	})
+}
+
+// mergeDropRow adds o's counts into r, reasons merged by name.
+func mergeDropRow(r, o *isoobsv1.DropRow) {
+	r.Packets += o.Packets
+	r.Bytes += o.Bytes
+	r.PacketsPerSecond += o.PacketsPerSecond
+	r.Pods += o.Pods
+	for _, x := range o.Reasons {
+		found := false
+		for _, y := range r.Reasons {
+			if y.Reason == x.Reason {
+				y.Packets += x.Packets
+				y.Bytes += x.Bytes
+				found = true
+				break
+			}
+		}
+		if !found {
+			r.Reasons = append(r.Reasons, &isoobsv1.DropReasonCount{Reason: x.Reason, Packets: x.Packets, Bytes: x.Bytes})
+		}
+	}
+	sortReasons(r.Reasons)
+}
+
+// dropFrame fills f with the drop rows of the subjects q selects. Callers hold c.mu (read).
+func (c *tcpCollector) dropFrame(q *tcpQuery, f *isoobsv1.TopFrame, from, to uint64, haveRate bool, seconds float64) {
+	groupBy := q.req.GetGroupBy()
+	byKey := map[string]*isoobsv1.DropRow{}
+	var rows []*isoobsv1.DropRow
+	total := &isoobsv1.DropRow{Node: c.cfg.NodeName}
+	for _, s := range c.subjects {
+		if !c.matches(q, s) || len(s.drops) == 0 {
+			continue
+		}
+		var base map[uint32]bpf.DropCounters
+		if q.dropBaseline != nil {
+			base = q.dropBaseline[s.key]
+		}
+		r := dropRow(c.cfg.NodeName, s.drops, base)
+		if r.Packets == 0 {
+			continue
+		}
+		r.Pods = 1
+		if haveRate && seconds > 0 {
+			r.PacketsPerSecond = float64(s.series.At(to)[tcpRateDrops]-s.series.At(from)[tcpRateDrops]) / seconds
+		}
+		tr := c.row(groupBy, &tcpGroup{first: s}, 0) // identity fields only
+		r.Namespace, r.Pod, r.PodUid, r.Workload, r.WorkloadKind, r.Cgroup, r.CgroupId, r.Labels =
+			tr.Namespace, tr.Pod, tr.PodUid, tr.Workload, tr.WorkloadKind, tr.Cgroup, tr.CgroupId, tr.Labels
+		k := tcpGroupKey(groupBy, s)
+		if g := byKey[k]; g != nil {
+			mergeDropRow(g, r)
+		} else {
+			byKey[k] = r
+			rows = append(rows, r)
+		}
+		mergeDropRow(total, r)
+	}
+	SortDropRows(rows, q.sortKey)
+	if limit := int(q.req.GetLimit()); limit > 0 && len(rows) > limit {
+		f.Truncated = uint32(len(rows) - limit)
+		rows = rows[:limit]
+	}
+	f.DropRows = rows
+	f.DropTotal = total
+	f.DropNoSocket = dropRow(c.cfg.NodeName, c.noSocket, q.noSocketBaseline)
+}
+
+// SortDropRows orders drop rows by key (DropSortKeys), heaviest first; ties by name.
+func SortDropRows(rows []*isoobsv1.DropRow, key string) {
+	name := func(r *isoobsv1.DropRow) string {
+		return r.GetNamespace() + "/" + r.GetWorkload() + "/" + r.GetPod() + "/" + r.GetPodUid() + "/" + r.GetCgroup() + "/" + r.GetNode()
+	}
+	slices.SortStableFunc(rows, func(a, b *isoobsv1.DropRow) int {
+		switch key {
+		case TCPSortName:
+		case "bytes":
+			if c := cmp.Compare(b.GetBytes(), a.GetBytes()); c != 0 {
+				return c
+			}
+		default:
+			if c := cmp.Compare(b.GetPacketsPerSecond(), a.GetPacketsPerSecond()); c != 0 {
+				return c
+			}
+			if c := cmp.Compare(b.GetPackets(), a.GetPackets()); c != 0 {
+				return c
+			}
+		}
+		return strings.Compare(name(a), name(b))
+	})
+}
