@@ -112,9 +112,9 @@ type tcpSubject struct {
 type tcpCgroup struct {
 	last      bpf.TCPCounters
 	lastDrops map[uint32]bpf.DropCounters
-	subj   *tcpSubject
-	host   bool
-	goneAt time.Time
+	subj      *tcpSubject
+	host      bool
+	goneAt    time.Time
 }
 
 type tcpCollector struct {
