@@ -16,24 +16,28 @@ import (
 )
 
 // TestTopDNSLiveViewThroughPTY runs `kubectl isoobs top dns` on a real pseudo-terminal against
-// two daemons and an address where none answers, types keys as a user would and checks what
+// two daemons, one that stalls and an address where none answers, types keys as a user would and checks what
 // the screen shows after each: the header (nodes answering/missing/stale, the window), the
 // sort switch, the row filter (/), the group switch (g, which asks the daemons again) and Esc
 // back out of each, and q leaving the terminal as it was.
 func TestTopDNSLiveViewThroughPTY(t *testing.T) {
-	ptm, tty, err := vtscreen.OpenPTY(30, 200)
+	ptm, tty, err := vtscreen.OpenPTY(30, 400)
 	if err != nil {
 		t.Fatalf("open a pty: %v", err)
 	}
 	defer ptm.Close()
 	defer tty.Close()
-	screen := vtscreen.New(30, 200)
+	screen := vtscreen.New(30, 400)
 	go func() { _, _ = io.Copy(screen, ptm) }()
 
 	a := &fakedaemon.Server{Node: "node-a", Frame: crawlerFrame}
 	b := &fakedaemon.Server{Node: "node-b", Frame: crawlerFrame}
+	// c sends one frame, then nothing while its stream stays open: stale after 3 intervals.
+	c := &fakedaemon.Server{Node: "node-c", Frame: crawlerFrame, Ticks: make(chan struct{}, 1)}
+	c.Ticks <- struct{}{}
 	gone := "unix://" + filepath.Join(t.TempDir(), "no-daemon.sock")
-	addrs := fakedaemon.StartUnix(t, a) + "," + fakedaemon.StartUnix(t, b) + "," + gone
+	stalled := fakedaemon.StartUnix(t, c)
+	addrs := fakedaemon.StartUnix(t, a) + "," + fakedaemon.StartUnix(t, b) + "," + stalled + "," + gone
 
 	var errOut strings.Builder
 	root := NewRootCmd(genericiooptions.IOStreams{In: tty, Out: tty, ErrOut: &errOut})
@@ -76,7 +80,7 @@ func TestTopDNSLiveViewThroughPTY(t *testing.T) {
 		return i >= 0 && j >= 0 && i < j
 	}
 
-	text := step("first frame", "", has("group: pod", "sort: qps", "nodes: 2 answering, 1 missing, 0 stale", gone+" missing",
+	text := step("first frame", "", has("group: pod", "sort: qps", "nodes: 2 answering, 1 missing, 1 stale", gone+" missing", stalled+" stale",
 		"window: rates over", "crawler-1", "coreapi-1", "NAMESPACE"))
 	if !before(text, "crawler-1", "coreapi-1") {
 		t.Errorf("sorted by qps, crawler (100/s a node) comes before coreapi (1/s):\n%s", text)
