@@ -30,6 +30,9 @@ func (o *TopDNSOptions) validateScope() error {
 			return fmt.Errorf("invalid --zone %q: give a domain such as example.com (every name under it is kept)", o.Zone)
 		}
 	}
+	if o.Once && (o.NameRegex != "" || o.Zone != "") {
+		return errors.New("--once with --name/--zone would print one interval: a name filter counts from when the view starts; use --duration 10s to count matching names over the next 10 seconds")
+	}
 	if o.Since == 0 {
 		return nil
 	}

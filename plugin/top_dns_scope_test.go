@@ -26,6 +26,7 @@ func TestTopDNSScopeFlagValidation(t *testing.T) {
 		{[]string{"--since", "5m", "--duration", "10s"}, "--since and --duration conflict"},
 		{[]string{"--since", "5m", "--zone", "example.com"}, "--since cannot be combined with --name/--zone"},
 		{[]string{"--since", "5m", "--group-by", "qname"}, "--since cannot group by qname"},
+		{[]string{"--zone", "example.com", "--once"}, "use --duration 10s to count matching names"},
 	} {
 		_, _, err := runCmd(t, append([]string{"top", "dns", "--daemon", ":1"}, tt.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -42,7 +43,7 @@ func TestTopDNSNameFilterReachesDaemons(t *testing.T) {
 	}
 	a, b := &fakedaemon.Server{Node: "node-a", Frame: frame}, &fakedaemon.Server{Node: "node-b", Frame: frame}
 	out, errOut, err := runCmd(t, "top", "dns", "--daemon", fakedaemon.StartUnix(t, a)+","+fakedaemon.StartUnix(t, b),
-		"--once", "-o", "json", "--interval", "100ms", "--name", `^x\d+\.`, "--zone", "crawl.example")
+		"--duration", "200ms", "-o", "json", "--interval", "100ms", "--name", `^x\d+\.`, "--zone", "crawl.example")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errOut)
 	}
