@@ -63,7 +63,11 @@ const topDNSExample = `  # Cluster-wide live view: every node's isoobs daemon, r
 
   # The flood stopped before you arrived: the last 15 minutes from the daemons' history,
   # with when each pod's queries started and ended (firstSeen/lastSeen in JSON)
-  kubectl isoobs top dns -A --since 15m --once`
+  kubectl isoobs top dns -A --since 15m --once
+
+  # The crawler's individual queries and answers as they happen (1 in 16 of its queries),
+  # with the container that sent each, the answer's rcode and latency, and the server
+  kubectl isoobs top dns -n tenant-jobs --pod crawler-7d9f-x2k --trace --trace-sample 16`
 
 // hostOS is runtime.GOOS (a variable so tests can play another OS).
 var hostOS = runtime.GOOS
@@ -92,9 +96,12 @@ type TopDNSOptions struct {
 	NameRegex string
 	Zone      string
 	// Since (--since) looks back over the daemons' history.
-	Since     time.Duration
-	Output    string
-	NoHeaders bool
+	Since time.Duration
+	// Trace (--trace) streams --pod's individual messages, 1 in TraceSample of its queries.
+	Trace       bool
+	TraceSample int
+	Output      string
+	NoHeaders   bool
 	// Hubble: --source, and --hubble-server with --local.
 	Hubble HubbleOptions
 
@@ -125,6 +132,7 @@ func NewTopDNSOptions(configFlags *genericclioptions.ConfigFlags, streams generi
 		Limit:          20,
 		GroupBy:        top.GroupByPod,
 		TopNames:       3,
+		TraceSample:    1,
 		Cluster:        defaultClusterOptions(),
 		isTerminal:     stdoutIsTerminal,
 		localEngine:    defaultLocalEngine,
@@ -200,6 +208,8 @@ Before the first frame each daemon is asked its version once (not with
 	f.StringVar(&o.NameRegex, "name", o.NameRegex, "Only query names matching this RE2 expression (case-insensitive, unanchored: '^api\\.' for names starting api.), applied on the daemons, counted from now")
 	f.StringVar(&o.Zone, "zone", o.Zone, "Only query names in this domain: the name itself and every name under it (e.g. example.com), applied on the daemons, counted from now")
 	f.DurationVar(&o.Since, "since", o.Since, "Look back over the daemons' history: counts and average rates over the last 1m, 5m or 15m (at most their --retention), with first/last seen per row")
+	f.BoolVar(&o.Trace, "trace", o.Trace, "Stream --pod's individual DNS messages (time, container, qtype, name, rcode, answers, latency, server) instead of counts")
+	f.IntVar(&o.TraceSample, "trace-sample", o.TraceSample, "With --trace: 1 in this many of the pod's queries, with their answers (a power of two; the node traces nothing for other pods)")
 	printers.TableOutputs.AddFlag(cmd, &o.Output)
 	printers.AddNoHeadersFlag(cmd, &o.NoHeaders)
 	addClusterFlags(f, &o.Cluster)
@@ -211,6 +221,7 @@ Before the first frame each daemon is asked its version once (not with
 		flagGroup{"Which rows (and -n from the global flags)", []string{"all-namespaces", "selector", "pod", "source", "name", "zone"}},
 		flagGroup{"How they are counted and shown", []string{"group-by", "sort", "limit", "top-names", "once", "duration", "since", "interval"}},
 		flagGroup{"Output", []string{"output", "no-headers"}},
+		flagGroup{"One pod's messages", []string{"trace", "trace-sample"}},
 		flagGroup{"Every node's daemon (the default)", []string{"node", "daemon-namespace", "daemon-selector", "daemon-port", "connect-timeout"}},
 		flagGroup{"One daemon at an address (--daemon)", []string{"daemon"}},
 		flagGroup{"In this process on this host (--local)", []string{"local", "cgroup-root", "node-name", "hubble-server", "hubble-tls", "hubble-tls-ca-cert",
@@ -295,6 +306,9 @@ func (o *TopDNSOptions) Validate() error {
 	if err := o.validateScope(); err != nil {
 		return err
 	}
+	if err := o.validateTrace(); err != nil {
+		return err
+	}
 	if o.Selector != "" {
 		if _, err := labels.Parse(o.Selector); err != nil {
 			return fmt.Errorf("invalid -l %q: %v (example: -l app=crawler,tier!=web)", o.Selector, err)
@@ -351,6 +365,9 @@ func (o *TopDNSOptions) Run(ctx context.Context) error {
 	}
 	defer closeSources()
 
+	if o.Trace {
+		return o.runTrace(ctx, sources)
+	}
 	opts := top.StreamOptions{
 		Request: o.Request(),
 		Merge:   top.MergeOptions{GroupBy: o.GroupBy, TopNames: o.TopNames},

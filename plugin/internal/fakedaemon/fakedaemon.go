@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -40,6 +42,10 @@ type Server struct {
 	EndErr error
 	// Version is what Status reports ("fake" when empty).
 	Version string
+	// TracePod ("namespace/name") is the pod Trace finds here; it sends TraceEvents and then
+	// waits for the client to go. Other pods are NotFound.
+	TracePod    string
+	TraceEvents []*isoobsv1.DNSEvent
 
 	mu             sync.Mutex
 	requests       []*isoobsv1.TopRequest
@@ -112,6 +118,20 @@ func (s *Server) Top(req *isoobsv1.TopRequest, stream grpc.ServerStreamingServer
 			return err
 		}
 	}
+}
+
+// Trace implements isoobsv1.DaemonServer.
+func (s *Server) Trace(req *isoobsv1.TraceRequest, stream grpc.ServerStreamingServer[isoobsv1.DNSEvent]) error {
+	if req.GetNamespace()+"/"+req.GetPod() != s.TracePod {
+		return status.Errorf(codes.NotFound, "pod %s/%s is not on node %s", req.GetNamespace(), req.GetPod(), s.Node)
+	}
+	for _, ev := range s.TraceEvents {
+		if err := stream.Send(ev); err != nil {
+			return err
+		}
+	}
+	<-stream.Context().Done()
+	return nil
 }
 
 // Status implements isoobsv1.DaemonServer.
