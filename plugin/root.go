@@ -39,6 +39,7 @@ probes, within seconds and without needing a Cilium L7 DNS policy.
 Commands:
   top dns    live per-pod DNS query rates, error codes, latency and top names
   top tcp    live per-pod TCP connect failures, resets, retransmits, bytes and RTT
+  top drops  live per-pod packets the kernel dropped, by reason
   status     every node's isoobs daemon: probes, counting since, map fill, lost events
   install    install or upgrade Cilium+Hubble, Tetragon, a metrics pipeline and the daemons
   uninstall  remove what install created
@@ -74,7 +75,8 @@ func NewCmdTop(configFlags *genericclioptions.ConfigFlags, streams genericioopti
 
 Available views:
   dns    per-pod DNS query rates, NXDOMAIN/SERVFAIL, latency and top query names
-  tcp    per-pod TCP opens, connect failures, resets, retransmits, bytes and RTT`,
+  tcp    per-pod TCP opens, connect failures, resets, retransmits, bytes and RTT
+  drops  per-pod packets the kernel dropped, by the kernel's drop reason`,
 		Example:      "  kubectl isoobs top dns --daemon 127.0.0.1:7070",
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
@@ -84,5 +86,6 @@ Available views:
 	}
 	cmd.AddCommand(NewCmdTopDNS(configFlags, streams))
 	cmd.AddCommand(NewCmdTopTCP(configFlags, streams))
+	cmd.AddCommand(NewCmdTopDrops(configFlags, streams))
 	return cmd
 }

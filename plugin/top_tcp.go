@@ -45,12 +45,13 @@ type TopTCPOptions struct {
 	Sort    string
 	GroupBy string
 	groupBy isoobsv1.GroupBy
+	// drops: the `top drops` view (DIMENSION_DROPS) instead of TCP.
+	drops bool
 }
 
 // NewCmdTopTCP returns `kubectl isoobs top tcp`.
 func NewCmdTopTCP(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &TopTCPOptions{src: NewTopDNSOptions(configFlags, streams), Sort: top.TCPSortErrors, GroupBy: top.GroupByPod}
-	s := o.src
 	cmd := &cobra.Command{
 		Use:   "tcp [flags]",
 		Short: "Live per-pod TCP connections, connect failures, resets, retransmits, bytes and RTT",
@@ -83,6 +84,13 @@ for more columns), one JSON object per line (-o json) or a YAML document.`,
 			return o.Run(c.Context())
 		},
 	}
+	addTopTCPFlags(cmd, o, top.TCPSortKeys)
+	return cmd
+}
+
+// addTopTCPFlags adds the flags of top tcp and top drops (sortKeys differ).
+func addTopTCPFlags(cmd *cobra.Command, o *TopTCPOptions, sortKeys []string) {
+	s := o.src
 	f := cmd.Flags()
 	f.StringSliceVar(&s.DaemonAddrs, "daemon", s.DaemonAddrs, "Read isoobs daemons at host:port or unix:///path/to.sock (repeat or comma-separate to merge several nodes)")
 	f.BoolVar(&s.Local, "local", s.Local, "Run the daemon engine in this process on this host (root, or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN)")
@@ -91,7 +99,7 @@ for more columns), one JSON object per line (-o json) or a YAML document.`,
 	f.BoolVar(&s.Once, "once", s.Once, "Print the first frame (counts since the daemon started) and exit")
 	f.DurationVar(&s.Duration, "duration", s.Duration, "Count over this long from now, print one frame and exit (e.g. 10s)")
 	f.DurationVar(&s.Interval, "interval", s.Interval, "Refresh interval")
-	f.StringVar(&o.Sort, "sort", o.Sort, "Sort by: "+strings.Join(top.TCPSortKeys, "|"))
+	f.StringVar(&o.Sort, "sort", o.Sort, "Sort by: "+strings.Join(sortKeys, "|"))
 	f.IntVar(&s.Limit, "limit", s.Limit, "Show at most this many rows (0: all)")
 	f.StringVar(&o.GroupBy, "group-by", o.GroupBy, "Group rows by: "+strings.Join(top.TCPGroupBys, "|"))
 	f.BoolVarP(&s.AllNamespaces, "all-namespaces", "A", s.AllNamespaces, "Show all namespaces (the default unless -n is given)")
@@ -100,7 +108,7 @@ for more columns), one JSON object per line (-o json) or a YAML document.`,
 	printers.TableOutputs.AddFlag(cmd, &s.Output)
 	printers.AddNoHeadersFlag(cmd, &s.NoHeaders)
 	addClusterFlags(f, &s.Cluster)
-	_ = cmd.RegisterFlagCompletionFunc("sort", cobra.FixedCompletions(top.TCPSortKeys, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("sort", cobra.FixedCompletions(sortKeys, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("group-by", cobra.FixedCompletions(top.TCPGroupBys, cobra.ShellCompDirectiveNoFileComp))
 	groupFlags(cmd,
 		flagGroup{"Which rows (and -n from the global flags)", []string{"all-namespaces", "selector", "pod"}},
@@ -110,7 +118,6 @@ for more columns), one JSON object per line (-o json) or a YAML document.`,
 		flagGroup{"One daemon at an address (--daemon)", []string{"daemon"}},
 		flagGroup{"In this process on this host (--local)", []string{"local", "cgroup-root", "node-name"}},
 	)
-	return cmd
 }
 
 // Complete normalizes flags (-n, --pod ns/name) as top dns does.
@@ -121,7 +128,11 @@ func (o *TopTCPOptions) Complete(cmd *cobra.Command, args []string) error {
 // Validate checks the flags together; each error says what to run instead.
 func (o *TopTCPOptions) Validate() error {
 	var err error
-	if o.Sort, err = top.ParseTCPSort(o.Sort); err != nil {
+	parseSort := top.ParseTCPSort
+	if o.drops {
+		parseSort = top.ParseDropSort
+	}
+	if o.Sort, err = parseSort(o.Sort); err != nil {
 		return err
 	}
 	if o.GroupBy, o.groupBy, err = top.ParseTCPGroupBy(o.GroupBy); err != nil {
@@ -143,6 +154,9 @@ func (o *TopTCPOptions) Request() *isoobsv1.TopRequest {
 		Sort:              o.Sort,
 		Interval:          durationpb.New(s.Interval),
 		IncludeUnresolved: s.includeUnresolved,
+	}
+	if o.drops {
+		req.Dimension = isoobsv1.Dimension_DIMENSION_DROPS
 	}
 	if !s.AllNamespaces {
 		req.Namespace = s.namespace
@@ -190,28 +204,45 @@ func (o *TopTCPOptions) Run(ctx context.Context) error {
 	warned := map[string]bool{}
 	printed := false
 	yamlDocs := 0
-	err = top.StreamTCP(streamCtx, sources, opts, o.GroupBy, func(f top.TCPFrame) error {
-		if s.Duration > 0 && !tcpCoversDuration(f, started, s.Duration) {
+	view := "tcp"
+	stream := func(emit func(shownFrame) error) error {
+		return top.StreamTCP(streamCtx, sources, opts, o.GroupBy, func(f top.TCPFrame) error {
+			f = f.SortedLimited(o.Sort, s.Limit)
+			return emit(shownFrame{since: f.Since, at: f.Time, warnings: f.Warnings,
+				print: func(w io.Writer, docs *int) error { return printTCPFrame(w, f, s.Output, s.NoHeaders, docs) }})
+		})
+	}
+	if o.drops {
+		view = "drops"
+		stream = func(emit func(shownFrame) error) error {
+			return top.StreamDrops(streamCtx, sources, opts, o.GroupBy, func(f top.DropFrame) error {
+				f = f.SortedLimited(o.Sort, s.Limit)
+				return emit(shownFrame{since: f.Since, at: f.Time, warnings: f.Warnings,
+					print: func(w io.Writer, docs *int) error { return printDropFrame(w, f, s.Output, s.NoHeaders, docs) }})
+			})
+		}
+	}
+	err = stream(func(f shownFrame) error {
+		if s.Duration > 0 && !tcpCoversDuration(f.since, f.at, started, s.Duration) {
 			return nil
 		}
 		if !live {
-			for _, w := range f.Warnings {
+			for _, w := range f.warnings {
 				if !warned[w] {
 					warned[w] = true
 					fmt.Fprintln(s.ErrOut, "warning: "+w)
 				}
 			}
 		}
-		f = f.SortedLimited(o.Sort, s.Limit)
 		if live {
 			// Home and clear, then the table: a plain redraw, no key handling.
 			fmt.Fprint(s.Out, "\x1b[H\x1b[2J")
-			fmt.Fprintf(s.Out, "isoobs top tcp @ %s  %s  sort %s  (ctrl-c quits)\n", sourceNames(sources), f.Time.Format(time.TimeOnly), o.Sort)
-			for _, w := range f.Warnings {
+			fmt.Fprintf(s.Out, "isoobs top %s @ %s  %s  sort %s  (ctrl-c quits)\n", view, sourceNames(sources), f.at.Format(time.TimeOnly), o.Sort)
+			for _, w := range f.warnings {
 				fmt.Fprintln(s.Out, "warning: "+w)
 			}
 		}
-		if err := printTCPFrame(s.Out, f, s.Output, s.NoHeaders, &yamlDocs); err != nil {
+		if err := f.print(s.Out, &yamlDocs); err != nil {
 			return err
 		}
 		printed = true
@@ -233,10 +264,17 @@ func (o *TopTCPOptions) Run(ctx context.Context) error {
 	return err
 }
 
-func tcpCoversDuration(f top.TCPFrame, started time.Time, d time.Duration) bool {
+// shownFrame is what the print loop needs of a merged frame, TCP or drops.
+type shownFrame struct {
+	since, at time.Time
+	warnings  []string
+	print     func(w io.Writer, yamlDocs *int) error
+}
+
+func tcpCoversDuration(since, at, started time.Time, d time.Duration) bool {
 	tolerance := min(d/10, 100*time.Millisecond)
-	if !f.Since.IsZero() && !f.Time.IsZero() {
-		return f.Time.Sub(f.Since) >= d-tolerance
+	if !since.IsZero() && !at.IsZero() {
+		return at.Sub(since) >= d-tolerance
 	}
 	return time.Since(started) >= d-tolerance
 }

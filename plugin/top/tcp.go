@@ -311,11 +311,9 @@ func (f TCPFrame) SortedLimited(key string, limit int) TCPFrame {
 	return f
 }
 
-// mergeTCP is merge for TCP frames: the same choice of sources (failed and stalled ones
-// left out), MergeTCP instead of Merge.
-func (f *fanIn) mergeTCP(groupBy string) (frame TCPFrame, ok bool) {
-	var frames []*isoobsv1.TopFrame
-	var stale []StaleNode
+// latestFrames starts a new round and returns the latest frames of the sources neither failed
+// nor stalled (as merge chooses them), and the stalled ones.
+func (f *fanIn) latestFrames() (frames []*isoobsv1.TopFrame, stale []StaleNode) {
 	now := f.now()
 	for i, latest := range f.latest {
 		switch {
@@ -327,14 +325,26 @@ func (f *fanIn) mergeTCP(groupBy string) (frame TCPFrame, ok bool) {
 		}
 		f.fresh[i] = false
 	}
+	return frames, stale
+}
+
+// mergeWarnings are the warnings every merged frame carries: the fan-in's and the stalled nodes'.
+func (f *fanIn) mergeWarnings(stale []StaleNode) []string {
+	w := append([]string(nil), f.warnings...)
+	for _, s := range stale {
+		w = append(w, fmt.Sprintf("%s: no frame for %s (stream stalled); its rows are left out", s.Node, f.now().Sub(s.LastFrame).Round(time.Second)))
+	}
+	return w
+}
+
+// mergeTCP is merge for TCP frames: the same choice of sources, MergeTCP instead of Merge.
+func (f *fanIn) mergeTCP(groupBy string) (frame TCPFrame, ok bool) {
+	frames, stale := f.latestFrames()
 	if len(frames) == 0 {
 		return TCPFrame{}, false
 	}
 	frame = MergeTCP(frames, groupBy)
-	frame.Warnings = append(frame.Warnings, f.warnings...)
-	for _, s := range stale {
-		frame.Warnings = append(frame.Warnings, fmt.Sprintf("%s: no frame for %s (stream stalled); its rows are left out", s.Node, now.Sub(s.LastFrame).Round(time.Second)))
-	}
+	frame.Warnings = append(frame.Warnings, f.mergeWarnings(stale)...)
 	frame.MissingNodes = append(frame.MissingNodes, f.missing...)
 	frame.StaleNodes = append(frame.StaleNodes, stale...)
 	return frame, true
@@ -344,6 +354,12 @@ func (f *fanIn) mergeTCP(groupBy string) (frame TCPFrame, ok bool) {
 // with a merged TCPFrame whenever every live source has sent a new frame (or MaxWait after the
 // first one). Failing sources are dropped with a warning; see Stream.
 func StreamTCP(ctx context.Context, sources []Source, opts StreamOptions, groupBy string, emit func(TCPFrame) error) error {
+	return streamMerged(ctx, sources, opts, func(f *fanIn) (TCPFrame, bool) { return f.mergeTCP(groupBy) }, emit)
+}
+
+// streamMerged is Stream's loop with another merge: it opens the sources, keeps their latest
+// frames in a fanIn and emits merge's frame when every live source sent one (or MaxWait later).
+func streamMerged[F any](ctx context.Context, sources []Source, opts StreamOptions, merge func(*fanIn) (F, bool), emit func(F) error) error {
 	if len(sources) == 0 {
 		return errors.New("no isoobs daemon to read from")
 	}
@@ -365,7 +381,7 @@ func StreamTCP(ctx context.Context, sources []Source, opts StreamOptions, groupB
 	fan.staleAfter = staleIntervals * interval
 	var wait <-chan time.Time
 	emitMerged := func() error {
-		frame, ok := fan.mergeTCP(groupBy)
+		frame, ok := merge(fan)
 		if !ok {
 			return nil
 		}

@@ -78,3 +78,31 @@ func TestParseTCPFlags(t *testing.T) {
 		t.Errorf("ParseTCPGroupBy: %q %v %v", k, g, err)
 	}
 }
+
+func TestMergeDropsAcrossNodes(t *testing.T) {
+	frame := func(node string, rows ...*isoobsv1.DropRow) *isoobsv1.TopFrame {
+		total := &isoobsv1.DropRow{Node: node}
+		for _, r := range rows {
+			r.Node = node
+			total.Packets += r.Packets
+		}
+		return &isoobsv1.TopFrame{Node: node, DropRows: rows, DropTotal: total,
+			DropNoSocket: &isoobsv1.DropRow{Node: node, Packets: 2, Reasons: []*isoobsv1.DropReasonCount{{Reason: "NO_SOCKET", Packets: 2}}}}
+	}
+	merged := MergeDrops([]*isoobsv1.TopFrame{
+		frame("node-a", &isoobsv1.DropRow{Namespace: "shop", Workload: "api", Pods: 1, Packets: 10, PacketsPerSecond: 10,
+			Reasons: []*isoobsv1.DropReasonCount{{Reason: "NETFILTER_DROP", Packets: 10}}}),
+		frame("node-b", &isoobsv1.DropRow{Namespace: "shop", Workload: "api", Pods: 1, Packets: 5, PacketsPerSecond: 5,
+			Reasons: []*isoobsv1.DropReasonCount{{Reason: "SOCKET_RCVBUFF", Packets: 3}, {Reason: "NETFILTER_DROP", Packets: 2}}}),
+	}, GroupByWorkload)
+	if len(merged.Rows) != 1 {
+		t.Fatalf("rows %v", merged.Rows)
+	}
+	r := merged.Rows[0]
+	if r.Packets != 15 || r.Pods != 2 || r.PacketsPerSecond != 15 || len(r.Reasons) != 2 || r.Reasons[0] != (DropReason{Reason: "NETFILTER_DROP", Packets: 12}) {
+		t.Errorf("merged row %+v", r)
+	}
+	if merged.Total.Packets != 15 || merged.NoSocket.Packets != 4 || merged.NoSocket.Reasons[0].Packets != 4 {
+		t.Errorf("total %+v no socket %+v", merged.Total, merged.NoSocket)
+	}
+}

@@ -1,0 +1,211 @@
+package top
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+)
+
+// Sort keys of `top drops`, the default first.
+var DropSortKeys = []string{"packets", "bytes", TCPSortName}
+
+// ParseDropSort checks a `top drops --sort` value.
+func ParseDropSort(s string) (string, error) {
+	key := strings.ToLower(strings.TrimSpace(s))
+	if slices.Contains(DropSortKeys, key) {
+		return key, nil
+	}
+	return "", fmt.Errorf("invalid --sort %q: valid keys are %s (e.g. --sort bytes)", s, strings.Join(DropSortKeys, ", "))
+}
+
+// DropFrame is one merged view of the packets the kernel dropped, printed by every output
+// format of `top drops` (a stable JSON/YAML schema like TCPFrame's).
+type DropFrame struct {
+	Time            time.Time     `json:"time"`
+	Since           time.Time     `json:"since"`
+	IntervalSeconds float64       `json:"intervalSeconds"`
+	Nodes           []string      `json:"nodes"`
+	MissingNodes    []MissingNode `json:"missingNodes"`
+	StaleNodes      []StaleNode   `json:"staleNodes"`
+	GroupBy         string        `json:"groupBy"`
+	Sort            string        `json:"sort"`
+	Rows            []DropRow     `json:"rows"`
+	// Total covers every row, including rows cut by --limit.
+	Total DropRow `json:"total"`
+	// NoSocket are drops of packets that had no socket (most receive-side drops before the
+	// socket lookup): no pod's, summed over the nodes.
+	NoSocket  DropRow  `json:"noSocket"`
+	Truncated int      `json:"truncated"`
+	Warnings  []string `json:"warnings"`
+}
+
+// DropRow is what the kernel dropped of one group's packets (a pod's sockets', sent or
+// received), by reason.
+type DropRow struct {
+	Node             string            `json:"node"`
+	Namespace        string            `json:"namespace"`
+	Pod              string            `json:"pod"`
+	PodUID           string            `json:"podUID"`
+	Workload         string            `json:"workload"`
+	WorkloadKind     string            `json:"workloadKind"`
+	Cgroup           string            `json:"cgroup"`
+	Pods             uint32            `json:"pods"`
+	Labels           map[string]string `json:"labels,omitempty"`
+	Packets          uint64            `json:"packets"`
+	Bytes            uint64            `json:"bytes"`
+	PacketsPerSecond float64           `json:"packetsPerSecond"`
+	// Reasons as the kernel names them (enum skb_drop_reason without SKB_DROP_REASON_).
+	Reasons []DropReason `json:"reasons"`
+}
+
+// DropReason is one reason's share of a row.
+type DropReason struct {
+	Reason  string `json:"reason"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+func dropRowFromProto(p *isoobsv1.DropRow) DropRow {
+	if p == nil {
+		return DropRow{}
+	}
+	r := DropRow{Node: p.Node, Namespace: p.Namespace, Pod: p.Pod, PodUID: p.PodUid, Workload: p.Workload, WorkloadKind: p.WorkloadKind,
+		Cgroup: p.Cgroup, Pods: p.Pods, Labels: p.Labels, Packets: p.Packets, Bytes: p.Bytes, PacketsPerSecond: p.PacketsPerSecond}
+	for _, x := range p.Reasons {
+		r.Reasons = append(r.Reasons, DropReason{Reason: x.Reason, Packets: x.Packets, Bytes: x.Bytes})
+	}
+	return r
+}
+
+func (r *DropRow) add(o *DropRow) {
+	r.Pods += o.Pods
+	r.Packets += o.Packets
+	r.Bytes += o.Bytes
+	r.PacketsPerSecond += o.PacketsPerSecond
+	for _, x := range o.Reasons {
+		i := slices.IndexFunc(r.Reasons, func(y DropReason) bool { return y.Reason == x.Reason })
+		if i < 0 {
+			r.Reasons = append(r.Reasons, x)
+			continue
+		}
+		r.Reasons[i].Packets += x.Packets
+		r.Reasons[i].Bytes += x.Bytes
+	}
+	slices.SortFunc(r.Reasons, func(a, b DropReason) int {
+		if c := cmp.Compare(b.Packets, a.Packets); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Reason, b.Reason)
+	})
+	if r.Node != o.Node {
+		r.Node = ""
+	}
+	if r.Pod != o.Pod || r.PodUID != o.PodUID {
+		r.Pod, r.PodUID, r.Cgroup, r.Labels = "", "", "", nil
+	}
+	if r.Workload != o.Workload || r.WorkloadKind != o.WorkloadKind {
+		r.Workload, r.WorkloadKind = "", ""
+	}
+}
+
+// MergeDrops merges the latest drop frames of several daemons: rows of the same group add,
+// reasons merged by name.
+func MergeDrops(frames []*isoobsv1.TopFrame, groupBy string) DropFrame {
+	out := DropFrame{GroupBy: groupBy, Rows: []DropRow{}}
+	byKey := map[string]int{}
+	var intervalSum float64
+	first := true
+	for _, f := range frames {
+		if f == nil {
+			continue
+		}
+		out.Nodes = append(out.Nodes, f.Node)
+		if t := f.GetTime().AsTime(); f.Time != nil && t.After(out.Time) {
+			out.Time = t
+		}
+		if s := f.GetSince().AsTime(); f.Since != nil && (out.Since.IsZero() || s.Before(out.Since)) {
+			out.Since = s
+		}
+		intervalSum += f.GetInterval().AsDuration().Seconds()
+		out.Truncated += int(f.Truncated)
+		for _, w := range f.Warnings {
+			out.Warnings = append(out.Warnings, f.Node+": "+w)
+		}
+		for _, p := range f.DropRows {
+			r := dropRowFromProto(p)
+			k := tcpMergeKey(groupBy, &TCPRow{Node: r.Node, Namespace: r.Namespace, Pod: r.Pod, PodUID: r.PodUID, Workload: r.Workload, WorkloadKind: r.WorkloadKind, Cgroup: r.Cgroup})
+			if i, ok := byKey[k]; ok {
+				out.Rows[i].add(&r)
+				continue
+			}
+			byKey[k] = len(out.Rows)
+			out.Rows = append(out.Rows, r)
+		}
+		t, ns := dropRowFromProto(f.DropTotal), dropRowFromProto(f.DropNoSocket)
+		if first {
+			out.Total, out.NoSocket, first = t, ns, false
+		} else {
+			out.Total.add(&t)
+			out.NoSocket.add(&ns)
+		}
+	}
+	if len(out.Nodes) > 0 {
+		out.IntervalSeconds = intervalSum / float64(len(out.Nodes))
+	}
+	slices.Sort(out.Nodes)
+	return out
+}
+
+// SortedLimited returns f with rows sorted by key (DropSortKeys) and cut to limit (0: all).
+func (f DropFrame) SortedLimited(key string, limit int) DropFrame {
+	rows := slices.Clone(f.Rows)
+	name := func(r *DropRow) string {
+		return (&TCPRow{Node: r.Node, Namespace: r.Namespace, Pod: r.Pod, Workload: r.Workload, Cgroup: r.Cgroup}).DisplayName(f.GroupBy) + "/" + r.Node
+	}
+	slices.SortStableFunc(rows, func(a, b DropRow) int {
+		switch key {
+		case TCPSortName:
+		case "bytes":
+			if c := cmp.Compare(b.Bytes, a.Bytes); c != 0 {
+				return c
+			}
+		default:
+			if c := cmp.Compare(b.PacketsPerSecond, a.PacketsPerSecond); c != 0 {
+				return c
+			}
+			if c := cmp.Compare(b.Packets, a.Packets); c != 0 {
+				return c
+			}
+		}
+		return strings.Compare(name(&a), name(&b))
+	})
+	f.Sort = key
+	if limit > 0 && len(rows) > limit {
+		f.Truncated += len(rows) - limit
+		rows = rows[:limit]
+	}
+	f.Rows = rows
+	return f
+}
+
+func (f *fanIn) mergeDrops(groupBy string) (DropFrame, bool) {
+	frames, stale := f.latestFrames()
+	if len(frames) == 0 {
+		return DropFrame{}, false
+	}
+	frame := MergeDrops(frames, groupBy)
+	frame.Warnings = append(frame.Warnings, f.mergeWarnings(stale)...)
+	frame.MissingNodes = append(frame.MissingNodes, f.missing...)
+	frame.StaleNodes = append(frame.StaleNodes, stale...)
+	return frame, true
+}
+
+// StreamDrops is StreamTCP for `top drops` (DIMENSION_DROPS).
+func StreamDrops(ctx context.Context, sources []Source, opts StreamOptions, groupBy string, emit func(DropFrame) error) error {
+	return streamMerged(ctx, sources, opts, func(f *fanIn) (DropFrame, bool) { return f.mergeDrops(groupBy) }, emit)
+}
