@@ -242,6 +242,17 @@ func TestDropsViewByPodAndReason(t *testing.T) {
 	if len(fr.TcpRows) != 0 {
 		t.Errorf("a drops frame carries TCP rows: %v", fr.TcpRows)
 	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(f.tc.metrics)
+	want := `
+# HELP isoobs_drops_total Packets of pods' sockets the kernel dropped, by the kernel's drop reason (NETFILTER_DROP, NO_SOCKET, ...), per namespace and workload.
+# TYPE isoobs_drops_total counter
+isoobs_drops_total{namespace="tenant-jobs",reason="NETFILTER_DROP",workload="crawler"} 30
+isoobs_drops_total{namespace="tenant-jobs",reason="NO_SOCKET",workload="crawler"} 5
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "isoobs_drops_total"); err != nil {
+		t.Error(err)
+	}
 }
 
 // bpfDropReasons maps the running kernel's drop reason names to numbers.

@@ -50,6 +50,9 @@ func (c *tcpCollector) addDrops(drops map[bpf.DropKey]bpf.DropCounters) {
 			}
 			addDropCounts(e.subj.drops, k.Reason, d)
 			e.subj.dropped += d.Packets
+			if c.metrics != nil && d.Packets > 0 {
+				c.metrics.observeDrops(e.subj, k.Reason, d.Packets, c.tickNo)
+			}
 		case e.host:
 			addDropCounts(c.hostDrops, k.Reason, d)
 		default:

@@ -19,10 +19,12 @@ type tcpMetrics struct {
 	overflow   uint64
 
 	opensDesc, failuresDesc, resetsDesc, retransDesc, bytesDesc, overflowDesc, mapFullDesc *prometheus.Desc
+	dropsDesc                                                                              *prometheus.Desc
 }
 
 type tcpWorkloadAccum struct {
 	c        bpf.TCPCounters
+	drops    map[uint32]uint64 // packets by kernel drop reason
 	lastTick uint64
 }
 
@@ -43,6 +45,8 @@ func newTCPMetrics(c *tcpCollector) *tcpMetrics {
 			"New TCP payload bytes pods sent (direction=out) and received (in), each byte once, per namespace and workload.", append(wl, "direction"), nil),
 		overflowDesc: prometheus.NewDesc("isoobs_tcp_metrics_series_overflow_total",
 			"Pod counts added into the workload=\"other\" TCP series because the series limit was reached.", nil, nil),
+		dropsDesc: prometheus.NewDesc("isoobs_drops_total",
+			"Packets of pods' sockets the kernel dropped, by the kernel's drop reason (NETFILTER_DROP, NO_SOCKET, ...), per namespace and workload.", append(wl, "reason"), nil),
 		mapFullDesc: prometheus.NewDesc("isoobs_tcp_probe_map_full_total",
 			"TCP events the probe did not count because its per-cgroup map was full.", nil, nil),
 	}
@@ -52,6 +56,22 @@ func newTCPMetrics(c *tcpCollector) *tcpMetrics {
 func (m *tcpMetrics) observe(s *tcpSubject, d *bpf.TCPCounters, tick uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	tcpAdd(&m.accum(s, tick).c, d)
+}
+
+// observeDrops adds one subject's new drops of one reason.
+func (m *tcpMetrics) observeDrops(s *tcpSubject, reason uint32, packets, tick uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.accum(s, tick)
+	if w.drops == nil {
+		w.drops = map[uint32]uint64{}
+	}
+	w.drops[reason] += packets
+}
+
+// accum is the series of s's namespace and workload (or "other" past the limit). Callers hold mu.
+func (m *tcpMetrics) accum(s *tcpSubject, tick uint64) *tcpWorkloadAccum {
 	ns, wl := unknownLabel, unknownLabel
 	if s.meta != nil {
 		ns, wl = s.meta.Namespace, s.meta.Workload
@@ -69,8 +89,8 @@ func (m *tcpMetrics) observe(s *tcpSubject, d *bpf.TCPCounters, tick uint64) {
 			m.byWorkload[k] = w
 		}
 	}
-	tcpAdd(&w.c, d)
 	w.lastTick = tick
+	return w
 }
 
 // expire drops series that counted nothing for keep ticks.
@@ -103,6 +123,9 @@ func (m *tcpMetrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.retransDesc, c.RetransSegs)
 		counter(m.bytesDesc, c.BytesOut, "out")
 		counter(m.bytesDesc, c.BytesIn, "in")
+		for reason, n := range w.drops {
+			counter(m.dropsDesc, n, bpf.DropReasonName(reason))
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(m.overflowDesc, prometheus.CounterValue, float64(m.overflow))
 	m.mu.Unlock()
