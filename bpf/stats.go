@@ -41,6 +41,7 @@ type ProbeStats struct {
 	UnmatchedResponses uint64
 	LateAnswers        uint64 // answers to a pending query older than Options.DNSTimeout
 	EvictedAnswers     uint64 // answers to a query evicted from the in-flight table (counted, not timed)
+	TraceLost          uint64 // trace events not sent: the trace ring buffer was full
 	Malformed          uint64 // all cgroups, including ones beyond the pod map
 	NotParsed          uint64 // fragments, too many IPv6 extension headers
 	DNSMessages        uint64 // port-53 payloads examined
@@ -92,6 +93,7 @@ func (p *DNSProbe) Stats() (ProbeStats, error) {
 	s.InflightExpired = counters[statInflightExpired]
 	s.LateAnswers = counters[statLateAnswers]
 	s.EvictedAnswers = counters[statEvictedAnswers]
+	s.TraceLost = counters[statTraceLost]
 
 	p.mu.Lock()
 	names := p.nameTables[p.active]

@@ -136,19 +136,6 @@ func (r *TraceReader) Read() (TraceEvent, error) {
 // Close stops Read.
 func (r *TraceReader) Close() error { return r.rd.Close() }
 
-// TraceLost is the number of trace events the kernel could not send (ring buffer full).
-func (p *DNSProbe) TraceLost() (uint64, error) {
-	var perCPU []uint64
-	if err := p.objs.ProbeStats.Lookup(uint32(statTraceLost), &perCPU); err != nil {
-		return 0, fmt.Errorf("read probe stats: %w", err)
-	}
-	var n uint64
-	for _, v := range perCPU {
-		n += v
-	}
-	return n, nil
-}
-
 func decodeTraceEvent(raw *dnsTraceEvent, bootOffset time.Duration) TraceEvent {
 	ev := TraceEvent{
 		Time:       time.Unix(0, int64(raw.TimeNs)+int64(bootOffset)),

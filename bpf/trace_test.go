@@ -96,7 +96,7 @@ func TestDNSTrace(t *testing.T) {
 	}
 	r.run(true, clientQuery(3))
 	none("tracing stopped")
-	if lost, err := r.p.TraceLost(); err != nil || lost != 0 {
-		t.Errorf("lost %d, %v", lost, err)
+	if st, err := r.p.Stats(); err != nil || st.TraceLost != 0 {
+		t.Errorf("lost %d, %v", st.TraceLost, err)
 	}
 }
