@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -40,41 +39,16 @@ func TestForgedAnswersAreUnsolicited(t *testing.T) {
 	a := startDaemon(t, lab, nodeA)
 
 	const noerror, nxdomain, forged = 20, 10, 500
-	vc := victim.Command(ctx, os.Args[0], "-test.run=^TestHelperVictim$")
-	vc.Env = append(os.Environ(), "E2E_VICTIM_SERVER="+netip.AddrPortFrom(lab.DNSServiceIP, 53).String(),
-		"E2E_VICTIM_QUERIES="+strconv.Itoa(noerror)+","+strconv.Itoa(nxdomain))
-	out, err := vc.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := vc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(out)
-	var summary string
-	for lines.Scan() {
-		if lines.Text() == "ready" { // its own queries are answered; the socket stays open
-			break
-		}
-	}
+	vc := startPodHelper(t, ctx, victim, "Victim", "E2E_VICTIM_SERVER="+netip.AddrPortFrom(lab.DNSServiceIP, 53).String(),
+		"E2E_VICTIM_QUERIES="+strconv.Itoa(noerror)+","+strconv.Itoa(nxdomain)) // its own queries are answered; the socket stays open
 	fc := forger.Command(ctx, os.Args[0], "-test.run=^TestHelperForger$")
 	fc.Env = append(os.Environ(), "E2E_FORGER_TARGET="+netip.AddrPortFrom(victim.IPv4, victimPort).String(),
 		"E2E_FORGER_ANSWERS="+strconv.Itoa(forged))
 	if b, err := fc.CombinedOutput(); err != nil {
 		t.Fatalf("forger: %v\n%s", err, b)
 	}
-	for lines.Scan() {
-		if strings.HasPrefix(lines.Text(), "{") {
-			summary = lines.Text()
-		}
-	}
-	if err := vc.Wait(); err != nil {
-		t.Fatalf("victim: %v", err)
-	}
 	var got victimResult
-	if err := json.Unmarshal([]byte(summary), &got); err != nil {
-		t.Fatalf("victim output %q: %v", summary, err)
-	}
+	vc.summary(&got)
 	if got.NoError != noerror || got.NXDomain != nxdomain || got.Unexpected != forged {
 		t.Fatalf("the victim's socket got %+v; want %d NOERROR, %d NXDOMAIN answers to its queries and %d forged packets", got, noerror, nxdomain, forged)
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -36,18 +34,7 @@ func TestTimeoutsPerPod(t *testing.T) {
 	const timeout = time.Second
 	a := startDaemonWith(t, lab, nodeA, func(c *daemon.Config) { c.DNSTimeout = timeout })
 
-	sc := server.Command(ctx, os.Args[0], "-test.run=^TestHelperLossyDNS$")
-	sc.Env = append(os.Environ(), "E2E_LOSSY_DROP_FROM="+unlucky.IPv4.String())
-	out, err := sc.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(out)
-	for lines.Scan() && lines.Text() != "ready" {
-	}
+	sc := startPodHelper(t, ctx, server, "LossyDNS", "E2E_LOSSY_DROP_FROM="+unlucky.IPv4.String())
 	const queries = 30
 	for _, p := range []*podnet.Pod{unlucky, lucky} {
 		cc := p.Command(ctx, os.Args[0], "-test.run=^TestHelperBurstClient$")
@@ -56,19 +43,8 @@ func TestTimeoutsPerPod(t *testing.T) {
 			t.Fatalf("client %s: %v\n%s", p.Name, err, b)
 		}
 	}
-	var summary string
-	for lines.Scan() {
-		if strings.HasPrefix(lines.Text(), "{") {
-			summary = lines.Text()
-		}
-	}
-	if err := sc.Wait(); err != nil {
-		t.Fatalf("server: %v", err)
-	}
 	var got lossyResult
-	if err := json.Unmarshal([]byte(summary), &got); err != nil {
-		t.Fatalf("server output %q: %v", summary, err)
-	}
+	sc.summary(&got)
 	if got.Dropped != queries/3 || got.Answered != 2*queries-queries/3 {
 		t.Fatalf("server answered %d and dropped %d, want %d and %d", got.Answered, got.Dropped, 2*queries-queries/3, queries/3)
 	}
