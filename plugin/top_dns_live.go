@@ -42,7 +42,7 @@ func streamLive(ctx context.Context, prog *tea.Program, sources []top.Source, op
 		select {
 		case g := <-regroup:
 			stop()
-			<-done
+			_ = <-done // the stream of the old grouping, ended by stop
 			opts = regrouped(opts, g)
 			continue
 		case err := <-done:
@@ -54,7 +54,7 @@ func streamLive(ctx context.Context, prog *tea.Program, sources []top.Source, op
 			}
 		case <-ctx.Done():
 			stop()
-			<-done
+			_ = <-done // ended by the interrupt
 		}
 		return
 	}

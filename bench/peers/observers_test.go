@@ -93,7 +93,7 @@ func (e *emptyObs) stop() error { return e.progs.Close() }
 // ---- isoobs ----
 
 // isoobsObs is the isoobs-daemon as the chart runs it (deploy/chart: --interval=1s
-// --retention=5m --log-level=info --latency-sample-above=2000, a unix socket and a loopback gRPC
+// --retention=15m --log-level=info --latency-sample-above=2000, a unix socket and a loopback gRPC
 // listener, metrics, GOMEMLIMIT from the chart's goMemLimit; --hubble-server=off as install sets it without Cilium),
 // plus the real plugin (`top dns --daemon ADDR -A -o json`) as the person watching it. The
 // plugin would run on the engineer's machine, so its CPU is not the node's (logged apart).
@@ -134,7 +134,7 @@ func (o *isoobsObs) start(w *world) error {
 		"--grpc-listen="+addr,
 		"--metrics-listen="+metrics,
 		"--interval=1s",
-		"--retention=5m",
+		"--retention=15m",
 		"--log-level=info",
 		"--hubble-server=off",
 		"--latency-sample-above=2000")
