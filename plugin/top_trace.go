@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
-	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -67,9 +66,12 @@ type traceEvent struct {
 // interrupted or --duration ends.
 func (o *TopDNSOptions) runTrace(ctx context.Context, sources []top.Source) error {
 	if o.Duration > 0 {
+		// A timer, not a deadline: gRPC would send a deadline to the daemons, whose end of the
+		// stream could then reach us as an error just before ours.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.Duration)
+		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
+		defer time.AfterFunc(o.Duration, cancel).Stop()
 	}
 	req := &isoobsv1.TraceRequest{Namespace: o.namespace, Pod: o.Pod, SampleShift: uint32(bits.TrailingZeros(uint(o.TraceSample)))}
 	events := make(chan *isoobsv1.DNSEvent, 256)
@@ -164,24 +166,9 @@ func (w *traceWriter) write(ev *isoobsv1.DNSEvent) error {
 		fmt.Fprintf(w.tw, "(%d messages not shown: the viewer or the node's trace buffer could not keep up; raise --trace-sample)\n", ev.DroppedBefore)
 	}
 	if !w.header && !w.noHeaders {
-		fmt.Fprintln(w.tw, "TIME\tNODE\tCONTAINER\tKIND\tQTYPE\tQNAME\tRCODE\tANSWERS\tLATENCY\tSERVER")
+		fmt.Fprintln(w.tw, strings.Join(printers.TraceHeader, "\t"))
 	}
 	w.header = true
-	latency, answers := "-", "-"
-	if ev.LatencyMs > 0 {
-		latency = strconv.FormatFloat(ev.LatencyMs, 'f', 2, 64) + "ms"
-	}
-	if ev.Kind != "query" {
-		answers = strconv.FormatUint(uint64(ev.Answers), 10)
-	}
-	fmt.Fprintf(w.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.GetTime().AsTime().Local().Format("15:04:05.000"), ev.Node,
-		dash(ev.Container), ev.Kind, ev.Qtype, ev.Qname, dash(ev.Rcode), answers, latency, ev.Server)
+	fmt.Fprintln(w.tw, strings.Join(printers.TraceRow(ev), "\t"))
 	return w.tw.Flush()
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
