@@ -453,9 +453,12 @@ func (o *TopDNSOptions) runLive(ctx context.Context, sources []top.Source, opts 
 	model := tui.NewModel(title, o.Sort, o.Limit, o.Output == printers.OutputWide)
 	regroup := make(chan string, 1)
 	model.Group, model.Groups, model.Regroup = o.GroupBy, liveGroups(o.Since > 0), func(g string) { regroup <- g }
+	drill := make(chan [2]string, 1)
+	model.Drill = func(namespace, pod string) { drill <- [2]string{namespace, pod} }
 	prog := tea.NewProgram(model, tea.WithContext(ctx), tea.WithInput(o.In), tea.WithOutput(o.Out), tea.WithAltScreen())
 
 	go streamLive(ctx, prog, sources, opts, regroup)
+	go o.traceLive(ctx, prog, sources, drill)
 
 	final, err := prog.Run()
 	cancel()

@@ -12,11 +12,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	tea "github.com/charmbracelet/bubbletea"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/isoobs/isoobs/plugin/printers"
 	"github.com/isoobs/isoobs/plugin/top"
+	"github.com/isoobs/isoobs/plugin/tui"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
 
@@ -132,6 +134,83 @@ func traceOne(ctx context.Context, src top.Source, req *isoobsv1.TraceRequest, o
 		case out <- ev:
 		case <-ctx.Done():
 			return nil
+		}
+	}
+}
+
+// traceLive feeds the live view's drill-down: each pod it names on drill is traced (1 in
+// --trace-sample of its queries) until the next one, or "" (Esc), comes. Messages go to the view
+// in batches, ten a second at most, so a flooding pod cannot make it redraw for every one.
+func (o *TopDNSOptions) traceLive(ctx context.Context, prog *tea.Program, sources []top.Source, drill <-chan [2]string) {
+	stop := func() {}
+	defer func() { stop() }()
+	for {
+		var pod [2]string
+		select {
+		case <-ctx.Done():
+			return
+		case pod = <-drill:
+		}
+		stop()
+		if pod[1] == "" {
+			stop = func() {}
+			continue
+		}
+		tctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		stop = func() { cancel(); <-done }
+		go func() {
+			defer close(done)
+			o.traceToView(tctx, prog, sources, &isoobsv1.TraceRequest{Namespace: pod[0], Pod: pod[1],
+				SampleShift: uint32(bits.TrailingZeros(uint(o.TraceSample)))})
+		}()
+	}
+}
+
+func (o *TopDNSOptions) traceToView(ctx context.Context, prog *tea.Program, sources []top.Source, req *isoobsv1.TraceRequest) {
+	events := make(chan *isoobsv1.DNSEvent, 256)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var notFound int
+	for _, src := range sources {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := traceOne(ctx, src, req, events)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			if status.Code(err) == codes.NotFound {
+				mu.Lock()
+				notFound++
+				mu.Unlock()
+				return
+			}
+			prog.Send(tui.TraceErrMsg{Err: fmt.Errorf("%s: %s", src.Name, status.Convert(err).Message())})
+		}()
+	}
+	go func() { wg.Wait(); close(events) }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var batch []*isoobsv1.DNSEvent
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				if len(batch) > 0 {
+					prog.Send(tui.TraceMsg{Events: batch})
+				}
+				if ctx.Err() == nil && notFound == len(sources) {
+					prog.Send(tui.TraceErrMsg{Err: fmt.Errorf("pod %s/%s is on none of the %d node(s) asked", req.Namespace, req.Pod, len(sources))})
+				}
+				return
+			}
+			batch = append(batch, ev)
+		case <-tick.C:
+			if len(batch) > 0 {
+				prog.Send(tui.TraceMsg{Events: batch})
+				batch = nil
+			}
 		}
 	}
 }

@@ -1,18 +1,21 @@
 // Package tui is the live terminal view of `kubectl isoobs top dns`: a
 // bubbletea model that shows the latest merged frame and lets the user
 // change the sort key and filter rows without asking the daemons again, and
-// switch the grouping (which asks them again, through Regroup).
+// switch the grouping (which asks them again, through Regroup), and drill down into one pod's
+// individual DNS messages (Enter on a row, through Drill; Esc back).
 package tui
 
 import (
 	"fmt"
 	"strings"
+	"text/tabwriter"
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/isoobs/isoobs/plugin/printers"
 	"github.com/isoobs/isoobs/plugin/top"
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
 
 // FrameMsg delivers a new merged frame to the model.
@@ -20,6 +23,15 @@ type FrameMsg struct{ Frame top.Frame }
 
 // ErrMsg ends the view with an error (the daemon stream failed).
 type ErrMsg struct{ Err error }
+
+// TraceMsg delivers traced messages of the pod drilled into.
+type TraceMsg struct{ Events []*isoobsv1.DNSEvent }
+
+// TraceErrMsg says why the drill-down's trace ended or could not start.
+type TraceErrMsg struct{ Err error }
+
+// maxTraceLines is how many traced messages the drill-down keeps (the latest).
+const maxTraceLines = 500
 
 // sortKeys maps direct keys to sort keys; "s"/"S" cycle through top.SortKeys.
 var sortKeys = map[string]string{
@@ -33,12 +45,16 @@ var sortKeys = map[string]string{
 	"a": top.SortName,
 }
 
-const helpLine = "s/S: next/prev sort  r:qps c:queries n:nxdomain f:servfail e:errors l:latency m:malformed a:name  g/G: group  /: filter  esc: back  q: quit"
+const helpLine = "s/S: next/prev sort  r:qps c:queries n:nxdomain f:servfail e:errors l:latency m:malformed a:name  g/G: group  /: filter  ↑/↓ enter: trace pod  esc: back  q: quit"
+
+const traceHelpLine = "esc: back to the table  q: quit"
 
 var (
 	titleStyle = lipgloss.NewStyle().Bold(true)
 	warnStyle  = lipgloss.NewStyle().Foreground(lipgloss.Color("3"))
 	helpStyle  = lipgloss.NewStyle().Faint(true)
+	// selectedStyle marks the row Enter drills into.
+	selectedStyle = lipgloss.NewStyle().Reverse(true)
 )
 
 // Model is the live view's state. Frames arrive unsorted and unlimited so a
@@ -55,6 +71,15 @@ type Model struct {
 	Group   string
 	Groups  []string
 	Regroup func(groupBy string)
+	// Drill starts tracing a pod ("" and "" stop it); Enter on a pod row calls it, Esc back.
+	Drill func(namespace, pod string)
+
+	// cursor is the selected row among those shown (pod grouping).
+	cursor int
+	// tracing is "namespace/pod" while drilled down; trace its latest messages.
+	tracing  string
+	trace    []*isoobsv1.DNSEvent
+	traceErr error
 
 	frame *top.Frame
 	// Row filter (/): rows whose names contain filter (any case) are shown; editing while
@@ -98,6 +123,17 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.err = msg.Err
 		m.quitting = true
 		return m, tea.Quit
+	case TraceMsg:
+		if m.tracing != "" {
+			m.trace = append(m.trace, msg.Events...)
+			if n := len(m.trace); n > maxTraceLines {
+				m.trace = append(m.trace[:0:0], m.trace[n-maxTraceLines:]...)
+			}
+		}
+	case TraceErrMsg:
+		if m.tracing != "" {
+			m.traceErr = msg.Err
+		}
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
 	case tea.KeyMsg:
@@ -115,7 +151,18 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			}
 			return next, tea.Batch(cmds...)
 		}
+		if m.tracing != "" {
+			return m.traceKey(msg)
+		}
 		switch k := msg.String(); k {
+		case "up", "k":
+			if m.cursor > 0 {
+				m.cursor--
+			}
+		case "down", "j":
+			m.cursor++ // clamped to the rows shown when drawn
+		case "enter":
+			return m.drill()
 		case "esc":
 			switch {
 			case m.filter != "":
@@ -154,6 +201,38 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 	}
 	return m, nil
+}
+
+// traceKey handles a key in the drill-down: Esc goes back to the table.
+func (m Model) traceKey(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
+	switch msg.String() {
+	case "esc":
+		m.tracing, m.trace, m.traceErr = "", nil, nil
+		drill := m.Drill
+		return m, func() tea.Msg { drill("", ""); return nil }
+	case "q", "ctrl+c":
+		m.quitting = true
+		return m, tea.Quit
+	}
+	return m, nil
+}
+
+// drill starts tracing the selected row's pod (rows of the pod grouping only).
+func (m Model) drill() (tea.Model, tea.Cmd) {
+	if m.Drill == nil || m.frame == nil || m.frame.GroupBy != top.GroupByPod {
+		return m, nil
+	}
+	rows := m.shown(m.rowLimit()).Rows
+	if len(rows) == 0 {
+		return m, nil
+	}
+	r := rows[min(m.cursor, len(rows)-1)]
+	if r.Namespace == "" || r.Pod == "" {
+		return m, nil // a cgroup without a pod: nothing to ask a daemon for
+	}
+	m.tracing, m.trace, m.traceErr = r.Namespace+"/"+r.Pod, nil, nil
+	drill := m.Drill
+	return m, func() tea.Msg { drill(r.Namespace, r.Pod); return nil }
 }
 
 // editKey handles a key while the filter is typed: Enter applies it, Esc leaves it as it was.
@@ -300,6 +379,9 @@ func (m Model) View() string {
 		line(&helpStyle, helpLine)
 		return strings.TrimSuffix(b.String(), "\n")
 	}
+	if m.tracing != "" {
+		return m.traceView(title)
+	}
 	f := m.frame
 	// What the keys change comes first; the sources (which may not fit) last.
 	name, sources, _ := strings.Cut(title, " @ ")
@@ -314,39 +396,89 @@ func (m Model) View() string {
 	}
 	line(nil, "")
 
-	limit := m.Limit
-	if m.height > 0 {
-		// Title, status, blank, header, help and the "more rows" note take the rest.
-		fit := m.height - 6 - len(f.Warnings)
-		if fit < 1 {
-			fit = 1
-		}
-		if limit == 0 || limit > fit {
-			limit = fit
-		}
-	}
-	shown := *f
-	if m.filter != "" {
-		shown.Rows = nil
-		for i := range f.Rows {
-			if keep(&f.Rows[i], f.GroupBy, m.filter) {
-				shown.Rows = append(shown.Rows, f.Rows[i])
-			}
-		}
-	}
-	if m.filter != "" && len(shown.Rows) == 0 && len(f.Rows) > 0 {
+	view := m.shown(m.rowLimit())
+	if m.filter != "" && len(view.Rows) == 0 && len(f.Rows) > 0 {
 		line(nil, fmt.Sprintf("No rows match the filter %q (%d rows hidden; esc clears it).", m.filter, len(f.Rows)))
 		line(&helpStyle, helpLine)
 		return strings.TrimSuffix(b.String(), "\n")
 	}
-	view := shown.SortedLimited(m.Sort, limit)
 	var table strings.Builder
 	_ = printers.WriteTable(&table, view, m.Wide, false)
-	for _, l := range strings.Split(strings.TrimRight(table.String(), "\n"), "\n") {
+	selected := -1
+	if m.Drill != nil && f.GroupBy == top.GroupByPod && len(view.Rows) > 0 {
+		selected = 1 + min(m.cursor, len(view.Rows)-1) // after the header line
+	}
+	for i, l := range strings.Split(strings.TrimRight(table.String(), "\n"), "\n") {
+		if i == selected {
+			line(&selectedStyle, l)
+			continue
+		}
 		line(nil, l)
 	}
 	line(&helpStyle, helpLine)
 	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// rowLimit is how many rows fit: --limit, and the terminal's height less the title, status,
+// blank, header, help and "more rows" lines.
+func (m Model) rowLimit() int {
+	limit := m.Limit
+	if m.height > 0 && m.frame != nil {
+		fit := max(m.height-6-len(m.frame.Warnings), 1)
+		if limit == 0 || limit > fit {
+			limit = fit
+		}
+	}
+	return limit
+}
+
+// shown is the frame as drawn: filtered, sorted, limited.
+func (m Model) shown(limit int) top.Frame {
+	f := *m.frame
+	if m.filter != "" {
+		f.Rows = nil
+		for i := range m.frame.Rows {
+			if keep(&m.frame.Rows[i], m.frame.GroupBy, m.filter) {
+				f.Rows = append(f.Rows, m.frame.Rows[i])
+			}
+		}
+	}
+	return f.SortedLimited(m.Sort, limit)
+}
+
+// traceView is the drill-down: the latest traced messages of one pod, newest last.
+func (m Model) traceView(title string) string {
+	var b strings.Builder
+	name, _, _ := strings.Cut(title, " @ ")
+	head := fmt.Sprintf("%s  trace %s  %d messages", name, m.tracing, len(m.trace))
+	lines := []string{titleStyle.Render(truncate(head, max(m.width, len(head))))}
+	if m.traceErr != nil {
+		lines = append(lines, warnStyle.Render("warning: "+m.traceErr.Error()))
+	}
+	fit := len(m.trace)
+	if m.height > 0 {
+		fit = min(fit, max(m.height-len(lines)-3, 1))
+	}
+	var table strings.Builder
+	tw := tabwriter.NewWriter(&table, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(printers.TraceHeader, "\t"))
+	for _, ev := range m.trace[len(m.trace)-fit:] {
+		fmt.Fprintln(tw, strings.Join(printers.TraceRow(ev), "\t"))
+	}
+	_ = tw.Flush()
+	lines = append(lines, "")
+	for _, l := range strings.Split(strings.TrimRight(table.String(), "\n"), "\n") {
+		if m.width > 0 {
+			l = truncate(l, m.width)
+		}
+		lines = append(lines, l)
+	}
+	if len(m.trace) == 0 && m.traceErr == nil {
+		lines = append(lines, "waiting for the pod's DNS messages…")
+	}
+	lines = append(lines, helpStyle.Render(traceHelpLine))
+	b.WriteString(strings.Join(lines, "\n"))
+	return b.String()
 }
 
 func truncate(s string, width int) string {
