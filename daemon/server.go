@@ -183,9 +183,6 @@ func (s *server) Top(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopServer)
 	if d := req.GetDimension(); d == isoobsv1.Dimension_DIMENSION_TCP || d == isoobsv1.Dimension_DIMENSION_DROPS {
 		return s.topTCP(req, stream, limit)
 	}
-	if req.GetDimension() == isoobsv1.Dimension_DIMENSION_TCP {
-		return s.topTCP(req, stream, limit)
-	}
 	c := s.d.coll
 	if err := checkTopBounds(req, c.cfg.Retention); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -279,6 +276,7 @@ func (s *server) Status(context.Context, *isoobsv1.StatusRequest) (*isoobsv1.Sta
 		"probe_inflight_expired":      st.InflightExpired,
 		"probe_late_answers":          st.LateAnswers,
 		"probe_evicted_answers":       st.EvictedAnswers,
+		"probe_trace_lost":            st.TraceLost,
 		"probe_malformed":             st.Malformed,
 		"probe_not_parsed":            st.NotParsed,
 		"probe_dns_messages":          st.DNSMessages,
@@ -299,7 +297,6 @@ func (s *server) Status(context.Context, *isoobsv1.StatusRequest) (*isoobsv1.Sta
 		resp.Counters["ticks"] = 0
 	}
 	resp.Hubble = d.hubbleStatus()
-	d.tcpStatus(resp)
 	d.tcpStatus(resp)
 	if c.hub != nil {
 		resp.Counters["hubble_untracked_pods"] = c.hub.untrackedPods
