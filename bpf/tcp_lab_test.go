@@ -241,9 +241,12 @@ func TestTCPBytesPerPodExact(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond) // the last FIN/ACKs
 	c, s := tcpCountersOf(t, p, client), tcpCountersOf(t, p, server)
-	if c.BytesOut != sent || s.BytesIn != sent || s.BytesOut != got || c.BytesIn != got {
-		t.Errorf("bytes: client out %d in %d, server in %d out %d; the generator sent %d and replied %d",
-			c.BytesOut, c.BytesIn, s.BytesIn, s.BytesOut, sent, got)
+	// Sent bytes are exact. Received bytes are exact unless segments were retransmitted (a
+	// loaded machine retransmits on a veth too): a retransmit that re-covers data the receiver
+	// already holds out of order counts again, at most the sender's retransmitted bytes.
+	if c.BytesOut != sent || s.BytesOut != got || !receivedWithin(s.BytesIn, sent, c.RetransBytes) || !receivedWithin(c.BytesIn, got, s.RetransBytes) {
+		t.Errorf("bytes: client out %d in %d, server in %d out %d; the generator sent %d and replied %d (retransmitted bytes: client %d, server %d)",
+			c.BytesOut, c.BytesIn, s.BytesIn, s.BytesOut, sent, got, c.RetransBytes, s.RetransBytes)
 	}
 	if c.ActiveOpens != conns || s.PassiveOpens != conns || c.PassiveOpens != 0 || s.ActiveOpens != 0 {
 		t.Errorf("opens: client active %d passive %d, server active %d passive %d; want %d active and %d passive",
@@ -400,13 +403,13 @@ func TestTCPRetransmitsMatchKernelCounters(t *testing.T) {
 			}
 			// Bytes received are exact unless a retransmit re-covers data the receiver already
 			// held out of order (a sender collapsing segments after a loss): then those bytes
-			// count twice. Seen: 768 of 4,194,304 bytes in one run of about twenty.
+			// count twice, at most the sender's retransmitted bytes.
 			for _, b := range []struct {
-				who       string
-				got, want uint64
-			}{{"server", s.BytesIn, conns * size}, {"client", c.BytesIn, conns * reply}} {
-				if b.got < b.want || b.got > b.want+b.want/100 {
-					t.Errorf("bytes received on a lossy link by the %s: %d, want %d (at most 1%% more)", b.who, b.got, b.want)
+				who            string
+				got, want, ret uint64
+			}{{"server", s.BytesIn, conns * size, c.RetransBytes}, {"client", c.BytesIn, conns * reply, s.RetransBytes}} {
+				if !receivedWithin(b.got, b.want, b.ret) {
+					t.Errorf("bytes received on a lossy link by the %s: %d, want %d (at most the sender's %d retransmitted bytes more)", b.who, b.got, b.want, b.ret)
 				} else if b.got != b.want {
 					t.Logf("bytes received by the %s: %d, %d more than sent (re-covered out-of-order data)", b.who, b.got, b.got-b.want)
 				}
@@ -469,4 +472,10 @@ func TestTCPConnectTimeoutsExact(t *testing.T) {
 		t.Errorf("SYN retransmits %d; the kernel's RetransSegs %d (at least one per connect)", got.RetransSegs, snmp["RetransSegs"])
 	}
 	t.Logf("%d connects timed out, %d SYN retransmits = the kernel's %d", got.ConnectTimeout, got.RetransSegs, snmp["RetransSegs"])
+}
+
+// receivedWithin: bytes counted on the receiving side are what was sent, plus at most what the
+// sender retransmitted (re-covered out-of-order data counts again).
+func receivedWithin(got, sent, retransmitted uint64) bool {
+	return got >= sent && got <= sent+retransmitted
 }
