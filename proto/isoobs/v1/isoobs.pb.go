@@ -34,6 +34,8 @@ const (
 	// TCP golden signals per pod (TopFrame.tcp_rows).
 	Dimension_DIMENSION_TCP   Dimension = 2
 	Dimension_DIMENSION_DROPS Dimension = 3
+	// HTTP golden signals per pod from Hubble's L7 HTTP flows (TopFrame.http_rows).
+	Dimension_DIMENSION_HTTP Dimension = 4
 )
 
 // Enum value maps for Dimension.
@@ -43,12 +45,14 @@ var (
 		1: "DIMENSION_DNS",
 		2: "DIMENSION_TCP",
 		3: "DIMENSION_DROPS",
+		4: "DIMENSION_HTTP",
 	}
 	Dimension_value = map[string]int32{
 		"DIMENSION_UNSPECIFIED": 0,
 		"DIMENSION_DNS":         1,
 		"DIMENSION_TCP":         2,
 		"DIMENSION_DROPS":       3,
+		"DIMENSION_HTTP":        4,
 	}
 )
 
@@ -284,7 +288,10 @@ type TopRequest struct {
 	// Look-back: counts and average rates over this much of the daemon's history, ending now
 	// (at most its --retention), so a flood that already stopped is still seen; rows carry
 	// first_seen/last_seen. Not with since_stream_start, a name filter or group_by qname.
-	Since         *durationpb.Duration `protobuf:"bytes,32,opt,name=since,proto3" json:"since,omitempty"`
+	Since *durationpb.Duration `protobuf:"bytes,32,opt,name=since,proto3" json:"since,omitempty"`
+	// DIMENSION_HTTP: rows of the pods that sent the requests (clients) instead of those that
+	// served them (the default).
+	HttpClients   bool `protobuf:"varint,40,opt,name=http_clients,json=httpClients,proto3" json:"http_clients,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -429,6 +436,13 @@ func (x *TopRequest) GetSince() *durationpb.Duration {
 		return x.Since
 	}
 	return nil
+}
+
+func (x *TopRequest) GetHttpClients() bool {
+	if x != nil {
+		return x.HttpClients
+	}
+	return false
 }
 
 type NameCount struct {
@@ -948,9 +962,12 @@ type TopFrame struct {
 	TcpTotal *TCPRow   `protobuf:"bytes,21,opt,name=tcp_total,json=tcpTotal,proto3" json:"tcp_total,omitempty"`
 	// DIMENSION_DROPS: rows, their total, and the drops of packets that had no socket (not any
 	// pod's: most receive-side drops before the socket lookup), node-wide by reason.
-	DropRows      []*DropRow `protobuf:"bytes,22,rep,name=drop_rows,json=dropRows,proto3" json:"drop_rows,omitempty"`
-	DropTotal     *DropRow   `protobuf:"bytes,23,opt,name=drop_total,json=dropTotal,proto3" json:"drop_total,omitempty"`
-	DropNoSocket  *DropRow   `protobuf:"bytes,24,opt,name=drop_no_socket,json=dropNoSocket,proto3" json:"drop_no_socket,omitempty"`
+	DropRows     []*DropRow `protobuf:"bytes,22,rep,name=drop_rows,json=dropRows,proto3" json:"drop_rows,omitempty"`
+	DropTotal    *DropRow   `protobuf:"bytes,23,opt,name=drop_total,json=dropTotal,proto3" json:"drop_total,omitempty"`
+	DropNoSocket *DropRow   `protobuf:"bytes,24,opt,name=drop_no_socket,json=dropNoSocket,proto3" json:"drop_no_socket,omitempty"`
+	// DIMENSION_HTTP: one row per pod and observation point (rows, total and top_names stay
+	// empty; the plugin merges, de-duplicates and groups them).
+	HttpRows      []*HTTPRow `protobuf:"bytes,40,rep,name=http_rows,json=httpRows,proto3" json:"http_rows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1086,6 +1103,13 @@ func (x *TopFrame) GetDropTotal() *DropRow {
 func (x *TopFrame) GetDropNoSocket() *DropRow {
 	if x != nil {
 		return x.DropNoSocket
+	}
+	return nil
+}
+
+func (x *TopFrame) GetHttpRows() []*HTTPRow {
+	if x != nil {
+		return x.HttpRows
 	}
 	return nil
 }
@@ -2325,11 +2349,382 @@ func (x *DropRow) GetReasons() []*DropReasonCount {
 	return nil
 }
 
+// HTTPPathCount is one method + path template's share of an HTTPRow.
+type HTTPPathCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// GET, POST, ... (OTHER for a method outside RFC 9110's and PATCH).
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// The URL's path with numeric, UUID and long hex segments templated ({id}, {uuid}, {hex}),
+	// without query or fragment; "other" for templates past the row's cap (counted, not named).
+	Path          string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Requests      uint64 `protobuf:"varint,3,opt,name=requests,proto3" json:"requests,omitempty"`
+	Status_4Xx    uint64 `protobuf:"varint,4,opt,name=status_4xx,json=status4xx,proto3" json:"status_4xx,omitempty"`
+	Status_5Xx    uint64 `protobuf:"varint,5,opt,name=status_5xx,json=status5xx,proto3" json:"status_5xx,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HTTPPathCount) Reset() {
+	*x = HTTPPathCount{}
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HTTPPathCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HTTPPathCount) ProtoMessage() {}
+
+func (x *HTTPPathCount) ProtoReflect() protoreflect.Message {
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HTTPPathCount.ProtoReflect.Descriptor instead.
+func (*HTTPPathCount) Descriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *HTTPPathCount) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *HTTPPathCount) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *HTTPPathCount) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *HTTPPathCount) GetStatus_4Xx() uint64 {
+	if x != nil {
+		return x.Status_4Xx
+	}
+	return 0
+}
+
+func (x *HTTPPathCount) GetStatus_5Xx() uint64 {
+	if x != nil {
+		return x.Status_5Xx
+	}
+	return 0
+}
+
+// HTTPRow is one pod's HTTP requests as Cilium's L7 proxy reported them to Hubble: the pod that
+// served them (or sent them, with TopRequest.http_clients), as seen at one observation point.
+// Counters cover the frame's scope (since daemon start or since stream start), rates the frame's
+// interval. Flows exist only for pods an L7 (http) policy selects.
+type HTTPRow struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Node         string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Namespace    string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pod          string                 `protobuf:"bytes,3,opt,name=pod,proto3" json:"pod,omitempty"`
+	Workload     string                 `protobuf:"bytes,4,opt,name=workload,proto3" json:"workload,omitempty"`
+	WorkloadKind string                 `protobuf:"bytes,5,opt,name=workload_kind,json=workloadKind,proto3" json:"workload_kind,omitempty"`
+	Labels       map[string]string      `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Identity     uint32                 `protobuf:"varint,7,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The Service the requests were sent to (Hubble's destination_service, "namespace/name"), the
+	// last one seen; empty when Hubble named none.
+	Service string `protobuf:"bytes,8,opt,name=service,proto3" json:"service,omitempty"`
+	Client  bool   `protobuf:"varint,9,opt,name=client,proto3" json:"client,omitempty"`
+	// Where Cilium's proxy saw the requests: "ingress" (a policy of the server's) or "egress" (of
+	// the client's). A request seen at both is counted once by the plugin, which keeps a pod's
+	// ingress rows when it has any (egress for clients).
+	Direction string `protobuf:"bytes,10,opt,name=direction,proto3" json:"direction,omitempty"`
+	// L7 REQUEST records, and RESPONSE records by status class (other: no code, or not 1xx-5xx).
+	Requests    uint64 `protobuf:"varint,11,opt,name=requests,proto3" json:"requests,omitempty"`
+	Responses   uint64 `protobuf:"varint,12,opt,name=responses,proto3" json:"responses,omitempty"`
+	Status_1Xx  uint64 `protobuf:"varint,13,opt,name=status_1xx,json=status1xx,proto3" json:"status_1xx,omitempty"`
+	Status_2Xx  uint64 `protobuf:"varint,14,opt,name=status_2xx,json=status2xx,proto3" json:"status_2xx,omitempty"`
+	Status_3Xx  uint64 `protobuf:"varint,15,opt,name=status_3xx,json=status3xx,proto3" json:"status_3xx,omitempty"`
+	Status_4Xx  uint64 `protobuf:"varint,16,opt,name=status_4xx,json=status4xx,proto3" json:"status_4xx,omitempty"`
+	Status_5Xx  uint64 `protobuf:"varint,17,opt,name=status_5xx,json=status5xx,proto3" json:"status_5xx,omitempty"`
+	StatusOther uint64 `protobuf:"varint,18,opt,name=status_other,json=statusOther,proto3" json:"status_other,omitempty"`
+	// Requests the proxy denied by policy (verdict DROPPED; their 403 responses are in status_4xx).
+	Denied              uint64  `protobuf:"varint,19,opt,name=denied,proto3" json:"denied,omitempty"`
+	RequestsPerSecond   float64 `protobuf:"fixed64,20,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
+	Status_4XxPerSecond float64 `protobuf:"fixed64,21,opt,name=status_4xx_per_second,json=status4xxPerSecond,proto3" json:"status_4xx_per_second,omitempty"`
+	Status_5XxPerSecond float64 `protobuf:"fixed64,22,opt,name=status_5xx_per_second,json=status5xxPerSecond,proto3" json:"status_5xx_per_second,omitempty"`
+	// Response latency (the RESPONSE record's l7.latency_ns), topspec.HTTPLatencyBucket buckets,
+	// sparse: latency_buckets[i] holds latency_counts[i] responses.
+	LatencyBuckets []uint32 `protobuf:"varint,23,rep,packed,name=latency_buckets,json=latencyBuckets,proto3" json:"latency_buckets,omitempty"`
+	LatencyCounts  []uint64 `protobuf:"varint,24,rep,packed,name=latency_counts,json=latencyCounts,proto3" json:"latency_counts,omitempty"`
+	LatencyP50Ms   float64  `protobuf:"fixed64,25,opt,name=latency_p50_ms,json=latencyP50Ms,proto3" json:"latency_p50_ms,omitempty"`
+	LatencyP95Ms   float64  `protobuf:"fixed64,26,opt,name=latency_p95_ms,json=latencyP95Ms,proto3" json:"latency_p95_ms,omitempty"`
+	LatencyP99Ms   float64  `protobuf:"fixed64,27,opt,name=latency_p99_ms,json=latencyP99Ms,proto3" json:"latency_p99_ms,omitempty"`
+	// Responses without a latency (the proxy had no x-request-id to match their request).
+	ResponsesWithoutLatency uint64 `protobuf:"varint,28,opt,name=responses_without_latency,json=responsesWithoutLatency,proto3" json:"responses_without_latency,omitempty"`
+	// Method + path templates, at most the daemon's cap per row; the rest in paths_other.
+	Paths         []*HTTPPathCount `protobuf:"bytes,29,rep,name=paths,proto3" json:"paths,omitempty"`
+	PathsOther    *HTTPPathCount   `protobuf:"bytes,30,opt,name=paths_other,json=pathsOther,proto3" json:"paths_other,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HTTPRow) Reset() {
+	*x = HTTPRow{}
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HTTPRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HTTPRow) ProtoMessage() {}
+
+func (x *HTTPRow) ProtoReflect() protoreflect.Message {
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HTTPRow.ProtoReflect.Descriptor instead.
+func (*HTTPRow) Descriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *HTTPRow) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *HTTPRow) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *HTTPRow) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *HTTPRow) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *HTTPRow) GetWorkloadKind() string {
+	if x != nil {
+		return x.WorkloadKind
+	}
+	return ""
+}
+
+func (x *HTTPRow) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *HTTPRow) GetIdentity() uint32 {
+	if x != nil {
+		return x.Identity
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *HTTPRow) GetClient() bool {
+	if x != nil {
+		return x.Client
+	}
+	return false
+}
+
+func (x *HTTPRow) GetDirection() string {
+	if x != nil {
+		return x.Direction
+	}
+	return ""
+}
+
+func (x *HTTPRow) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetResponses() uint64 {
+	if x != nil {
+		return x.Responses
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetStatus_1Xx() uint64 {
+	if x != nil {
+		return x.Status_1Xx
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetStatus_2Xx() uint64 {
+	if x != nil {
+		return x.Status_2Xx
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetStatus_3Xx() uint64 {
+	if x != nil {
+		return x.Status_3Xx
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetStatus_4Xx() uint64 {
+	if x != nil {
+		return x.Status_4Xx
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetStatus_5Xx() uint64 {
+	if x != nil {
+		return x.Status_5Xx
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetStatusOther() uint64 {
+	if x != nil {
+		return x.StatusOther
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetDenied() uint64 {
+	if x != nil {
+		return x.Denied
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetRequestsPerSecond() float64 {
+	if x != nil {
+		return x.RequestsPerSecond
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetStatus_4XxPerSecond() float64 {
+	if x != nil {
+		return x.Status_4XxPerSecond
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetStatus_5XxPerSecond() float64 {
+	if x != nil {
+		return x.Status_5XxPerSecond
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetLatencyBuckets() []uint32 {
+	if x != nil {
+		return x.LatencyBuckets
+	}
+	return nil
+}
+
+func (x *HTTPRow) GetLatencyCounts() []uint64 {
+	if x != nil {
+		return x.LatencyCounts
+	}
+	return nil
+}
+
+func (x *HTTPRow) GetLatencyP50Ms() float64 {
+	if x != nil {
+		return x.LatencyP50Ms
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetLatencyP95Ms() float64 {
+	if x != nil {
+		return x.LatencyP95Ms
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetLatencyP99Ms() float64 {
+	if x != nil {
+		return x.LatencyP99Ms
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetResponsesWithoutLatency() uint64 {
+	if x != nil {
+		return x.ResponsesWithoutLatency
+	}
+	return 0
+}
+
+func (x *HTTPRow) GetPaths() []*HTTPPathCount {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *HTTPRow) GetPathsOther() *HTTPPathCount {
+	if x != nil {
+		return x.PathsOther
+	}
+	return nil
+}
+
 var File_isoobs_v1_isoobs_proto protoreflect.FileDescriptor
 
 const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\n" +
-	"\x16isoobs/v1/isoobs.proto\x12\tisoobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"\xdb\x04\n" +
+	"\x16isoobs/v1/isoobs.proto\x12\tisoobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"\xfe\x04\n" +
 	"\n" +
 	"TopRequest\x122\n" +
 	"\tdimension\x18\x01 \x01(\x0e2\x14.isoobs.v1.DimensionR\tdimension\x12-\n" +
@@ -2349,7 +2744,8 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\n" +
 	"name_regex\x18\x1e \x01(\tR\tnameRegex\x12\x12\n" +
 	"\x04zone\x18\x1f \x01(\tR\x04zone\x12/\n" +
-	"\x05since\x18  \x01(\v2\x19.google.protobuf.DurationR\x05since\"k\n" +
+	"\x05since\x18  \x01(\v2\x19.google.protobuf.DurationR\x05since\x12!\n" +
+	"\fhttp_clients\x18( \x01(\bR\vhttpClients\"k\n" +
 	"\tNameCount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aqueries\x18\x02 \x01(\x04R\aqueries\x12\x1a\n" +
@@ -2410,7 +2806,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x05\n" +
 	"\bTopFrame\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x125\n" +
@@ -2427,7 +2823,8 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\tdrop_rows\x18\x16 \x03(\v2\x12.isoobs.v1.DropRowR\bdropRows\x121\n" +
 	"\n" +
 	"drop_total\x18\x17 \x01(\v2\x12.isoobs.v1.DropRowR\tdropTotal\x128\n" +
-	"\x0edrop_no_socket\x18\x18 \x01(\v2\x12.isoobs.v1.DropRowR\fdropNoSocket\"\x0f\n" +
+	"\x0edrop_no_socket\x18\x18 \x01(\v2\x12.isoobs.v1.DropRowR\fdropNoSocket\x12/\n" +
+	"\thttp_rows\x18( \x03(\v2\x12.isoobs.v1.HTTPRowR\bhttpRows\"\x0f\n" +
 	"\rStatusRequest\"\x7f\n" +
 	"\vProbeStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -2575,12 +2972,62 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\areasons\x18\x0e \x03(\v2\x1a.isoobs.v1.DropReasonCountR\areasons\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x01\n" +
+	"\rHTTPPathCount\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1a\n" +
+	"\brequests\x18\x03 \x01(\x04R\brequests\x12\x1d\n" +
+	"\n" +
+	"status_4xx\x18\x04 \x01(\x04R\tstatus4xx\x12\x1d\n" +
+	"\n" +
+	"status_5xx\x18\x05 \x01(\x04R\tstatus5xx\"\xfc\b\n" +
+	"\aHTTPRow\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pod\x18\x03 \x01(\tR\x03pod\x12\x1a\n" +
+	"\bworkload\x18\x04 \x01(\tR\bworkload\x12#\n" +
+	"\rworkload_kind\x18\x05 \x01(\tR\fworkloadKind\x126\n" +
+	"\x06labels\x18\x06 \x03(\v2\x1e.isoobs.v1.HTTPRow.LabelsEntryR\x06labels\x12\x1a\n" +
+	"\bidentity\x18\a \x01(\rR\bidentity\x12\x18\n" +
+	"\aservice\x18\b \x01(\tR\aservice\x12\x16\n" +
+	"\x06client\x18\t \x01(\bR\x06client\x12\x1c\n" +
+	"\tdirection\x18\n" +
+	" \x01(\tR\tdirection\x12\x1a\n" +
+	"\brequests\x18\v \x01(\x04R\brequests\x12\x1c\n" +
+	"\tresponses\x18\f \x01(\x04R\tresponses\x12\x1d\n" +
+	"\n" +
+	"status_1xx\x18\r \x01(\x04R\tstatus1xx\x12\x1d\n" +
+	"\n" +
+	"status_2xx\x18\x0e \x01(\x04R\tstatus2xx\x12\x1d\n" +
+	"\n" +
+	"status_3xx\x18\x0f \x01(\x04R\tstatus3xx\x12\x1d\n" +
+	"\n" +
+	"status_4xx\x18\x10 \x01(\x04R\tstatus4xx\x12\x1d\n" +
+	"\n" +
+	"status_5xx\x18\x11 \x01(\x04R\tstatus5xx\x12!\n" +
+	"\fstatus_other\x18\x12 \x01(\x04R\vstatusOther\x12\x16\n" +
+	"\x06denied\x18\x13 \x01(\x04R\x06denied\x12.\n" +
+	"\x13requests_per_second\x18\x14 \x01(\x01R\x11requestsPerSecond\x121\n" +
+	"\x15status_4xx_per_second\x18\x15 \x01(\x01R\x12status4xxPerSecond\x121\n" +
+	"\x15status_5xx_per_second\x18\x16 \x01(\x01R\x12status5xxPerSecond\x12'\n" +
+	"\x0flatency_buckets\x18\x17 \x03(\rR\x0elatencyBuckets\x12%\n" +
+	"\x0elatency_counts\x18\x18 \x03(\x04R\rlatencyCounts\x12$\n" +
+	"\x0elatency_p50_ms\x18\x19 \x01(\x01R\flatencyP50Ms\x12$\n" +
+	"\x0elatency_p95_ms\x18\x1a \x01(\x01R\flatencyP95Ms\x12$\n" +
+	"\x0elatency_p99_ms\x18\x1b \x01(\x01R\flatencyP99Ms\x12:\n" +
+	"\x19responses_without_latency\x18\x1c \x01(\x04R\x17responsesWithoutLatency\x12.\n" +
+	"\x05paths\x18\x1d \x03(\v2\x18.isoobs.v1.HTTPPathCountR\x05paths\x129\n" +
+	"\vpaths_other\x18\x1e \x01(\v2\x18.isoobs.v1.HTTPPathCountR\n" +
+	"pathsOther\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*u\n" +
 	"\tDimension\x12\x19\n" +
 	"\x15DIMENSION_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rDIMENSION_DNS\x10\x01\x12\x11\n" +
 	"\rDIMENSION_TCP\x10\x02\x12\x13\n" +
-	"\x0fDIMENSION_DROPS\x10\x03*\x8b\x01\n" +
+	"\x0fDIMENSION_DROPS\x10\x03\x12\x12\n" +
+	"\x0eDIMENSION_HTTP\x10\x04*\x8b\x01\n" +
 	"\aGroupBy\x12\x18\n" +
 	"\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fGROUP_BY_POD\x10\x01\x12\x15\n" +
@@ -2619,7 +3066,7 @@ func file_isoobs_v1_isoobs_proto_rawDescGZIP() []byte {
 }
 
 var file_isoobs_v1_isoobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(Dimension)(0),                // 0: isoobs.v1.Dimension
 	(GroupBy)(0),                  // 1: isoobs.v1.GroupBy
@@ -2639,32 +3086,35 @@ var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(*DNSEvent)(nil),              // 15: isoobs.v1.DNSEvent
 	(*DropReasonCount)(nil),       // 16: isoobs.v1.DropReasonCount
 	(*DropRow)(nil),               // 17: isoobs.v1.DropRow
-	nil,                           // 18: isoobs.v1.DNSRow.QueriesByTypeEntry
-	nil,                           // 19: isoobs.v1.DNSRow.LabelsEntry
-	nil,                           // 20: isoobs.v1.StatusResponse.CountersEntry
-	nil,                           // 21: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	nil,                           // 22: isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	nil,                           // 23: isoobs.v1.TCPRow.LabelsEntry
-	nil,                           // 24: isoobs.v1.DropRow.LabelsEntry
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*HTTPPathCount)(nil),         // 18: isoobs.v1.HTTPPathCount
+	(*HTTPRow)(nil),               // 19: isoobs.v1.HTTPRow
+	nil,                           // 20: isoobs.v1.DNSRow.QueriesByTypeEntry
+	nil,                           // 21: isoobs.v1.DNSRow.LabelsEntry
+	nil,                           // 22: isoobs.v1.StatusResponse.CountersEntry
+	nil,                           // 23: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	nil,                           // 24: isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	nil,                           // 25: isoobs.v1.TCPRow.LabelsEntry
+	nil,                           // 26: isoobs.v1.DropRow.LabelsEntry
+	nil,                           // 27: isoobs.v1.HTTPRow.LabelsEntry
+	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
 }
 var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	0,  // 0: isoobs.v1.TopRequest.dimension:type_name -> isoobs.v1.Dimension
 	1,  // 1: isoobs.v1.TopRequest.group_by:type_name -> isoobs.v1.GroupBy
-	25, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
+	28, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
 	2,  // 3: isoobs.v1.TopRequest.window:type_name -> isoobs.v1.Window
 	3,  // 4: isoobs.v1.TopRequest.source:type_name -> isoobs.v1.Source
-	25, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
+	28, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
 	5,  // 6: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
-	18, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
-	19, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
+	20, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
+	21, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
 	5,  // 9: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
-	26, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
-	26, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
-	26, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
-	25, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
-	26, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
+	29, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
+	29, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
+	29, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
+	28, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
+	29, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
 	6,  // 15: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
 	6,  // 16: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
 	5,  // 17: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
@@ -2673,31 +3123,35 @@ var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	17, // 20: isoobs.v1.TopFrame.drop_rows:type_name -> isoobs.v1.DropRow
 	17, // 21: isoobs.v1.TopFrame.drop_total:type_name -> isoobs.v1.DropRow
 	17, // 22: isoobs.v1.TopFrame.drop_no_socket:type_name -> isoobs.v1.DropRow
-	26, // 23: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
-	9,  // 24: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
-	10, // 25: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
-	20, // 26: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
-	25, // 27: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
-	12, // 28: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
-	26, // 29: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
-	26, // 30: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
-	21, // 31: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	22, // 32: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	23, // 33: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
-	26, // 34: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
-	24, // 35: isoobs.v1.DropRow.labels:type_name -> isoobs.v1.DropRow.LabelsEntry
-	16, // 36: isoobs.v1.DropRow.reasons:type_name -> isoobs.v1.DropReasonCount
-	4,  // 37: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	8,  // 38: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	14, // 39: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
-	7,  // 40: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	11, // 41: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	15, // 42: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
-	40, // [40:43] is the sub-list for method output_type
-	37, // [37:40] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	19, // 23: isoobs.v1.TopFrame.http_rows:type_name -> isoobs.v1.HTTPRow
+	29, // 24: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
+	9,  // 25: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
+	10, // 26: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
+	22, // 27: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
+	28, // 28: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
+	12, // 29: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
+	29, // 30: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
+	29, // 31: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
+	23, // 32: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	24, // 33: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	25, // 34: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
+	29, // 35: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
+	26, // 36: isoobs.v1.DropRow.labels:type_name -> isoobs.v1.DropRow.LabelsEntry
+	16, // 37: isoobs.v1.DropRow.reasons:type_name -> isoobs.v1.DropReasonCount
+	27, // 38: isoobs.v1.HTTPRow.labels:type_name -> isoobs.v1.HTTPRow.LabelsEntry
+	18, // 39: isoobs.v1.HTTPRow.paths:type_name -> isoobs.v1.HTTPPathCount
+	18, // 40: isoobs.v1.HTTPRow.paths_other:type_name -> isoobs.v1.HTTPPathCount
+	4,  // 41: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	8,  // 42: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	14, // 43: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
+	7,  // 44: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	11, // 45: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	15, // 46: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
+	44, // [44:47] is the sub-list for method output_type
+	41, // [41:44] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
@@ -2711,7 +3165,7 @@ func file_isoobs_v1_isoobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_isoobs_v1_isoobs_proto_rawDesc), len(file_isoobs_v1_isoobs_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
