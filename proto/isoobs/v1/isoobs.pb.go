@@ -92,6 +92,8 @@ const (
 	GroupBy_GROUP_BY_NAMESPACE   GroupBy = 3
 	GroupBy_GROUP_BY_QNAME       GroupBy = 4
 	GroupBy_GROUP_BY_NODE        GroupBy = 5
+	// TCP only: one row per peer (TCPRow.peer) of the pods selected.
+	GroupBy_GROUP_BY_PEER GroupBy = 6
 )
 
 // Enum value maps for GroupBy.
@@ -103,6 +105,7 @@ var (
 		3: "GROUP_BY_NAMESPACE",
 		4: "GROUP_BY_QNAME",
 		5: "GROUP_BY_NODE",
+		6: "GROUP_BY_PEER",
 	}
 	GroupBy_value = map[string]int32{
 		"GROUP_BY_UNSPECIFIED": 0,
@@ -111,6 +114,7 @@ var (
 		"GROUP_BY_NAMESPACE":   3,
 		"GROUP_BY_QNAME":       4,
 		"GROUP_BY_NODE":        5,
+		"GROUP_BY_PEER":        6,
 	}
 )
 
@@ -1645,8 +1649,18 @@ type TCPRow struct {
 	BytesOutPerSecond        float64 `protobuf:"fixed64,34,opt,name=bytes_out_per_second,json=bytesOutPerSecond,proto3" json:"bytes_out_per_second,omitempty"`
 	BytesInPerSecond         float64 `protobuf:"fixed64,35,opt,name=bytes_in_per_second,json=bytesInPerSecond,proto3" json:"bytes_in_per_second,omitempty"`
 	SegsOutPerSecond         float64 `protobuf:"fixed64,36,opt,name=segs_out_per_second,json=segsOutPerSecond,proto3" json:"segs_out_per_second,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// The row's heaviest peers by the request's sort key (connect attempts for opens, bytes, rtt
+	// and name), at most 5 per row on each node; other_peers counts the rest.
+	TopPeers   []*TCPPeer `protobuf:"bytes,40,rep,name=top_peers,json=topPeers,proto3" json:"top_peers,omitempty"`
+	OtherPeers uint32     `protobuf:"varint,41,opt,name=other_peers,json=otherPeers,proto3" json:"other_peers,omitempty"`
+	// Opens, connect failures, resets and retransmits in this row that no peer holds: the probe's
+	// peer table was full, or the connection was established before the probe loaded.
+	PeerUnattributed uint64 `protobuf:"varint,42,opt,name=peer_unattributed,json=peerUnattributed,proto3" json:"peer_unattributed,omitempty"`
+	// GROUP_BY_PEER: the peer this row is (its counters are the peer's over the pods selected:
+	// opens, connect failures, resets, retransmits; bytes, segments and RTT are per pod only).
+	Peer          *TCPPeer `protobuf:"bytes,43,opt,name=peer,proto3" json:"peer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TCPRow) Reset() {
@@ -1910,6 +1924,164 @@ func (x *TCPRow) GetSegsOutPerSecond() float64 {
 	return 0
 }
 
+func (x *TCPRow) GetTopPeers() []*TCPPeer {
+	if x != nil {
+		return x.TopPeers
+	}
+	return nil
+}
+
+func (x *TCPRow) GetOtherPeers() uint32 {
+	if x != nil {
+		return x.OtherPeers
+	}
+	return 0
+}
+
+func (x *TCPRow) GetPeerUnattributed() uint64 {
+	if x != nil {
+		return x.PeerUnattributed
+	}
+	return 0
+}
+
+func (x *TCPRow) GetPeer() *TCPPeer {
+	if x != nil {
+		return x.Peer
+	}
+	return nil
+}
+
+// TCPPeer is what a pod (or group) did with one peer, counted by the TCP probe per (pod, peer):
+// the address and port a connect went to (the Service IP where kube-proxy translates after the
+// socket, the backend where a socket load balancer translates first), or the address of
+// clients whose connections the pod accepted (inbound, port 0).
+type TCPPeer struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Ip      string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
+	Port    uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	Inbound bool                   `protobuf:"varint,3,opt,name=inbound,proto3" json:"inbound,omitempty"`
+	// Active opens to it (inbound: passive opens from it).
+	Opens           uint64 `protobuf:"varint,4,opt,name=opens,proto3" json:"opens,omitempty"`
+	ConnectRefused  uint64 `protobuf:"varint,5,opt,name=connect_refused,json=connectRefused,proto3" json:"connect_refused,omitempty"`
+	ConnectTimeouts uint64 `protobuf:"varint,6,opt,name=connect_timeouts,json=connectTimeouts,proto3" json:"connect_timeouts,omitempty"`
+	ConnectOther    uint64 `protobuf:"varint,7,opt,name=connect_other,json=connectOther,proto3" json:"connect_other,omitempty"`
+	ResetsSent      uint64 `protobuf:"varint,8,opt,name=resets_sent,json=resetsSent,proto3" json:"resets_sent,omitempty"`
+	ResetsReceived  uint64 `protobuf:"varint,9,opt,name=resets_received,json=resetsReceived,proto3" json:"resets_received,omitempty"`
+	RetransSegs     uint64 `protobuf:"varint,10,opt,name=retrans_segs,json=retransSegs,proto3" json:"retrans_segs,omitempty"`
+	// Pods (rows) that talked to it, under GROUP_BY_PEER.
+	Pods          uint32 `protobuf:"varint,11,opt,name=pods,proto3" json:"pods,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TCPPeer) Reset() {
+	*x = TCPPeer{}
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TCPPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TCPPeer) ProtoMessage() {}
+
+func (x *TCPPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TCPPeer.ProtoReflect.Descriptor instead.
+func (*TCPPeer) Descriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TCPPeer) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *TCPPeer) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *TCPPeer) GetInbound() bool {
+	if x != nil {
+		return x.Inbound
+	}
+	return false
+}
+
+func (x *TCPPeer) GetOpens() uint64 {
+	if x != nil {
+		return x.Opens
+	}
+	return 0
+}
+
+func (x *TCPPeer) GetConnectRefused() uint64 {
+	if x != nil {
+		return x.ConnectRefused
+	}
+	return 0
+}
+
+func (x *TCPPeer) GetConnectTimeouts() uint64 {
+	if x != nil {
+		return x.ConnectTimeouts
+	}
+	return 0
+}
+
+func (x *TCPPeer) GetConnectOther() uint64 {
+	if x != nil {
+		return x.ConnectOther
+	}
+	return 0
+}
+
+func (x *TCPPeer) GetResetsSent() uint64 {
+	if x != nil {
+		return x.ResetsSent
+	}
+	return 0
+}
+
+func (x *TCPPeer) GetResetsReceived() uint64 {
+	if x != nil {
+		return x.ResetsReceived
+	}
+	return 0
+}
+
+func (x *TCPPeer) GetRetransSegs() uint64 {
+	if x != nil {
+		return x.RetransSegs
+	}
+	return 0
+}
+
+func (x *TCPPeer) GetPods() uint32 {
+	if x != nil {
+		return x.Pods
+	}
+	return 0
+}
+
 type TraceRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -1922,7 +2094,7 @@ type TraceRequest struct {
 
 func (x *TraceRequest) Reset() {
 	*x = TraceRequest{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[10]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2106,7 @@ func (x *TraceRequest) String() string {
 func (*TraceRequest) ProtoMessage() {}
 
 func (x *TraceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[10]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2119,7 @@ func (x *TraceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceRequest.ProtoReflect.Descriptor instead.
 func (*TraceRequest) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{10}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TraceRequest) GetNamespace() string {
@@ -2003,7 +2175,7 @@ type DNSEvent struct {
 
 func (x *DNSEvent) Reset() {
 	*x = DNSEvent{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[11]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2187,7 @@ func (x *DNSEvent) String() string {
 func (*DNSEvent) ProtoMessage() {}
 
 func (x *DNSEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[11]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2200,7 @@ func (x *DNSEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSEvent.ProtoReflect.Descriptor instead.
 func (*DNSEvent) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{11}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DNSEvent) GetTime() *timestamppb.Timestamp {
@@ -2149,7 +2321,7 @@ type DropReasonCount struct {
 
 func (x *DropReasonCount) Reset() {
 	*x = DropReasonCount{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[12]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2333,7 @@ func (x *DropReasonCount) String() string {
 func (*DropReasonCount) ProtoMessage() {}
 
 func (x *DropReasonCount) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[12]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2346,7 @@ func (x *DropReasonCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReasonCount.ProtoReflect.Descriptor instead.
 func (*DropReasonCount) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{12}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DropReasonCount) GetReason() string {
@@ -2223,7 +2395,7 @@ type DropRow struct {
 
 func (x *DropRow) Reset() {
 	*x = DropRow{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[13]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2235,7 +2407,7 @@ func (x *DropRow) String() string {
 func (*DropRow) ProtoMessage() {}
 
 func (x *DropRow) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[13]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2248,7 +2420,7 @@ func (x *DropRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropRow.ProtoReflect.Descriptor instead.
 func (*DropRow) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{13}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DropRow) GetNode() string {
@@ -2366,7 +2538,7 @@ type HTTPPathCount struct {
 
 func (x *HTTPPathCount) Reset() {
 	*x = HTTPPathCount{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[14]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2550,7 @@ func (x *HTTPPathCount) String() string {
 func (*HTTPPathCount) ProtoMessage() {}
 
 func (x *HTTPPathCount) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[14]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2563,7 @@ func (x *HTTPPathCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPPathCount.ProtoReflect.Descriptor instead.
 func (*HTTPPathCount) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{14}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HTTPPathCount) GetMethod() string {
@@ -2482,7 +2654,7 @@ type HTTPRow struct {
 
 func (x *HTTPRow) Reset() {
 	*x = HTTPRow{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2666,7 @@ func (x *HTTPRow) String() string {
 func (*HTTPRow) ProtoMessage() {}
 
 func (x *HTTPRow) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2679,7 @@ func (x *HTTPRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPRow.ProtoReflect.Descriptor instead.
 func (*HTTPRow) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{15}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HTTPRow) GetNode() string {
@@ -2886,7 +3058,8 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a?\n" +
 	"\x11SkippedFlowsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xce\t\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xf5\n" +
+	"\n" +
 	"\x06TCPRow\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -2924,10 +3097,29 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x12retrans_per_second\x18! \x01(\x01R\x10retransPerSecond\x12/\n" +
 	"\x14bytes_out_per_second\x18\" \x01(\x01R\x11bytesOutPerSecond\x12-\n" +
 	"\x13bytes_in_per_second\x18# \x01(\x01R\x10bytesInPerSecond\x12-\n" +
-	"\x13segs_out_per_second\x18$ \x01(\x01R\x10segsOutPerSecond\x1a9\n" +
+	"\x13segs_out_per_second\x18$ \x01(\x01R\x10segsOutPerSecond\x12/\n" +
+	"\ttop_peers\x18( \x03(\v2\x12.isoobs.v1.TCPPeerR\btopPeers\x12\x1f\n" +
+	"\vother_peers\x18) \x01(\rR\n" +
+	"otherPeers\x12+\n" +
+	"\x11peer_unattributed\x18* \x01(\x04R\x10peerUnattributed\x12&\n" +
+	"\x04peer\x18+ \x01(\v2\x12.isoobs.v1.TCPPeerR\x04peer\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd7\x02\n" +
+	"\aTCPPeer\x12\x0e\n" +
+	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12\x18\n" +
+	"\ainbound\x18\x03 \x01(\bR\ainbound\x12\x14\n" +
+	"\x05opens\x18\x04 \x01(\x04R\x05opens\x12'\n" +
+	"\x0fconnect_refused\x18\x05 \x01(\x04R\x0econnectRefused\x12)\n" +
+	"\x10connect_timeouts\x18\x06 \x01(\x04R\x0fconnectTimeouts\x12#\n" +
+	"\rconnect_other\x18\a \x01(\x04R\fconnectOther\x12\x1f\n" +
+	"\vresets_sent\x18\b \x01(\x04R\n" +
+	"resetsSent\x12'\n" +
+	"\x0fresets_received\x18\t \x01(\x04R\x0eresetsReceived\x12!\n" +
+	"\fretrans_segs\x18\n" +
+	" \x01(\x04R\vretransSegs\x12\x12\n" +
+	"\x04pods\x18\v \x01(\rR\x04pods\"a\n" +
 	"\fTraceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03pod\x18\x02 \x01(\tR\x03pod\x12!\n" +
@@ -3027,14 +3219,15 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\rDIMENSION_DNS\x10\x01\x12\x11\n" +
 	"\rDIMENSION_TCP\x10\x02\x12\x13\n" +
 	"\x0fDIMENSION_DROPS\x10\x03\x12\x12\n" +
-	"\x0eDIMENSION_HTTP\x10\x04*\x8b\x01\n" +
+	"\x0eDIMENSION_HTTP\x10\x04*\x9e\x01\n" +
 	"\aGroupBy\x12\x18\n" +
 	"\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fGROUP_BY_POD\x10\x01\x12\x15\n" +
 	"\x11GROUP_BY_WORKLOAD\x10\x02\x12\x16\n" +
 	"\x12GROUP_BY_NAMESPACE\x10\x03\x12\x12\n" +
 	"\x0eGROUP_BY_QNAME\x10\x04\x12\x11\n" +
-	"\rGROUP_BY_NODE\x10\x05*]\n" +
+	"\rGROUP_BY_NODE\x10\x05\x12\x11\n" +
+	"\rGROUP_BY_PEER\x10\x06*]\n" +
 	"\x06Window\x12\x16\n" +
 	"\x12WINDOW_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tWINDOW_1S\x10\x01\x12\x0e\n" +
@@ -3066,7 +3259,7 @@ func file_isoobs_v1_isoobs_proto_rawDescGZIP() []byte {
 }
 
 var file_isoobs_v1_isoobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(Dimension)(0),                // 0: isoobs.v1.Dimension
 	(GroupBy)(0),                  // 1: isoobs.v1.GroupBy
@@ -3082,76 +3275,79 @@ var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(*StatusResponse)(nil),        // 11: isoobs.v1.StatusResponse
 	(*HubbleStatus)(nil),          // 12: isoobs.v1.HubbleStatus
 	(*TCPRow)(nil),                // 13: isoobs.v1.TCPRow
-	(*TraceRequest)(nil),          // 14: isoobs.v1.TraceRequest
-	(*DNSEvent)(nil),              // 15: isoobs.v1.DNSEvent
-	(*DropReasonCount)(nil),       // 16: isoobs.v1.DropReasonCount
-	(*DropRow)(nil),               // 17: isoobs.v1.DropRow
-	(*HTTPPathCount)(nil),         // 18: isoobs.v1.HTTPPathCount
-	(*HTTPRow)(nil),               // 19: isoobs.v1.HTTPRow
-	nil,                           // 20: isoobs.v1.DNSRow.QueriesByTypeEntry
-	nil,                           // 21: isoobs.v1.DNSRow.LabelsEntry
-	nil,                           // 22: isoobs.v1.StatusResponse.CountersEntry
-	nil,                           // 23: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	nil,                           // 24: isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	nil,                           // 25: isoobs.v1.TCPRow.LabelsEntry
-	nil,                           // 26: isoobs.v1.DropRow.LabelsEntry
-	nil,                           // 27: isoobs.v1.HTTPRow.LabelsEntry
-	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*TCPPeer)(nil),               // 14: isoobs.v1.TCPPeer
+	(*TraceRequest)(nil),          // 15: isoobs.v1.TraceRequest
+	(*DNSEvent)(nil),              // 16: isoobs.v1.DNSEvent
+	(*DropReasonCount)(nil),       // 17: isoobs.v1.DropReasonCount
+	(*DropRow)(nil),               // 18: isoobs.v1.DropRow
+	(*HTTPPathCount)(nil),         // 19: isoobs.v1.HTTPPathCount
+	(*HTTPRow)(nil),               // 20: isoobs.v1.HTTPRow
+	nil,                           // 21: isoobs.v1.DNSRow.QueriesByTypeEntry
+	nil,                           // 22: isoobs.v1.DNSRow.LabelsEntry
+	nil,                           // 23: isoobs.v1.StatusResponse.CountersEntry
+	nil,                           // 24: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	nil,                           // 25: isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	nil,                           // 26: isoobs.v1.TCPRow.LabelsEntry
+	nil,                           // 27: isoobs.v1.DropRow.LabelsEntry
+	nil,                           // 28: isoobs.v1.HTTPRow.LabelsEntry
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	0,  // 0: isoobs.v1.TopRequest.dimension:type_name -> isoobs.v1.Dimension
 	1,  // 1: isoobs.v1.TopRequest.group_by:type_name -> isoobs.v1.GroupBy
-	28, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
+	29, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
 	2,  // 3: isoobs.v1.TopRequest.window:type_name -> isoobs.v1.Window
 	3,  // 4: isoobs.v1.TopRequest.source:type_name -> isoobs.v1.Source
-	28, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
+	29, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
 	5,  // 6: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
-	20, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
-	21, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
+	21, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
+	22, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
 	5,  // 9: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
-	29, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
-	29, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
-	29, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
-	28, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
-	29, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
+	30, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
+	30, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
+	30, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
+	29, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
+	30, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
 	6,  // 15: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
 	6,  // 16: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
 	5,  // 17: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
 	13, // 18: isoobs.v1.TopFrame.tcp_rows:type_name -> isoobs.v1.TCPRow
 	13, // 19: isoobs.v1.TopFrame.tcp_total:type_name -> isoobs.v1.TCPRow
-	17, // 20: isoobs.v1.TopFrame.drop_rows:type_name -> isoobs.v1.DropRow
-	17, // 21: isoobs.v1.TopFrame.drop_total:type_name -> isoobs.v1.DropRow
-	17, // 22: isoobs.v1.TopFrame.drop_no_socket:type_name -> isoobs.v1.DropRow
-	19, // 23: isoobs.v1.TopFrame.http_rows:type_name -> isoobs.v1.HTTPRow
-	29, // 24: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
+	18, // 20: isoobs.v1.TopFrame.drop_rows:type_name -> isoobs.v1.DropRow
+	18, // 21: isoobs.v1.TopFrame.drop_total:type_name -> isoobs.v1.DropRow
+	18, // 22: isoobs.v1.TopFrame.drop_no_socket:type_name -> isoobs.v1.DropRow
+	20, // 23: isoobs.v1.TopFrame.http_rows:type_name -> isoobs.v1.HTTPRow
+	30, // 24: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
 	9,  // 25: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
 	10, // 26: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
-	22, // 27: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
-	28, // 28: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
+	23, // 27: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
+	29, // 28: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
 	12, // 29: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
-	29, // 30: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
-	29, // 31: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
-	23, // 32: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	24, // 33: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	25, // 34: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
-	29, // 35: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
-	26, // 36: isoobs.v1.DropRow.labels:type_name -> isoobs.v1.DropRow.LabelsEntry
-	16, // 37: isoobs.v1.DropRow.reasons:type_name -> isoobs.v1.DropReasonCount
-	27, // 38: isoobs.v1.HTTPRow.labels:type_name -> isoobs.v1.HTTPRow.LabelsEntry
-	18, // 39: isoobs.v1.HTTPRow.paths:type_name -> isoobs.v1.HTTPPathCount
-	18, // 40: isoobs.v1.HTTPRow.paths_other:type_name -> isoobs.v1.HTTPPathCount
-	4,  // 41: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	8,  // 42: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	14, // 43: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
-	7,  // 44: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	11, // 45: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	15, // 46: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
-	44, // [44:47] is the sub-list for method output_type
-	41, // [41:44] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	30, // 30: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
+	30, // 31: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
+	24, // 32: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	25, // 33: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	26, // 34: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
+	14, // 35: isoobs.v1.TCPRow.top_peers:type_name -> isoobs.v1.TCPPeer
+	14, // 36: isoobs.v1.TCPRow.peer:type_name -> isoobs.v1.TCPPeer
+	30, // 37: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
+	27, // 38: isoobs.v1.DropRow.labels:type_name -> isoobs.v1.DropRow.LabelsEntry
+	17, // 39: isoobs.v1.DropRow.reasons:type_name -> isoobs.v1.DropReasonCount
+	28, // 40: isoobs.v1.HTTPRow.labels:type_name -> isoobs.v1.HTTPRow.LabelsEntry
+	19, // 41: isoobs.v1.HTTPRow.paths:type_name -> isoobs.v1.HTTPPathCount
+	19, // 42: isoobs.v1.HTTPRow.paths_other:type_name -> isoobs.v1.HTTPPathCount
+	4,  // 43: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	8,  // 44: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	15, // 45: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
+	7,  // 46: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	11, // 47: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	16, // 48: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
+	46, // [46:49] is the sub-list for method output_type
+	43, // [43:46] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
@@ -3165,7 +3361,7 @@ func file_isoobs_v1_isoobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_isoobs_v1_isoobs_proto_rawDesc), len(file_isoobs_v1_isoobs_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
