@@ -588,9 +588,25 @@ type DNSRow struct {
 	Unsolicited uint64 `protobuf:"varint,52,opt,name=unsolicited,proto3" json:"unsolicited,omitempty"`
 	// Queries pushed out of the node's full in-flight table before their answer (neither
 	// timed nor checked; their answers are still counted). Weighted like timeouts.
-	Evicted       uint64 `protobuf:"varint,53,opt,name=evicted,proto3" json:"evicted,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Evicted uint64 `protobuf:"varint,53,opt,name=evicted,proto3" json:"evicted,omitempty"`
+	// The servers the row's queries went to (client role), most queried first: at most 8, the
+	// rest summed in one entry with address "other". A server is the address the pod's socket
+	// sent to: the kube-dns Service IP where kube-proxy translates after the pod, the CoreDNS
+	// replica's pod IP where Cilium's socket load balancer translates before.
+	Servers []*DNSServer `protobuf:"bytes,54,rep,name=servers,proto3" json:"servers,omitempty"`
+	// The pod's addresses (pod rows): a client's server address that is one of them is this pod.
+	PodIps []string `protobuf:"bytes,55,rep,name=pod_ips,json=podIps,proto3" json:"pod_ips,omitempty"`
+	// Served by this row (a DNS server pod): the responses it sent by rcode, and the time from
+	// a query arriving to its response leaving (log2 µs buckets like latency_log2_us; sampled
+	// 1 in 2^k above --latency-sample-above queries/s, each timed response weighing 2^k).
+	ServedNxdomain      uint64   `protobuf:"varint,56,opt,name=served_nxdomain,json=servedNxdomain,proto3" json:"served_nxdomain,omitempty"`
+	ServedServfail      uint64   `protobuf:"varint,57,opt,name=served_servfail,json=servedServfail,proto3" json:"served_servfail,omitempty"`
+	ServedRefused       uint64   `protobuf:"varint,58,opt,name=served_refused,json=servedRefused,proto3" json:"served_refused,omitempty"`
+	ServedLatencyLog2Us []uint64 `protobuf:"varint,59,rep,packed,name=served_latency_log2_us,json=servedLatencyLog2Us,proto3" json:"served_latency_log2_us,omitempty"`
+	ServedLatencyP50Ms  float64  `protobuf:"fixed64,62,opt,name=served_latency_p50_ms,json=servedLatencyP50Ms,proto3" json:"served_latency_p50_ms,omitempty"`
+	ServedLatencyP99Ms  float64  `protobuf:"fixed64,63,opt,name=served_latency_p99_ms,json=servedLatencyP99Ms,proto3" json:"served_latency_p99_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *DNSRow) Reset() {
@@ -945,6 +961,158 @@ func (x *DNSRow) GetEvicted() uint64 {
 	return 0
 }
 
+func (x *DNSRow) GetServers() []*DNSServer {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+func (x *DNSRow) GetPodIps() []string {
+	if x != nil {
+		return x.PodIps
+	}
+	return nil
+}
+
+func (x *DNSRow) GetServedNxdomain() uint64 {
+	if x != nil {
+		return x.ServedNxdomain
+	}
+	return 0
+}
+
+func (x *DNSRow) GetServedServfail() uint64 {
+	if x != nil {
+		return x.ServedServfail
+	}
+	return 0
+}
+
+func (x *DNSRow) GetServedRefused() uint64 {
+	if x != nil {
+		return x.ServedRefused
+	}
+	return 0
+}
+
+func (x *DNSRow) GetServedLatencyLog2Us() []uint64 {
+	if x != nil {
+		return x.ServedLatencyLog2Us
+	}
+	return nil
+}
+
+func (x *DNSRow) GetServedLatencyP50Ms() float64 {
+	if x != nil {
+		return x.ServedLatencyP50Ms
+	}
+	return 0
+}
+
+func (x *DNSRow) GetServedLatencyP99Ms() float64 {
+	if x != nil {
+		return x.ServedLatencyP99Ms
+	}
+	return 0
+}
+
+// One server of a client row: the row's queries to it and the answers counted from it.
+type DNSServer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// IP, or IP:port when the port is not 53; "other" sums the servers past the row's bound.
+	Address  string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Queries  uint64 `protobuf:"varint,2,opt,name=queries,proto3" json:"queries,omitempty"`
+	Answers  uint64 `protobuf:"varint,3,opt,name=answers,proto3" json:"answers,omitempty"`
+	Nxdomain uint64 `protobuf:"varint,4,opt,name=nxdomain,proto3" json:"nxdomain,omitempty"`
+	Servfail uint64 `protobuf:"varint,5,opt,name=servfail,proto3" json:"servfail,omitempty"`
+	// Answers matched with their query and timed, and their client-side latency summed (µs):
+	// the mean latency of this server as the row's pods saw it.
+	Timed         uint64 `protobuf:"varint,6,opt,name=timed,proto3" json:"timed,omitempty"`
+	LatencySumUs  uint64 `protobuf:"varint,7,opt,name=latency_sum_us,json=latencySumUs,proto3" json:"latency_sum_us,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSServer) Reset() {
+	*x = DNSServer{}
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSServer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSServer) ProtoMessage() {}
+
+func (x *DNSServer) ProtoReflect() protoreflect.Message {
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSServer.ProtoReflect.Descriptor instead.
+func (*DNSServer) Descriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DNSServer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DNSServer) GetQueries() uint64 {
+	if x != nil {
+		return x.Queries
+	}
+	return 0
+}
+
+func (x *DNSServer) GetAnswers() uint64 {
+	if x != nil {
+		return x.Answers
+	}
+	return 0
+}
+
+func (x *DNSServer) GetNxdomain() uint64 {
+	if x != nil {
+		return x.Nxdomain
+	}
+	return 0
+}
+
+func (x *DNSServer) GetServfail() uint64 {
+	if x != nil {
+		return x.Servfail
+	}
+	return 0
+}
+
+func (x *DNSServer) GetTimed() uint64 {
+	if x != nil {
+		return x.Timed
+	}
+	return 0
+}
+
+func (x *DNSServer) GetLatencySumUs() uint64 {
+	if x != nil {
+		return x.LatencySumUs
+	}
+	return 0
+}
+
 type TopFrame struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Node     string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -978,7 +1146,7 @@ type TopFrame struct {
 
 func (x *TopFrame) Reset() {
 	*x = TopFrame{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[3]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1158,7 @@ func (x *TopFrame) String() string {
 func (*TopFrame) ProtoMessage() {}
 
 func (x *TopFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[3]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1171,7 @@ func (x *TopFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopFrame.ProtoReflect.Descriptor instead.
 func (*TopFrame) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{3}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TopFrame) GetNode() string {
@@ -1126,7 +1294,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[4]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1306,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[4]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1319,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{4}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{5}
 }
 
 type ProbeStatus struct {
@@ -1167,7 +1335,7 @@ type ProbeStatus struct {
 
 func (x *ProbeStatus) Reset() {
 	*x = ProbeStatus{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[5]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1347,7 @@ func (x *ProbeStatus) String() string {
 func (*ProbeStatus) ProtoMessage() {}
 
 func (x *ProbeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[5]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1360,7 @@ func (x *ProbeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeStatus.ProtoReflect.Descriptor instead.
 func (*ProbeStatus) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{5}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ProbeStatus) GetName() string {
@@ -1241,7 +1409,7 @@ type MapStatus struct {
 
 func (x *MapStatus) Reset() {
 	*x = MapStatus{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[6]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1421,7 @@ func (x *MapStatus) String() string {
 func (*MapStatus) ProtoMessage() {}
 
 func (x *MapStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[6]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1434,7 @@ func (x *MapStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapStatus.ProtoReflect.Descriptor instead.
 func (*MapStatus) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{6}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MapStatus) GetName() string {
@@ -1312,7 +1480,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[7]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1492,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[7]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1505,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{7}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StatusResponse) GetNode() string {
@@ -1461,7 +1629,7 @@ type HubbleStatus struct {
 
 func (x *HubbleStatus) Reset() {
 	*x = HubbleStatus{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[8]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1641,7 @@ func (x *HubbleStatus) String() string {
 func (*HubbleStatus) ProtoMessage() {}
 
 func (x *HubbleStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[8]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1654,7 @@ func (x *HubbleStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HubbleStatus.ProtoReflect.Descriptor instead.
 func (*HubbleStatus) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{8}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HubbleStatus) GetEnabled() bool {
@@ -1665,7 +1833,7 @@ type TCPRow struct {
 
 func (x *TCPRow) Reset() {
 	*x = TCPRow{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[9]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1845,7 @@ func (x *TCPRow) String() string {
 func (*TCPRow) ProtoMessage() {}
 
 func (x *TCPRow) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[9]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1858,7 @@ func (x *TCPRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPRow.ProtoReflect.Descriptor instead.
 func (*TCPRow) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{9}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TCPRow) GetNode() string {
@@ -1977,7 +2145,7 @@ type TCPPeer struct {
 
 func (x *TCPPeer) Reset() {
 	*x = TCPPeer{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[10]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2157,7 @@ func (x *TCPPeer) String() string {
 func (*TCPPeer) ProtoMessage() {}
 
 func (x *TCPPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[10]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2170,7 @@ func (x *TCPPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPPeer.ProtoReflect.Descriptor instead.
 func (*TCPPeer) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{10}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TCPPeer) GetIp() string {
@@ -2094,7 +2262,7 @@ type TraceRequest struct {
 
 func (x *TraceRequest) Reset() {
 	*x = TraceRequest{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[11]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2274,7 @@ func (x *TraceRequest) String() string {
 func (*TraceRequest) ProtoMessage() {}
 
 func (x *TraceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[11]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2287,7 @@ func (x *TraceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceRequest.ProtoReflect.Descriptor instead.
 func (*TraceRequest) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{11}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TraceRequest) GetNamespace() string {
@@ -2175,7 +2343,7 @@ type DNSEvent struct {
 
 func (x *DNSEvent) Reset() {
 	*x = DNSEvent{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[12]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2187,7 +2355,7 @@ func (x *DNSEvent) String() string {
 func (*DNSEvent) ProtoMessage() {}
 
 func (x *DNSEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[12]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2200,7 +2368,7 @@ func (x *DNSEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSEvent.ProtoReflect.Descriptor instead.
 func (*DNSEvent) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{12}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DNSEvent) GetTime() *timestamppb.Timestamp {
@@ -2321,7 +2489,7 @@ type DropReasonCount struct {
 
 func (x *DropReasonCount) Reset() {
 	*x = DropReasonCount{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[13]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2501,7 @@ func (x *DropReasonCount) String() string {
 func (*DropReasonCount) ProtoMessage() {}
 
 func (x *DropReasonCount) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[13]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2514,7 @@ func (x *DropReasonCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReasonCount.ProtoReflect.Descriptor instead.
 func (*DropReasonCount) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{13}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DropReasonCount) GetReason() string {
@@ -2395,7 +2563,7 @@ type DropRow struct {
 
 func (x *DropRow) Reset() {
 	*x = DropRow{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[14]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2575,7 @@ func (x *DropRow) String() string {
 func (*DropRow) ProtoMessage() {}
 
 func (x *DropRow) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[14]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2588,7 @@ func (x *DropRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropRow.ProtoReflect.Descriptor instead.
 func (*DropRow) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{14}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DropRow) GetNode() string {
@@ -2538,7 +2706,7 @@ type HTTPPathCount struct {
 
 func (x *HTTPPathCount) Reset() {
 	*x = HTTPPathCount{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +2718,7 @@ func (x *HTTPPathCount) String() string {
 func (*HTTPPathCount) ProtoMessage() {}
 
 func (x *HTTPPathCount) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +2731,7 @@ func (x *HTTPPathCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPPathCount.ProtoReflect.Descriptor instead.
 func (*HTTPPathCount) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{15}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HTTPPathCount) GetMethod() string {
@@ -2654,7 +2822,7 @@ type HTTPRow struct {
 
 func (x *HTTPRow) Reset() {
 	*x = HTTPRow{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[16]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2834,7 @@ func (x *HTTPRow) String() string {
 func (*HTTPRow) ProtoMessage() {}
 
 func (x *HTTPRow) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[16]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2847,7 @@ func (x *HTTPRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPRow.ProtoReflect.Descriptor instead.
 func (*HTTPRow) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{16}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HTTPRow) GetNode() string {
@@ -2922,7 +3090,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aqueries\x18\x02 \x01(\x04R\aqueries\x12\x1a\n" +
 	"\bnxdomain\x18\x03 \x01(\x04R\bnxdomain\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\x04R\x05error\"\xeb\r\n" +
+	"\x05error\x18\x04 \x01(\x04R\x05error\"\xc8\x10\n" +
 	"\x06DNSRow\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -2972,13 +3140,29 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\btimeouts\x182 \x01(\x04R\btimeouts\x12#\n" +
 	"\rtimeouts_rate\x183 \x01(\x01R\ftimeoutsRate\x12 \n" +
 	"\vunsolicited\x184 \x01(\x04R\vunsolicited\x12\x18\n" +
-	"\aevicted\x185 \x01(\x04R\aevicted\x1a@\n" +
+	"\aevicted\x185 \x01(\x04R\aevicted\x12.\n" +
+	"\aservers\x186 \x03(\v2\x14.isoobs.v1.DNSServerR\aservers\x12\x17\n" +
+	"\apod_ips\x187 \x03(\tR\x06podIps\x12'\n" +
+	"\x0fserved_nxdomain\x188 \x01(\x04R\x0eservedNxdomain\x12'\n" +
+	"\x0fserved_servfail\x189 \x01(\x04R\x0eservedServfail\x12%\n" +
+	"\x0eserved_refused\x18: \x01(\x04R\rservedRefused\x123\n" +
+	"\x16served_latency_log2_us\x18; \x03(\x04R\x13servedLatencyLog2Us\x121\n" +
+	"\x15served_latency_p50_ms\x18> \x01(\x01R\x12servedLatencyP50Ms\x121\n" +
+	"\x15served_latency_p99_ms\x18? \x01(\x01R\x12servedLatencyP99Ms\x1a@\n" +
 	"\x12QueriesByTypeEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcd\x01\n" +
+	"\tDNSServer\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
+	"\aqueries\x18\x02 \x01(\x04R\aqueries\x12\x18\n" +
+	"\aanswers\x18\x03 \x01(\x04R\aanswers\x12\x1a\n" +
+	"\bnxdomain\x18\x04 \x01(\x04R\bnxdomain\x12\x1a\n" +
+	"\bservfail\x18\x05 \x01(\x04R\bservfail\x12\x14\n" +
+	"\x05timed\x18\x06 \x01(\x04R\x05timed\x12$\n" +
+	"\x0elatency_sum_us\x18\a \x01(\x04R\flatencySumUs\"\xc6\x05\n" +
 	"\bTopFrame\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x125\n" +
@@ -3259,7 +3443,7 @@ func file_isoobs_v1_isoobs_proto_rawDescGZIP() []byte {
 }
 
 var file_isoobs_v1_isoobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(Dimension)(0),                // 0: isoobs.v1.Dimension
 	(GroupBy)(0),                  // 1: isoobs.v1.GroupBy
@@ -3268,86 +3452,88 @@ var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(*TopRequest)(nil),            // 4: isoobs.v1.TopRequest
 	(*NameCount)(nil),             // 5: isoobs.v1.NameCount
 	(*DNSRow)(nil),                // 6: isoobs.v1.DNSRow
-	(*TopFrame)(nil),              // 7: isoobs.v1.TopFrame
-	(*StatusRequest)(nil),         // 8: isoobs.v1.StatusRequest
-	(*ProbeStatus)(nil),           // 9: isoobs.v1.ProbeStatus
-	(*MapStatus)(nil),             // 10: isoobs.v1.MapStatus
-	(*StatusResponse)(nil),        // 11: isoobs.v1.StatusResponse
-	(*HubbleStatus)(nil),          // 12: isoobs.v1.HubbleStatus
-	(*TCPRow)(nil),                // 13: isoobs.v1.TCPRow
-	(*TCPPeer)(nil),               // 14: isoobs.v1.TCPPeer
-	(*TraceRequest)(nil),          // 15: isoobs.v1.TraceRequest
-	(*DNSEvent)(nil),              // 16: isoobs.v1.DNSEvent
-	(*DropReasonCount)(nil),       // 17: isoobs.v1.DropReasonCount
-	(*DropRow)(nil),               // 18: isoobs.v1.DropRow
-	(*HTTPPathCount)(nil),         // 19: isoobs.v1.HTTPPathCount
-	(*HTTPRow)(nil),               // 20: isoobs.v1.HTTPRow
-	nil,                           // 21: isoobs.v1.DNSRow.QueriesByTypeEntry
-	nil,                           // 22: isoobs.v1.DNSRow.LabelsEntry
-	nil,                           // 23: isoobs.v1.StatusResponse.CountersEntry
-	nil,                           // 24: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	nil,                           // 25: isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	nil,                           // 26: isoobs.v1.TCPRow.LabelsEntry
-	nil,                           // 27: isoobs.v1.DropRow.LabelsEntry
-	nil,                           // 28: isoobs.v1.HTTPRow.LabelsEntry
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*DNSServer)(nil),             // 7: isoobs.v1.DNSServer
+	(*TopFrame)(nil),              // 8: isoobs.v1.TopFrame
+	(*StatusRequest)(nil),         // 9: isoobs.v1.StatusRequest
+	(*ProbeStatus)(nil),           // 10: isoobs.v1.ProbeStatus
+	(*MapStatus)(nil),             // 11: isoobs.v1.MapStatus
+	(*StatusResponse)(nil),        // 12: isoobs.v1.StatusResponse
+	(*HubbleStatus)(nil),          // 13: isoobs.v1.HubbleStatus
+	(*TCPRow)(nil),                // 14: isoobs.v1.TCPRow
+	(*TCPPeer)(nil),               // 15: isoobs.v1.TCPPeer
+	(*TraceRequest)(nil),          // 16: isoobs.v1.TraceRequest
+	(*DNSEvent)(nil),              // 17: isoobs.v1.DNSEvent
+	(*DropReasonCount)(nil),       // 18: isoobs.v1.DropReasonCount
+	(*DropRow)(nil),               // 19: isoobs.v1.DropRow
+	(*HTTPPathCount)(nil),         // 20: isoobs.v1.HTTPPathCount
+	(*HTTPRow)(nil),               // 21: isoobs.v1.HTTPRow
+	nil,                           // 22: isoobs.v1.DNSRow.QueriesByTypeEntry
+	nil,                           // 23: isoobs.v1.DNSRow.LabelsEntry
+	nil,                           // 24: isoobs.v1.StatusResponse.CountersEntry
+	nil,                           // 25: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	nil,                           // 26: isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	nil,                           // 27: isoobs.v1.TCPRow.LabelsEntry
+	nil,                           // 28: isoobs.v1.DropRow.LabelsEntry
+	nil,                           // 29: isoobs.v1.HTTPRow.LabelsEntry
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	0,  // 0: isoobs.v1.TopRequest.dimension:type_name -> isoobs.v1.Dimension
 	1,  // 1: isoobs.v1.TopRequest.group_by:type_name -> isoobs.v1.GroupBy
-	29, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
+	30, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
 	2,  // 3: isoobs.v1.TopRequest.window:type_name -> isoobs.v1.Window
 	3,  // 4: isoobs.v1.TopRequest.source:type_name -> isoobs.v1.Source
-	29, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
+	30, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
 	5,  // 6: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
-	21, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
-	22, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
+	22, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
+	23, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
 	5,  // 9: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
-	30, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
-	30, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
-	30, // 12: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
-	29, // 13: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
-	30, // 14: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
-	6,  // 15: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
-	6,  // 16: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
-	5,  // 17: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
-	13, // 18: isoobs.v1.TopFrame.tcp_rows:type_name -> isoobs.v1.TCPRow
-	13, // 19: isoobs.v1.TopFrame.tcp_total:type_name -> isoobs.v1.TCPRow
-	18, // 20: isoobs.v1.TopFrame.drop_rows:type_name -> isoobs.v1.DropRow
-	18, // 21: isoobs.v1.TopFrame.drop_total:type_name -> isoobs.v1.DropRow
-	18, // 22: isoobs.v1.TopFrame.drop_no_socket:type_name -> isoobs.v1.DropRow
-	20, // 23: isoobs.v1.TopFrame.http_rows:type_name -> isoobs.v1.HTTPRow
-	30, // 24: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
-	9,  // 25: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
-	10, // 26: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
-	23, // 27: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
-	29, // 28: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
-	12, // 29: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
-	30, // 30: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
-	30, // 31: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
-	24, // 32: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	25, // 33: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	26, // 34: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
-	14, // 35: isoobs.v1.TCPRow.top_peers:type_name -> isoobs.v1.TCPPeer
-	14, // 36: isoobs.v1.TCPRow.peer:type_name -> isoobs.v1.TCPPeer
-	30, // 37: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
-	27, // 38: isoobs.v1.DropRow.labels:type_name -> isoobs.v1.DropRow.LabelsEntry
-	17, // 39: isoobs.v1.DropRow.reasons:type_name -> isoobs.v1.DropReasonCount
-	28, // 40: isoobs.v1.HTTPRow.labels:type_name -> isoobs.v1.HTTPRow.LabelsEntry
-	19, // 41: isoobs.v1.HTTPRow.paths:type_name -> isoobs.v1.HTTPPathCount
-	19, // 42: isoobs.v1.HTTPRow.paths_other:type_name -> isoobs.v1.HTTPPathCount
-	4,  // 43: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	8,  // 44: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	15, // 45: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
-	7,  // 46: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	11, // 47: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	16, // 48: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
-	46, // [46:49] is the sub-list for method output_type
-	43, // [43:46] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	31, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
+	31, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
+	7,  // 12: isoobs.v1.DNSRow.servers:type_name -> isoobs.v1.DNSServer
+	31, // 13: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
+	30, // 14: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
+	31, // 15: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
+	6,  // 16: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
+	6,  // 17: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
+	5,  // 18: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
+	14, // 19: isoobs.v1.TopFrame.tcp_rows:type_name -> isoobs.v1.TCPRow
+	14, // 20: isoobs.v1.TopFrame.tcp_total:type_name -> isoobs.v1.TCPRow
+	19, // 21: isoobs.v1.TopFrame.drop_rows:type_name -> isoobs.v1.DropRow
+	19, // 22: isoobs.v1.TopFrame.drop_total:type_name -> isoobs.v1.DropRow
+	19, // 23: isoobs.v1.TopFrame.drop_no_socket:type_name -> isoobs.v1.DropRow
+	21, // 24: isoobs.v1.TopFrame.http_rows:type_name -> isoobs.v1.HTTPRow
+	31, // 25: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
+	10, // 26: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
+	11, // 27: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
+	24, // 28: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
+	30, // 29: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
+	13, // 30: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
+	31, // 31: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
+	31, // 32: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
+	25, // 33: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	26, // 34: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	27, // 35: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
+	15, // 36: isoobs.v1.TCPRow.top_peers:type_name -> isoobs.v1.TCPPeer
+	15, // 37: isoobs.v1.TCPRow.peer:type_name -> isoobs.v1.TCPPeer
+	31, // 38: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
+	28, // 39: isoobs.v1.DropRow.labels:type_name -> isoobs.v1.DropRow.LabelsEntry
+	18, // 40: isoobs.v1.DropRow.reasons:type_name -> isoobs.v1.DropReasonCount
+	29, // 41: isoobs.v1.HTTPRow.labels:type_name -> isoobs.v1.HTTPRow.LabelsEntry
+	20, // 42: isoobs.v1.HTTPRow.paths:type_name -> isoobs.v1.HTTPPathCount
+	20, // 43: isoobs.v1.HTTPRow.paths_other:type_name -> isoobs.v1.HTTPPathCount
+	4,  // 44: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	9,  // 45: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	16, // 46: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
+	8,  // 47: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	12, // 48: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	17, // 49: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
+	47, // [47:50] is the sub-list for method output_type
+	44, // [44:47] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
@@ -3361,7 +3547,7 @@ func file_isoobs_v1_isoobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_isoobs_v1_isoobs_proto_rawDesc), len(file_isoobs_v1_isoobs_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
