@@ -36,10 +36,13 @@ type hubbleFeed struct {
 	subjects map[hubble.PodKey]*subject
 	// Pods over MaxTrackedPods and name increments of pods without a subject.
 	untrackedPods, droppedNames uint64
+	// http counts the L7 HTTP flows for top http (daemon/http.go).
+	http *httpAgg
 }
 
 func newHubbleFeed(cfg *Config) (*hubbleFeed, error) {
-	agg := hubble.NewAggregator(hubble.AggregatorConfig{MaxPods: cfg.MaxTrackedPods, MaxPendingNames: 8 * cfg.NamesPerNode})
+	httpCounts := newHTTPAgg(cfg)
+	agg := hubble.NewAggregator(hubble.AggregatorConfig{MaxPods: cfg.MaxTrackedPods, MaxPendingNames: 8 * cfg.NamesPerNode, OnHTTP: httpCounts.observe})
 	hc := cfg.Hubble
 	if hc.Logger == nil {
 		hc.Logger = cfg.Logger
@@ -48,7 +51,7 @@ func newHubbleFeed(cfg *Config) (*hubbleFeed, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &hubbleFeed{agg: agg, client: client, subjects: map[hubble.PodKey]*subject{}}, nil
+	return &hubbleFeed{agg: agg, client: client, subjects: map[hubble.PodKey]*subject{}, http: httpCounts}, nil
 }
 
 // hubbleCounters are a Hubble pod's DNS counters in the probe's layout; the latency histogram

@@ -183,6 +183,9 @@ func (s *server) Top(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopServer)
 	if d := req.GetDimension(); d == isoobsv1.Dimension_DIMENSION_TCP || d == isoobsv1.Dimension_DIMENSION_DROPS {
 		return s.topTCP(req, stream, limit)
 	}
+	if req.GetDimension() == isoobsv1.Dimension_DIMENSION_HTTP {
+		return s.topHTTP(req, stream, limit)
+	}
 	c := s.d.coll
 	if err := checkTopBounds(req, c.cfg.Retention); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())

@@ -125,6 +125,9 @@ type AggregatorConfig struct {
 	MaxPendingNames int
 	// MaxDropReasons bounds the reasons kept per pod (Hubble has ~200). Default 64.
 	MaxDropReasons int
+	// OnHTTP, if set, is given every L7 HTTP flow (REQUEST or RESPONSE record) as it is
+	// observed, under the aggregator's lock: it must not call back into the Aggregator.
+	OnHTTP func(f *flowpb.Flow)
 }
 
 type nameKey struct {
@@ -314,6 +317,9 @@ func (a *Aggregator) observeL7(f *flowpb.Flow, l7 *flowpb.Layer7, now time.Time)
 		}
 	case l7.GetHttp() != nil:
 		a.counters.HTTPFlows++
+		if a.cfg.OnHTTP != nil {
+			a.cfg.OnHTTP(f)
+		}
 		if _, ok := podOf(client); !ok {
 			a.skip(SkipNoSourcePod)
 			return

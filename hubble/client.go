@@ -160,6 +160,7 @@ func FieldMask() *fieldmaskpb.FieldMask {
 		"destination.namespace", "destination.pod_name", "destination.identity", "destination.labels", "destination.workloads",
 		"l4.UDP.destination_port", "l4.TCP.destination_port",
 		"l7.type", "l7.latency_ns", "l7.dns.query", "l7.dns.rcode", "l7.dns.qtypes", "l7.http.code", "l7.http.method",
+		"l7.http.url", "destination_service",
 	}}
 }
 
