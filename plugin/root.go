@@ -87,5 +87,6 @@ Available views:
 	cmd.AddCommand(NewCmdTopDNS(configFlags, streams))
 	cmd.AddCommand(NewCmdTopTCP(configFlags, streams))
 	cmd.AddCommand(NewCmdTopDrops(configFlags, streams))
+	cmd.AddCommand(NewCmdTopHTTP(configFlags, streams))
 	return cmd
 }

@@ -1,0 +1,319 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"sigs.k8s.io/yaml"
+
+	"github.com/isoobs/isoobs/plugin/printers"
+	"github.com/isoobs/isoobs/plugin/top"
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
+)
+
+const topHTTPExample = `  # Which services answer slowly or with errors? Live, every node, from Hubble's L7 flows
+  kubectl isoobs top http -A
+
+  # Per Service over the next 10 seconds, most 5xx first, as JSON
+  kubectl isoobs top http --duration 10s --group-by service --sort errors -o json
+
+  # Who sends the requests (clients) in one namespace, with every path template
+  kubectl isoobs top http -n tenant-jobs --clients -o wide`
+
+// TopHTTPOptions holds the flags of `kubectl isoobs top http`. Where the frames come from
+// (--daemon, --local, every node's daemon) works as for top dns, through the same options.
+type TopHTTPOptions struct {
+	src *TopDNSOptions
+
+	Sort    string
+	GroupBy string
+	// Clients: rows are the pods that sent the requests (default: those that served them).
+	Clients bool
+	// Paths is how many path templates the table shows per row (-o wide: all kept).
+	Paths int
+	// checkL7 reports the namespaces' L7 HTTP visibility and the Services of pods (tests
+	// replace it).
+	checkL7 func(ctx context.Context) l7Info
+}
+
+// NewCmdTopHTTP returns `kubectl isoobs top http`.
+func NewCmdTopHTTP(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &TopHTTPOptions{src: NewTopDNSOptions(configFlags, streams), Sort: top.HTTPSortRequests, GroupBy: top.GroupByPod, Paths: 3}
+	cmd := &cobra.Command{
+		Use:   "http [flags]",
+		Short: "Live HTTP golden signals per pod, workload or Service from Hubble's L7 flows",
+		Long: `Show HTTP golden signals — requests/s, 4xx and 5xx, latency p50/p95/p99 and the
+busiest method + path templates — per pod (or --group-by workload|service|
+namespace|node), from the L7 HTTP flows Cilium's proxy reports to Hubble, read by
+the isoobs daemon on every node and merged across nodes exactly (counters and
+latency histograms add; a request both an egress and an ingress proxy logged
+counts once).
+
+Rows are the pods that served the requests (--clients: those that sent them).
+Status codes and latency come from the proxy's response records. Paths are
+templated ({id}, {uuid}, {hex}; no query strings) and bounded: at most 32 per
+row, the rest counted under "other".
+
+Hubble has HTTP flows only for pods a CiliumNetworkPolicy with http rules selects:
+the view says which namespaces in view have none (or only some) such pods.
+
+Rates are per second over the interval; counters cover the time since the
+daemon started, or the next --duration D. On a terminal the table is redrawn
+every --interval; otherwise each frame is printed as a table (-o wide for more
+columns), one JSON object per line (-o json) or a YAML document.`,
+		Example:      topHTTPExample,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := o.src.Complete(c, args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(c.Context())
+		},
+	}
+	s := o.src
+	f := cmd.Flags()
+	f.StringSliceVar(&s.DaemonAddrs, "daemon", s.DaemonAddrs, "Read isoobs daemons at host:port or unix:///path/to.sock (repeat or comma-separate to merge several nodes)")
+	f.BoolVar(&s.Local, "local", s.Local, "Run the daemon engine in this process on this host (root); it reads Hubble at --hubble-server")
+	f.StringVar(&s.CgroupRoot, "cgroup-root", s.CgroupRoot, "With --local: cgroup v2 mount to watch (default: detected)")
+	f.StringVar(&s.NodeName, "node-name", s.NodeName, "With --local: name of this node in the output (default: the host name)")
+	s.Hubble.Hubble.AddFlags(f, "With --local: ")
+	f.BoolVar(&s.Once, "once", s.Once, "Print the first frame (counts since the daemon started) and exit")
+	f.DurationVar(&s.Duration, "duration", s.Duration, "Count over this long from now, print one frame and exit (e.g. 10s)")
+	f.DurationVar(&s.Interval, "interval", s.Interval, "Refresh interval")
+	f.StringVar(&o.Sort, "sort", o.Sort, "Sort by: "+strings.Join(top.HTTPSortKeys, "|"))
+	f.IntVar(&s.Limit, "limit", s.Limit, "Show at most this many rows (0: all)")
+	f.StringVar(&o.GroupBy, "group-by", o.GroupBy, "Group rows by: "+strings.Join(top.HTTPGroupBys, "|"))
+	f.BoolVar(&o.Clients, "clients", o.Clients, "Rows are the pods that sent the requests, not those that served them")
+	f.IntVar(&o.Paths, "paths", o.Paths, "Path templates shown per row in the table (-o wide and JSON: all kept, at most 32 and \"other\")")
+	f.BoolVarP(&s.AllNamespaces, "all-namespaces", "A", s.AllNamespaces, "Show all namespaces (the default unless -n is given)")
+	f.StringVarP(&s.Selector, "selector", "l", s.Selector, "Only pods matching this label selector, e.g. app=coreapi")
+	f.StringVar(&s.Pod, "pod", s.Pod, "Only this pod (name, or namespace/name)")
+	printers.TableOutputs.AddFlag(cmd, &s.Output)
+	printers.AddNoHeadersFlag(cmd, &s.NoHeaders)
+	addClusterFlags(f, &s.Cluster)
+	_ = cmd.RegisterFlagCompletionFunc("sort", cobra.FixedCompletions(top.HTTPSortKeys, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("group-by", cobra.FixedCompletions(top.HTTPGroupBys, cobra.ShellCompDirectiveNoFileComp))
+	groupFlags(cmd,
+		flagGroup{"Which rows (and -n from the global flags)", []string{"all-namespaces", "selector", "pod", "clients"}},
+		flagGroup{"How they are counted and shown", []string{"group-by", "sort", "limit", "paths", "once", "duration", "interval"}},
+		flagGroup{"Output", []string{"output", "no-headers"}},
+		flagGroup{"Every node's daemon (the default)", []string{"node", "daemon-namespace", "daemon-selector", "daemon-port", "connect-timeout", "token-file"}},
+		flagGroup{"One daemon at an address (--daemon)", []string{"daemon"}},
+		flagGroup{"In this process on this host (--local)", []string{"local", "cgroup-root", "node-name", "hubble-server", "hubble-tls", "hubble-tls-ca-cert",
+			"hubble-tls-client-cert", "hubble-tls-client-key", "hubble-tls-server-name", "hubble-tls-insecure"}},
+	)
+	return cmd
+}
+
+// Validate checks the flags together; each error says what to run instead.
+func (o *TopHTTPOptions) Validate() error {
+	var err error
+	if o.Sort, err = top.ParseHTTPSort(o.Sort); err != nil {
+		return err
+	}
+	if o.GroupBy, err = top.ParseHTTPGroupBy(o.GroupBy); err != nil {
+		return err
+	}
+	if o.Paths < 0 {
+		return fmt.Errorf("--paths %d: use 0 or more (0 hides the column)", o.Paths)
+	}
+	if o.src.Hubble.Given() && !o.src.Local {
+		return errors.New("--hubble-server and --hubble-tls-* only apply with --local (a running daemon has its own --hubble-server); add --local or drop them")
+	}
+	if o.src.Local && o.src.Hubble.Disabled() {
+		return errors.New("top http reads Hubble's L7 flows: --hubble-server off leaves it nothing; drop it")
+	}
+	return o.src.Validate()
+}
+
+// Request is the TopRequest sent to every daemon: per-pod rows, grouped, sorted and cut after
+// the merge.
+func (o *TopHTTPOptions) Request() *isoobsv1.TopRequest {
+	s := o.src
+	req := &isoobsv1.TopRequest{
+		Dimension:     isoobsv1.Dimension_DIMENSION_HTTP,
+		GroupBy:       isoobsv1.GroupBy_GROUP_BY_POD,
+		LabelSelector: s.Selector,
+		Pod:           s.Pod,
+		Interval:      durationpb.New(s.Interval),
+		HttpClients:   o.Clients,
+	}
+	if !s.AllNamespaces {
+		req.Namespace = s.namespace
+	}
+	if s.Duration > 0 {
+		req.SinceStreamStart = true
+		req.Interval = durationpb.New(s.Duration)
+	}
+	return req
+}
+
+// Run streams merged HTTP frames to the chosen output.
+func (o *TopHTTPOptions) Run(ctx context.Context) error {
+	s := o.src
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	open := s.openSources
+	if open == nil {
+		open = s.defaultSources
+	}
+	sources, closeSources, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeSources()
+	opts := top.StreamOptions{Request: o.Request(), Missing: s.missing}
+	if !s.Local {
+		if w := sourcesVersionSkew(ctx, sources, s.Cluster.ConnectTimeout); w != "" {
+			opts.Warnings = append(opts.Warnings, w)
+		}
+	}
+	check := o.checkL7
+	if check == nil {
+		check = o.defaultCheckL7
+	}
+	l7 := check(ctx)
+	opts.Warnings = append(opts.Warnings, l7.warnings...)
+
+	single := s.Once || s.Duration > 0
+	live := !single && (s.Output == printers.OutputTable || s.Output == printers.OutputWide) && s.isTerminal(s.Out)
+	streamCtx := ctx
+	wait := s.firstFrameWait + s.Interval + s.Duration
+	if single {
+		var cancel context.CancelFunc
+		streamCtx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	started := time.Now()
+	warned := map[string]bool{}
+	printed := false
+	yamlDocs := 0
+	err = top.StreamHTTP(streamCtx, sources, opts, o.GroupBy, o.Clients, l7.services, func(f top.HTTPFrame) error {
+		if s.Duration > 0 && !tcpCoversDuration(f.Since, f.Time, started, s.Duration) {
+			return nil
+		}
+		f = f.SortedLimited(o.Sort, s.Limit)
+		f.L7Visibility = l7.visibility
+		if !live {
+			for _, w := range f.Warnings {
+				if !warned[w] {
+					warned[w] = true
+					fmt.Fprintln(s.ErrOut, "warning: "+w)
+				}
+			}
+		} else {
+			fmt.Fprint(s.Out, "\x1b[H\x1b[2J")
+			fmt.Fprintf(s.Out, "isoobs top http (%s side) @ %s  %s  sort %s  (ctrl-c quits)\n", f.Side, sourceNames(sources), f.Time.Format(time.TimeOnly), o.Sort)
+			for _, w := range f.Warnings {
+				fmt.Fprintln(s.Out, "warning: "+w)
+			}
+		}
+		if err := printHTTPFrame(s.Out, f, s.Output, s.NoHeaders, o.Paths, &yamlDocs); err != nil {
+			return err
+		}
+		printed = true
+		if single {
+			return top.ErrStop
+		}
+		return nil
+	})
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case single && !printed && (errors.Is(streamCtx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded):
+		return fmt.Errorf("no frame from the isoobs daemon within %s: check that it is running (kubectl isoobs status), or try without --once/--duration", wait)
+	case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "Hubble"):
+		return fmt.Errorf("%w (kubectl isoobs status shows the daemon's Hubble connection)", err)
+	case status.Code(err) == codes.InvalidArgument && strings.Contains(err.Error(), "dimension"):
+		return fmt.Errorf("%w (this daemon predates top http: upgrade it with kubectl isoobs install --components isoobs)", err)
+	case err == nil && single && !printed:
+		return errors.New("the isoobs daemon closed the stream before sending a frame: check its logs")
+	}
+	return err
+}
+
+// printHTTPFrame writes one frame as a table (wide or not), one JSON line, or a YAML document.
+func printHTTPFrame(w io.Writer, f top.HTTPFrame, output string, noHeaders bool, paths int, yamlDocs *int) error {
+	switch output {
+	case printers.OutputJSON:
+		return json.NewEncoder(w).Encode(f)
+	case printers.OutputYAML:
+		b, err := yaml.Marshal(f)
+		if err != nil {
+			return err
+		}
+		if *yamlDocs > 0 {
+			if _, err := io.WriteString(w, "---\n"); err != nil {
+				return err
+			}
+		}
+		*yamlDocs++
+		_, err = w.Write(b)
+		return err
+	}
+	wide := output == printers.OutputWide
+	if err := printers.WriteColumns(w, printers.HTTPColumns(f.GroupBy, wide, paths), f.Rows, noHeaders); err != nil {
+		return err
+	}
+	if f.Truncated > 0 {
+		fmt.Fprintf(w, "(%d more rows; --limit 0 shows all)\n", f.Truncated)
+	}
+	if len(f.Rows) == 0 {
+		fmt.Fprintln(w, "(no HTTP requests in Hubble's L7 flows yet: only pods a CiliumNetworkPolicy with http rules selects have them)")
+	}
+	if len(f.MissingNodes) > 0 {
+		names := make([]string, len(f.MissingNodes))
+		for i, m := range f.MissingNodes {
+			names[i] = m.Node
+		}
+		fmt.Fprintf(w, "(missing nodes: %s)\n", strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// l7Warnings turns the namespaces' visibility into what the view says.
+func l7Warnings(vis []top.L7Namespace) []string {
+	var out []string
+	const maxNamed = 10
+	var none []string
+	for _, n := range vis {
+		switch {
+		case n.Pods == 0:
+		case n.VisiblePods == 0:
+			none = append(none, n.Namespace)
+		case n.VisiblePods < n.Pods:
+			out = append(out, fmt.Sprintf("namespace %s: %d of %d pods are under an L7 HTTP policy (%s); requests of %s are not seen",
+				n.Namespace, n.VisiblePods, n.Pods, strings.Join(n.Policies, ", "), strings.Join(n.UnseenGroups, ", ")))
+		}
+	}
+	for i, ns := range none {
+		if i == maxNamed {
+			out = append(out, fmt.Sprintf("%d more namespaces have no L7 HTTP visibility", len(none)-maxNamed))
+			break
+		}
+		out = append(out, fmt.Sprintf("namespace %s has no L7 HTTP visibility: no CiliumNetworkPolicy with http rules selects its pods, so Hubble has no HTTP flows there "+
+			"(a policy with ingress toPorts rules.http [{}] on the servers makes them visible)", ns))
+	}
+	return out
+}
