@@ -14,6 +14,16 @@
 //   tp_btf/kfree_skb                              packets dropped, by the kernel's reason
 //                                                 (any protocol: the top drops view)
 //
+// Peers: connections opened and failed, resets and retransmits are also
+// counted per (cgroup, peer) in tcp_peers, a bounded hash whose overflow is
+// counted per cgroup (peer_unattributed) and in tcp_probe_stats. The peer of
+// a connect is the remote address and port the socket connected to (the
+// Service address where kube-proxy translates after the socket, the backend
+// where a socket load balancer does it before); the peer of an accepted
+// connection is the remote address alone (port 0: the client's ephemeral
+// port is noise). A socket's peer key is kept in socket storage when it
+// becomes established, so resets and retransmits later find it.
+//
 // Attribution is always by the socket's cgroup (sk->sk_cgrp_data, what
 // bpf_skb_cgroup_id reads too), never by the current task: tracepoints fire
 // in softirq and timer context on behalf of whatever runs on the CPU.
@@ -75,8 +85,18 @@ struct sock_cgroup_data {
 	struct cgroup *cgroup;
 } __attribute__((preserve_access_index));
 
+struct in6_addr {
+	u8 s6_addr[16];
+} __attribute__((preserve_access_index));
+
+// skc_daddr and skc_dport sit in anonymous unions in the kernel's struct:
+// CO-RE finds them by name through those.
 struct sock_common {
+	__be32 skc_daddr;
+	__be16 skc_dport;
+	unsigned short skc_family;
 	unsigned char skc_state;
+	struct in6_addr skc_v6_daddr;
 } __attribute__((preserve_access_index));
 
 struct sock {
@@ -152,6 +172,7 @@ enum tcp_probe_stat {
 	TCP_STAT_RETRANS_FAILED,      // retransmit attempts that failed (err != 0), counted or not
 	TCP_STAT_NOT_PARSED,          // TCP packets whose headers were not read (IPv6 extension headers)
 	TCP_STAT_DROP_OVERFLOW,       // drops not counted: drop_stats full
+	TCP_STAT_PEER_OVERFLOW,       // peer events not counted per peer: tcp_peers full
 	TCP_STAT_MAX,
 };
 
@@ -170,6 +191,9 @@ struct tcp_counters {
 	u64 segs_out;
 	u64 segs_in;
 	u64 rtt_log2_us[RTT_BUCKETS]; // smoothed RTT at each RTT sample
+	// Opens, failures, resets and retransmits not counted per peer: tcp_peers was full, or
+	// the connection was established before the probe (no peer key in its storage).
+	u64 peer_unattributed;
 };
 
 struct {
@@ -179,6 +203,45 @@ struct {
 	__type(key, u64);
 	__type(value, struct tcp_counters);
 } tcp_stats SEC(".maps");
+
+// Per (cgroup, peer): connections, failures, resets, retransmits. addr is
+// IPv6 or IPv4-mapped (::ffff:a.b.c.d); port in host order.
+struct peer_key {
+	u64 cgroup_id;
+	u8 addr[16];
+	u16 port;   // the remote port of a connect; 0 for an accepted connection
+	u8 inbound; // 1: the peer connected to this cgroup's socket
+	u8 pad[5];
+};
+
+struct peer_value {
+	u64 opens;           // connections established (connect or accept)
+	u64 refused;         // connects refused (a RST answered the SYN)
+	u64 timeouts;        // connects timed out after SYN retransmits
+	u64 failed_other;    // connects that failed otherwise
+	u64 resets_sent;     // RSTs this cgroup's sockets sent to the peer
+	u64 resets_received; // RSTs received from it outside SYN_SENT
+	u64 retrans_segs;    // segments retransmitted to it
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct peer_key);
+	__type(value, struct peer_value);
+} tcp_peers SEC(".maps");
+
+#define MAP_TYPE_SK_STORAGE 24 // BPF_MAP_TYPE_SK_STORAGE
+#define SK_STORAGE_GET_F_CREATE 1
+
+// The peer key of an established socket, kept with the socket.
+struct {
+	__uint(type, MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct peer_key);
+} tcp_peer_of SEC(".maps");
 
 // Packets the kernel dropped, per (cgroup, reason). cgroup_id 0 holds drops of
 // packets that had no socket (most ingress drops before the socket lookup).
@@ -270,6 +333,93 @@ static __always_inline u32 log2_bucket(u64 v)
 	if (v >= 1ULL << 2) { v >>= 2; b += 2; }
 	if (v >= 1ULL << 1) { b += 1; }
 	return b < RTT_BUCKETS ? b : RTT_BUCKETS - 1;
+}
+
+#define AF_INET 2
+#define AF_INET6 10
+
+// peer_key_of fills key with sk's remote address (and port unless inbound).
+static __always_inline int peer_key_of(const struct sock *sk, u64 cgroup_id, int inbound, struct peer_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->cgroup_id = cgroup_id;
+	key->inbound = inbound;
+	if (!inbound)
+		key->port = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family == AF_INET) {
+		__be32 a = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		key->addr[10] = 0xff;
+		key->addr[11] = 0xff;
+		__builtin_memcpy(&key->addr[12], &a, 4);
+		return 1;
+	}
+	if (family == AF_INET6 && bpf_core_field_exists(sk->__sk_common.skc_v6_daddr)) {
+		bpf_core_read(key->addr, 16, &sk->__sk_common.skc_v6_daddr);
+		return 1;
+	}
+	return 0;
+}
+
+enum peer_field {
+	PEER_OPENS,
+	PEER_REFUSED,
+	PEER_TIMEOUTS,
+	PEER_FAILED_OTHER,
+	PEER_RESETS_SENT,
+	PEER_RESETS_RECEIVED,
+	PEER_RETRANS,
+};
+
+// peer_add counts n events of one kind for the peer; c is the cgroup's counters (its
+// peer_unattributed takes what the table cannot).
+static __always_inline void peer_add(const struct peer_key *key, enum peer_field f, u64 n, struct tcp_counters *c)
+{
+	struct peer_value *v = bpf_map_lookup_elem(&tcp_peers, key);
+	if (!v) {
+		struct peer_value zero = {};
+		if (bpf_map_update_elem(&tcp_peers, key, &zero, BPF_NOEXIST) == -E2BIG) {
+			stat_inc(TCP_STAT_PEER_OVERFLOW);
+			c->peer_unattributed += n;
+			return;
+		}
+		v = bpf_map_lookup_elem(&tcp_peers, key);
+		if (!v)
+			return;
+	}
+	switch (f) {
+	case PEER_OPENS:
+		v->opens += n;
+		break;
+	case PEER_REFUSED:
+		v->refused += n;
+		break;
+	case PEER_TIMEOUTS:
+		v->timeouts += n;
+		break;
+	case PEER_FAILED_OTHER:
+		v->failed_other += n;
+		break;
+	case PEER_RESETS_SENT:
+		v->resets_sent += n;
+		break;
+	case PEER_RESETS_RECEIVED:
+		v->resets_received += n;
+		break;
+	default:
+		v->retrans_segs += n;
+	}
+}
+
+// peer_add_stored counts for the peer kept in sk's storage (set when sk became established);
+// a socket without one (established before the probe loaded) is unattributed.
+static __always_inline void peer_add_stored(const struct sock *sk, enum peer_field f, u64 n, struct tcp_counters *c)
+{
+	struct peer_key *key = bpf_sk_storage_get(&tcp_peer_of, (void *)sk, 0, 0);
+	if (key)
+		peer_add(key, f, n, c);
+	else
+		c->peer_unattributed += n;
 }
 
 // ---- bytes and segments: cgroup_skb at the root ----
@@ -450,21 +600,40 @@ int tcp_set_state(u64 *ctx)
 	struct tcp_counters *c = counters_of(id);
 	if (!c)
 		return 0;
+	struct peer_key key;
+	int inbound = oldstate == TCP_SYN_RECV;
+	int have_peer = peer_key_of(sk, id, inbound, &key);
 	if (newstate == TCP_ESTABLISHED) {
 		if (oldstate == TCP_SYN_SENT)
 			c->active_opens++;
 		else
 			c->passive_opens++;
+		if (!have_peer) {
+			c->peer_unattributed++;
+			return 0;
+		}
+		peer_add(&key, PEER_OPENS, 1, c);
+		struct peer_key *kept = bpf_sk_storage_get(&tcp_peer_of, (void *)sk, 0, SK_STORAGE_GET_F_CREATE);
+		if (kept)
+			*kept = key;
 		return 0;
 	}
 	// sk_err is set before tcp_done moves the socket to CLOSE.
 	int err = BPF_CORE_READ(sk, sk_err);
-	if (err == ECONNREFUSED)
+	enum peer_field f = PEER_FAILED_OTHER;
+	if (err == ECONNREFUSED) {
 		c->connect_refused++;
-	else if (err == ETIMEDOUT)
+		f = PEER_REFUSED;
+	} else if (err == ETIMEDOUT) {
 		c->connect_timeouts++;
-	else
+		f = PEER_TIMEOUTS;
+	} else {
 		c->connect_other++;
+	}
+	if (have_peer)
+		peer_add(&key, f, 1, c);
+	else
+		c->peer_unattributed++;
 	return 0;
 }
 
@@ -487,8 +656,20 @@ int tcp_retransmit(u64 *ctx)
 	u16 segs = 0;
 	bpf_core_read(&segs, sizeof(segs), &((struct tcp_skb_cb *)&skb->cb[0])->tcp_gso_segs);
 	struct tcp_counters *c = counters_of(id);
-	if (c)
-		c->retrans_segs += segs ? segs : 1;
+	if (!c)
+		return 0;
+	u64 n = segs ? segs : 1;
+	c->retrans_segs += n;
+	// A SYN retransmitted (SYN_SENT) has no peer key yet: its connect counts at the end.
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT) {
+		struct peer_key key;
+		if (peer_key_of(sk, id, 0, &key))
+			peer_add(&key, PEER_RETRANS, n, c);
+		else
+			c->peer_unattributed += n;
+		return 0;
+	}
+	peer_add_stored(sk, PEER_RETRANS, n, c);
 	return 0;
 }
 
@@ -496,14 +677,22 @@ SEC("tp_btf/tcp_retransmit_synack")
 int tcp_retransmit_synack(u64 *ctx)
 {
 	const struct sock *listener = (void *)ctx[0];
+	// The request sock starts with a sock_common: its remote address is the client's.
+	const struct sock *req = (void *)ctx[1];
 	if (!is_tcp_full_sock(listener))
 		return 0;
 	u64 id = sock_cgroup(listener);
 	if (!id)
 		return 0;
 	struct tcp_counters *c = counters_of(id);
-	if (c)
-		c->retrans_segs++;
+	if (!c)
+		return 0;
+	c->retrans_segs++;
+	struct peer_key key;
+	if (req && peer_key_of(req, id, 1, &key))
+		peer_add(&key, PEER_RETRANS, 1, c);
+	else
+		c->peer_unattributed++;
 	return 0;
 }
 
@@ -519,8 +708,10 @@ int tcp_send_reset(u64 *ctx)
 	if (!id)
 		return 0;
 	struct tcp_counters *c = counters_of(id);
-	if (c)
-		c->resets_sent++;
+	if (!c)
+		return 0;
+	c->resets_sent++;
+	peer_add_stored(sk, PEER_RESETS_SENT, 1, c);
 	return 0;
 }
 
@@ -537,8 +728,10 @@ int tcp_receive_reset(u64 *ctx)
 	if (!id)
 		return 0;
 	struct tcp_counters *c = counters_of(id);
-	if (c)
-		c->resets_received++;
+	if (!c)
+		return 0;
+	c->resets_received++;
+	peer_add_stored(sk, PEER_RESETS_RECEIVED, 1, c);
 	return 0;
 }
 

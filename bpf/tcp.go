@@ -14,6 +14,9 @@ import (
 // DefaultTCPMaxCgroups bounds the TCP probe's per-cgroup map when TCPOptions.MaxCgroups is 0.
 const DefaultTCPMaxCgroups = 8192
 
+// DefaultTCPMaxPeers bounds the TCP probe's (cgroup, peer) table when TCPOptions.MaxPeers is 0.
+const DefaultTCPMaxPeers = 16384
+
 // NumRTTBuckets is the length of TCPCounters.RTTLog2US.
 const NumRTTBuckets = 32
 
@@ -24,6 +27,9 @@ type TCPOptions struct {
 	// MaxCgroups bounds the per-cgroup counters (0: DefaultTCPMaxCgroups); past it events are
 	// counted in TCPStats.CgroupOverflow.
 	MaxCgroups uint32
+	// MaxPeers bounds the (cgroup, peer) table (0: DefaultTCPMaxPeers); past it peer events
+	// are counted in TCPCounters.PeerUnattributed and TCPStats.PeerOverflow.
+	MaxPeers uint32
 }
 
 // TCPCounters are one cgroup's TCP counters, cumulative since load and summed over CPUs.
@@ -44,6 +50,10 @@ type TCPCounters struct {
 	// RTTLog2US[i] counts RTT samples (one per ACK that measured the RTT) whose smoothed RTT t,
 	// in µs, satisfies 2^i <= t < 2^(i+1) (bucket 0 also holds t < 1 µs).
 	RTTLog2US [NumRTTBuckets]uint64
+	// PeerUnattributed counts the opens, failures, resets and retransmits above that are in no
+	// peer's counters (ReadPeers): the peer table was full, or the connection was established
+	// before the probe loaded.
+	PeerUnattributed uint64
 }
 
 // TCPStats are the TCP probe's own health counters, cumulative since load.
@@ -57,6 +67,8 @@ type TCPStats struct {
 	NotParsed      uint64 // IPv6 packets behind extension headers, not examined
 	Drops          MapFill
 	DropOverflow   uint64 // drops not counted because the drop map was full
+	Peers          MapFill
+	PeerOverflow   uint64 // peer events not counted per peer because the peer map was full
 }
 
 // Indexes of tcp_probe_stats, mirroring enum tcp_probe_stat in tcp.c.
@@ -66,6 +78,7 @@ const (
 	tcpStatRetransFailed
 	tcpStatNotParsed
 	tcpStatDropOverflow
+	tcpStatPeerOverflow
 	tcpStatMax
 )
 
@@ -97,6 +110,10 @@ func LoadTCP(opts TCPOptions) (*TCPProbe, error) {
 		opts.MaxCgroups = DefaultTCPMaxCgroups
 	}
 	spec.Maps[tcpMapTcpStats].MaxEntries = opts.MaxCgroups
+	if opts.MaxPeers == 0 {
+		opts.MaxPeers = DefaultTCPMaxPeers
+	}
+	spec.Maps[tcpMapTcpPeers].MaxEntries = opts.MaxPeers
 	if err := spec.Variables["root_cgroup_id"].Set(rootID); err != nil {
 		return nil, fmt.Errorf("tcp probe: set root_cgroup_id: %w", err)
 	}
@@ -208,19 +225,23 @@ func sumTCPCounters(perCPU []tcpTcpCounters) TCPCounters {
 		for b := range c.RTTLog2US {
 			c.RTTLog2US[b] += v.RttLog2Us[b]
 		}
+		c.PeerUnattributed += v.PeerUnattributed
 	}
 	return c
 }
 
-// DeleteCgroups drops the kernel entries of cgroups that are gone, so the map does not fill
-// with dead pods. Missing entries are not an error.
+// DeleteCgroups drops the kernel entries of cgroups that are gone (their counters and their
+// peers), so the maps do not fill with dead pods. Missing entries are not an error.
 func (p *TCPProbe) DeleteCgroups(ids []uint64) error {
 	var errs []error
+	gone := make(map[uint64]bool, len(ids))
 	for _, id := range ids {
+		gone[id] = true
 		if err := p.objs.TcpStats.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, p.deletePeersOf(gone))
 	return errors.Join(errs...)
 }
 
@@ -242,6 +263,13 @@ func (p *TCPProbe) Stats() (TCPStats, error) {
 	s.RetransFailed = counters[tcpStatRetransFailed]
 	s.NotParsed = counters[tcpStatNotParsed]
 	s.DropOverflow = counters[tcpStatDropOverflow]
+	s.PeerOverflow = counters[tcpStatPeerOverflow]
+	s.Peers.Max = p.objs.TcpPeers.MaxEntries()
+	var pk tcpPeerKey
+	var pv []tcpPeerValue
+	for pit := p.objs.TcpPeers.Iterate(); pit.Next(&pk, &pv); {
+		s.Peers.Entries++
+	}
 	s.Drops.Max = p.objs.DropStats.MaxEntries()
 	var dk tcpDropKey
 	var dv []tcpDropValue

@@ -26,22 +26,43 @@ type tcpDropValue struct {
 	Bytes   uint64
 }
 
+type tcpPeerKey struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	Addr     [16]uint8
+	Port     uint16
+	Inbound  uint8
+	Pad      [5]uint8
+}
+
+type tcpPeerValue struct {
+	_              structs.HostLayout
+	Opens          uint64
+	Refused        uint64
+	Timeouts       uint64
+	FailedOther    uint64
+	ResetsSent     uint64
+	ResetsReceived uint64
+	RetransSegs    uint64
+}
+
 type tcpTcpCounters struct {
-	_               structs.HostLayout
-	ActiveOpens     uint64
-	PassiveOpens    uint64
-	ConnectRefused  uint64
-	ConnectTimeouts uint64
-	ConnectOther    uint64
-	ResetsSent      uint64
-	ResetsReceived  uint64
-	RetransSegs     uint64
-	RetransBytes    uint64
-	BytesOut        uint64
-	BytesIn         uint64
-	SegsOut         uint64
-	SegsIn          uint64
-	RttLog2Us       [32]uint64
+	_                structs.HostLayout
+	ActiveOpens      uint64
+	PassiveOpens     uint64
+	ConnectRefused   uint64
+	ConnectTimeouts  uint64
+	ConnectOther     uint64
+	ResetsSent       uint64
+	ResetsReceived   uint64
+	RetransSegs      uint64
+	RetransBytes     uint64
+	BytesOut         uint64
+	BytesIn          uint64
+	SegsOut          uint64
+	SegsIn           uint64
+	RttLog2Us        [32]uint64
+	PeerUnattributed uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -49,6 +70,8 @@ type tcpTcpCounters struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tcpMapDropStats            = "drop_stats"
+	tcpMapTcpPeerOf            = "tcp_peer_of"
+	tcpMapTcpPeers             = "tcp_peers"
 	tcpMapTcpProbeStats        = "tcp_probe_stats"
 	tcpMapTcpStats             = "tcp_stats"
 	tcpProgDropSkb             = "drop_skb"
@@ -121,6 +144,8 @@ type tcpProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpMapSpecs struct {
 	DropStats     *ebpf.MapSpec `ebpf:"drop_stats"`
+	TcpPeerOf     *ebpf.MapSpec `ebpf:"tcp_peer_of"`
+	TcpPeers      *ebpf.MapSpec `ebpf:"tcp_peers"`
 	TcpProbeStats *ebpf.MapSpec `ebpf:"tcp_probe_stats"`
 	TcpStats      *ebpf.MapSpec `ebpf:"tcp_stats"`
 }
@@ -153,6 +178,8 @@ func (o *tcpObjects) Close() error {
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpMaps struct {
 	DropStats     *ebpf.Map `ebpf:"drop_stats"`
+	TcpPeerOf     *ebpf.Map `ebpf:"tcp_peer_of"`
+	TcpPeers      *ebpf.Map `ebpf:"tcp_peers"`
 	TcpProbeStats *ebpf.Map `ebpf:"tcp_probe_stats"`
 	TcpStats      *ebpf.Map `ebpf:"tcp_stats"`
 }
@@ -160,6 +187,8 @@ type tcpMaps struct {
 func (m *tcpMaps) Close() error {
 	return _TcpClose(
 		m.DropStats,
+		m.TcpPeerOf,
+		m.TcpPeers,
 		m.TcpProbeStats,
 		m.TcpStats,
 	)

@@ -6,6 +6,7 @@ package daemon
 // pod's totals and a short rate history.
 
 import (
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -24,6 +25,9 @@ type TCPSource interface {
 	DeleteCgroups(ids []uint64) error
 	// ReadDrops is the kfree_skb tracepoint's counts (the top drops view).
 	ReadDrops() (map[bpf.DropKey]bpf.DropCounters, error)
+	// ReadPeers is the (cgroup, peer) table; a source may also delete idle entries
+	// (DeletePeers([]bpf.PeerKey) error).
+	ReadPeers() (map[bpf.PeerKey]bpf.PeerCounters, error)
 	Close() error
 }
 
@@ -107,6 +111,10 @@ type tcpSubject struct {
 	meta       *podmeta.Pod
 	cgroups    int
 	goneAt     time.Time
+	// peers is the pod's TCP events per peer since daemon start (at most maxPeersPerPod);
+	// peersDropped counts events of peers past that bound.
+	peers        map[peerID]bpf.PeerCounters
+	peersDropped uint64
 }
 
 type tcpCgroup struct {
@@ -145,6 +153,10 @@ type tcpCollector struct {
 	noSocket, hostDrops, untrackedDrops map[uint32]bpf.DropCounters
 	noSocketLast                        map[uint32]bpf.DropCounters
 
+	// The kernel's peer entries as last read; how many idle ones were deleted.
+	peerLast       map[bpf.PeerKey]*peerLast
+	peersForgotten uint64
+
 	subscribers map[chan struct{}]struct{}
 }
 
@@ -159,6 +171,7 @@ func newTCPCollector(cfg *Config, src TCPSource, res cgroupResolver, pods podLoo
 		subscribers: map[chan struct{}]struct{}{},
 		noSocket:    map[uint32]bpf.DropCounters{}, hostDrops: map[uint32]bpf.DropCounters{},
 		untrackedDrops: map[uint32]bpf.DropCounters{}, noSocketLast: map[uint32]bpf.DropCounters{},
+		peerLast: map[bpf.PeerKey]*peerLast{},
 	}
 }
 
@@ -180,9 +193,8 @@ func (c *tcpCollector) run(done <-chan struct{}) {
 func (c *tcpCollector) tick(now time.Time) {
 	cur, readErr := c.src.ReadTCP()
 	drops, dropErr := c.src.ReadDrops()
-	if readErr == nil {
-		readErr = dropErr
-	}
+	peers, peerErr := c.src.ReadPeers()
+	readErr = errors.Join(readErr, dropErr, peerErr)
 	c.mu.Lock()
 	tick := c.clock.Tick(now)
 	c.tickNo, c.lastTick, c.readErr = tick, now, readErr
@@ -206,6 +218,7 @@ func (c *tcpCollector) tick(now time.Time) {
 		}
 	}
 	c.addDrops(drops)
+	c.addPeers(peers, now)
 	for _, s := range c.subjects {
 		r := tcpRateOf(&s.total)
 		r[tcpRateDrops] = s.dropped
@@ -217,6 +230,7 @@ func (c *tcpCollector) tick(now time.Time) {
 	}
 	if tick%uint64(c.cfg.gcEvery()) == 0 {
 		c.collectGarbage(now)
+		c.forgetIdlePeers(now)
 		if c.metrics != nil {
 			c.metrics.expire(tick, uint64(c.cfg.Retention/c.cfg.Interval))
 		}

@@ -19,7 +19,41 @@ type fakeTCPSource struct {
 	mu      sync.Mutex
 	cgroups map[uint64]bpf.TCPCounters
 	drops   map[bpf.DropKey]bpf.DropCounters
+	peers   map[bpf.PeerKey]bpf.PeerCounters
 	deleted []uint64
+	// peersDeleted: the peer entries DeletePeers removed.
+	peersDeleted []bpf.PeerKey
+}
+
+func (f *fakeTCPSource) addPeer(k bpf.PeerKey, fn func(c *bpf.PeerCounters)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.peers == nil {
+		f.peers = map[bpf.PeerKey]bpf.PeerCounters{}
+	}
+	c := f.peers[k]
+	fn(&c)
+	f.peers[k] = c
+}
+
+func (f *fakeTCPSource) ReadPeers() (map[bpf.PeerKey]bpf.PeerCounters, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[bpf.PeerKey]bpf.PeerCounters, len(f.peers))
+	for k, v := range f.peers {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (f *fakeTCPSource) DeletePeers(keys []bpf.PeerKey) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, k := range keys {
+		delete(f.peers, k)
+	}
+	f.peersDeleted = append(f.peersDeleted, keys...)
+	return nil
 }
 
 func (f *fakeTCPSource) add(id uint64, fn func(c *bpf.TCPCounters)) {
@@ -46,6 +80,11 @@ func (f *fakeTCPSource) DeleteCgroups(ids []uint64) error {
 	defer f.mu.Unlock()
 	for _, id := range ids {
 		delete(f.cgroups, id)
+		for k := range f.peers {
+			if k.CgroupID == id {
+				delete(f.peers, k)
+			}
+		}
 	}
 	f.deleted = append(f.deleted, ids...)
 	return nil

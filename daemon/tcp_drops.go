@@ -133,7 +133,7 @@ func (c *tcpCollector) dropFrame(q *tcpQuery, f *isoobsv1.TopFrame, from, to uin
 		if haveRate && seconds > 0 {
 			r.PacketsPerSecond = float64(s.series.At(to)[tcpRateDrops]-s.series.At(from)[tcpRateDrops]) / seconds
 		}
-		tr := c.row(groupBy, &tcpGroup{first: s}, 0) // identity fields only
+		tr := c.row(q, groupBy, &tcpGroup{first: s}, 0) // identity fields only
 		r.Namespace, r.Pod, r.PodUid, r.Workload, r.WorkloadKind, r.Cgroup, r.CgroupId, r.Labels =
 			tr.Namespace, tr.Pod, tr.PodUid, tr.Workload, tr.WorkloadKind, tr.Cgroup, tr.CgroupId, tr.Labels
 		k := tcpGroupKey(groupBy, s)

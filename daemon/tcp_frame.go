@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,14 +49,20 @@ type tcpQuery struct {
 	drops            bool
 	dropBaseline     map[string]map[uint32]bpf.DropCounters
 	noSocketBaseline map[uint32]bpf.DropCounters
+	// since-stream-start: each pod's peers when the stream opened
+	peerBaseline map[string]map[peerID]bpf.PeerCounters
 }
 
 func newTCPQuery(req *isoobsv1.TopRequest, collectorInterval time.Duration) (*tcpQuery, error) {
 	switch req.GetGroupBy() {
 	case isoobsv1.GroupBy_GROUP_BY_UNSPECIFIED, isoobsv1.GroupBy_GROUP_BY_POD, isoobsv1.GroupBy_GROUP_BY_WORKLOAD,
 		isoobsv1.GroupBy_GROUP_BY_NAMESPACE, isoobsv1.GroupBy_GROUP_BY_NODE:
+	case isoobsv1.GroupBy_GROUP_BY_PEER:
+		if req.GetDimension() == isoobsv1.Dimension_DIMENSION_DROPS {
+			return nil, errors.New("group_by peer is a TCP grouping: drops are grouped by pod, workload, namespace or node")
+		}
 	default:
-		return nil, fmt.Errorf("group_by %v is not a TCP grouping: use pod, workload, namespace or node", req.GetGroupBy())
+		return nil, fmt.Errorf("group_by %v is not a TCP grouping: use pod, workload, namespace, peer or node", req.GetGroupBy())
 	}
 	q := &tcpQuery{req: req, selector: labels.Everything(), sortKey: TCPSortErrors}
 	keys := TCPSortKeys
@@ -95,10 +103,14 @@ func (c *tcpCollector) startStream(q *tcpQuery) {
 	if q.req.GetSinceStreamStart() {
 		q.baseline = make(map[string]bpf.TCPCounters, len(c.subjects))
 		q.dropBaseline = make(map[string]map[uint32]bpf.DropCounters, len(c.subjects))
+		q.peerBaseline = make(map[string]map[peerID]bpf.PeerCounters, len(c.subjects))
 		for k, s := range c.subjects {
 			q.baseline[k] = s.total
 			if len(s.drops) > 0 {
 				q.dropBaseline[k] = maps.Clone(s.drops)
+			}
+			if len(s.peers) > 0 {
+				q.peerBaseline[k] = maps.Clone(s.peers)
 			}
 		}
 		q.noSocketBaseline = maps.Clone(c.noSocket)
@@ -129,6 +141,9 @@ type tcpGroup struct {
 	tot   bpf.TCPCounters
 	rate  tcpRate
 	pods  int
+	// peers summed over the group's pods; peersDropped: events of peers past a pod's bound
+	peers        map[peerID]bpf.PeerCounters
+	peersDropped uint64
 }
 
 func tcpGroupKey(by isoobsv1.GroupBy, s *tcpSubject) string {
@@ -207,6 +222,7 @@ func (c *tcpCollector) frame(q *tcpQuery) *isoobsv1.TopFrame {
 			byKey[k] = g
 			groups = append(groups, g)
 		}
+		peers := q.subjectPeers(s)
 		for _, g := range []*tcpGroup{g, total} {
 			if g.first == nil {
 				g.first = s
@@ -216,12 +232,33 @@ func (c *tcpCollector) frame(q *tcpQuery) *isoobsv1.TopFrame {
 				g.rate[i] += rate[i]
 			}
 			g.pods++
+			g.peersDropped += s.peersDropped
+			if len(peers) == 0 {
+				continue
+			}
+			if g.peers == nil {
+				// A pod's row reads its own map; a group sums into a map of its own.
+				if g != total && (groupBy == isoobsv1.GroupBy_GROUP_BY_POD || groupBy == isoobsv1.GroupBy_GROUP_BY_UNSPECIFIED) {
+					g.peers = peers
+					continue
+				}
+				g.peers = make(map[peerID]bpf.PeerCounters, len(peers))
+			}
+			for id, p := range peers {
+				sum := g.peers[id]
+				peerAdd(&sum, p)
+				g.peers[id] = sum
+			}
 		}
 	}
 	seconds := elapsed.Seconds()
 	rows := make([]*isoobsv1.TCPRow, 0, len(groups))
-	for _, g := range groups {
-		rows = append(rows, c.row(groupBy, g, seconds))
+	if groupBy == isoobsv1.GroupBy_GROUP_BY_PEER {
+		rows = c.peerRows(q)
+	} else {
+		for _, g := range groups {
+			rows = append(rows, c.row(q, groupBy, g, seconds))
+		}
 	}
 	SortTCPRows(rows, q.sortKey)
 	if limit := int(req.GetLimit()); limit > 0 && len(rows) > limit {
@@ -229,11 +266,11 @@ func (c *tcpCollector) frame(q *tcpQuery) *isoobsv1.TopFrame {
 		rows = rows[:limit]
 	}
 	f.TcpRows = rows
-	f.TcpTotal = c.row(isoobsv1.GroupBy_GROUP_BY_NODE, total, seconds)
+	f.TcpTotal = c.row(q, isoobsv1.GroupBy_GROUP_BY_NODE, total, seconds)
 	return f
 }
 
-func (c *tcpCollector) row(by isoobsv1.GroupBy, g *tcpGroup, seconds float64) *isoobsv1.TCPRow {
+func (c *tcpCollector) row(q *tcpQuery, by isoobsv1.GroupBy, g *tcpGroup, seconds float64) *isoobsv1.TCPRow {
 	t := &g.tot
 	r := &isoobsv1.TCPRow{
 		Node:        c.cfg.NodeName,
@@ -243,10 +280,19 @@ func (c *tcpCollector) row(by isoobsv1.GroupBy, g *tcpGroup, seconds float64) *i
 		ResetsSent: t.ResetsSent, ResetsReceived: t.ResetsReceived,
 		RetransSegs: t.RetransSegs, RetransBytes: t.RetransBytes,
 		BytesOut: t.BytesOut, BytesIn: t.BytesIn, SegsOut: t.SegsOut, SegsIn: t.SegsIn,
-		RttLog2Us: append([]uint64(nil), t.RTTLog2US[:]...),
-		RttP50Ms:  topspec.Log2Quantile(t.RTTLog2US[:], 0.50),
-		RttP99Ms:  topspec.Log2Quantile(t.RTTLog2US[:], 0.99),
+		RttLog2Us:        append([]uint64(nil), t.RTTLog2US[:]...),
+		RttP50Ms:         topspec.Log2Quantile(t.RTTLog2US[:], 0.50),
+		RttP99Ms:         topspec.Log2Quantile(t.RTTLog2US[:], 0.99),
+		TopPeers:         topPeers(g.peers, q.sortKey, topPeersPerRow),
+		PeerUnattributed: t.PeerUnattributed + g.peersDropped,
 	}
+	var active int
+	for _, p := range g.peers {
+		if peerEvents(p) > 0 {
+			active++
+		}
+	}
+	r.OtherPeers = uint32(active - len(r.TopPeers))
 	if seconds > 0 {
 		r.OpensPerSecond = float64(g.rate[tcpRateOpens]) / seconds
 		r.ConnectFailuresPerSecond = float64(g.rate[tcpRateFailures]) / seconds
@@ -303,7 +349,11 @@ func tcpSortValues(key string, r *isoobsv1.TCPRow) (rate, total float64) {
 // SortTCPRows orders rows by key (TCPSortKeys), heaviest first; ties and TCPSortName by name.
 func SortTCPRows(rows []*isoobsv1.TCPRow, key string) {
 	name := func(r *isoobsv1.TCPRow) string {
-		return r.GetNamespace() + "/" + r.GetWorkload() + "/" + r.GetPod() + "/" + r.GetPodUid() + "/" + r.GetCgroup() + "/" + r.GetNode()
+		n := r.GetNamespace() + "/" + r.GetWorkload() + "/" + r.GetPod() + "/" + r.GetPodUid() + "/" + r.GetCgroup() + "/" + r.GetNode()
+		if p := r.GetPeer(); p != nil {
+			n += "/" + p.GetIp() + "/" + strconv.FormatUint(uint64(p.GetPort()), 10) + "/" + strconv.FormatBool(p.GetInbound())
+		}
+		return n
 	}
 	slices.SortStableFunc(rows, func(a, b *isoobsv1.TCPRow) int {
 		if key != TCPSortName {
@@ -400,6 +450,7 @@ func (d *Daemon) tcpStatus(resp *isoobsv1.StatusResponse) {
 	st := c.stats
 	resp.Maps = append(resp.Maps, &isoobsv1.MapStatus{Name: "tcp_stats", Entries: uint64(st.Cgroups.Entries), MaxEntries: uint64(st.Cgroups.Max)},
 		&isoobsv1.MapStatus{Name: "drop_stats", Entries: uint64(st.Drops.Entries), MaxEntries: uint64(st.Drops.Max)},
+		&isoobsv1.MapStatus{Name: "tcp_peers", Entries: uint64(st.Peers.Entries), MaxEntries: uint64(st.Peers.Max)},
 		&isoobsv1.MapStatus{Name: "tcp_tracked_pods", Entries: uint64(len(c.subjects)), MaxEntries: uint64(c.cfg.MaxTrackedPods)})
 	if resp.Counters == nil {
 		resp.Counters = map[string]uint64{}
@@ -409,6 +460,8 @@ func (d *Daemon) tcpStatus(resp *isoobsv1.StatusResponse) {
 		"tcp_probe_resets_no_socket":    st.ResetsNoSocket,
 		"tcp_probe_retransmits_failed":  st.RetransFailed,
 		"tcp_probe_not_parsed":          st.NotParsed,
+		"tcp_probe_peer_map_full":       st.PeerOverflow,
+		"tcp_peer_entries_forgotten":    c.peersForgotten,
 		"tcp_host_cgroups":              c.hostCgroups,
 		"tcp_host_connections_opened":   c.host.ActiveOpens + c.host.PassiveOpens,
 		"tcp_untracked_pods":            c.untrackedPods,

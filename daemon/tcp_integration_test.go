@@ -241,6 +241,47 @@ func TestDaemonTCPRealProbe(t *testing.T) {
 	if f.TcpTotal.ConnectRefused != refused {
 		t.Errorf("total refused %d, want %d (the host's left out)", f.TcpTotal.ConnectRefused, refused)
 	}
+	// Peers, ranked by errors: the client's refused port first (30), then the resetting server
+	// (12 opens, 12 resets); the server's one peer is 127.0.0.1 (the client pod's and the
+	// host's connections: a host is a peer, never a row).
+	type peerWant struct {
+		ip                            string
+		port                          uint32
+		inbound                       bool
+		opens, refused, rstIn, rstOut uint64
+	}
+	checkPeers := func(who string, got []*isoobsv1.TCPPeer, want []peerWant) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Errorf("%s peers: %v, want %d", who, got, len(want))
+			return
+		}
+		for i, w := range want {
+			g := got[i]
+			if g.Ip != w.ip || g.Port != w.port || g.Inbound != w.inbound || g.Opens != w.opens || g.ConnectRefused != w.refused || g.ResetsReceived != w.rstIn || g.ResetsSent != w.rstOut {
+				t.Errorf("%s peer %d: %v, want %+v", who, i, g, w)
+			}
+		}
+	}
+	checkPeers("client", c.TopPeers, []peerWant{{ip: "127.0.0.1", port: 9, refused: refused}, {ip: "127.0.0.1", port: 8443, opens: conns, rstIn: conns}})
+	checkPeers("server", s.TopPeers, []peerWant{{ip: "127.0.0.1", inbound: true, opens: 2 * conns, rstOut: 2 * conns}})
+	if c.PeerUnattributed != 0 || s.PeerUnattributed != 0 {
+		t.Errorf("events without a peer: client %d, server %d; want 0", c.PeerUnattributed, s.PeerUnattributed)
+	}
+	byPeer, err := client.Top(ctx, &isoobsv1.TopRequest{Dimension: isoobsv1.Dimension_DIMENSION_TCP, GroupBy: isoobsv1.GroupBy_GROUP_BY_PEER})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := byPeer.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peerRows []*isoobsv1.TCPPeer
+	for _, r := range pf.TcpRows {
+		peerRows = append(peerRows, r.Peer)
+	}
+	checkPeers("group by peer", peerRows, []peerWant{{ip: "127.0.0.1", port: 9, refused: refused},
+		{ip: "127.0.0.1", inbound: true, opens: 2 * conns, rstOut: 2 * conns}, {ip: "127.0.0.1", port: 8443, opens: conns, rstIn: conns}})
 	st, err = client.Status(ctx, &isoobsv1.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	"github.com/isoobs/isoobs/plugin/printers"
@@ -31,6 +32,9 @@ const topTCPExample = `  # Which pods' connections are failing, resetting or ret
 
   # Count over the next 5 seconds, by workload, heaviest retransmitters first, as JSON
   kubectl isoobs top tcp --duration 5s --group-by workload --sort retrans -o json
+
+  # Which peers do the crawler's connections fail or reset against?
+  kubectl isoobs top tcp -n tenant-jobs -l app=crawler --group-by peer --duration 5s
 
   # One node's daemon, or the probes in this process (root)
   kubectl isoobs top tcp --daemon unix:///run/isoobs/isoobs.sock
@@ -47,6 +51,9 @@ type TopTCPOptions struct {
 	groupBy isoobsv1.GroupBy
 	// drops: the `top drops` view (DIMENSION_DROPS) instead of TCP.
 	drops bool
+	// peerNames names peer IPs (pods, Services, nodes); set in cluster mode from the cluster's
+	// pods and Services, or by tests.
+	peerNames top.PeerNames
 }
 
 // NewCmdTopTCP returns `kubectl isoobs top tcp`.
@@ -63,7 +70,13 @@ process), merged across nodes exactly.
 Per row: connections opened (active: connect, passive: accepted), connect
 failures (refused by a RST, timed out, other), RSTs sent and received,
 retransmitted segments (and their share of segments sent), new payload bytes
-out and in (each byte once; retransmits apart), and the smoothed RTT p50/p99.
+out and in (each byte once; retransmits apart), the smoothed RTT p50/p99, and
+the top peers: the addresses the pod connected to (ip:port) or that connected
+to it (<-ip), named as pod/, service/ or node/ from the cluster, each with its
+share of the row's count under --sort (failures and resets for errors,
+retransmits for retrans, connect attempts otherwise). --group-by peer makes a
+row of each peer: connections, failures, resets and retransmits of the pods
+selected with it (bytes and RTT are per pod only).
 Rates are per second over the interval; counters cover the time since the
 daemon started, or the next --duration D.
 
@@ -191,6 +204,11 @@ func (o *TopTCPOptions) Run(ctx context.Context) error {
 			opts.Warnings = append(opts.Warnings, w)
 		}
 	}
+	if o.peerNames == nil && !o.drops && !s.Local && len(s.DaemonAddrs) == 0 && s.openSources == nil {
+		if w := o.startClusterPeerNames(ctx); w != "" {
+			opts.Warnings = append(opts.Warnings, w)
+		}
+	}
 	single := s.Once || s.Duration > 0
 	live := !single && (s.Output == printers.OutputTable || s.Output == printers.OutputWide) && s.isTerminal(s.Out)
 	streamCtx := ctx
@@ -207,7 +225,7 @@ func (o *TopTCPOptions) Run(ctx context.Context) error {
 	view := "tcp"
 	stream := func(emit func(shownFrame) error) error {
 		return top.StreamTCP(streamCtx, sources, opts, o.GroupBy, func(f top.TCPFrame) error {
-			f = f.SortedLimited(o.Sort, s.Limit)
+			f = f.SortedLimited(o.Sort, s.Limit).Named(o.peerNames)
 			return emit(shownFrame{since: f.Since, at: f.Time, warnings: f.Warnings,
 				print: func(w io.Writer, docs *int) error { return printTCPFrame(w, f, s.Output, s.NoHeaders, docs) }})
 		})
@@ -264,6 +282,28 @@ func (o *TopTCPOptions) Run(ctx context.Context) error {
 	return err
 }
 
+// startClusterPeerNames sets o.peerNames from the cluster's pods and Services; a failure is a
+// warning (peers are then shown by IP).
+func (o *TopTCPOptions) startClusterPeerNames(ctx context.Context) string {
+	if o.src.ConfigFlags == nil {
+		return "peers are shown by IP: no kubeconfig flags to name them"
+	}
+	cfg, err := o.src.ConfigFlags.ToRESTConfig()
+	if err != nil {
+		return "peers are shown by IP: no Kubernetes client to name them: " + err.Error()
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return "peers are shown by IP: " + err.Error()
+	}
+	names, err := startPeerNames(ctx, client, o.src.Cluster.ConnectTimeout)
+	if err != nil {
+		return "peers are shown by IP: " + err.Error()
+	}
+	o.peerNames = names.Lookup
+	return ""
+}
+
 // shownFrame is what the print loop needs of a merged frame, TCP or drops.
 type shownFrame struct {
 	since, at time.Time
@@ -318,6 +358,9 @@ func printTCPFrame(w io.Writer, f top.TCPFrame, output string, noHeaders bool, y
 }
 
 func tcpColumns(groupBy string, wide bool) []printers.Column[top.TCPRow] {
+	if groupBy == top.GroupByPeer {
+		return tcpPeerColumns(wide)
+	}
 	var cols []printers.Column[top.TCPRow]
 	switch groupBy {
 	case top.GroupByNamespace:
@@ -346,6 +389,7 @@ func tcpColumns(groupBy string, wide bool) []printers.Column[top.TCPRow] {
 		tcpCol("IN/S", func(r *top.TCPRow) string { return tcpBytesRate(r.BytesInPerSecond) }),
 		tcpCol("RTT-P50", func(r *top.TCPRow) string { return tcpRTT(r.RTTP50Ms) }),
 		tcpCol("RTT-P99", func(r *top.TCPRow) string { return tcpRTT(r.RTTP99Ms) }),
+		tcpCol("TOP-PEERS", func(r *top.TCPRow) string { return tcpTopPeers(r, tableTopPeers) }),
 	)
 	if wide {
 		cols = append(cols,
@@ -361,6 +405,56 @@ func tcpColumns(groupBy string, wide bool) []printers.Column[top.TCPRow] {
 		if groupBy == top.GroupByPod {
 			cols = append(cols, tcpCol("POD-UID", func(r *top.TCPRow) string { return tcpDash(r.PodUID) }))
 		}
+	}
+	return cols
+}
+
+// tableTopPeers is how many peers a table row names (JSON carries every peer a row has).
+const tableTopPeers = 3
+
+// tcpTopPeers is "peer share%,..." for a row's first n peers, "+N" when it has more.
+func tcpTopPeers(r *top.TCPRow, n int) string {
+	if len(r.TopPeers) == 0 {
+		return "-"
+	}
+	var parts []string
+	for i := range r.TopPeers {
+		if i == n {
+			break
+		}
+		p := &r.TopPeers[i]
+		parts = append(parts, p.DisplayName()+" "+strconv.FormatFloat(p.Share, 'f', 0, 64)+"%")
+	}
+	s := strings.Join(parts, ",")
+	if more := len(r.TopPeers) - len(parts) + int(r.OtherPeers); more > 0 {
+		s += ",+" + strconv.Itoa(more)
+	}
+	return s
+}
+
+// tcpPeerColumns are the columns of --group-by peer: what the pods selected did with each peer.
+func tcpPeerColumns(wide bool) []printers.Column[top.TCPRow] {
+	peer := func(r *top.TCPRow) *top.TCPPeer {
+		if r.Peer == nil {
+			return &top.TCPPeer{}
+		}
+		return r.Peer
+	}
+	cols := []printers.Column[top.TCPRow]{
+		tcpCol("PEER", func(r *top.TCPRow) string { return tcpDash(peer(r).DisplayName()) }),
+		tcpCol("ADDRESS", func(r *top.TCPRow) string { return tcpDash(peer(r).Address()) }),
+		tcpCol("PODS", func(r *top.TCPRow) string { return tcpU(uint64(r.Pods)) }),
+		tcpCol("OPENS", func(r *top.TCPRow) string { return tcpU(peer(r).Opens) }),
+		tcpCol("REFUSED", func(r *top.TCPRow) string { return tcpU(peer(r).ConnectRefused) }),
+		tcpCol("TIMEOUT", func(r *top.TCPRow) string { return tcpU(peer(r).ConnectTimeouts) }),
+		tcpCol("RST-OUT", func(r *top.TCPRow) string { return tcpU(peer(r).ResetsSent) }),
+		tcpCol("RST-IN", func(r *top.TCPRow) string { return tcpU(peer(r).ResetsReceived) }),
+		tcpCol("RETRANS", func(r *top.TCPRow) string { return tcpU(peer(r).RetransSegs) }),
+	}
+	if wide {
+		cols = append(cols,
+			tcpCol("FAIL-OTHER", func(r *top.TCPRow) string { return tcpU(peer(r).ConnectOther) }),
+			tcpCol("NODE", func(r *top.TCPRow) string { return tcpDash(r.Node) }))
 	}
 	return cols
 }

@@ -2,11 +2,17 @@ package plugin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/isoobs/isoobs/plugin/printers"
 	"github.com/isoobs/isoobs/plugin/top"
@@ -77,5 +83,62 @@ func TestPrintDropFrame(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestPrintTCPTopPeersAndGroupByPeer(t *testing.T) {
+	row := top.TCPRow{Namespace: "tenant-jobs", Pod: "crawler-1", Node: "node-a", ResetsReceived: 50, ConnectRefused: 20,
+		TopPeers: []top.TCPPeer{
+			{IP: "10.96.0.50", Port: 8080, Kind: "service", Namespace: "tenant-jobs", Name: "resetter", ResetsReceived: 50, Share: 71.43},
+			{IP: "10.0.1.8", Port: 80, ConnectRefused: 20, Share: 28.57},
+			{IP: "10.0.1.7", Port: 443, Opens: 30},
+			{IP: "10.0.1.9", Port: 443, Opens: 1},
+		}, OtherPeers: 2}
+	var out bytes.Buffer
+	docs := 0
+	if err := printTCPFrame(&out, top.TCPFrame{GroupBy: top.GroupByPod, Rows: []top.TCPRow{row}}, printers.OutputTable, false, &docs); err != nil {
+		t.Fatal(err)
+	}
+	if want := "service/tenant-jobs/resetter:8080 71%,10.0.1.8:80 29%,10.0.1.7:443 0%,+3"; !strings.Contains(out.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, out.String())
+	}
+	out.Reset()
+	peer := top.TCPPeer{IP: "10.0.1.5", Inbound: true, Kind: "pod", Namespace: "tenant-api", Name: "coreapi-0", Opens: 25, ResetsSent: 3, Pods: 1}
+	if err := printTCPFrame(&out, top.TCPFrame{GroupBy: top.GroupByPeer, Rows: []top.TCPRow{{Pods: 1, Peer: &peer}}}, printers.OutputTable, false, &docs); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "PEER") || strings.Join(strings.Fields(lines[1]), " ") != "<-pod/tenant-api/coreapi-0 10.0.1.5 1 25 0 0 3 0 0" {
+		t.Errorf("group by peer table:\n%s", out.String())
+	}
+}
+
+func TestClusterPeerNames(t *testing.T) {
+	client := fake.NewSimpleClientset(
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "coreapi-0", Namespace: "tenant-api"},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: "10.0.1.7"}, {IP: "fd00::7"}}}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "kube-proxy-x", Namespace: "kube-system"},
+			Spec: corev1.PodSpec{HostNetwork: true}, Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: "192.168.1.10"}}}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "resetter", Namespace: "tenant-jobs"}, Spec: corev1.ServiceSpec{ClusterIPs: []string{"10.96.0.50"}}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.1.10"}}}},
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	names, err := startPeerNames(ctx, client, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ip, want := range map[string]top.PeerName{
+		"10.0.1.7":     {Kind: "pod", Namespace: "tenant-api", Name: "coreapi-0"},
+		"fd00::7":      {Kind: "pod", Namespace: "tenant-api", Name: "coreapi-0"},
+		"10.96.0.50":   {Kind: "service", Namespace: "tenant-jobs", Name: "resetter"},
+		"192.168.1.10": {Kind: "node", Name: "node-a"}, // the host-network pod does not claim its node's IP
+	} {
+		if got, ok := names.Lookup(netip.MustParseAddr(ip)); !ok || got != want {
+			t.Errorf("%s: %+v %v, want %+v", ip, got, ok, want)
+		}
+	}
+	if _, ok := names.Lookup(netip.MustParseAddr("10.0.9.9")); ok {
+		t.Error("an unknown IP was named")
 	}
 }

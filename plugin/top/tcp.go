@@ -31,7 +31,7 @@ const (
 var TCPSortKeys = []string{TCPSortErrors, TCPSortFails, TCPSortResets, TCPSortRetrans, TCPSortOpens, TCPSortBytes, TCPSortRTT, TCPSortName}
 
 // TCPGroupBys lists the groupings `top tcp --group-by` accepts.
-var TCPGroupBys = []string{GroupByPod, GroupByWorkload, GroupByNamespace, GroupByNode}
+var TCPGroupBys = []string{GroupByPod, GroupByWorkload, GroupByNamespace, GroupByPeer, GroupByNode}
 
 // ParseTCPSort checks a `top tcp --sort` value.
 func ParseTCPSort(s string) (string, error) {
@@ -44,6 +44,9 @@ func ParseTCPSort(s string) (string, error) {
 
 // ParseTCPGroupBy checks a `top tcp --group-by` value and returns its wire form.
 func ParseTCPGroupBy(s string) (string, isoobsv1.GroupBy, error) {
+	if strings.ToLower(strings.TrimSpace(s)) == GroupByPeer {
+		return GroupByPeer, isoobsv1.GroupBy_GROUP_BY_PEER, nil
+	}
 	key, g, err := ParseGroupBy(s)
 	if err != nil || !slices.Contains(TCPGroupBys, key) {
 		return "", 0, fmt.Errorf("invalid --group-by %q: valid values are %s (e.g. --group-by workload)", s, strings.Join(TCPGroupBys, ", "))
@@ -107,6 +110,17 @@ type TCPRow struct {
 	BytesInPerSecond         float64 `json:"bytesInPerSecond"`
 	SegsOutPerSecond         float64 `json:"segsOutPerSecond"`
 
+	// TopPeers are the row's heaviest peers by the frame's sort key (at most 5 from each node;
+	// the table shows 3), with their share of the row's count; OtherPeers counts the rest.
+	// PeerUnattributed are events of the row in no peer's counts (the probe's peer table was
+	// full, or the connection is older than the probe).
+	TopPeers         []TCPPeer `json:"topPeers"`
+	OtherPeers       uint32    `json:"otherPeers"`
+	PeerUnattributed uint64    `json:"peerUnattributed"`
+	// Peer is the row's peer under --group-by peer (its counters are the peer's; bytes,
+	// segments and RTT are per pod only and stay 0).
+	Peer *TCPPeer `json:"peer,omitempty"`
+
 	// rttLog2Us is the merged RTT histogram: out of the schema, but rows merge again exactly.
 	rttLog2Us []uint64
 }
@@ -136,6 +150,11 @@ func (r *TCPRow) DisplayName(groupBy string) string {
 		return r.Namespace
 	case GroupByNode:
 		return r.Node
+	case GroupByPeer:
+		if r.Peer == nil {
+			return ""
+		}
+		return r.Peer.DisplayName()
 	default:
 		if r.Pod == "" {
 			return r.Cgroup
@@ -148,7 +167,7 @@ func tcpRowFromProto(p *isoobsv1.TCPRow) TCPRow {
 	if p == nil {
 		return TCPRow{}
 	}
-	return TCPRow{
+	r := TCPRow{
 		Node: p.Node, Namespace: p.Namespace, Pod: p.Pod, PodUID: p.PodUid, Workload: p.Workload, WorkloadKind: p.WorkloadKind,
 		Cgroup: p.Cgroup, CgroupID: p.CgroupId, Pods: p.Pods, Labels: p.Labels,
 		ActiveOpens: p.ActiveOpens, PassiveOpens: p.PassiveOpens,
@@ -160,7 +179,18 @@ func tcpRowFromProto(p *isoobsv1.TCPRow) TCPRow {
 		RetransPerSecond: p.RetransPerSecond, BytesOutPerSecond: p.BytesOutPerSecond, BytesInPerSecond: p.BytesInPerSecond,
 		SegsOutPerSecond: p.SegsOutPerSecond,
 		rttLog2Us:        append([]uint64(nil), p.RttLog2Us...),
+		TopPeers:         []TCPPeer{},
+		OtherPeers:       p.OtherPeers,
+		PeerUnattributed: p.PeerUnattributed,
 	}
+	for _, tp := range p.TopPeers {
+		r.TopPeers = append(r.TopPeers, tcpPeerFromProto(tp))
+	}
+	if p.Peer != nil {
+		pp := tcpPeerFromProto(p.Peer)
+		r.Peer = &pp
+	}
+	return r
 }
 
 // add merges o into r: counters, rates and the RTT histogram add (percentiles are recomputed
@@ -195,6 +225,7 @@ func (r *TCPRow) add(o *TCPRow) {
 	}
 	r.RTTP50Ms = topspec.Log2Quantile(r.rttLog2Us, 0.50)
 	r.RTTP99Ms = topspec.Log2Quantile(r.rttLog2Us, 0.99)
+	r.mergePeers(o)
 	if r.Node != o.Node {
 		r.Node = ""
 	}
@@ -214,6 +245,11 @@ func tcpMergeKey(groupBy string, r *TCPRow) string {
 		return r.Namespace
 	case GroupByNode:
 		return r.Node
+	case GroupByPeer:
+		if r.Peer == nil {
+			return ""
+		}
+		return r.Peer.key()
 	default:
 		// A pod lives on one node; an unresolved cgroup id is only unique on its node.
 		return r.Node + "/" + r.PodUID + "/" + r.Cgroup
@@ -307,6 +343,10 @@ func (f TCPFrame) SortedLimited(key string, limit int) TCPFrame {
 		f.Truncated += len(rows) - limit
 		rows = rows[:limit]
 	}
+	rankPeers(rows, key)
+	total := []TCPRow{f.Total}
+	rankPeers(total, key)
+	f.Total = total[0]
 	f.Rows = rows
 	return f
 }
