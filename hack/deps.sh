@@ -4,7 +4,8 @@
 set -euo pipefail
 # containerd, runc and the CNI plugins run the lab's real node (kubelet); iptables routes its pods to the API server.
 # tcpdump and dnsmasq-base: a peer observer and the second DNS server of `make bench-peers`.
-APT_PACKAGES=(clang llvm libbpf-dev bpftool dnsperf protobuf-compiler iproute2 dnsutils containerd runc containernetworking-plugins iptables tcpdump dnsmasq-base)
+# iperf3: the TCP throughput benchmark with and without the probes (BenchmarkTCPIperf3Ratio).
+APT_PACKAGES=(clang llvm libbpf-dev bpftool dnsperf protobuf-compiler iproute2 dnsutils containerd runc containernetworking-plugins iptables tcpdump dnsmasq-base iperf3)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
