@@ -9,15 +9,18 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/isoobs/isoobs/bench/emptyprobe"
 )
 
 // BenchmarkTCPIperf3Ratio is the throughput cost of isoobs's probes on real TCP between two
 // pods: iperf3 (Debian's) from a client pod netns+cgroup to a server pod netns+cgroup over a
 // veth pair, both pods under the probes' cgroup root, in alternating rounds with every probe
 // attached (TCP with drops and peers, and DNS: what the daemon loads) and with none, in one
-// run. Reported: the median throughput of each, their ratio (goal >= 0.98) and the spread of
-// the per-pair ratios. ISOOBS_IPERF_ROUNDS (default 8) pairs of ISOOBS_IPERF_SECONDS (default
-// 4) each, the first second of each omitted (-O 1, slow start).
+// run, and with empty cgroup_skb programs at the same root as a control (what the hooks alone
+// do). Reported: the median throughput of each, probes/none (goal >= 0.98), empty/none, and the
+// spread of the per-round ratios. ISOOBS_IPERF_ROUNDS (default 8) rounds of
+// ISOOBS_IPERF_SECONDS (default 4) per variant, the first second of each omitted (-O 1).
 func BenchmarkTCPIperf3Ratio(b *testing.B) {
 	iperf, err := exec.LookPath("iperf3")
 	if err != nil {
@@ -66,47 +69,59 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 		}
 		return res.End.SumReceived.BitsPerSecond / 1e9
 	}
-	attach := func() func() {
-		tp, err := LoadTCP(TCPOptions{CgroupRoot: root})
-		if err != nil {
-			b.Fatal(err)
-		}
-		dp, err := LoadDNS(Options{CgroupRoot: root})
-		if err != nil {
-			tp.Close()
-			b.Fatal(err)
-		}
-		return func() { dp.Close(); tp.Close() }
+	attach := map[string]func() func(){
+		"none": func() func() { return func() {} },
+		// Empty cgroup_skb programs at the same root: what the hooks themselves do to the path.
+		"empty": func() func() {
+			e, err := emptyprobe.Attach(root)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return func() { e.Close() }
+		},
+		"probes": func() func() {
+			tp, err := LoadTCP(TCPOptions{CgroupRoot: root})
+			if err != nil {
+				b.Fatal(err)
+			}
+			dp, err := LoadDNS(Options{CgroupRoot: root})
+			if err != nil {
+				tp.Close()
+				b.Fatal(err)
+			}
+			return func() { dp.Close(); tp.Close() }
+		},
 	}
+	variants := []string{"none", "empty", "probes"}
 	run() // warm up: first connection, caches
-	var with, without, ratios []float64
+	got := map[string][]float64{}
+	var ratios, emptyRatios []float64
 	for i := range rounds {
-		// ABBA: which goes first alternates, so a drift in the machine's load favors neither.
-		var w, wo float64
-		measureWith := func() {
-			detach := attach()
-			w = run()
+		// The order rotates each round (none/empty/probes, empty/probes/none, ...), so a drift
+		// in the machine's load, or what attaching and detaching leave behind, favors none.
+		r := map[string]float64{}
+		for j := range variants {
+			v := variants[(i+j)%len(variants)]
+			detach := attach[v]()
+			r[v] = run()
 			detach()
+			got[v] = append(got[v], r[v])
 		}
-		if i%2 == 0 {
-			measureWith()
-			wo = run()
-		} else {
-			wo = run()
-			measureWith()
-		}
-		with, without, ratios = append(with, w), append(without, wo), append(ratios, w/wo)
-		b.Logf("round %d: with probes %.2f Gbit/s, without %.2f Gbit/s, ratio %.3f", i+1, w, wo, w/wo)
+		ratios, emptyRatios = append(ratios, r["probes"]/r["none"]), append(emptyRatios, r["empty"]/r["none"])
+		b.Logf("round %d: none %.2f, empty programs %.2f, probes %.2f Gbit/s; probes/none %.3f", i+1, r["none"], r["empty"], r["probes"], r["probes"]/r["none"])
 	}
-	mw, mwo := iperfMedian(with), iperfMedian(without)
+	mw, mwo, me := iperfMedian(got["probes"]), iperfMedian(got["none"]), iperfMedian(got["empty"])
 	b.ReportMetric(mw, "with-Gbit/s")
 	b.ReportMetric(mwo, "without-Gbit/s")
+	b.ReportMetric(me, "empty-Gbit/s")
 	b.ReportMetric(mw/mwo, "ratio")
+	b.ReportMetric(me/mwo, "empty-ratio")
 	b.ReportMetric(iperfMedian(ratios), "pair-ratio-median")
 	b.ReportMetric(slices.Min(ratios), "pair-ratio-min")
 	b.ReportMetric(slices.Max(ratios), "pair-ratio-max")
-	b.Logf("iperf3 %s, %d pairs of %d s: with probes %.2f Gbit/s (%.2f-%.2f), without %.2f (%.2f-%.2f); ratio of medians %.3f, per-pair ratios %.3f-%.3f",
-		iperfVersion(iperf), rounds, seconds, mw, slices.Min(with), slices.Max(with), mwo, slices.Min(without), slices.Max(without), mw/mwo, slices.Min(ratios), slices.Max(ratios))
+	b.Logf("iperf3 %s, %d rounds of %d s each: probes %.2f Gbit/s (%.2f-%.2f), empty programs %.2f (%.2f-%.2f), none %.2f (%.2f-%.2f); probes/none: ratio of medians %.3f, per-round %.3f-%.3f (median %.3f); empty/none %.3f (per-round median %.3f)",
+		iperfVersion(iperf), rounds, seconds, mw, slices.Min(got["probes"]), slices.Max(got["probes"]), me, slices.Min(got["empty"]), slices.Max(got["empty"]),
+		mwo, slices.Min(got["none"]), slices.Max(got["none"]), mw/mwo, slices.Min(ratios), slices.Max(ratios), iperfMedian(ratios), me/mwo, iperfMedian(emptyRatios))
 }
 
 func iperfMedian(v []float64) float64 {
