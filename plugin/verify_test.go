@@ -43,6 +43,18 @@ func TestVerifyBadInput(t *testing.T) {
 		{[]string{"--interval", "2s"}, "--interval only applies with --wait"},
 		{[]string{"--wait", "--timeout", "0s"}, "--timeout 0s must be positive with --wait"},
 		{[]string{"extra"}, `unknown command "extra"`},
+		// The active DNS check's flags.
+		{[]string{"--dns-node", "n1"}, "--dns-node only applies with --dns: add --dns or drop --dns-node"},
+		{[]string{"--dns-timeout", "30s"}, "--dns-timeout only applies with --dns"},
+		{[]string{"--dns", "--wait"}, "--dns runs once (it starts a probe pod): drop --wait"},
+		{[]string{"--dns", "--component", "hubble"}, "--dns runs the active DNS check alone: drop --component"},
+		{[]string{"--dns", "--dns-timeout", "0s"}, "--dns-timeout 0s must be positive"},
+		{[]string{"--dns", "--dns-namespace", ""}, "--dns-namespace is empty"},
+		{[]string{"--dns", "--dns-node", ""}, "--dns-node is empty"},
+		{[]string{"--dns", "--dns-labels", "app.kubernetes.io/name=x"}, "--dns-labels app.kubernetes.io/name: the probe pod sets this label itself"},
+		{[]string{"--dns", "--dns-nxdomain-name", "kubernetes.default.svc.cluster.local."}, `--dns-cluster-name and --dns-nxdomain-name are both "kubernetes.default.svc.cluster.local"`},
+		{[]string{"--dns", "--dns-external-name", "exa mple.com"}, `--dns-external-name "exa mple.com": character ' ' is not allowed`},
+		{[]string{"--dns", "-o", "wide"}, `invalid -o "wide"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			// A kubeconfig that does not exist: validation must answer before any connection.
@@ -74,6 +86,36 @@ func TestVerifyUnreachableAPIServer(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "✖ API server") || !strings.Contains(out.String(), "kubectl cluster-info") {
 		t.Errorf("table does not name the unreachable API server and the next command:\n%s", out.String())
+	}
+}
+
+func TestVerifyDNSUnreachableAPIServer(t *testing.T) {
+	// --dns against an API server nobody listens on: a clear error, no probe, no hang.
+	o := NewVerifyOptions(genericclioptions.NewConfigFlags(false), genericiooptions.NewTestIOStreamsDiscard())
+	server := "https://127.0.0.1:1"
+	o.ConfigFlags.APIServer = &server
+	o.DNS = true
+	if err := o.Complete(nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	err := o.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "verify --dns: listing the isoobs daemon pods in namespace isoobs") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+func TestVerifyDNSHelp(t *testing.T) {
+	out, _, err := runVerifyCmd(t, "", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kubectl isoobs verify --dns\n", "--dns-node worker-2", "--dns-timeout duration", "not checked", "3 queries, 1 NXDOMAIN"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("verify --help lacks %q", want)
+		}
 	}
 }
 

@@ -99,6 +99,7 @@ func newCommand() *cobra.Command {
 	f.BoolVar(&cfg.TCPDisabled, "no-tcp", false, "do not load the TCP probe (top tcp then answers Unavailable on this node; top dns is not affected)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	hubbleFlags.AddFlags(f, "")
+	cmd.AddCommand(newResolveCommand())
 	return cmd
 }
 
