@@ -1137,6 +1137,9 @@ type TopFrame struct {
 	DropRows     []*DropRow `protobuf:"bytes,22,rep,name=drop_rows,json=dropRows,proto3" json:"drop_rows,omitempty"`
 	DropTotal    *DropRow   `protobuf:"bytes,23,opt,name=drop_total,json=dropTotal,proto3" json:"drop_total,omitempty"`
 	DropNoSocket *DropRow   `protobuf:"bytes,24,opt,name=drop_no_socket,json=dropNoSocket,proto3" json:"drop_no_socket,omitempty"`
+	// DIMENSION_DROPS: where the kernel dropped them, node-wide (rows' and no-socket drops):
+	// the kernel function per reason, most packets first, at most 10.
+	DropLocations []*DropLocationCount `protobuf:"bytes,25,rep,name=drop_locations,json=dropLocations,proto3" json:"drop_locations,omitempty"`
 	// DIMENSION_HTTP: one row per pod and observation point (rows, total and top_names stay
 	// empty; the plugin merges, de-duplicates and groups them).
 	HttpRows      []*HTTPRow `protobuf:"bytes,40,rep,name=http_rows,json=httpRows,proto3" json:"http_rows,omitempty"`
@@ -1275,6 +1278,13 @@ func (x *TopFrame) GetDropTotal() *DropRow {
 func (x *TopFrame) GetDropNoSocket() *DropRow {
 	if x != nil {
 		return x.DropNoSocket
+	}
+	return nil
+}
+
+func (x *TopFrame) GetDropLocations() []*DropLocationCount {
+	if x != nil {
+		return x.DropLocations
 	}
 	return nil
 }
@@ -2538,6 +2548,68 @@ func (x *DropReasonCount) GetBytes() uint64 {
 	return 0
 }
 
+// DropLocationCount is how many packets the kernel dropped in one function for one reason
+// (the function that freed them, named from the node's /proc/kallsyms: nf_hook_slow, ...).
+type DropLocationCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Location      string                 `protobuf:"bytes,1,opt,name=location,proto3" json:"location,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Packets       uint64                 `protobuf:"varint,3,opt,name=packets,proto3" json:"packets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropLocationCount) Reset() {
+	*x = DropLocationCount{}
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropLocationCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropLocationCount) ProtoMessage() {}
+
+func (x *DropLocationCount) ProtoReflect() protoreflect.Message {
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropLocationCount.ProtoReflect.Descriptor instead.
+func (*DropLocationCount) Descriptor() ([]byte, []int) {
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DropLocationCount) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *DropLocationCount) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DropLocationCount) GetPackets() uint64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
 // DropRow is the packets the kernel dropped for one pod (or group): its sockets' packets,
 // sent or received, attributed by the socket's cgroup.
 type DropRow struct {
@@ -2563,7 +2635,7 @@ type DropRow struct {
 
 func (x *DropRow) Reset() {
 	*x = DropRow{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2575,7 +2647,7 @@ func (x *DropRow) String() string {
 func (*DropRow) ProtoMessage() {}
 
 func (x *DropRow) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[15]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2588,7 +2660,7 @@ func (x *DropRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropRow.ProtoReflect.Descriptor instead.
 func (*DropRow) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{15}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DropRow) GetNode() string {
@@ -2706,7 +2778,7 @@ type HTTPPathCount struct {
 
 func (x *HTTPPathCount) Reset() {
 	*x = HTTPPathCount{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[16]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2718,7 +2790,7 @@ func (x *HTTPPathCount) String() string {
 func (*HTTPPathCount) ProtoMessage() {}
 
 func (x *HTTPPathCount) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[16]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2731,7 +2803,7 @@ func (x *HTTPPathCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPPathCount.ProtoReflect.Descriptor instead.
 func (*HTTPPathCount) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{16}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HTTPPathCount) GetMethod() string {
@@ -2822,7 +2894,7 @@ type HTTPRow struct {
 
 func (x *HTTPRow) Reset() {
 	*x = HTTPRow{}
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[17]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2834,7 +2906,7 @@ func (x *HTTPRow) String() string {
 func (*HTTPRow) ProtoMessage() {}
 
 func (x *HTTPRow) ProtoReflect() protoreflect.Message {
-	mi := &file_isoobs_v1_isoobs_proto_msgTypes[17]
+	mi := &file_isoobs_v1_isoobs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2847,7 +2919,7 @@ func (x *HTTPRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPRow.ProtoReflect.Descriptor instead.
 func (*HTTPRow) Descriptor() ([]byte, []int) {
-	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{17}
+	return file_isoobs_v1_isoobs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HTTPRow) GetNode() string {
@@ -3162,7 +3234,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\bnxdomain\x18\x04 \x01(\x04R\bnxdomain\x12\x1a\n" +
 	"\bservfail\x18\x05 \x01(\x04R\bservfail\x12\x14\n" +
 	"\x05timed\x18\x06 \x01(\x04R\x05timed\x12$\n" +
-	"\x0elatency_sum_us\x18\a \x01(\x04R\flatencySumUs\"\xc6\x05\n" +
+	"\x0elatency_sum_us\x18\a \x01(\x04R\flatencySumUs\"\x8b\x06\n" +
 	"\bTopFrame\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x125\n" +
@@ -3179,7 +3251,8 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\tdrop_rows\x18\x16 \x03(\v2\x12.isoobs.v1.DropRowR\bdropRows\x121\n" +
 	"\n" +
 	"drop_total\x18\x17 \x01(\v2\x12.isoobs.v1.DropRowR\tdropTotal\x128\n" +
-	"\x0edrop_no_socket\x18\x18 \x01(\v2\x12.isoobs.v1.DropRowR\fdropNoSocket\x12/\n" +
+	"\x0edrop_no_socket\x18\x18 \x01(\v2\x12.isoobs.v1.DropRowR\fdropNoSocket\x12C\n" +
+	"\x0edrop_locations\x18\x19 \x03(\v2\x1c.isoobs.v1.DropLocationCountR\rdropLocations\x12/\n" +
 	"\thttp_rows\x18( \x03(\v2\x12.isoobs.v1.HTTPRowR\bhttpRows\"\x0f\n" +
 	"\rStatusRequest\"\x7f\n" +
 	"\vProbeStatus\x12\x12\n" +
@@ -3329,7 +3402,11 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x0fDropReasonCount\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
 	"\apackets\x18\x02 \x01(\x04R\apackets\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xf7\x03\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"a\n" +
+	"\x11DropLocationCount\x12\x1a\n" +
+	"\blocation\x18\x01 \x01(\tR\blocation\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\apackets\x18\x03 \x01(\x04R\apackets\"\xf7\x03\n" +
 	"\aDropRow\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -3443,7 +3520,7 @@ func file_isoobs_v1_isoobs_proto_rawDescGZIP() []byte {
 }
 
 var file_isoobs_v1_isoobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_isoobs_v1_isoobs_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(Dimension)(0),                // 0: isoobs.v1.Dimension
 	(GroupBy)(0),                  // 1: isoobs.v1.GroupBy
@@ -3464,76 +3541,78 @@ var file_isoobs_v1_isoobs_proto_goTypes = []any{
 	(*TraceRequest)(nil),          // 16: isoobs.v1.TraceRequest
 	(*DNSEvent)(nil),              // 17: isoobs.v1.DNSEvent
 	(*DropReasonCount)(nil),       // 18: isoobs.v1.DropReasonCount
-	(*DropRow)(nil),               // 19: isoobs.v1.DropRow
-	(*HTTPPathCount)(nil),         // 20: isoobs.v1.HTTPPathCount
-	(*HTTPRow)(nil),               // 21: isoobs.v1.HTTPRow
-	nil,                           // 22: isoobs.v1.DNSRow.QueriesByTypeEntry
-	nil,                           // 23: isoobs.v1.DNSRow.LabelsEntry
-	nil,                           // 24: isoobs.v1.StatusResponse.CountersEntry
-	nil,                           // 25: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	nil,                           // 26: isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	nil,                           // 27: isoobs.v1.TCPRow.LabelsEntry
-	nil,                           // 28: isoobs.v1.DropRow.LabelsEntry
-	nil,                           // 29: isoobs.v1.HTTPRow.LabelsEntry
-	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*DropLocationCount)(nil),     // 19: isoobs.v1.DropLocationCount
+	(*DropRow)(nil),               // 20: isoobs.v1.DropRow
+	(*HTTPPathCount)(nil),         // 21: isoobs.v1.HTTPPathCount
+	(*HTTPRow)(nil),               // 22: isoobs.v1.HTTPRow
+	nil,                           // 23: isoobs.v1.DNSRow.QueriesByTypeEntry
+	nil,                           // 24: isoobs.v1.DNSRow.LabelsEntry
+	nil,                           // 25: isoobs.v1.StatusResponse.CountersEntry
+	nil,                           // 26: isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	nil,                           // 27: isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	nil,                           // 28: isoobs.v1.TCPRow.LabelsEntry
+	nil,                           // 29: isoobs.v1.DropRow.LabelsEntry
+	nil,                           // 30: isoobs.v1.HTTPRow.LabelsEntry
+	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	0,  // 0: isoobs.v1.TopRequest.dimension:type_name -> isoobs.v1.Dimension
 	1,  // 1: isoobs.v1.TopRequest.group_by:type_name -> isoobs.v1.GroupBy
-	30, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
+	31, // 2: isoobs.v1.TopRequest.interval:type_name -> google.protobuf.Duration
 	2,  // 3: isoobs.v1.TopRequest.window:type_name -> isoobs.v1.Window
 	3,  // 4: isoobs.v1.TopRequest.source:type_name -> isoobs.v1.Source
-	30, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
+	31, // 5: isoobs.v1.TopRequest.since:type_name -> google.protobuf.Duration
 	5,  // 6: isoobs.v1.DNSRow.top_names:type_name -> isoobs.v1.NameCount
-	22, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
-	23, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
+	23, // 7: isoobs.v1.DNSRow.queries_by_type:type_name -> isoobs.v1.DNSRow.QueriesByTypeEntry
+	24, // 8: isoobs.v1.DNSRow.labels:type_name -> isoobs.v1.DNSRow.LabelsEntry
 	5,  // 9: isoobs.v1.DNSRow.top_zones:type_name -> isoobs.v1.NameCount
-	31, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
-	31, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
+	32, // 10: isoobs.v1.DNSRow.first_seen:type_name -> google.protobuf.Timestamp
+	32, // 11: isoobs.v1.DNSRow.last_seen:type_name -> google.protobuf.Timestamp
 	7,  // 12: isoobs.v1.DNSRow.servers:type_name -> isoobs.v1.DNSServer
-	31, // 13: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
-	30, // 14: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
-	31, // 15: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
+	32, // 13: isoobs.v1.TopFrame.time:type_name -> google.protobuf.Timestamp
+	31, // 14: isoobs.v1.TopFrame.interval:type_name -> google.protobuf.Duration
+	32, // 15: isoobs.v1.TopFrame.since:type_name -> google.protobuf.Timestamp
 	6,  // 16: isoobs.v1.TopFrame.rows:type_name -> isoobs.v1.DNSRow
 	6,  // 17: isoobs.v1.TopFrame.total:type_name -> isoobs.v1.DNSRow
 	5,  // 18: isoobs.v1.TopFrame.top_names:type_name -> isoobs.v1.NameCount
 	14, // 19: isoobs.v1.TopFrame.tcp_rows:type_name -> isoobs.v1.TCPRow
 	14, // 20: isoobs.v1.TopFrame.tcp_total:type_name -> isoobs.v1.TCPRow
-	19, // 21: isoobs.v1.TopFrame.drop_rows:type_name -> isoobs.v1.DropRow
-	19, // 22: isoobs.v1.TopFrame.drop_total:type_name -> isoobs.v1.DropRow
-	19, // 23: isoobs.v1.TopFrame.drop_no_socket:type_name -> isoobs.v1.DropRow
-	21, // 24: isoobs.v1.TopFrame.http_rows:type_name -> isoobs.v1.HTTPRow
-	31, // 25: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
-	10, // 26: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
-	11, // 27: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
-	24, // 28: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
-	30, // 29: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
-	13, // 30: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
-	31, // 31: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
-	31, // 32: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
-	25, // 33: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
-	26, // 34: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
-	27, // 35: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
-	15, // 36: isoobs.v1.TCPRow.top_peers:type_name -> isoobs.v1.TCPPeer
-	15, // 37: isoobs.v1.TCPRow.peer:type_name -> isoobs.v1.TCPPeer
-	31, // 38: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
-	28, // 39: isoobs.v1.DropRow.labels:type_name -> isoobs.v1.DropRow.LabelsEntry
-	18, // 40: isoobs.v1.DropRow.reasons:type_name -> isoobs.v1.DropReasonCount
-	29, // 41: isoobs.v1.HTTPRow.labels:type_name -> isoobs.v1.HTTPRow.LabelsEntry
-	20, // 42: isoobs.v1.HTTPRow.paths:type_name -> isoobs.v1.HTTPPathCount
-	20, // 43: isoobs.v1.HTTPRow.paths_other:type_name -> isoobs.v1.HTTPPathCount
-	4,  // 44: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	9,  // 45: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	16, // 46: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
-	8,  // 47: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	12, // 48: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	17, // 49: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
-	47, // [47:50] is the sub-list for method output_type
-	44, // [44:47] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	20, // 21: isoobs.v1.TopFrame.drop_rows:type_name -> isoobs.v1.DropRow
+	20, // 22: isoobs.v1.TopFrame.drop_total:type_name -> isoobs.v1.DropRow
+	20, // 23: isoobs.v1.TopFrame.drop_no_socket:type_name -> isoobs.v1.DropRow
+	19, // 24: isoobs.v1.TopFrame.drop_locations:type_name -> isoobs.v1.DropLocationCount
+	22, // 25: isoobs.v1.TopFrame.http_rows:type_name -> isoobs.v1.HTTPRow
+	32, // 26: isoobs.v1.StatusResponse.counting_since:type_name -> google.protobuf.Timestamp
+	10, // 27: isoobs.v1.StatusResponse.probes:type_name -> isoobs.v1.ProbeStatus
+	11, // 28: isoobs.v1.StatusResponse.maps:type_name -> isoobs.v1.MapStatus
+	25, // 29: isoobs.v1.StatusResponse.counters:type_name -> isoobs.v1.StatusResponse.CountersEntry
+	31, // 30: isoobs.v1.StatusResponse.interval:type_name -> google.protobuf.Duration
+	13, // 31: isoobs.v1.StatusResponse.hubble:type_name -> isoobs.v1.HubbleStatus
+	32, // 32: isoobs.v1.HubbleStatus.connected_since:type_name -> google.protobuf.Timestamp
+	32, // 33: isoobs.v1.HubbleStatus.error_time:type_name -> google.protobuf.Timestamp
+	26, // 34: isoobs.v1.HubbleStatus.lost_events_by_source:type_name -> isoobs.v1.HubbleStatus.LostEventsBySourceEntry
+	27, // 35: isoobs.v1.HubbleStatus.skipped_flows:type_name -> isoobs.v1.HubbleStatus.SkippedFlowsEntry
+	28, // 36: isoobs.v1.TCPRow.labels:type_name -> isoobs.v1.TCPRow.LabelsEntry
+	15, // 37: isoobs.v1.TCPRow.top_peers:type_name -> isoobs.v1.TCPPeer
+	15, // 38: isoobs.v1.TCPRow.peer:type_name -> isoobs.v1.TCPPeer
+	32, // 39: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
+	29, // 40: isoobs.v1.DropRow.labels:type_name -> isoobs.v1.DropRow.LabelsEntry
+	18, // 41: isoobs.v1.DropRow.reasons:type_name -> isoobs.v1.DropReasonCount
+	30, // 42: isoobs.v1.HTTPRow.labels:type_name -> isoobs.v1.HTTPRow.LabelsEntry
+	21, // 43: isoobs.v1.HTTPRow.paths:type_name -> isoobs.v1.HTTPPathCount
+	21, // 44: isoobs.v1.HTTPRow.paths_other:type_name -> isoobs.v1.HTTPPathCount
+	4,  // 45: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	9,  // 46: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	16, // 47: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
+	8,  // 48: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	12, // 49: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	17, // 50: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
+	48, // [48:51] is the sub-list for method output_type
+	45, // [45:48] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
@@ -3547,7 +3626,7 @@ func file_isoobs_v1_isoobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_isoobs_v1_isoobs_proto_rawDesc), len(file_isoobs_v1_isoobs_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
