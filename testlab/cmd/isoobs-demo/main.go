@@ -2,7 +2,9 @@
 // with light, normal DNS; then the crawler floods CoreDNS with random names that end in
 // NXDOMAIN, and `kubectl isoobs top dns` — reading one real isoobs daemon per lab node —
 // names it within seconds, in cluster mode: through the API server's port-forward into the
-// daemon pods of the real chart. Everything is cleaned up at the end (also on Ctrl-C).
+// daemon pods of the real chart. In a second act the crawler also hammers a service that resets
+// every connection, and `kubectl isoobs top tcp` names the crawler, the service's pod as its top
+// peer and the resets, exactly. Everything is cleaned up at the end (also on Ctrl-C).
 //
 // With --real-node (make demo REAL_NODE=1) the lab also has a real kubelet + containerd node:
 // the chart's daemon runs there as a real container from its digest-pinned image (built
@@ -36,6 +38,7 @@ import (
 )
 
 func main() {
+	runDemoHelper() // this binary started again inside a pod for the TCP act
 	calm := flag.Duration("calm", 4*time.Second, "normal traffic before the flood")
 	flood := flag.Duration("flood", 8*time.Second, "how long the crawler floods")
 	floodQPS := flag.Float64("flood-qps", 3000, "the crawler's query rate")
@@ -282,6 +285,12 @@ func run(calm, flood time.Duration, floodQPS float64, keep, realNode bool) error
 	}
 	exact := counted == floodReport.Sent
 	fmt.Printf("isoobs counted %d of the crawler's %d queries: exact %v\n", counted, floodReport.Sent, exact)
+	var tcpErr error
+	if realCrawler == nil {
+		tcpErr = tcpAct(ctx, app, bin, lab.Kubeconfig())
+	} else {
+		step("act two (the crawler's connections reset) runs on the plain lab only: the crawler is a real container here")
+	}
 	if keep {
 		step("lab kept: KUBECONFIG=%s — Ctrl-C to clean up", lab.Kubeconfig())
 		select {}
@@ -293,7 +302,7 @@ func run(calm, flood time.Duration, floodQPS float64, keep, realNode bool) error
 	if !exact {
 		return fmt.Errorf("isoobs counted %d of the crawler's %d queries", counted, floodReport.Sent)
 	}
-	return nil
+	return tcpErr
 }
 
 func runTo(cmd *exec.Cmd) error {
