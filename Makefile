@@ -75,6 +75,7 @@ release-preflight:
 ## test: every test, on the real kernel and the real local control plane (root; a test that
 ## needs root fails without it: testlab/needroot)
 test: deps lint generate-check
+	@sh hack/build-otelcol.sh --check
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) ./...
 
 ## unit: the tests that need no root, lab, network or built tools: -short -race, any user
