@@ -333,7 +333,7 @@ func daemonImage(p *corev1.Pod) string {
 
 // probePod is the probe's pod: bound to node (no scheduler), every taint tolerated, no
 // service account token, non-root with nothing but the UDP socket it needs.
-func (o *DNSCheckOptions) probePod(name, node, image string) *corev1.Pod {
+func (o *DNSCheckOptions) probePod(name, node, image string, linger time.Duration) *corev1.Pod {
 	labels := map[string]string{}
 	for k, v := range o.Labels {
 		labels[k] = v
@@ -360,9 +360,9 @@ func (o *DNSCheckOptions) probePod(name, node, image string) *corev1.Pod {
 				Name: dnsContainer, Image: image, ImagePullPolicy: corev1.PullIfNotPresent,
 				// The delay lets the node's daemon learn the pod (its namespace and workload)
 				// before the first query, so the metrics count it under them; the linger keeps
-				// the container's cgroup until the daemon has read its counts (every second) and
-				// resolved the cgroup to the pod (it walks the cgroup tree for unknown ids).
-				Args: []string{"resolve", "--delay", "2s", "--linger", "3s", "--timeout", "2s", o.ClusterName, o.NXDomainName, o.ExternalName},
+				// the container's cgroup until the daemon has read its counts (every interval)
+				// and resolved the cgroup to the pod (it walks the cgroup tree for unknown ids).
+				Args: []string{"resolve", "--delay", "2s", "--linger", linger.String(), "--timeout", "2s", o.ClusterName, o.NXDomainName, o.ExternalName},
 				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: &no, ReadOnlyRootFilesystem: &yes,
 					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
 				Resources: corev1.ResourceRequirements{
@@ -410,8 +410,26 @@ func RunDNSCheck(ctx context.Context, o DNSCheckOptions) (*DNSReport, error) {
 		before, beforeErr = &c, err
 	}
 
+	// The daemon before anything is started: its port-forward is checked, and its interval
+	// says how long the probe must stay (the daemon names a cgroup's counts when it reads its
+	// maps, once per interval, while the cgroup directory still exists).
+	var conn *cluster.Conn
+	var connErr error
+	interval := time.Second
+	if daemon.pod != nil {
+		conn, connErr = o.connect(ctx, daemon.dp)
+		if conn != nil {
+			defer conn.GRPC.Close()
+			if s, err := isoobsv1.NewDaemonClient(conn.GRPC).Status(ctx, &isoobsv1.StatusRequest{}); err == nil && s.GetInterval().AsDuration() > 0 {
+				interval = s.GetInterval().AsDuration()
+			}
+		}
+	}
+	linger := max(3*time.Second, 2*interval+time.Second)
+	o.Settle = max(o.Settle, 3*interval+2*time.Second)
+
 	o.Progress("starting probe pod %s/%s on %s (image %s)", o.Namespace, name, node, image)
-	pod := o.probePod(name, node, image)
+	pod := o.probePod(name, node, image, linger)
 	// Deleted on every way out, also when the create itself was cut short (Ctrl-C while the
 	// request was under way may still leave the pod). A fresh context: the run's may be
 	// cancelled or past its deadline.
@@ -451,14 +469,6 @@ func RunDNSCheck(ctx context.Context, o DNSCheckOptions) (*DNSReport, error) {
 	// The three observers, at once: each waits up to Settle for its counts.
 	settle, scancel := context.WithTimeout(ctx, o.Settle)
 	defer scancel()
-	var conn *cluster.Conn
-	var connErr error
-	if daemon.pod != nil {
-		conn, connErr = o.connect(ctx, daemon.dp)
-		if conn != nil {
-			defer conn.GRPC.Close()
-		}
-	}
 	var wg sync.WaitGroup
 	var daemonRes, hubbleRes, metricsRes Result
 	t0 = time.Now()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -242,7 +243,7 @@ func TestRunDNSCheckNoDaemon(t *testing.T) {
 func TestProbePodSpec(t *testing.T) {
 	o := DNSCheckOptions{Namespace: "isoobs", Labels: map[string]string{"app": "crawler"}}
 	o.defaults()
-	p := o.probePod("isoobs-verify-dns-abcde", "n1", "img@sha256:00")
+	p := o.probePod("isoobs-verify-dns-abcde", "n1", "img@sha256:00", 3*time.Second)
 	c := p.Spec.Containers[0]
 	want := []string{"resolve", "--delay", "2s", "--linger", "3s", "--timeout", "2s", DefaultDNSClusterName, DefaultDNSNXDomainName, DefaultDNSExternalName}
 	if strings.Join(c.Args, " ") != strings.Join(want, " ") || c.Image != "img@sha256:00" || c.ImagePullPolicy != corev1.PullIfNotPresent {
