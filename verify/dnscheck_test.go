@@ -2,7 +2,9 @@ package verify
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -252,5 +254,81 @@ func TestProbePodSpec(t *testing.T) {
 	if p.Spec.NodeName != "n1" || p.Spec.RestartPolicy != corev1.RestartPolicyNever || *p.Spec.ActiveDeadlineSeconds != 90 ||
 		p.Labels["app"] != "crawler" || p.Labels["app.kubernetes.io/name"] != "isoobs-verify-dns" || *p.Spec.AutomountServiceAccountToken {
 		t.Errorf("pod %+v", p)
+	}
+}
+
+// The probe pod goes on every way out: here it never runs (no kubelet behind the fake API), and
+// the run ends by Ctrl-C (the context) or by --dns-timeout. The report says so, and the pod is
+// gone.
+func TestRunDNSCheckDeletesProbe(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		cancel  time.Duration
+	}{{"ctrl-c", time.Minute, 300 * time.Millisecond}, {"timeout", 300 * time.Millisecond, time.Minute}} {
+		t.Run(tc.name, func(t *testing.T) {
+			daemon := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "isoobs-abc", Namespace: "isoobs", Labels: map[string]string{"app.kubernetes.io/name": "isoobs", "app.kubernetes.io/component": "daemon"}},
+				Spec:       corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "daemon", Image: "ghcr.io/isoobs/isoobs-daemon@sha256:00"}}},
+				Status:     corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+			}
+			client := fake.NewClientset(daemon, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2"}})
+			ctx, cancel := context.WithTimeout(context.Background(), tc.cancel)
+			defer cancel()
+			var progress []string
+			rep, err := RunDNSCheck(ctx, DNSCheckOptions{Client: client, Node: "n2", Timeout: tc.timeout,
+				Progress: func(f string, a ...any) { progress = append(progress, fmt.Sprintf(f, a...)) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := rep.DNS
+			if d.Node != "n2" || d.Image != "ghcr.io/isoobs/isoobs-daemon@sha256:00" || d.DaemonPod != "" || !d.PodDeleted {
+				t.Errorf("status %+v", d)
+			}
+			if r := rep.Result(DNSIDProbe); r == nil || r.Status != StatusFail || !strings.HasPrefix(r.Detail, "the probe pod did not finish") ||
+				!strings.Contains(r.Next, "describe pod "+d.Pod) {
+				t.Errorf("probe line %+v", r)
+			}
+			if r := rep.Result(DNSIDDaemon); r == nil || r.Status != StatusSkip || r.Detail != "not checked: the probe did not report" {
+				t.Errorf("daemon line %+v", r)
+			}
+			if rep.Healthy(false) {
+				t.Error("healthy without a probe report")
+			}
+			pods, _ := client.CoreV1().Pods("isoobs").List(context.Background(), metav1.ListOptions{})
+			if len(pods.Items) != 1 || pods.Items[0].Name != "isoobs-abc" {
+				t.Errorf("pods left: %d (want only the daemon)", len(pods.Items))
+			}
+			if len(progress) != 2 || !strings.HasPrefix(progress[1], "probe pod isoobs/"+d.Pod+" deleted: true") {
+				t.Errorf("progress %q", progress)
+			}
+		})
+	}
+}
+
+// -o json is the verify report (same top-level fields) with the probe's particulars under dns.
+func TestDNSReportJSON(t *testing.T) {
+	want := DNSCounts{Queries: 3, Responses: 3, NXDomain: 1}
+	rep := &DNSReport{Report: NewReport([]Result{{ID: DNSIDDaemon, Component: ComponentDNS, Status: StatusOK}}, time.Second),
+		DNS: &DNSCheckStatus{Node: "n1", Namespace: "isoobs", Pod: "isoobs-verify-dns-abcde", Expected: want, Daemon: &want, PodDeleted: true}}
+	var b strings.Builder
+	if err := rep.WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(b.String()), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"schemaVersion", "time", "status", "counts", "durationMs", "results", "dns"} {
+		if _, ok := doc[k]; !ok {
+			t.Errorf("no %q in %s", k, b.String())
+		}
+	}
+	dns := doc["dns"].(map[string]any)
+	if dns["expected"].(map[string]any)["nxdomain"] != 1.0 || dns["daemon"].(map[string]any)["queries"] != 3.0 || dns["podDeleted"] != true {
+		t.Errorf("dns %v", dns)
+	}
+	if _, ok := dns["hubble"]; ok {
+		t.Error("hubble counts present though not read")
 	}
 }
