@@ -11,8 +11,8 @@
 //   tp_btf/inet_sock_set_state                    opens (active/passive), connect failures
 //   tp_btf/tcp_retransmit_skb, tcp_retransmit_synack  retransmitted segments
 //   tp_btf/tcp_send_reset, tcp_receive_reset      resets sent / received
-//   tp_btf/kfree_skb                              packets dropped, by the kernel's reason
-//                                                 (any protocol: the top drops view)
+//   tp_btf/kfree_skb                              packets dropped, by the kernel's reason and
+//                                                 where (any protocol: the top drops view)
 //
 // Peers: connections opened and failed, resets and retransmits are also
 // counted per (cgroup, peer) in tcp_peers, a bounded hash whose overflow is
@@ -173,6 +173,7 @@ enum tcp_probe_stat {
 	TCP_STAT_NOT_PARSED,          // TCP packets whose headers were not read (IPv6 extension headers)
 	TCP_STAT_DROP_OVERFLOW,       // drops not counted: drop_stats full
 	TCP_STAT_PEER_OVERFLOW,       // peer events not counted per peer: tcp_peers full
+	TCP_STAT_LOCATION_OVERFLOW,   // drops not counted per location: drop_locations full
 	TCP_STAT_MAX,
 };
 
@@ -263,6 +264,22 @@ struct {
 	__type(key, struct drop_key);
 	__type(value, struct drop_value);
 } drop_stats SEC(".maps");
+
+// Where the drops counted in drop_stats happened: node-wide per (kernel address that freed
+// the packet, reason); userspace names the address's function from /proc/kallsyms.
+struct drop_location_key {
+	u64 location;
+	u32 reason;
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct drop_location_key);
+	__type(value, u64);
+} drop_locations SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -782,5 +799,19 @@ int drop_skb(u64 *ctx)
 	}
 	v->packets++;
 	v->bytes += len;
+
+	struct drop_location_key lk = {.location = ctx[1], .reason = reason};
+	u64 *n = bpf_map_lookup_elem(&drop_locations, &lk);
+	if (!n) {
+		u64 zero = 0;
+		if (bpf_map_update_elem(&drop_locations, &lk, &zero, BPF_NOEXIST) == -E2BIG) {
+			stat_inc(TCP_STAT_LOCATION_OVERFLOW);
+			return 0;
+		}
+		n = bpf_map_lookup_elem(&drop_locations, &lk);
+		if (!n)
+			return 0;
+	}
+	*n += 1;
 	return 0;
 }

@@ -69,6 +69,9 @@ type TCPStats struct {
 	DropOverflow   uint64 // drops not counted because the drop map was full
 	Peers          MapFill
 	PeerOverflow   uint64 // peer events not counted per peer because the peer map was full
+	// LocationOverflow counts drops not counted per location (the location map was full;
+	// they are in Drops all the same).
+	LocationOverflow uint64
 }
 
 // Indexes of tcp_probe_stats, mirroring enum tcp_probe_stat in tcp.c.
@@ -79,6 +82,7 @@ const (
 	tcpStatNotParsed
 	tcpStatDropOverflow
 	tcpStatPeerOverflow
+	tcpStatLocationOverflow
 	tcpStatMax
 )
 
@@ -264,6 +268,7 @@ func (p *TCPProbe) Stats() (TCPStats, error) {
 	s.NotParsed = counters[tcpStatNotParsed]
 	s.DropOverflow = counters[tcpStatDropOverflow]
 	s.PeerOverflow = counters[tcpStatPeerOverflow]
+	s.LocationOverflow = counters[tcpStatLocationOverflow]
 	s.Peers.Max = p.objs.TcpPeers.MaxEntries()
 	var pk tcpPeerKey
 	var pv []tcpPeerValue

@@ -20,6 +20,13 @@ type tcpDropKey struct {
 	Pad      uint32
 }
 
+type tcpDropLocationKey struct {
+	_        structs.HostLayout
+	Location uint64
+	Reason   uint32
+	Pad      uint32
+}
+
 type tcpDropValue struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -69,6 +76,7 @@ type tcpTcpCounters struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tcpMapDropLocations        = "drop_locations"
 	tcpMapDropStats            = "drop_stats"
 	tcpMapTcpPeerOf            = "tcp_peer_of"
 	tcpMapTcpPeers             = "tcp_peers"
@@ -143,6 +151,7 @@ type tcpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpMapSpecs struct {
+	DropLocations *ebpf.MapSpec `ebpf:"drop_locations"`
 	DropStats     *ebpf.MapSpec `ebpf:"drop_stats"`
 	TcpPeerOf     *ebpf.MapSpec `ebpf:"tcp_peer_of"`
 	TcpPeers      *ebpf.MapSpec `ebpf:"tcp_peers"`
@@ -177,6 +186,7 @@ func (o *tcpObjects) Close() error {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpMaps struct {
+	DropLocations *ebpf.Map `ebpf:"drop_locations"`
 	DropStats     *ebpf.Map `ebpf:"drop_stats"`
 	TcpPeerOf     *ebpf.Map `ebpf:"tcp_peer_of"`
 	TcpPeers      *ebpf.Map `ebpf:"tcp_peers"`
@@ -186,6 +196,7 @@ type tcpMaps struct {
 
 func (m *tcpMaps) Close() error {
 	return _TcpClose(
+		m.DropLocations,
 		m.DropStats,
 		m.TcpPeerOf,
 		m.TcpPeers,

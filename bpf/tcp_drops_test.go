@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/isoobs/isoobs/cgroupv2"
@@ -99,4 +100,24 @@ func TestDropsNetfilterExact(t *testing.T) {
 	if len(reasons) != 1 {
 		t.Errorf("client pod drop reasons %v, want NETFILTER_DROP only", reasons)
 	}
+	// Where: all 37 in one netfilter function (nft_do_chain with iptables-nft, as here; the
+	// legacy backend's hook runner otherwise), the host process's not counted.
+	locs, err := p.ReadDropLocations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byFunc := map[string]uint64{}
+	for k, v := range locs {
+		if DropReasonName(k.Reason) == "NETFILTER_DROP" {
+			byFunc[KernelFunction(k.Location)] += v
+		}
+	}
+	var fn string
+	for f := range byFunc {
+		fn = f
+	}
+	if len(byFunc) != 1 || byFunc[fn] != n || !(strings.HasPrefix(fn, "nf") || strings.HasPrefix(fn, "ipt")) {
+		t.Errorf("NETFILTER_DROP locations %v, want one netfilter function with %d", byFunc, n)
+	}
+	t.Logf("NETFILTER_DROP location: %s %d", fn, byFunc[fn])
 }

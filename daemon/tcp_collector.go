@@ -153,6 +153,11 @@ type tcpCollector struct {
 	noSocket, hostDrops, untrackedDrops map[uint32]bpf.DropCounters
 	noSocketLast                        map[uint32]bpf.DropCounters
 
+	// Where drops happened, node-wide, by kernel function and reason (since daemon start),
+	// and the kernel's location entries as last read.
+	dropLocations map[dropLocation]uint64
+	locationLast  map[bpf.DropLocationKey]uint64
+
 	// The kernel's peer entries as last read; how many idle ones were deleted.
 	peerLast       map[bpf.PeerKey]*peerLast
 	peersForgotten uint64
@@ -171,7 +176,8 @@ func newTCPCollector(cfg *Config, src TCPSource, res cgroupResolver, pods podLoo
 		subscribers: map[chan struct{}]struct{}{},
 		noSocket:    map[uint32]bpf.DropCounters{}, hostDrops: map[uint32]bpf.DropCounters{},
 		untrackedDrops: map[uint32]bpf.DropCounters{}, noSocketLast: map[uint32]bpf.DropCounters{},
-		peerLast: map[bpf.PeerKey]*peerLast{},
+		peerLast:      map[bpf.PeerKey]*peerLast{},
+		dropLocations: map[dropLocation]uint64{}, locationLast: map[bpf.DropLocationKey]uint64{},
 	}
 }
 
@@ -194,7 +200,14 @@ func (c *tcpCollector) tick(now time.Time) {
 	cur, readErr := c.src.ReadTCP()
 	drops, dropErr := c.src.ReadDrops()
 	peers, peerErr := c.src.ReadPeers()
-	readErr = errors.Join(readErr, dropErr, peerErr)
+	var locations map[bpf.DropLocationKey]uint64
+	var locErr error
+	if ls, ok := c.src.(interface {
+		ReadDropLocations() (map[bpf.DropLocationKey]uint64, error)
+	}); ok {
+		locations, locErr = ls.ReadDropLocations()
+	}
+	readErr = errors.Join(readErr, dropErr, peerErr, locErr)
 	c.mu.Lock()
 	tick := c.clock.Tick(now)
 	c.tickNo, c.lastTick, c.readErr = tick, now, readErr
@@ -218,6 +231,7 @@ func (c *tcpCollector) tick(now time.Time) {
 		}
 	}
 	c.addDrops(drops)
+	c.addDropLocations(locations)
 	c.addPeers(peers, now)
 	for _, s := range c.subjects {
 		r := tcpRateOf(&s.total)

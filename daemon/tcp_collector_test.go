@@ -20,7 +20,9 @@ type fakeTCPSource struct {
 	cgroups map[uint64]bpf.TCPCounters
 	drops   map[bpf.DropKey]bpf.DropCounters
 	peers   map[bpf.PeerKey]bpf.PeerCounters
-	deleted []uint64
+	// locations: drop locations (ReadDropLocations)
+	locations map[bpf.DropLocationKey]uint64
+	deleted   []uint64
 	// peersDeleted: the peer entries DeletePeers removed.
 	peersDeleted []bpf.PeerKey
 }
@@ -34,6 +36,16 @@ func (f *fakeTCPSource) addPeer(k bpf.PeerKey, fn func(c *bpf.PeerCounters)) {
 	c := f.peers[k]
 	fn(&c)
 	f.peers[k] = c
+}
+
+func (f *fakeTCPSource) ReadDropLocations() (map[bpf.DropLocationKey]uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[bpf.DropLocationKey]uint64, len(f.locations))
+	for k, v := range f.locations {
+		out[k] = v
+	}
+	return out, nil
 }
 
 func (f *fakeTCPSource) ReadPeers() (map[bpf.PeerKey]bpf.PeerCounters, error) {
@@ -264,6 +276,8 @@ func TestDropsViewByPodAndReason(t *testing.T) {
 	f.tsrc.drops[bpf.DropKey{CgroupID: 102, Reason: nosock}] = bpf.DropCounters{Packets: 5, Bytes: 500}
 	f.tsrc.drops[bpf.DropKey{CgroupID: 900, Reason: nf}] = bpf.DropCounters{Packets: 1000, Bytes: 1} // the host
 	f.tsrc.drops[bpf.DropKey{CgroupID: 0, Reason: nosock}] = bpf.DropCounters{Packets: 7, Bytes: 700}
+	// Where (addresses below every kernel symbol: named by their hex), node-wide.
+	f.tsrc.locations = map[bpf.DropLocationKey]uint64{{Location: 0x10, Reason: nf}: 1030, {Location: 0x20, Reason: nosock}: 12}
 	f.tsrc.mu.Unlock()
 	f.step()
 	fr := f.frame(t, &isoobsv1.TopRequest{Dimension: isoobsv1.Dimension_DIMENSION_DROPS})
@@ -280,6 +294,23 @@ func TestDropsViewByPodAndReason(t *testing.T) {
 	}
 	if len(fr.TcpRows) != 0 {
 		t.Errorf("a drops frame carries TCP rows: %v", fr.TcpRows)
+	}
+	if l := fr.DropLocations; len(l) != 2 || l[0].Location != "0x10" || l[0].Reason != "NETFILTER_DROP" || l[0].Packets != 1030 ||
+		l[1].Location != "0x20" || l[1].Reason != "NO_SOCKET" || l[1].Packets != 12 {
+		t.Errorf("drop locations %v, want 0x10 NETFILTER_DROP 1030, 0x20 NO_SOCKET 12", l)
+	}
+	// Since a stream's start: only the drops after.
+	q, err := newTCPQuery(&isoobsv1.TopRequest{Dimension: isoobsv1.Dimension_DIMENSION_DROPS, SinceStreamStart: true}, f.cfg.Interval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.tc.startStream(q)
+	f.tsrc.mu.Lock()
+	f.tsrc.locations[bpf.DropLocationKey{Location: 0x20, Reason: nosock}] += 5
+	f.tsrc.mu.Unlock()
+	f.step()
+	if l := f.tc.frame(q).DropLocations; len(l) != 1 || l[0].Location != "0x20" || l[0].Packets != 5 {
+		t.Errorf("drop locations since the stream started: %v, want 0x20 NO_SOCKET 5", l)
 	}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(f.tc.metrics)

@@ -61,6 +61,67 @@ func (c *tcpCollector) addDrops(drops map[bpf.DropKey]bpf.DropCounters) {
 	}
 }
 
+// dropLocation is a kernel function where packets were dropped, for one reason.
+type dropLocation struct {
+	function string
+	reason   uint32
+}
+
+// maxDropLocations bounds the (function, reason) pairs the daemon keeps; a frame shows the
+// heaviest topDropLocations.
+const (
+	maxDropLocations = 1024
+	topDropLocations = 10
+)
+
+// addDropLocations adds one read of the kernel's drop locations, named by function. Callers
+// hold c.mu.
+func (c *tcpCollector) addDropLocations(cur map[bpf.DropLocationKey]uint64) {
+	for k, v := range cur {
+		d := v
+		if last, ok := c.locationLast[k]; ok && v >= last {
+			d = v - last
+		}
+		c.locationLast[k] = v
+		if d == 0 {
+			continue
+		}
+		loc := dropLocation{function: bpf.KernelFunction(k.Location), reason: k.Reason}
+		if _, ok := c.dropLocations[loc]; !ok && len(c.dropLocations) >= maxDropLocations {
+			loc.function = "other"
+		}
+		c.dropLocations[loc] += d
+	}
+}
+
+// dropLocationCounts is the heaviest locations since the frame's start (minus base).
+func dropLocationCounts(locs, base map[dropLocation]uint64) []*isoobsv1.DropLocationCount {
+	var out []*isoobsv1.DropLocationCount
+	for l, n := range locs {
+		if n -= base[l]; n > 0 {
+			out = append(out, &isoobsv1.DropLocationCount{Location: l.function, Reason: bpf.DropReasonName(l.reason), Packets: n})
+		}
+	}
+	SortDropLocations(out)
+	if len(out) > topDropLocations {
+		out = out[:topDropLocations]
+	}
+	return out
+}
+
+// SortDropLocations orders locations by packets, then location and reason.
+func SortDropLocations(ls []*isoobsv1.DropLocationCount) {
+	slices.SortFunc(ls, func(a, b *isoobsv1.DropLocationCount) int {
+		if c := cmp.Compare(b.Packets, a.Packets); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Location, b.Location); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Reason, b.Reason)
+	})
+}
+
 // dropRow makes a row of drops by reason (since the frame's start: minus base).
 func dropRow(node string, drops, base map[uint32]bpf.DropCounters) *isoobsv1.DropRow {
 	r := &isoobsv1.DropRow{Node: node}
@@ -153,6 +214,7 @@ func (c *tcpCollector) dropFrame(q *tcpQuery, f *isoobsv1.TopFrame, from, to uin
 	f.DropRows = rows
 	f.DropTotal = total
 	f.DropNoSocket = dropRow(c.cfg.NodeName, c.noSocket, q.noSocketBaseline)
+	f.DropLocations = dropLocationCounts(c.dropLocations, q.locationBaseline)
 }
 
 // SortDropRows orders drop rows by key (DropSortKeys), heaviest first; ties by name.

@@ -51,6 +51,8 @@ type tcpQuery struct {
 	noSocketBaseline map[uint32]bpf.DropCounters
 	// since-stream-start: each pod's peers when the stream opened
 	peerBaseline map[string]map[peerID]bpf.PeerCounters
+	// since-stream-start: the node's drop locations when the stream opened
+	locationBaseline map[dropLocation]uint64
 }
 
 func newTCPQuery(req *isoobsv1.TopRequest, collectorInterval time.Duration) (*tcpQuery, error) {
@@ -114,6 +116,7 @@ func (c *tcpCollector) startStream(q *tcpQuery) {
 			}
 		}
 		q.noSocketBaseline = maps.Clone(c.noSocket)
+		q.locationBaseline = maps.Clone(c.dropLocations)
 	}
 }
 
@@ -420,7 +423,7 @@ func (s *server) topTCP(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopServ
 					drops = append(drops, r)
 				}
 			}
-			f.DropRows, f.DropNoSocket = drops, nil
+			f.DropRows, f.DropNoSocket, f.DropLocations = drops, nil, nil // node-wide: not one namespace's
 			f.Warnings = append(f.Warnings, "tenant authorization: limited to namespace "+limitNS)
 		}
 		if err := stream.Send(f); err != nil {
@@ -461,6 +464,7 @@ func (d *Daemon) tcpStatus(resp *isoobsv1.StatusResponse) {
 		"tcp_probe_retransmits_failed":  st.RetransFailed,
 		"tcp_probe_not_parsed":          st.NotParsed,
 		"tcp_probe_peer_map_full":       st.PeerOverflow,
+		"drops_location_map_full":       st.LocationOverflow,
 		"tcp_peer_entries_forgotten":    c.peersForgotten,
 		"tcp_host_cgroups":              c.hostCgroups,
 		"tcp_host_connections_opened":   c.host.ActiveOpens + c.host.PassiveOpens,

@@ -321,6 +321,13 @@ func TestDaemonTCPRealProbe(t *testing.T) {
 		len(f.DropRows[0].Reasons) != 1 || f.DropRows[0].Reasons[0].Reason != "NETFILTER_DROP" || f.DropRows[0].Bytes != dropped*(64+28) {
 		t.Errorf("drop rows: %v; want the client pod only, %d NETFILTER_DROP packets of 92 bytes", f.DropRows, dropped)
 	}
+	// Where: node-wide, so the host's drops are there too (no pod's, but the node's).
+	f = waitFrame(t, drops, 50, func(f *isoobsv1.TopFrame) bool {
+		return len(f.DropLocations) > 0 && f.DropLocations[0].Packets >= 2*dropped
+	})
+	if l := f.DropLocations; len(l) != 1 || l[0].Reason != "NETFILTER_DROP" || l[0].Packets != 2*dropped {
+		t.Errorf("drop locations %v, want one netfilter function with the pod's and the host's %d NETFILTER_DROP", l, 2*dropped)
+	}
 }
 
 // execInNetns runs a command inside ns (it inherits the thread's network namespace).

@@ -114,6 +114,16 @@ func printDropFrame(w io.Writer, f top.DropFrame, output string, noHeaders bool,
 	if f.NoSocket.Packets > 0 {
 		fmt.Fprintf(w, "(no socket, no pod's: %d packets: %s)\n", f.NoSocket.Packets, dropReasons(f.NoSocket.Reasons, n))
 	}
+	if len(f.Locations) > 0 {
+		var ls []string
+		for i, l := range f.Locations {
+			if i == n {
+				break
+			}
+			ls = append(ls, fmt.Sprintf("%s %s:%d", l.Location, l.Reason, l.Packets))
+		}
+		fmt.Fprintf(w, "(where, node-wide: %s)\n", strings.Join(ls, ", "))
+	}
 	return nil
 }
 

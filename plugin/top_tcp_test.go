@@ -73,13 +73,15 @@ func TestTopTCPValidates(t *testing.T) {
 func TestPrintDropFrame(t *testing.T) {
 	f := top.DropFrame{GroupBy: top.GroupByPod, Rows: []top.DropRow{{Namespace: "shop", Pod: "api-1", Node: "node-a", Packets: 12, PacketsPerSecond: 4,
 		Reasons: []top.DropReason{{Reason: "NETFILTER_DROP", Packets: 10}, {Reason: "NO_SOCKET", Packets: 2}}}},
-		NoSocket: top.DropRow{Packets: 7, Reasons: []top.DropReason{{Reason: "NO_SOCKET", Packets: 7}}}}
+		NoSocket:  top.DropRow{Packets: 7, Reasons: []top.DropReason{{Reason: "NO_SOCKET", Packets: 7}}},
+		Locations: []top.DropLocation{{Location: "nf_hook_slow", Reason: "NETFILTER_DROP", Packets: 10}, {Location: "tcp_v4_rcv", Reason: "NO_SOCKET", Packets: 9}}}
 	var out bytes.Buffer
 	docs := 0
 	if err := printDropFrame(&out, f, printers.OutputTable, false, &docs); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"DROPS/S", "REASONS", "api-1", "NETFILTER_DROP:10,NO_SOCKET:2", "(no socket, no pod's: 7 packets: NO_SOCKET:7)"} {
+	for _, want := range []string{"DROPS/S", "REASONS", "api-1", "NETFILTER_DROP:10,NO_SOCKET:2", "(no socket, no pod's: 7 packets: NO_SOCKET:7)",
+		"(where, node-wide: nf_hook_slow NETFILTER_DROP:10, tcp_v4_rcv NO_SOCKET:9)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}

@@ -39,9 +39,13 @@ type DropFrame struct {
 	Total DropRow `json:"total"`
 	// NoSocket are drops of packets that had no socket (most receive-side drops before the
 	// socket lookup): no pod's, summed over the nodes.
-	NoSocket  DropRow  `json:"noSocket"`
-	Truncated int      `json:"truncated"`
-	Warnings  []string `json:"warnings"`
+	NoSocket DropRow `json:"noSocket"`
+	// Locations are where the kernel dropped packets (the function that freed them, per
+	// reason), summed over the nodes: every drop the probes count, the host's included (they
+	// are the node's, not one pod's). At most 10, most packets first.
+	Locations []DropLocation `json:"locations"`
+	Truncated int            `json:"truncated"`
+	Warnings  []string       `json:"warnings"`
 }
 
 // DropRow is what the kernel dropped of one group's packets (a pod's sockets', sent or
@@ -62,6 +66,16 @@ type DropRow struct {
 	// Reasons as the kernel names them (enum skb_drop_reason without SKB_DROP_REASON_).
 	Reasons []DropReason `json:"reasons"`
 }
+
+// DropLocation is the packets dropped in one kernel function for one reason.
+type DropLocation struct {
+	Location string `json:"location"`
+	Reason   string `json:"reason"`
+	Packets  uint64 `json:"packets"`
+}
+
+// maxDropLocations is how many locations a frame keeps (each daemon sends as many).
+const maxDropLocations = 10
 
 // DropReason is one reason's share of a row.
 type DropReason struct {
@@ -146,6 +160,14 @@ func MergeDrops(frames []*isoobsv1.TopFrame, groupBy string) DropFrame {
 			byKey[k] = len(out.Rows)
 			out.Rows = append(out.Rows, r)
 		}
+		for _, l := range f.DropLocations {
+			i := slices.IndexFunc(out.Locations, func(o DropLocation) bool { return o.Location == l.Location && o.Reason == l.Reason })
+			if i < 0 {
+				out.Locations = append(out.Locations, DropLocation{Location: l.Location, Reason: l.Reason, Packets: l.Packets})
+				continue
+			}
+			out.Locations[i].Packets += l.Packets
+		}
 		t, ns := dropRowFromProto(f.DropTotal), dropRowFromProto(f.DropNoSocket)
 		if first {
 			out.Total, out.NoSocket, first = t, ns, false
@@ -156,6 +178,15 @@ func MergeDrops(frames []*isoobsv1.TopFrame, groupBy string) DropFrame {
 	}
 	if len(out.Nodes) > 0 {
 		out.IntervalSeconds = intervalSum / float64(len(out.Nodes))
+	}
+	slices.SortFunc(out.Locations, func(a, b DropLocation) int {
+		if c := cmp.Compare(b.Packets, a.Packets); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Location+" "+a.Reason, b.Location+" "+b.Reason)
+	})
+	if len(out.Locations) > maxDropLocations {
+		out.Locations = out.Locations[:maxDropLocations]
 	}
 	slices.Sort(out.Nodes)
 	return out

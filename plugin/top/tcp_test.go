@@ -87,7 +87,9 @@ func TestMergeDropsAcrossNodes(t *testing.T) {
 			total.Packets += r.Packets
 		}
 		return &isoobsv1.TopFrame{Node: node, DropRows: rows, DropTotal: total,
-			DropNoSocket: &isoobsv1.DropRow{Node: node, Packets: 2, Reasons: []*isoobsv1.DropReasonCount{{Reason: "NO_SOCKET", Packets: 2}}}}
+			DropNoSocket: &isoobsv1.DropRow{Node: node, Packets: 2, Reasons: []*isoobsv1.DropReasonCount{{Reason: "NO_SOCKET", Packets: 2}}},
+			DropLocations: []*isoobsv1.DropLocationCount{{Location: "nf_hook_slow", Reason: "NETFILTER_DROP", Packets: total.Packets},
+				{Location: "tcp_v4_rcv", Reason: "NO_SOCKET", Packets: 2}}}
 	}
 	merged := MergeDrops([]*isoobsv1.TopFrame{
 		frame("node-a", &isoobsv1.DropRow{Namespace: "shop", Workload: "api", Pods: 1, Packets: 10, PacketsPerSecond: 10,
@@ -104,5 +106,9 @@ func TestMergeDropsAcrossNodes(t *testing.T) {
 	}
 	if merged.Total.Packets != 15 || merged.NoSocket.Packets != 4 || merged.NoSocket.Reasons[0].Packets != 4 {
 		t.Errorf("total %+v no socket %+v", merged.Total, merged.NoSocket)
+	}
+	if l := merged.Locations; len(l) != 2 || l[0] != (DropLocation{Location: "nf_hook_slow", Reason: "NETFILTER_DROP", Packets: 15}) ||
+		l[1] != (DropLocation{Location: "tcp_v4_rcv", Reason: "NO_SOCKET", Packets: 4}) {
+		t.Errorf("locations %+v, want nf_hook_slow NETFILTER_DROP 15 and tcp_v4_rcv NO_SOCKET 4", l)
 	}
 }
