@@ -2628,7 +2628,15 @@ type DropRow struct {
 	Bytes            uint64                 `protobuf:"varint,12,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	PacketsPerSecond float64                `protobuf:"fixed64,13,opt,name=packets_per_second,json=packetsPerSecond,proto3" json:"packets_per_second,omitempty"`
 	// By reason, most packets first.
-	Reasons       []*DropReasonCount `protobuf:"bytes,14,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	Reasons []*DropReasonCount `protobuf:"bytes,14,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	// Who counted the row: ebpf (the kernel's kfree_skb, packets and reasons above), hubble
+	// (Cilium's datapath drops as Hubble reports them), or both.
+	Sources []string `protobuf:"bytes,15,rep,name=sources,proto3" json:"sources,omitempty"`
+	// Hubble's drops of the pod's packets (to or from it), by Hubble's drop reason
+	// (POLICY_DENIED, ...), over the frame's scope. Not added to packets where the probe counts
+	// the pod too: a packet Cilium's datapath drops is also freed in the kernel (TC_EGRESS, ...).
+	// A row only Hubble sees has its packets from here (and no rate).
+	HubbleReasons []*DropReasonCount `protobuf:"bytes,16,rep,name=hubble_reasons,json=hubbleReasons,proto3" json:"hubble_reasons,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2757,6 +2765,20 @@ func (x *DropRow) GetPacketsPerSecond() float64 {
 func (x *DropRow) GetReasons() []*DropReasonCount {
 	if x != nil {
 		return x.Reasons
+	}
+	return nil
+}
+
+func (x *DropRow) GetSources() []string {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+func (x *DropRow) GetHubbleReasons() []*DropReasonCount {
+	if x != nil {
+		return x.HubbleReasons
 	}
 	return nil
 }
@@ -3406,7 +3428,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x11DropLocationCount\x12\x1a\n" +
 	"\blocation\x18\x01 \x01(\tR\blocation\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
-	"\apackets\x18\x03 \x01(\x04R\apackets\"\xf7\x03\n" +
+	"\apackets\x18\x03 \x01(\x04R\apackets\"\xd4\x04\n" +
 	"\aDropRow\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -3422,7 +3444,9 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\apackets\x18\v \x01(\x04R\apackets\x12\x14\n" +
 	"\x05bytes\x18\f \x01(\x04R\x05bytes\x12,\n" +
 	"\x12packets_per_second\x18\r \x01(\x01R\x10packetsPerSecond\x124\n" +
-	"\areasons\x18\x0e \x03(\v2\x1a.isoobs.v1.DropReasonCountR\areasons\x1a9\n" +
+	"\areasons\x18\x0e \x03(\v2\x1a.isoobs.v1.DropReasonCountR\areasons\x12\x18\n" +
+	"\asources\x18\x0f \x03(\tR\asources\x12A\n" +
+	"\x0ehubble_reasons\x18\x10 \x03(\v2\x1a.isoobs.v1.DropReasonCountR\rhubbleReasons\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x01\n" +
@@ -3599,20 +3623,21 @@ var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	32, // 39: isoobs.v1.DNSEvent.time:type_name -> google.protobuf.Timestamp
 	29, // 40: isoobs.v1.DropRow.labels:type_name -> isoobs.v1.DropRow.LabelsEntry
 	18, // 41: isoobs.v1.DropRow.reasons:type_name -> isoobs.v1.DropReasonCount
-	30, // 42: isoobs.v1.HTTPRow.labels:type_name -> isoobs.v1.HTTPRow.LabelsEntry
-	21, // 43: isoobs.v1.HTTPRow.paths:type_name -> isoobs.v1.HTTPPathCount
-	21, // 44: isoobs.v1.HTTPRow.paths_other:type_name -> isoobs.v1.HTTPPathCount
-	4,  // 45: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	9,  // 46: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	16, // 47: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
-	8,  // 48: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	12, // 49: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	17, // 50: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
-	48, // [48:51] is the sub-list for method output_type
-	45, // [45:48] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	18, // 42: isoobs.v1.DropRow.hubble_reasons:type_name -> isoobs.v1.DropReasonCount
+	30, // 43: isoobs.v1.HTTPRow.labels:type_name -> isoobs.v1.HTTPRow.LabelsEntry
+	21, // 44: isoobs.v1.HTTPRow.paths:type_name -> isoobs.v1.HTTPPathCount
+	21, // 45: isoobs.v1.HTTPRow.paths_other:type_name -> isoobs.v1.HTTPPathCount
+	4,  // 46: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	9,  // 47: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	16, // 48: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
+	8,  // 49: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	12, // 50: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	17, // 51: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
+	49, // [49:52] is the sub-list for method output_type
+	46, // [46:49] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
