@@ -224,10 +224,15 @@ func sorted(v []float64) []float64 {
 // the busy dnsperf pod's latency sampled (both set by reads, the sampling from
 // the pod's rate between two reads). Arms without the probe warm up alike.
 func warmUp(b *testing.B, w *world, p *bpf.DNSProbe, opts dnsgen.DNSPerfOptions) {
+	warmUpWith(b, w, p, opts, readLikeDaemon)
+}
+
+// warmUpWith is warmUp with the maps read by read.
+func warmUpWith(b *testing.B, w *world, p *bpf.DNSProbe, opts dnsgen.DNSPerfOptions, read func(*testing.B, *bpf.DNSProbe, time.Duration) func()) {
 	opts.Duration = time.Second
 	stop := func() {}
 	if p != nil {
-		stop = readLikeDaemon(b, p, 300*time.Millisecond)
+		stop = read(b, p, 300*time.Millisecond)
 	}
 	_, err := dnsgen.RunDNSPerf(context.Background(), w.loadgen, opts)
 	stop()
@@ -240,6 +245,28 @@ func warmUp(b *testing.B, w *world, p *bpf.DNSProbe, opts dnsgen.DNSPerfOptions)
 // the daemon's collector does once a second, and returns a function that
 // stops it.
 func readLikeDaemon(b *testing.B, p *bpf.DNSProbe, period time.Duration) (stop func()) {
+	return everyPeriod(b, period, func() error {
+		if _, err := p.ReadPods(); err != nil {
+			return err
+		}
+		return p.DrainNames(func(uint64, string, uint64, uint64) {})
+	})
+}
+
+// assignSlotsLikeDaemon is readLikeDaemon for an earlier build of the probe whose counters
+// have another layout: its pods get their fast-path slots as ReadPods would give them, and
+// its names are drained.
+func assignSlotsLikeDaemon(b *testing.B, p *bpf.DNSProbe, period time.Duration) (stop func()) {
+	return everyPeriod(b, period, func() error {
+		if err := p.AssignSlots(); err != nil {
+			return err
+		}
+		return p.DrainNames(func(uint64, string, uint64, uint64) {})
+	})
+}
+
+// everyPeriod runs read every period until stop is called.
+func everyPeriod(b *testing.B, period time.Duration, read func() error) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -252,10 +279,7 @@ func readLikeDaemon(b *testing.B, p *bpf.DNSProbe, period time.Duration) (stop f
 				return
 			case <-t.C:
 			}
-			if _, err := p.ReadPods(); err != nil {
-				b.Error(err)
-			}
-			if err := p.DrainNames(func(uint64, string, uint64, uint64) {}); err != nil {
+			if err := read(); err != nil {
 				b.Error(err)
 			}
 		}

@@ -20,8 +20,9 @@ import (
 // embedded probe and every object named in ISOOBS_PROBE_OBJECTS
 // ("label=path,label=path": e.g. dns.c compiled with parts left out, to see
 // what each part costs; "path?inflight=N&names=N&pods=N" sets table sizes,
-// "?timeall=1" turns latency sampling off, and an empty path is the embedded
-// object). Each arm is warmed up for a second first (warmUp). Builds are attached in turn, rounds rotating the
+// "?timeall=1" turns latency sampling off, "?slotsonly=1" reads an earlier
+// build whose counters have another layout (its pods get their fast-path
+// slots, no counters are read), and an empty path is the embedded object). Each arm is warmed up for a second first (warmUp). Builds are attached in turn, rounds rotating the
 // order, each beside empty programs with run-time accounting on, its maps
 // read once a second as the daemon does. Metrics per
 // build: <label>-net-ns/pkt (probe minus empty programs, all rounds) and
@@ -35,6 +36,7 @@ func BenchmarkProbeBuildsUnderLoad(b *testing.B) {
 	type build struct {
 		label, path string
 		opts        bpf.Options
+		slotsOnly   bool
 	}
 	builds := []build{{label: "embedded", opts: bpf.Options{CgroupRoot: root}}}
 	if env := os.Getenv("ISOOBS_PROBE_OBJECTS"); env != "" {
@@ -51,6 +53,7 @@ func BenchmarkProbeBuildsUnderLoad(b *testing.B) {
 					b.Fatal(err)
 				}
 				bl.opts.TimeEveryQuery = vals.Get("timeall") == "1"
+				bl.slotsOnly = vals.Get("slotsonly") == "1"
 				for k, dst := range map[string]*uint32{"inflight": &bl.opts.MaxInflight, "names": &bl.opts.MaxNames, "pods": &bl.opts.MaxPods} {
 					if v := vals.Get(k); v != "" {
 						n, err := strconv.ParseUint(v, 10, 32)
@@ -113,13 +116,17 @@ func BenchmarkProbeBuildsUnderLoad(b *testing.B) {
 				if err != nil {
 					b.Fatalf("%s: %v", builds[j].label, err)
 				}
-				warmUp(b, w, p, opts)
+				read := readLikeDaemon
+				if builds[j].slotsOnly {
+					read = assignSlotsLikeDaemon
+				}
+				warmUpWith(b, w, p, opts, read)
 				p0, _ := p.RunStats()
 				var e0, e1 runstats.Stats
 				if emptyProgs != nil {
 					e0, _ = emptyProgs.RunStats()
 				}
-				stopReader := readLikeDaemon(b, p, time.Second)
+				stopReader := read(b, p, time.Second)
 				res, err := dnsgen.RunDNSPerf(ctx, w.loadgen, opts)
 				stopReader()
 				if err != nil {

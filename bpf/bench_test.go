@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -39,11 +38,11 @@ func readProgRun(b *testing.B, progs ...*ebpf.Program) progRun {
 func (r progRun) sub(o progRun) progRun { return progRun{r.runtime - o.runtime, r.count - o.count} }
 func (r progRun) nsPerRun() float64     { return float64(r.runtime.Nanoseconds()) / float64(r.count) }
 
-// probeBeforeObject is the probe object as it was before answers were
-// checked against the pending queries (commit 5db99c5: a response counted
-// before it was matched, no per-pod timeouts; 16-byte inflight slots holding
-// a 64-bit fingerprint). Until then it was the object before the per-packet
-// cost work (367ac05), the "before" of the history in BENCHMARKS.md. The
+// probeBeforeObject is the probe object as it was before the per-server
+// counts (commit a047f7e: no server slots in the pod counters, a server pod's
+// responses neither timed nor counted by rcode). Earlier it was the object
+// before answers were checked against the pending queries (5db99c5), and
+// before that the one before the per-packet cost work (367ac05). The
 // cost benchmark runs it alternately with the current object so the two
 // figures come from one run on one machine.
 const probeBeforeObject = "testdata/dns_before_bpfel.o"
@@ -105,7 +104,9 @@ func BenchmarkDNSProbeCostPerPacket(b *testing.B) {
 			}
 		}
 		if before {
-			giveSlots(b, p) // its pod counters have another layout than ReadPods reads
+			if err := p.AssignSlots(); err != nil { // its pod counters have another layout than ReadPods reads
+				b.Fatal(err)
+			}
 			return
 		}
 		if _, err := p.ReadPods(); err != nil {
@@ -360,25 +361,4 @@ func threadCPU() time.Duration {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
 	return time.Duration(ts.Nano())
-}
-
-// giveSlots gives every pod in pod_stats its fast-path slot as ReadPods does, reading only the
-// keys (the pod_slot layout is unchanged since the before object).
-func giveSlots(b *testing.B, p *DNSProbe) {
-	var ids []uint64
-	var id uint64
-	for key := any(nil); ; key = id {
-		if err := p.objs.PodStats.NextKey(key, &id); errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
-		} else if err != nil {
-			b.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	for _, id := range ids {
-		i := uint32(id) & uint32(len(p.slotOwner)-1)
-		if err := p.objs.PodSlotOwner.Put(i, dnsPodSlot{CgroupId: id}); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

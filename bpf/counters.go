@@ -1,8 +1,12 @@
 package bpf
 
 import (
+	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -67,6 +71,33 @@ type PodCounters struct {
 	// sampled 1 in 2^k only the timed subset can be checked, so the answers
 	// to the other queries are counted unchecked.
 	Unsolicited uint64
+	// Servers are the servers the pod sent queries to (client role), most
+	// queried first; OtherServerQueries and OtherServerAnswers count those
+	// beyond the kernel's 4 servers per pod and CPU.
+	Servers                                []ServerCounters
+	OtherServerQueries, OtherServerAnswers uint64
+	// ServedRcode counts the responses a DNS server pod sent, by Rcode*
+	// slot; ServedLatencyLog2US is the time from a query arriving to its
+	// response leaving, bucketed and sampled like LatencyLog2US.
+	ServedRcode         [NumRcodeSlots]uint64
+	ServedLatencyLog2US [NumLatencyBuckets]uint64
+}
+
+// ServerCounters are a client pod's queries to one server (address and
+// port as the pod's socket saw them: a Service's IP where kube-proxy
+// translates after the pod, the CoreDNS replica's where Cilium's socket load
+// balancer does it before) and the answers counted from it.
+type ServerCounters struct {
+	Server   netip.AddrPort
+	Queries  uint64
+	Answers  uint64 // answers counted (not the unsolicited)
+	NXDomain uint64
+	ServFail uint64
+	// Timed answers were matched with their query and timed (all of them,
+	// or 1 in 2^k while the pod's latency is sampled); LatencySumUS is
+	// their client-side latencies, summed.
+	Timed        uint64
+	LatencySumUS uint64
 }
 
 // ReadPods returns the counters of every cgroup seen, keyed by cgroup id
@@ -134,10 +165,11 @@ func (p *DNSProbe) ReadPods() (map[uint64]PodCounters, error) {
 			if err := p.objs.PodSlotOwner.Put(uint32(i), dnsPodSlot{CgroupId: id}); err != nil {
 				return nil, fmt.Errorf("assign pod slot %d: %w", i, err)
 			}
-			p.slotOwner[i], p.slotShift[i], p.slotPrevShift[i], p.slotQueries[i] = id, 0, 0, c.Queries
+			p.slotOwner[i], p.slotShift[i], p.slotPrevShift[i], p.slotQueries[i] = id, 0, 0, c.Queries+c.ServerQueries
 		case p.slotOwner[i] == id && takeRates && !p.opts.TimeEveryQuery:
-			rate := float64(c.Queries-p.slotQueries[i]) / elapsed.Seconds()
-			p.slotQueries[i] = c.Queries
+			// A server pod's responses are timed like a client's queries.
+			rate := float64(c.Queries+c.ServerQueries-p.slotQueries[i]) / elapsed.Seconds()
+			p.slotQueries[i] = c.Queries + c.ServerQueries
 			// One change at a time: the kernel checks answers against the
 			// previous shift too until the queries sent under it are done.
 			k := latencySampleShift(rate, float64(p.opts.LatencySampleAbove), p.slotShift[i])
@@ -239,7 +271,24 @@ func sumPodCounters(perCPU []dnsPodCounters) PodCounters {
 		for j := range pc.LatencyLog2US {
 			pc.LatencyLog2US[j] += c.LatencyLog2Us[j]
 		}
+		pc.OtherServerQueries += c.OtherServerQueries
+		pc.OtherServerAnswers += c.OtherServerAnswers
+		for j := range pc.ServedRcode {
+			pc.ServedRcode[j] += c.ServedRcode[j]
+		}
+		for j := range pc.ServedLatencyLog2US {
+			pc.ServedLatencyLog2US[j] += c.ServedLatencyLog2Us[j]
+		}
+		for j := range c.Servers {
+			pc.Servers = addServer(pc.Servers, &c.Servers[j])
+		}
 	}
+	slices.SortFunc(pc.Servers, func(a, b ServerCounters) int {
+		if a.Queries != b.Queries {
+			return cmp.Compare(b.Queries, a.Queries)
+		}
+		return a.Server.Compare(b.Server)
+	})
 	pc.QType = make(map[uint16]uint64)
 	for slot, n := range qtype {
 		if n == 0 {
@@ -252,4 +301,69 @@ func sumPodCounters(perCPU []dnsPodCounters) PodCounters {
 		}
 	}
 	return pc
+}
+
+// addServer adds one CPU's counters of a server slot to the pod's servers
+// (the CPUs claim their slots independently, so they are merged by address).
+func addServer(servers []ServerCounters, k *dnsServerCounters) []ServerCounters {
+	if k.Tag == 0 {
+		return servers
+	}
+	port := uint16(k.Tag)
+	var addr netip.Addr
+	if (k.Tag>>16)&0xff == 4 {
+		var b [4]byte
+		binary.LittleEndian.PutUint32(b[:], uint32(k.Addr[0]))
+		addr = netip.AddrFrom4(b)
+	} else {
+		var b [16]byte
+		binary.LittleEndian.PutUint64(b[:8], k.Addr[0])
+		binary.LittleEndian.PutUint64(b[8:], k.Addr[1])
+		addr = netip.AddrFrom16(b)
+	}
+	ap := netip.AddrPortFrom(addr, port)
+	i := slices.IndexFunc(servers, func(s ServerCounters) bool { return s.Server == ap })
+	if i < 0 {
+		servers = append(servers, ServerCounters{Server: ap})
+		i = len(servers) - 1
+	}
+	s := &servers[i]
+	s.Queries += k.Queries
+	s.Answers += k.Answers
+	s.NXDomain += k.Nxdomain
+	s.ServFail += k.Servfail
+	s.Timed += k.Timed
+	s.LatencySumUS += k.LatencySumUs
+	return servers
+}
+
+// AssignSlots gives each pod in pod_stats its free fast-path slot without
+// reading any counters, as ReadPods does: for benchmarks that load an earlier
+// build of the probe (LoadDNSObject) whose counters have another layout.
+func (p *DNSProbe) AssignSlots() error {
+	p.slotMu.Lock()
+	defer p.slotMu.Unlock()
+	var ids []uint64
+	var id uint64
+	for key := any(nil); ; key = id {
+		err := p.objs.PodStats.NextKey(key, &id)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("list pods: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	for _, id := range ids {
+		i := id & uint64(len(p.slotOwner)-1)
+		if p.slotOwner[i] != 0 || p.slotDirty[i] {
+			continue
+		}
+		if err := p.objs.PodSlotOwner.Put(uint32(i), dnsPodSlot{CgroupId: id}); err != nil {
+			return fmt.Errorf("assign pod slot %d: %w", i, err)
+		}
+		p.slotOwner[i] = id
+	}
+	return nil
 }

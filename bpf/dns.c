@@ -74,6 +74,24 @@ enum role {
 	ROLE_SERVER_RESPONSE,
 };
 
+// The servers a client pod sends its queries to, per CPU: a pod asks one to
+// three (its resolv.conf nameservers, or the CoreDNS replicas behind the
+// kube-dns Service where the socket load balancer picks a backend before
+// the packet exists); more on one CPU are summed in other_server_*.
+#define SERVER_SLOTS 4
+
+struct server_counters {
+	u64 addr[2]; // IPv4 in the low 4 bytes of addr[0], the rest zero
+	u32 tag;     // port | address length << 16 | 1 << 24; 0: free
+	u32 pad;
+	u64 queries;
+	u64 answers;   // counted answers (not the unsolicited)
+	u64 nxdomain;
+	u64 servfail;
+	u64 timed;          // answers matched with their query and timed
+	u64 latency_sum_us; // their client-side latencies, summed
+};
+
 struct pod_counters {
 	u64 queries;          // client role: queries sent
 	u64 responses;        // client role: responses received
@@ -95,6 +113,16 @@ struct pod_counters {
 	u64 qtype[QTYPE_SLOTS];
 	u64 rcode[RCODE_SLOTS];
 	u64 latency_log2_us[LATENCY_BUCKETS];
+	// Client role: per server (see server_counters), and the queries and
+	// answers of servers beyond SERVER_SLOTS.
+	struct server_counters servers[SERVER_SLOTS];
+	u64 other_server_queries;
+	u64 other_server_answers;
+	// Server role: the responses a server pod sent by rcode, and the time
+	// from a query arriving to its response leaving (sampled like the
+	// client's: each timed response weighs 2^shift).
+	u64 served_rcode[RCODE_SLOTS];
+	u64 served_latency_log2_us[LATENCY_BUCKETS];
 };
 
 struct name_key {
@@ -294,6 +322,19 @@ struct {
 	__type(key, u32);
 	__type(value, struct inflight_evicted_set);
 } inflight_evicted SEC(".maps");
+
+// Queries a server pod received and has not answered yet, to time its
+// responses: the same 4-way sets as inflight, keyed by the query seen from
+// the server (client address and port, server address and port, DNS id,
+// protocol) salted apart from the client's key. Nothing is charged when a
+// way is reused: a server's unanswered queries are served_queries minus
+// served_responses.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, u32);
+	__type(value, struct inflight_set);
+} server_inflight SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -733,6 +774,128 @@ static __always_inline void charge_lost_query(u32 cgroup, int timed_out)
 		pc->evicted += 1ULL << shift;
 }
 
+// query_key hashes what identifies a query and its answer: both addresses,
+// both ports, the DNS id and the protocol.
+static __always_inline u64 query_key(u64 seed, u8 *client, u8 *server, u32 alen, u64 client_port, u64 server_port,
+				     u64 dns_id, u8 proto)
+{
+	u64 kh = seed;
+	if (alen == 4) {
+		kh = mix64(kh, (u64)*(u32 *)client | (u64)*(u32 *)server << 32);
+	} else {
+		kh = mix64(kh, *(u64 *)client);
+		kh = mix64(kh, *(u64 *)(client + 8));
+		kh = mix64(kh, *(u64 *)server);
+		kh = mix64(kh, *(u64 *)(server + 8));
+	}
+	return mix64(kh, client_port | server_port << 16 | dns_id << 32 | (u64)proto << 48);
+}
+
+// Salts a server pod's query keys apart from its clients': with no address
+// translation between them, a client and a server on one node see the same
+// addresses, ports and id.
+#define SERVER_KEY_SALT 0x5e7e5e7e5e7e5e7eULL
+
+// count_server counts a message a server pod (CoreDNS) received (query) or
+// sent (response), from its header: the response's rcode, and the time the
+// server took, from the query arriving to its response leaving (1 in 2^shift
+// of the pod's queries, chosen by the key's hash like a client's).
+static __always_inline void count_server(int role, u8 proto, u8 *h, u8 *saddr, u8 *daddr, u32 alen, u16 sport,
+					 u16 dport, struct pod_counters *pc, u32 shift, u32 prev_shift)
+{
+	int query = role == ROLE_SERVER_QUERY;
+	if (query) {
+		pc->server_queries++;
+	} else {
+		pc->server_responses++;
+		pc->served_rcode[rcode_slot(h[3] & 0xf)]++;
+	}
+#ifdef ABLATE_LATENCY
+	return;
+#endif
+	u64 kh = query_key(HASH_SEED ^ SERVER_KEY_SALT, query ? saddr : daddr, query ? daddr : saddr, alen,
+			   query ? sport : dport, query ? dport : sport, (h[0] << 8) | h[1], proto);
+	u32 lookup_shift = shift < prev_shift ? shift : prev_shift;
+	if ((kh >> 54) & ((1ULL << (query ? shift : lookup_shift)) - 1))
+		return;
+	u32 fp = (u32)kh | 1;
+	u32 idx = (u32)(kh >> 32) & inflight_mask;
+	struct inflight_set *set = bpf_map_lookup_elem(&server_inflight, &idx);
+	if (!set)
+		return;
+	u64 now = bpf_ktime_get_ns();
+	u32 hit = INFLIGHT_WAYS;
+#pragma clang loop unroll(full)
+	for (u32 w = 0; w < INFLIGHT_WAYS; w++)
+		if (set->way[w].fingerprint == fp)
+			hit = w;
+	if (!query) {
+		if (hit >= INFLIGHT_WAYS)
+			return;
+		struct inflight_slot *slot = &set->way[hit & (INFLIGHT_WAYS - 1)];
+		u64 sent = slot->sent_ns;
+		if (!sent)
+			return;
+		slot->sent_ns = 0;
+		u64 age = now > sent ? now - sent : 0;
+		pc->served_latency_log2_us[log2_bucket(age / 1000)] += 1ULL << shift;
+		return;
+	}
+	u32 victim = hit;
+	if (hit < INFLIGHT_WAYS) {
+		u64 sent = set->way[hit & (INFLIGHT_WAYS - 1)].sent_ns;
+		if (sent && now - sent < dns_timeout_ns)
+			return; // a retransmitted query: keep the first arrival
+	} else {
+		u64 oldest = ~0ULL;
+#pragma clang loop unroll(full)
+		for (u32 w = 0; w < INFLIGHT_WAYS; w++) {
+			u64 sent = set->way[w].sent_ns;
+			if (sent < oldest) {
+				oldest = sent;
+				victim = w;
+			}
+		}
+	}
+	struct inflight_slot *slot = &set->way[victim & (INFLIGHT_WAYS - 1)];
+	slot->fingerprint = fp;
+	slot->cgroup = 0;
+	slot->sent_ns = now;
+}
+
+// server_of finds (or claims) the pod's counters for a server address and
+// port on this CPU; 0 when its SERVER_SLOTS are taken by other servers. The
+// tag is written last: a softirq claiming a slot between an interrupted
+// program's writes is the only way two servers can mix (a pod's first
+// packets to them, on one CPU).
+static __always_inline struct server_counters *server_of(struct pod_counters *pc, u8 *addr, u32 alen, u16 port)
+{
+	u64 a0, a1 = 0;
+	if (alen == 4) {
+		a0 = *(u32 *)addr;
+	} else {
+		a0 = *(u64 *)addr;
+		a1 = *(u64 *)(addr + 8);
+	}
+	u32 tag = port | alen << 16 | 1 << 24;
+	u32 free = SERVER_SLOTS;
+#pragma clang loop unroll(full)
+	for (u32 i = 0; i < SERVER_SLOTS; i++) {
+		struct server_counters *sc = &pc->servers[i];
+		if (sc->tag == tag && sc->addr[0] == a0 && sc->addr[1] == a1)
+			return sc;
+		if (sc->tag == 0 && free == SERVER_SLOTS)
+			free = i;
+	}
+	if (free == SERVER_SLOTS)
+		return 0;
+	struct server_counters *sc = &pc->servers[free & (SERVER_SLOTS - 1)];
+	sc->addr[0] = a0;
+	sc->addr[1] = a1;
+	sc->tag = tag;
+	return sc;
+}
+
 static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int role, u8 proto, u32 payload,
 				       u8 *saddr, u8 *daddr, u32 alen, u16 sport, u16 dport)
 {
@@ -798,10 +961,7 @@ static __always_inline void handle_dns(struct __sk_buff *skb, int egress, int ro
 			goto malformed;
 		if ((h[2] >> 7) != (role == ROLE_SERVER_RESPONSE) || ((h[4] << 8) | h[5]) == 0)
 			goto malformed;
-		if (role == ROLE_SERVER_QUERY)
-			pc->server_queries++;
-		else
-			pc->server_responses++;
+		count_server(role, proto, h, saddr, daddr, alen, sport, dport, pc, sample_shift, prev_shift);
 		return;
 	malformed:
 		stat_inc(STAT_MALFORMED);
@@ -888,6 +1048,7 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 	int trace_shift = -1;
 	u8 answer_kind = TRACE_UNCHECKED;
 	u64 answer_latency = 0;
+	u8 timed = 0;
 	u64 kh = HASH_SEED;
 	u32 zero = 0;
 	u32 *tracing = bpf_map_lookup_elem(&trace_on, &zero);
@@ -902,6 +1063,11 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 		if (proto == IPPROTO_TCP)
 			pc->tcp_queries++;
 		pc->qtype[qtype_slot(qtype)]++;
+		struct server_counters *sc = server_of(pc, daddr, alen, dport);
+		if (sc)
+			sc->queries++;
+		else
+			pc->other_server_queries++;
 #ifndef ABLATE_NAMES
 		if (hash_name(sbuf) == 0)
 			name_add(cgroup_id, s->name_hash, s, wire_len, 0);
@@ -918,20 +1084,12 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 	// Remember the query by (client address, server address, client port,
 	// server port, DNS id, protocol) and match the response that comes back
 	// with the same key. The key is hashed straight from the headers.
-	u8 *client = role == ROLE_CLIENT_QUERY ? saddr : daddr;
 	u8 *server = role == ROLE_CLIENT_QUERY ? daddr : saddr;
 	u64 client_port = role == ROLE_CLIENT_QUERY ? sport : dport;
 	u64 server_port = role == ROLE_CLIENT_QUERY ? dport : sport;
-	if (alen == 4) {
-		kh = mix64(kh, (u64)*(u32 *)client | (u64)*(u32 *)server << 32);
-	} else {
-		kh = mix64(kh, *(u64 *)client);
-		kh = mix64(kh, *(u64 *)(client + 8));
-		kh = mix64(kh, *(u64 *)server);
-		kh = mix64(kh, *(u64 *)(server + 8));
-	}
 	u64 dns_id = (dh[0] << 8) | dh[1];
-	kh = mix64(kh, client_port | server_port << 16 | dns_id << 32 | (u64)proto << 48);
+	kh = query_key(HASH_SEED, role == ROLE_CLIENT_QUERY ? saddr : daddr, server, alen, client_port, server_port, dns_id,
+		       proto);
 	u32 fp = (u32)kh | 1; // never 0, so a zeroed way never matches
 	if (role == ROLE_CLIENT_QUERY && trace_shift >= 0)
 		trace_message(s, TRACE_QUERY, trace_shift, kh, cgroup_id, 0, server, alen, server_port, client_port, dns_id, qtype, 0,
@@ -1020,6 +1178,7 @@ static __always_inline void count_client(struct __sk_buff *skb, int role, u8 pro
 			answer_kind = TRACE_ANSWER;
 		}
 		answer_latency = hit_age;
+		timed = 1;
 		pc->latency_log2_us[log2_bucket(hit_age / 1000)] += 1ULL << sample_shift;
 		goto answered;
 	}
@@ -1049,6 +1208,20 @@ answered:
 			      dns_id, qtype, rcode, proto);
 	pc->responses++;
 	pc->rcode[rcode_slot(rcode)]++;
+	struct server_counters *sc = server_of(pc, saddr, alen, sport);
+	if (sc) {
+		sc->answers++;
+		if (rcode == 3)
+			sc->nxdomain++;
+		else if (rcode == 2)
+			sc->servfail++;
+		if (timed) {
+			sc->timed++;
+			sc->latency_sum_us += answer_latency / 1000;
+		}
+	} else {
+		pc->other_server_answers++;
+	}
 #ifndef ABLATE_NAMES
 	if (rcode == 3 && hash_name(sbuf) == 0)
 		name_add(cgroup_id, s->name_hash, s, wire_len, 1);

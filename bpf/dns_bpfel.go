@@ -51,21 +51,26 @@ type dnsNameValue struct {
 }
 
 type dnsPodCounters struct {
-	_               structs.HostLayout
-	Queries         uint64
-	Responses       uint64
-	Malformed       uint64
-	BytesOut        uint64
-	BytesIn         uint64
-	ServerQueries   uint64
-	ServerResponses uint64
-	TcpQueries      uint64
-	Timeouts        uint64
-	Evicted         uint64
-	Unsolicited     uint64
-	Qtype           [12]uint64
-	Rcode           [5]uint64
-	LatencyLog2Us   [32]uint64
+	_                   structs.HostLayout
+	Queries             uint64
+	Responses           uint64
+	Malformed           uint64
+	BytesOut            uint64
+	BytesIn             uint64
+	ServerQueries       uint64
+	ServerResponses     uint64
+	TcpQueries          uint64
+	Timeouts            uint64
+	Evicted             uint64
+	Unsolicited         uint64
+	Qtype               [12]uint64
+	Rcode               [5]uint64
+	LatencyLog2Us       [32]uint64
+	Servers             [4]dnsServerCounters
+	OtherServerQueries  uint64
+	OtherServerAnswers  uint64
+	ServedRcode         [5]uint64
+	ServedLatencyLog2Us [32]uint64
 }
 
 type dnsPodSlot struct {
@@ -86,6 +91,19 @@ type dnsScratch struct {
 		Wire      [264]uint8
 	}
 	NameHash uint64
+}
+
+type dnsServerCounters struct {
+	_            structs.HostLayout
+	Addr         [2]uint64
+	Tag          uint32
+	Pad          uint32
+	Queries      uint64
+	Answers      uint64
+	Nxdomain     uint64
+	Servfail     uint64
+	Timed        uint64
+	LatencySumUs uint64
 }
 
 type dnsTraceEvent struct {
@@ -121,6 +139,7 @@ const (
 	dnsMapPodStats         = "pod_stats"
 	dnsMapProbeStats       = "probe_stats"
 	dnsMapScratchBuf       = "scratch_buf"
+	dnsMapServerInflight   = "server_inflight"
 	dnsMapTraceEvents      = "trace_events"
 	dnsMapTraceOn          = "trace_on"
 	dnsMapTraced           = "traced"
@@ -197,6 +216,7 @@ type dnsMapSpecs struct {
 	PodStats        *ebpf.MapSpec `ebpf:"pod_stats"`
 	ProbeStats      *ebpf.MapSpec `ebpf:"probe_stats"`
 	ScratchBuf      *ebpf.MapSpec `ebpf:"scratch_buf"`
+	ServerInflight  *ebpf.MapSpec `ebpf:"server_inflight"`
 	TraceEvents     *ebpf.MapSpec `ebpf:"trace_events"`
 	TraceOn         *ebpf.MapSpec `ebpf:"trace_on"`
 	Traced          *ebpf.MapSpec `ebpf:"traced"`
@@ -247,6 +267,7 @@ type dnsMaps struct {
 	PodStats        *ebpf.Map `ebpf:"pod_stats"`
 	ProbeStats      *ebpf.Map `ebpf:"probe_stats"`
 	ScratchBuf      *ebpf.Map `ebpf:"scratch_buf"`
+	ServerInflight  *ebpf.Map `ebpf:"server_inflight"`
 	TraceEvents     *ebpf.Map `ebpf:"trace_events"`
 	TraceOn         *ebpf.Map `ebpf:"trace_on"`
 	Traced          *ebpf.Map `ebpf:"traced"`
@@ -265,6 +286,7 @@ func (m *dnsMaps) Close() error {
 		m.PodStats,
 		m.ProbeStats,
 		m.ScratchBuf,
+		m.ServerInflight,
 		m.TraceEvents,
 		m.TraceOn,
 		m.Traced,

@@ -125,6 +125,7 @@ func sizeMaps(spec *ebpf.CollectionSpec, maps *dnsMapSpecs, opts *Options, slotC
 	opts.MaxInflight = sets * inflightWays
 	maps.Inflight.MaxEntries = sets
 	maps.InflightEvicted.MaxEntries = sets
+	maps.ServerInflight.MaxEntries = sets
 	if opts.DNSTimeout == 0 {
 		opts.DNSTimeout = DefaultDNSTimeout
 	}

@@ -40,10 +40,11 @@ type podLookup interface {
 
 // cgroupEntry is one kernel counter entry (one cgroup: a pod's or a container's).
 type cgroupEntry struct {
-	last   counters // last cumulative read, to compute deltas
-	subj   *subject // nil for host cgroups and pods over the tracking limit
-	host   bool
-	goneAt time.Time // when the cgroup directory was found missing; zero while it exists
+	last        counters // last cumulative read, to compute deltas
+	lastServers []bpf.ServerCounters
+	subj        *subject // nil for host cgroups and pods over the tracking limit
+	host        bool
+	goneAt      time.Time // when the cgroup directory was found missing; zero while it exists
 }
 
 // subject is one row of pod granularity: a pod (all its cgroups) or, when the cgroup id cannot
@@ -53,7 +54,8 @@ type subject struct {
 	uid        string
 	cgroupPath string
 	cgroupID   uint64
-	total      counters // since daemon start
+	total      counters  // since daemon start
+	servers    serverSet // the servers the pod's queries went to, since daemon start
 	series     *window.Series[rateSample]
 	names      *nameSummary
 	meta       *podmeta.Pod
@@ -177,9 +179,12 @@ func (c *collector) tick(now time.Time) {
 		e := c.entry(id, now)
 		d := deltaSince(&cur, &e.last)
 		e.last = cur
+		prevServers := e.lastServers
+		e.lastServers = pc.Servers
 		switch {
 		case e.subj != nil:
 			e.subj.total.add(&d)
+			serverDeltas(&e.subj.servers, pc.Servers, prevServers)
 		case e.host:
 			c.hostQueries += d.Queries
 		default:
@@ -276,7 +281,8 @@ func (c *collector) entry(id uint64, now time.Time) *cgroupEntry {
 }
 
 func (c *collector) lookupMeta(s *subject) {
-	if s.meta != nil || s.uid == "" || c.pods == nil {
+	// A pod's IPs may reach its status after the daemon first saw it: look again until then.
+	if (s.meta != nil && len(s.meta.IPs) > 0) || s.uid == "" || c.pods == nil {
 		return
 	}
 	if p, ok := c.pods.Lookup(s.uid); ok {

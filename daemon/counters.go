@@ -22,6 +22,11 @@ type counters struct {
 	Rcode         [bpf.NumRcodeSlots]uint64
 	QType         [numQTypeSlots]uint64
 	LatencyLog2US [bpf.NumLatencyBuckets]uint64
+	// Queries and answers of servers the kernel could not keep apart (see bpf.PodCounters).
+	OtherServerQueries, OtherServerAnswers uint64
+	// A DNS server pod's responses by rcode and its server-side latency.
+	ServedRcode         [bpf.NumRcodeSlots]uint64
+	ServedLatencyLog2US [bpf.NumLatencyBuckets]uint64
 }
 
 func qtypeSlot(t uint16) int {
@@ -68,6 +73,8 @@ func fromBPF(p *bpf.PodCounters) counters {
 		ServerQueries: p.ServerQueries, ServerResponses: p.ServerResponses, TCPQueries: p.TCPQueries,
 		Timeouts: p.Timeouts, Evicted: p.Evicted, Unsolicited: p.Unsolicited,
 		Rcode: p.Rcode, LatencyLog2US: p.LatencyLog2US,
+		OtherServerQueries: p.OtherServerQueries, OtherServerAnswers: p.OtherServerAnswers,
+		ServedRcode: p.ServedRcode, ServedLatencyLog2US: p.ServedLatencyLog2US,
 	}
 	for t, n := range p.QType {
 		c.QType[qtypeSlot(t)] += n

@@ -55,9 +55,10 @@ type topQuery struct {
 	window   time.Duration
 	topNames int
 	// Since-stream-start scope: totals at stream start and the stream's own name summaries.
-	since    time.Time
-	baseline map[string]counters
-	sink     *nameSink
+	since           time.Time
+	baseline        map[string]counters
+	serversBaseline map[string]serverSet
+	sink            *nameSink
 	// filter keeps only matching query names (counted in sink.matched from the stream's start,
 	// tick startTick); overflowAt is the probe's name-table overflow count then.
 	filter     *nameFilter
@@ -165,8 +166,12 @@ func (c *collector) startStream(q *topQuery) {
 	}
 	if q.req.GetSinceStreamStart() {
 		q.baseline = make(map[string]counters, len(c.subjects))
+		q.serversBaseline = make(map[string]serverSet, len(c.subjects))
 		for k, s := range c.subjects {
 			q.baseline[k] = s.total
+			if s.servers.by != nil {
+				q.serversBaseline[k] = s.servers.clone()
+			}
 		}
 	}
 	q.sink = newNameSink(c.cfg.NamesPerPod, c.cfg.NamesPerNode, c.cfg.MaxTrackedPods)
@@ -298,6 +303,7 @@ func (c *collector) parts(q *topQuery, haveRate bool, from, to uint64) (parts []
 				continue // nothing counted in the look-back window
 			}
 			p.tot = countersOf(&p.rate)
+			p.servers = nil // not kept in history
 		}
 		if s.hub != nil {
 			p.hub = splitHubble(s, &p.tot, &p.rate)
@@ -340,6 +346,7 @@ func (c *collector) filteredPart(q *topQuery, p *part, haveRate bool, from, to u
 		return false
 	}
 	p.tot = counters{Queries: m.queries}
+	p.servers = nil // counted per pod, not per name
 	p.tot.Rcode[bpf.RcodeNXDomain] = m.nxdomain
 	p.rate = rateSample{}
 	if haveRate {
@@ -379,7 +386,7 @@ func (c *collector) scopeWarnings(q *topQuery, f *isoobsv1.TopFrame, elapsed tim
 		}
 	}
 	if q.lookBack > 0 {
-		out = append(out, "look-back: latency, bytes and query types are not kept in history; top names are counted since the daemon started ("+c.started.UTC().Format(time.RFC3339)+")")
+		out = append(out, "look-back: latency, bytes, query types and servers are not kept in history; top names are counted since the daemon started ("+c.started.UTC().Format(time.RFC3339)+")")
 		if _, _, ok := c.clock.Latest(); ok && elapsed < q.lookBack-c.cfg.Interval {
 			out = append(out, fmt.Sprintf("look-back: history covers %s of the %s asked (this daemon counts since %s)", elapsed.Round(time.Second), q.lookBack, c.started.UTC().Format(time.RFC3339)))
 		}

@@ -20,7 +20,8 @@ type workloadAccum struct {
 	queries, malformed    uint64
 	timeouts, unsolicited uint64
 	rcode                 [bpf.NumRcodeSlots]uint64
-	lastTick              uint64 // the last tick that added to it
+	served                [bpf.NumRcodeSlots]uint64 // responses sent by its DNS server pods
+	lastTick              uint64                    // the last tick that added to it
 }
 
 type namespaceAccum struct {
@@ -56,6 +57,7 @@ type metrics struct {
 	mapEntriesDesc, mapMaxDesc, nameOverflowDesc, lostDesc                          *prometheus.Desc
 	probesAttachedDesc, podsTrackedDesc, hostQueriesDesc, ticksDesc, topStreamsDesc *prometheus.Desc
 	latencySampledDesc, seriesOverflowDesc, timeoutsDesc, unsolicitedDesc           *prometheus.Desc
+	servedDesc                                                                      *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -74,6 +76,7 @@ func newMetrics() *metrics {
 		malformedDesc:      prometheus.NewDesc("isoobs_dns_malformed_total", "Port-53 payloads of pods that are not valid DNS, per namespace and workload.", []string{"namespace", "workload"}, nil),
 		timeoutsDesc:       prometheus.NewDesc("isoobs_dns_timeouts_total", "DNS queries of pods without an answer within --dns-timeout, per namespace and workload (a busy pod's are estimated 1 in 2^k: see --latency-sample-above).", []string{"namespace", "workload"}, nil),
 		unsolicitedDesc:    prometheus.NewDesc("isoobs_dns_unsolicited_responses_total", "DNS answers received by pods that matched no query they had pending (forged, or a server's duplicate answer), per namespace and workload; not in isoobs_dns_responses_total.", []string{"namespace", "workload"}, nil),
+		servedDesc:         prometheus.NewDesc("isoobs_dns_served_responses_total", "DNS responses sent by DNS server pods (CoreDNS), per namespace, workload and rcode; only for workloads that served.", []string{"namespace", "workload", "rcode"}, nil),
 		latencyDesc:        prometheus.NewDesc("isoobs_dns_latency_seconds", "DNS query to response time seen at the pod's cgroup, per namespace (a busy pod's queries are timed 1 in 2^k, each weighing 2^k: see --latency-sample-above).", []string{"namespace"}, nil),
 		latencySampledDesc: prometheus.NewDesc("isoobs_dns_latency_sampled_pods", "Pods whose DNS latency is sampled now: they send more queries a second than --latency-sample-above.", nil, nil),
 		mapEntriesDesc:     prometheus.NewDesc("isoobs_map_entries", "Entries in a bounded probe map.", []string{"map"}, nil),
@@ -107,7 +110,7 @@ func (m *metrics) observeTick(c *collector) {
 		d := s.total
 		d.sub(prev)
 		*prev = s.total
-		if d.Queries == 0 && d.Responses == 0 && d.Malformed == 0 && d.Timeouts == 0 && d.Unsolicited == 0 {
+		if d.Queries == 0 && d.Responses == 0 && d.Malformed == 0 && d.Timeouts == 0 && d.Unsolicited == 0 && d.ServerResponses == 0 {
 			continue
 		}
 		ns, wl := unknownLabel, unknownLabel
@@ -148,6 +151,7 @@ func (m *metrics) observeTick(c *collector) {
 		w.unsolicited += d.Unsolicited
 		for i := range w.rcode {
 			w.rcode[i] += d.Rcode[i]
+			w.served[i] += d.ServedRcode[i]
 		}
 	}
 	// Series that counted nothing for the retention go: a workload or namespace that is gone
@@ -187,6 +191,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.unsolicitedDesc, prometheus.CounterValue, float64(w.unsolicited), k.namespace, k.workload)
 		for i, n := range w.rcode {
 			ch <- prometheus.MustNewConstMetric(m.responsesDesc, prometheus.CounterValue, float64(n), k.namespace, k.workload, rcodeLabels[i])
+		}
+		if w.served != ([bpf.NumRcodeSlots]uint64{}) {
+			for i, n := range w.served {
+				ch <- prometheus.MustNewConstMetric(m.servedDesc, prometheus.CounterValue, float64(n), k.namespace, k.workload, rcodeLabels[i])
+			}
 		}
 	}
 	for ns, n := range m.byNS {

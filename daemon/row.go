@@ -15,23 +15,27 @@ import (
 
 // part is one subject's contribution to a frame.
 type part struct {
-	s     *subject
-	tot   counters
-	rate  rateSample
-	names *nameSummary
+	s       *subject
+	tot     counters
+	servers *serverSet // nil: none (a look-back or name-filtered part)
+	rate    rateSample
+	names   *nameSummary
 	// hub is the Hubble share: a Hubble subject's own, or its eBPF subject's peer's.
 	hub *hubblePart
 }
 
 // group accumulates the parts of one row.
 type group struct {
-	key   string
-	first *subject
-	qname string
-	tot   counters
-	rate  rateSample
-	names []*nameSummary
-	pods  int
+	key     string
+	first   *subject
+	qname   string
+	tot     counters
+	servers serverSet
+	// podIPs are the addresses of the group's pods that served DNS queries (bounded).
+	podIPs []string
+	rate   rateSample
+	names  []*nameSummary
+	pods   int
 	// nameError is the summed Space-Saving error bound of a qname row.
 	nameError uint64
 	// Sources seen and what Hubble added (see hubble.go).
@@ -46,6 +50,16 @@ func (g *group) add(p *part) {
 		g.first = p.s
 	}
 	g.tot.add(&p.tot)
+	if p.servers != nil {
+		g.servers.addSet(p.servers, maxGroupServers)
+	}
+	if p.tot.ServerQueries > 0 && p.s.meta != nil {
+		for _, ip := range p.s.meta.IPs {
+			if len(g.podIPs) < maxGroupServers && !slices.Contains(g.podIPs, ip) {
+				g.podIPs = append(g.podIPs, ip)
+			}
+		}
+	}
 	g.rate.add(&p.rate)
 	if p.names != nil {
 		g.names = append(g.names, p.names)
@@ -211,6 +225,15 @@ func (c *collector) row(by isoobsv1.GroupBy, g *group, topNames int, seconds, sc
 		LatencyP99Ms:  topspec.Log2Quantile(t.LatencyLog2US[:], 0.99),
 		Pods:          uint32(g.pods),
 		Timeouts:      t.Timeouts, Unsolicited: t.Unsolicited, Evicted: t.Evicted,
+		Servers:        serverRows(&g.servers, t.OtherServerQueries, t.OtherServerAnswers),
+		ServedNxdomain: t.ServedRcode[bpf.RcodeNXDomain], ServedServfail: t.ServedRcode[bpf.RcodeServFail],
+		ServedRefused: t.ServedRcode[bpf.RcodeRefused],
+		PodIps:        g.podIPs,
+	}
+	if t.ServerResponses > 0 {
+		r.ServedLatencyLog2Us = append([]uint64(nil), t.ServedLatencyLog2US[:]...)
+		r.ServedLatencyP50Ms = topspec.Log2Quantile(t.ServedLatencyLog2US[:], 0.50)
+		r.ServedLatencyP99Ms = topspec.Log2Quantile(t.ServedLatencyLog2US[:], 0.99)
 	}
 	if seconds > 0 {
 		r.Qps = float64(g.rate[rQueries]) / seconds
@@ -287,11 +310,16 @@ func sortRows(rows []*isoobsv1.DNSRow, key string) {
 
 // part is s's contribution to a frame of q: its counts over the frame's scope and rate window.
 func (c *collector) part(q *topQuery, s *subject, haveRate bool, from, to uint64) part {
-	p := part{s: s, tot: s.total, names: s.names}
+	p := part{s: s, tot: s.total, names: s.names, servers: &s.servers}
 	if q.baseline != nil {
 		b := q.baseline[s.key]
 		p.tot.sub(&b)
 		p.names = q.sink.perSubject[s.key]
+		if bs, ok := q.serversBaseline[s.key]; ok {
+			servers := s.servers.clone()
+			servers.sub(&bs)
+			p.servers = &servers
+		}
 	}
 	if haveRate {
 		p.rate = s.series.At(to)

@@ -35,7 +35,7 @@ func TestEnumFlagsComplete(t *testing.T) {
 		want string
 	}{
 		{[]string{"top", "dns", "--sort", ""}, "qps queries nxdomain servfail timeouts errors latency malformed name"},
-		{[]string{"top", "dns", "--group-by", ""}, "pod workload namespace qname node"},
+		{[]string{"top", "dns", "--group-by", ""}, "pod workload namespace qname node server"},
 		{[]string{"top", "dns", "-o", ""}, "wide json yaml"},
 		{[]string{"top", "dns", "--source", ""}, "all ebpf hubble"},
 		{[]string{"status", "-o", ""}, "wide json yaml"},
@@ -86,7 +86,7 @@ func TestKubectlCompletesThePlugin(t *testing.T) {
 	cmd := exec.Command(kubectl, "__complete", "isoobs", "top", "dns", "--group-by", "")
 	cmd.Env = []string{"PATH=" + dir + ":/usr/bin:/bin", "HOME=" + dir}
 	out, err := cmd.Output()
-	if err != nil || string(out) != "pod\nworkload\nnamespace\nqname\nnode\n:4\n" {
+	if err != nil || string(out) != "pod\nworkload\nnamespace\nqname\nnode\nserver\n:4\n" {
 		t.Errorf("kubectl __complete isoobs top dns --group-by: %v\n%s", err, out)
 	}
 }

@@ -55,6 +55,12 @@ const topDNSExample = `  # Cluster-wide live view: every node's isoobs daemon, r
   # Only the crawler pods in tenant-jobs, with their top 5 query names
   kubectl isoobs top dns --daemon 127.0.0.1:7070 -n tenant-jobs -l app=crawler --top-names 5 -o wide
 
+  # Which DNS server answers slowly or with SERVFAIL: one row per server, client and server side
+  kubectl isoobs top dns -A --group-by server
+
+  # Only the pods that sent queries to one CoreDNS replica, with where their queries went
+  kubectl isoobs top dns -A --server kube-system/coredns-5d78c9869d-x2xkq -o wide
+
   # Who asks for names under jobs-app.example (counted on every node, from now on)
   kubectl isoobs top dns -A --zone jobs-app.example
 
@@ -88,6 +94,7 @@ type TopDNSOptions struct {
 	Sort          string
 	Limit         int
 	GroupBy       string
+	Server        string
 	AllNamespaces bool
 	Selector      string
 	Pod           string
@@ -160,6 +167,16 @@ stay empty. --since 1m|5m|15m shows the daemons' history instead (up to their
 so a flood that already stopped is still seen, with when each row's queries
 started and ended (FIRST-SEEN/LAST-SEEN).
 
+Which server answered: -o wide adds SERVERS, where each row's queries went
+(server, share, mean latency, SERVFAILs). --group-by server shows one row per
+server: its clients, their queries, share, NXDOMAIN/SERVFAIL/unanswered and
+mean latency as they saw it, and for a DNS server pod (CoreDNS) what it
+answered itself and how long it took (SRV- columns, server-side). A server is
+the address the pod sent to: the kube-dns Service IP where kube-proxy
+translates after the pod (then the replicas are rows of their own, with their
+served counts), the CoreDNS replica's IP where Cilium's socket load balancer
+translates before. --server IP|namespace/pod keeps the rows that used it.
+
 By default it asks the isoobs daemon on every node (the pods labelled
 --daemon-selector in --daemon-namespace), each through the API server's
 port-forward with your kubeconfig, and merges them; --node picks nodes. Nodes
@@ -200,7 +217,8 @@ Before the first frame each daemon is asked its version once (not with
 	f.DurationVar(&o.Interval, "interval", o.Interval, "Refresh interval")
 	f.StringVar(&o.Sort, "sort", o.Sort, "Sort by: "+strings.Join(top.SortKeys, "|"))
 	f.IntVar(&o.Limit, "limit", o.Limit, "Show at most this many rows (0: all)")
-	f.StringVar(&o.GroupBy, "group-by", o.GroupBy, "Group rows by: "+strings.Join(top.GroupBys, "|"))
+	f.StringVar(&o.GroupBy, "group-by", o.GroupBy, "Group rows by: "+strings.Join(top.GroupBys, "|")+" (server: one row per DNS server, with its clients' view and, for a server pod, its own served counts and latency)")
+	f.StringVar(&o.Server, "server", "", "Show only rows that sent queries to this DNS server: an IP, IP:port, or a server pod (namespace/pod or pod)")
 	f.BoolVarP(&o.AllNamespaces, "all-namespaces", "A", o.AllNamespaces, "Show all namespaces (the default unless -n is given)")
 	f.StringVarP(&o.Selector, "selector", "l", o.Selector, "Only pods matching this label selector, e.g. app=crawler,tier!=web")
 	f.StringVar(&o.Pod, "pod", o.Pod, "Only this pod (name, or namespace/name)")
@@ -218,7 +236,7 @@ Before the first frame each daemon is asked its version once (not with
 	_ = cmd.RegisterFlagCompletionFunc("group-by", cobra.FixedCompletions(top.GroupBys, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("source", cobra.FixedCompletions(Sources, cobra.ShellCompDirectiveNoFileComp))
 	groupFlags(cmd,
-		flagGroup{"Which rows (and -n from the global flags)", []string{"all-namespaces", "selector", "pod", "source", "name", "zone"}},
+		flagGroup{"Which rows (and -n from the global flags)", []string{"all-namespaces", "selector", "pod", "source", "name", "zone", "server"}},
 		flagGroup{"How they are counted and shown", []string{"group-by", "sort", "limit", "top-names", "once", "duration", "since", "interval"}},
 		flagGroup{"Output", []string{"output", "no-headers"}},
 		flagGroup{"One pod's messages", []string{"trace", "trace-sample"}},
@@ -309,6 +327,9 @@ func (o *TopDNSOptions) Validate() error {
 	if err := o.validateTrace(); err != nil {
 		return err
 	}
+	if err := o.validateServer(); err != nil {
+		return err
+	}
 	if o.Selector != "" {
 		if _, err := labels.Parse(o.Selector); err != nil {
 			return fmt.Errorf("invalid -l %q: %v (example: -l app=crawler,tier!=web)", o.Selector, err)
@@ -370,7 +391,7 @@ func (o *TopDNSOptions) Run(ctx context.Context) error {
 	}
 	opts := top.StreamOptions{
 		Request: o.Request(),
-		Merge:   top.MergeOptions{GroupBy: o.GroupBy, TopNames: o.TopNames},
+		Merge:   top.MergeOptions{GroupBy: o.GroupBy, TopNames: o.TopNames, Server: o.Server},
 		Missing: o.missing,
 	}
 	if !o.Local { // --local runs this binary's own engine: one version
@@ -452,7 +473,7 @@ func (o *TopDNSOptions) runLive(ctx context.Context, sources []top.Source, opts 
 	title := "isoobs top dns @ " + sourceNames(sources)
 	model := tui.NewModel(title, o.Sort, o.Limit, o.Output == printers.OutputWide)
 	regroup := make(chan string, 1)
-	model.Group, model.Groups, model.Regroup = o.GroupBy, liveGroups(o.Since > 0), func(g string) { regroup <- g }
+	model.Group, model.Groups, model.Regroup = o.GroupBy, liveGroups(o.Since > 0, o.NameRegex != "" || o.Zone != ""), func(g string) { regroup <- g }
 	drill := make(chan [2]string, 1)
 	model.Drill = func(namespace, pod string) { drill <- [2]string{namespace, pod} }
 	prog := tea.NewProgram(model, tea.WithContext(ctx), tea.WithInput(o.In), tea.WithOutput(o.Out), tea.WithAltScreen())

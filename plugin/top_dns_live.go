@@ -13,16 +13,15 @@ import (
 )
 
 // liveGroups are the groupings the live view's g/G cycle through: qname needs per-name
-// counts, which a look-back (--since) does not have.
-func liveGroups(lookBack bool) []string {
-	if !lookBack {
-		return top.GroupBys
-	}
+// counts, which a look-back (--since) does not have; server needs per-server counts, which
+// neither a look-back nor a name filter has.
+func liveGroups(lookBack, nameFilter bool) []string {
 	var out []string
 	for _, g := range top.GroupBys {
-		if g != top.GroupByQName {
-			out = append(out, g)
+		if (lookBack && g == top.GroupByQName) || ((lookBack || nameFilter) && g == top.GroupByServer) {
+			continue
 		}
+		out = append(out, g)
 	}
 	return out
 }

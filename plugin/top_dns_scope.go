@@ -50,3 +50,25 @@ func (o *TopDNSOptions) validateScope() error {
 	}
 	return nil
 }
+
+// validateServer refuses --group-by server and --server where rows carry no servers: the
+// history (--since) and the per-name counts (--name/--zone, --group-by qname) are not kept
+// per server.
+func (o *TopDNSOptions) validateServer() error {
+	if o.GroupBy != top.GroupByServer && o.Server == "" {
+		return nil
+	}
+	what := "--group-by server"
+	if o.Server != "" {
+		what = "--server " + o.Server
+	}
+	switch {
+	case o.Since > 0:
+		return fmt.Errorf("%s cannot be combined with --since: the daemons' history keeps per-pod counts, not per-server counts; drop --since to count from the daemons' start", what)
+	case o.NameRegex != "" || o.Zone != "":
+		return fmt.Errorf("%s cannot be combined with --name/--zone: the daemons count servers per pod, not per name; drop the name filter", what)
+	case o.GroupBy == top.GroupByQName:
+		return fmt.Errorf("%s cannot group by qname: servers are counted per pod, not per name; use --group-by pod, workload, namespace, node or server", what)
+	}
+	return nil
+}

@@ -111,10 +111,13 @@ func TestTopDNSSinceMergesFirstLastSeen(t *testing.T) {
 }
 
 func TestLiveGroupsAndRegroup(t *testing.T) {
-	if g := liveGroups(true); strings.Join(g, ",") != "pod,workload,namespace,node" {
+	if g := liveGroups(true, false); strings.Join(g, ",") != "pod,workload,namespace,node" {
 		t.Errorf("look-back groups %v: qname has no history", g)
 	}
-	if g := liveGroups(false); len(g) != len(top.GroupBys) {
+	if g := liveGroups(false, true); strings.Join(g, ",") != "pod,workload,namespace,qname,node" {
+		t.Errorf("live groupings under a name filter = %v, want no server", g)
+	}
+	if g := liveGroups(false, false); len(g) != len(top.GroupBys) {
 		t.Errorf("groups %v", g)
 	}
 	req := &isoobsv1.TopRequest{GroupBy: isoobsv1.GroupBy_GROUP_BY_POD, Zone: "example.com"}

@@ -32,6 +32,9 @@ type Pod struct {
 	// Containers maps container IDs (without the runtime's "containerd://" prefix) to container
 	// names, from the pod's status: a trace names the container whose cgroup sent a query.
 	Containers map[string]string
+	// IPs are the pod's addresses (status.podIPs): a DNS server pod's rows are found by the
+	// address its clients sent their queries to.
+	IPs []string
 }
 
 // cronJobJobName is how the CronJob controller names its Jobs: <cronjob>-<scheduled unix minutes>.
@@ -69,6 +72,12 @@ func Owner(pod *corev1.Pod) (name, kind string) {
 func FromPod(p *corev1.Pod) Pod {
 	w, k := Owner(p)
 	pod := Pod{UID: string(p.UID), Name: p.Name, Namespace: p.Namespace, Node: p.Spec.NodeName, Labels: p.Labels, Workload: w, WorkloadKind: k}
+	for _, ip := range p.Status.PodIPs {
+		pod.IPs = append(pod.IPs, ip.IP)
+	}
+	if len(pod.IPs) == 0 && p.Status.PodIP != "" {
+		pod.IPs = []string{p.Status.PodIP}
+	}
 	for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses, p.Status.EphemeralContainerStatuses} {
 		for _, c := range list {
 			if _, id, ok := strings.Cut(c.ContainerID, "://"); ok && id != "" {
@@ -144,8 +153,9 @@ func newWatcher(cs kubernetes.Interface, node string) *Watcher {
 			p.ManagedFields = nil
 			p.Annotations = nil
 			p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName}
-			// Container names and IDs stay: a trace names the container of each query.
-			p.Status = corev1.PodStatus{Phase: p.Status.Phase,
+			// Container names and IDs stay: a trace names the container of each query. The IPs
+			// stay: a client's DNS server address names the server pod.
+			p.Status = corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs,
 				InitContainerStatuses:      namesAndIDs(p.Status.InitContainerStatuses),
 				ContainerStatuses:          namesAndIDs(p.Status.ContainerStatuses),
 				EphemeralContainerStatuses: namesAndIDs(p.Status.EphemeralContainerStatuses)}

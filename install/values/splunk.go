@@ -77,6 +77,7 @@ var IsoobsMetricAllowlist = []string{
 	"isoobs_dns_responses_total",
 	"isoobs_dns_timeouts_total",
 	"isoobs_dns_unsolicited_responses_total",
+	"isoobs_dns_served_responses_total",
 	"isoobs_dns_malformed_total",
 	"isoobs_dns_latency_seconds",
 	"isoobs_lost_total",

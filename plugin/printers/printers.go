@@ -186,7 +186,13 @@ func WriteTable(w io.Writer, f top.Frame, wide, noHeaders bool) error {
 		_, err := fmt.Fprintln(w, msg+".")
 		return err
 	}
+	if f.GroupBy == top.GroupByServer {
+		return writeColumnsNoting(w, serverColumns(wide), f, noHeaders)
+	}
 	cols := columns(f.GroupBy, wide)
+	if (wide || f.ServerFilter != "") && f.GroupBy != top.GroupByQName { // name rows are not counted per server
+		cols = withServersColumn(cols)
+	}
 	if servesDNS(f) {
 		cols = withServedColumn(cols)
 	}
@@ -197,6 +203,11 @@ func WriteTable(w io.Writer, f top.Frame, wide, noHeaders bool) error {
 		cols = withHubbleColumns(cols, wide)
 	}
 	cols = withLookBackColumns(f, cols)
+	return writeColumnsNoting(w, cols, f, noHeaders)
+}
+
+// writeColumnsNoting writes the rows, then how many --limit left out.
+func writeColumnsNoting(w io.Writer, cols []column, f top.Frame, noHeaders bool) error {
 	if err := WriteColumns(w, cols, f.Rows, noHeaders); err != nil {
 		return err
 	}

@@ -42,6 +42,8 @@ type Frame struct {
 	// LookBackSeconds is --since: counters cover the daemons' history over [Since, Time]
 	// (rates are its average), and rows carry firstSeen/lastSeen.
 	LookBackSeconds float64 `json:"lookBackSeconds,omitempty"`
+	// ServerFilter is --server: rows are the ones that sent queries to that server.
+	ServerFilter string `json:"serverFilter,omitempty"`
 }
 
 // Row is the DNS activity of one group (a pod, workload, namespace, query
@@ -54,9 +56,18 @@ type Row struct {
 	Workload     string `json:"workload"`
 	WorkloadKind string `json:"workloadKind"`
 	// QName is set when grouping by query name.
-	QName    string `json:"qname"`
-	Cgroup   string `json:"cgroup"`
-	CgroupID uint64 `json:"cgroupID"`
+	QName string `json:"qname"`
+	// Server is set when grouping by server: the address the client pods sent to (IP, or
+	// IP:port when the port is not 53). Namespace/Pod/Workload are then the server pod's,
+	// when a daemon reported a DNS server pod with this address.
+	Server string `json:"server,omitempty"`
+	// Share (grouped by server) is the part of all client queries sent to this server, 0..1;
+	// LatencyAvgMs is the mean latency the clients saw from it (LatencyP50Ms/LatencyP99Ms are
+	// then the server pod's own, server-side).
+	Share        float64 `json:"share,omitempty"`
+	LatencyAvgMs float64 `json:"latencyAvgMs,omitempty"`
+	Cgroup       string  `json:"cgroup"`
+	CgroupID     uint64  `json:"cgroupID"`
 	// Pods merged into this row.
 	Pods               uint32  `json:"pods"`
 	Queries            uint64  `json:"queries"`
@@ -89,9 +100,20 @@ type Row struct {
 	BytesOut      uint64            `json:"bytesOut"`
 	BytesIn       uint64            `json:"bytesIn"`
 	// Queries answered by this group (it is a DNS server such as CoreDNS).
-	ServedQueries   uint64            `json:"servedQueries"`
-	ServedResponses uint64            `json:"servedResponses"`
-	Labels          map[string]string `json:"labels,omitempty"`
+	ServedQueries   uint64 `json:"servedQueries"`
+	ServedResponses uint64 `json:"servedResponses"`
+	// What a DNS server group answered: NXDOMAIN, SERVFAIL and REFUSED responses sent, and the
+	// time from a query arriving to its response leaving (server-side latency).
+	ServedNXDomain     uint64  `json:"servedNXDomain,omitempty"`
+	ServedServFail     uint64  `json:"servedServFail,omitempty"`
+	ServedRefused      uint64  `json:"servedRefused,omitempty"`
+	ServedLatencyP50Ms float64 `json:"servedLatencyP50Ms,omitempty"`
+	ServedLatencyP99Ms float64 `json:"servedLatencyP99Ms,omitempty"`
+	// Servers are the servers the row's queries went to, most queried first.
+	Servers []Server `json:"servers,omitempty"`
+	// PodIPs are the addresses of the row's DNS server pods (how clients' servers are named).
+	PodIPs []string          `json:"podIPs,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
 	// Sources that counted this row: "ebpf" (the daemon's probe), "hubble" (Cilium's flows).
 	Sources []string `json:"sources,omitempty"`
 	// Identity is the Cilium security identity (from Hubble; 0 when unknown or mixed).
@@ -110,7 +132,8 @@ type Row struct {
 
 	// latencyLog2Us is the merged log2 latency histogram; it stays out of
 	// the output schema but lets frames be merged again exactly.
-	latencyLog2Us []uint64
+	latencyLog2Us       []uint64
+	servedLatencyLog2Us []uint64
 }
 
 // MissingNode is a node left out of a frame, and why.
@@ -155,6 +178,11 @@ func (r *Row) DisplayName(groupBy string) string {
 		return r.QName
 	case GroupByNode:
 		return r.Node
+	case GroupByServer:
+		if r.Pod != "" {
+			return r.Server + " (" + r.Namespace + "/" + r.Pod + ")"
+		}
+		return r.Server
 	default:
 		if r.Pod == "" {
 			return r.Cgroup

@@ -35,7 +35,7 @@ const (
 )
 
 // GroupBys lists the groupings accepted by --group-by.
-var GroupBys = []string{GroupByPod, GroupByWorkload, GroupByNamespace, GroupByQName, GroupByNode}
+var GroupBys = []string{GroupByPod, GroupByWorkload, GroupByNamespace, GroupByQName, GroupByNode, GroupByServer}
 
 var groupByProto = map[string]isoobsv1.GroupBy{
 	GroupByPod:       isoobsv1.GroupBy_GROUP_BY_POD,
@@ -43,6 +43,8 @@ var groupByProto = map[string]isoobsv1.GroupBy{
 	GroupByNamespace: isoobsv1.GroupBy_GROUP_BY_NAMESPACE,
 	GroupByQName:     isoobsv1.GroupBy_GROUP_BY_QNAME,
 	GroupByNode:      isoobsv1.GroupBy_GROUP_BY_NODE,
+	// The daemons send pod rows; Merge regroups them by server.
+	GroupByServer: isoobsv1.GroupBy_GROUP_BY_POD,
 }
 
 // ParseSort checks a --sort value.

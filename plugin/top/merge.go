@@ -22,6 +22,8 @@ type MergeOptions struct {
 	// TopNames is how many query names to keep per row and per frame
 	// (0 keeps every merged name).
 	TopNames int
+	// Server (--server) keeps the rows that sent queries to that server (see FilterServer).
+	Server string
 }
 
 // Merge combines the latest frame of every source (one per node) into one
@@ -91,12 +93,17 @@ func Merge(frames []*isoobsv1.TopFrame, opts MergeOptions) Frame {
 	for _, k := range order {
 		out.Rows = append(out.Rows, byKey[k].row(opts.TopNames))
 	}
+	nameServers(out.Rows, groupBy)
+	if groupBy == GroupByServer {
+		out.Rows = groupByServer(out.Rows)
+	}
 	out.Total = total.row(opts.TopNames)
 	out.Total.Pods = 0
 	for _, r := range out.Rows {
 		out.Total.Pods += r.Pods
 	}
 	out.TopNames = topNames(frameNames, opts.TopNames)
+	out = out.FilterServer(opts.Server)
 	for n := range nodes {
 		out.Nodes = append(out.Nodes, n)
 	}
@@ -159,7 +166,7 @@ func rowKey(r *isoobsv1.DNSRow, frameNode, groupBy string) string {
 		return "q\x00" + strings.ToLower(QNameOf(r))
 	case GroupByNode:
 		return "node\x00" + node
-	default:
+	default: // pod, and server (regrouped after the merge)
 		return podKey()
 	}
 }
@@ -183,6 +190,10 @@ type rowAccumulator struct {
 	sources    map[string]bool
 	identities map[uint32]bool
 	proxyHist  []uint64
+	// DNS servers: the client side, and a server pod's own side.
+	servers    serverSums
+	servedHist []uint64
+	podIPs     []string
 }
 
 func newRowAccumulator() *rowAccumulator {
@@ -238,6 +249,12 @@ func (a *rowAccumulator) add(r *isoobsv1.DNSRow, frameNode, groupBy string) {
 	s.BytesIn += r.GetBytesIn()
 	s.ServedQueries += r.GetServedQueries()
 	s.ServedResponses += r.GetServedResponses()
+	s.ServedNXDomain += r.GetServedNxdomain()
+	s.ServedServFail += r.GetServedServfail()
+	s.ServedRefused += r.GetServedRefused()
+	a.servedHist = addHist(a.servedHist, r.GetServedLatencyLog2Us())
+	a.servers.addRow(r.GetServers())
+	a.podIPs = addPodIPs(a.podIPs, r.GetPodIps())
 	for k, v := range r.GetQueriesByType() {
 		a.qtypes[k] += v
 	}
@@ -325,6 +342,11 @@ func (a *rowAccumulator) row(topN int) Row {
 			out.Identity = id
 		}
 	}
+	out.Servers = a.servers.list(out.Queries)
+	out.PodIPs = a.podIPs
+	out.servedLatencyLog2Us = a.servedHist
+	out.ServedLatencyP50Ms = topspec.Log2Quantile(a.servedHist, 0.50)
+	out.ServedLatencyP99Ms = topspec.Log2Quantile(a.servedHist, 0.99)
 	out.ProxyLatencyP50Ms = topspec.Log2Quantile(a.proxyHist, 0.50)
 	out.ProxyLatencyP99Ms = topspec.Log2Quantile(a.proxyHist, 0.99)
 	return out

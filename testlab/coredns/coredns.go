@@ -3,6 +3,8 @@
 //   - the cluster zone, reverse zones: the kubernetes plugin against the lab API server;
 //   - servfail.test.: SERVFAIL for every name; refused.test.: REFUSED for every name;
 //   - noerror.test.: NOERROR with an A (198.51.100.53) / AAAA (2001:db8::53) answer for any name;
+//   - slow.test. (only with Options.SlowBy): NOERROR with an A answer, each after SlowBy
+//     (CoreDNS's erratic plugin), for a replica that answers slowly;
 //   - everything else: NXDOMAIN (the lab has no internet, so nothing is forwarded).
 //
 // Tests get a known rcode mix from those zones and compare their own counts with CoreDNS's
@@ -22,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,6 +45,7 @@ const (
 	ServfailZone = "servfail.test."
 	RefusedZone  = "refused.test."
 	NoErrorZone  = "noerror.test."
+	SlowZone     = "slow.test."
 )
 
 // Answers given for any name in NoErrorZone (documentation ranges; nothing ever connects to them).
@@ -76,6 +80,8 @@ type Options struct {
 	// ReadyTimeout bounds the wait for the ready plugin (default 60s; the kubernetes plugin
 	// reports ready only after its first sync with the API server).
 	ReadyTimeout time.Duration
+	// SlowBy, when set, serves SlowZone, every answer delayed by it (a replica made slow).
+	SlowBy time.Duration
 }
 
 // Server is a running CoreDNS.
@@ -141,6 +147,14 @@ var corefileTmpl = template.Must(template.New("Corefile").Parse(`(common) {
         kubeconfig {{.Kubeconfig}}
         pods insecure
         ttl 5
+    }
+}
+{{- end}}
+{{- if .SlowBy}}
+{{.Slow}}:53 {
+    import common
+    erratic {
+        delay 1 {{.SlowBy}}
     }
 }
 {{- end}}
@@ -245,6 +259,8 @@ func Start(ctx context.Context, pod *podnet.Pod, opts Options) (_ *Server, err e
 		"Servfail":      ServfailZone,
 		"Refused":       RefusedZone,
 		"NoError":       NoErrorZone,
+		"Slow":          SlowZone,
+		"SlowBy":        durationArg(opts.SlowBy),
 		"NoErrorA":      NoErrorA,
 		"NoErrorAAAA":   NoErrorAAAA,
 	}); err != nil {
@@ -420,4 +436,12 @@ func (s *Server) Stop() {
 			_ = os.RemoveAll(s.Dir)
 		}
 	})
+}
+
+// durationArg is d as a Corefile duration ("50ms"); empty for 0.
+func durationArg(d time.Duration) string {
+	if d <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
 }
