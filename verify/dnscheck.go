@@ -23,6 +23,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/isoobs/isoobs/plugin/cluster"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
@@ -620,7 +623,9 @@ func readPodCounts(ctx context.Context, c isoobsv1.DaemonClient, namespace, pod 
 	for {
 		f, err := stream.Recv()
 		if err != nil {
-			if ctx.Err() != nil { // waited the settle time: the last counts are the answer
+			// Waited the settle time: the last counts are the answer. gRPC's own deadline timer
+			// can end the stream a moment before ctx says so.
+			if c := status.Code(err); ctx.Err() != nil || c == codes.DeadlineExceeded || c == codes.Canceled {
 				return got, nil
 			}
 			return got, err
