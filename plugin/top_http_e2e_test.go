@@ -100,16 +100,6 @@ func httpE2ESet(pods map[string]hubblereplay.Pod) []httpE2EReq {
 	return out
 }
 
-func httpE2EFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // httpE2EPolicyCRDs registers the CiliumNetworkPolicy CRDs (names, scope and version as
 // Cilium's; the schema left open) and applies the policies the view reads.
 func httpE2EPolicyCRDs(t *testing.T, ctx context.Context, lab *testlab.Lab) {
@@ -329,17 +319,26 @@ func TestTopHTTPOnLab(t *testing.T) {
 		t.Cleanup(gs.Stop)
 		peers[node], peerAddr[node] = srv, "unix://"+sock
 
-		addr := fmt.Sprintf("127.0.0.1:%d", httpE2EFreePort(t))
+		// The daemon's API on a listener of the test's own (no port picked free and then lost).
+		apiLis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := apiLis.Addr().String()
 		d, err := daemon.New(daemon.Config{NodeName: node, CgroupRoot: lab.Node(node).CgroupRoot(), RESTConfig: lab.RESTConfig(),
-			Interval: 250 * time.Millisecond, GRPCListen: []string{addr}, TCPDisabled: true,
+			Interval: 250 * time.Millisecond, TCPDisabled: true,
 			Hubble: hubble.ClientConfig{Server: peerAddr[node], BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond}})
 		if err != nil {
 			t.Fatal(err)
 		}
+		api := grpc.NewServer()
+		isoobsv1.RegisterDaemonServer(api, d.GRPCServer())
+		go func() { _ = api.Serve(apiLis) }()
 		runCtx, stop := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- d.Run(runCtx) }()
 		t.Cleanup(func() {
+			api.Stop()
 			stop()
 			if err := <-done; err != nil {
 				t.Errorf("daemon %s: %v", node, err)
@@ -442,10 +441,10 @@ func TestTopHTTPOnLab(t *testing.T) {
 		vis[n.Namespace] = n
 	}
 	if n := vis["tenant-jobs"]; n.Pods != 4 || n.VisiblePods != 3 || !slices.Equal(n.Policies, []string{"tenant-jobs/coreapi-l7", "tenant-jobs/recruiter-egress-l7"}) || !slices.Equal(n.UnseenGroups, []string{"crawler-5fd66fc4f9-kc4k2"}) {
-		t.Errorf("tenant-jobs visibility: %+v", n)
+		t.Errorf("tenant-jobs visibility: %+v\nwarnings:\n%s", n, stderr)
 	}
 	if n := vis["tenant-blind"]; n.Pods != 1 || n.VisiblePods != 0 {
-		t.Errorf("tenant-blind visibility: %+v", n)
+		t.Errorf("tenant-blind visibility: %+v\nwarnings:\n%s", n, stderr)
 	}
 	if !strings.Contains(stderr, "namespace tenant-blind has no L7 HTTP visibility") || !strings.Contains(stderr, "namespace tenant-jobs: 3 of 4 pods") {
 		t.Errorf("warnings:\n%s", stderr)
