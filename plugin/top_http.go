@@ -197,6 +197,11 @@ func (o *TopHTTPOptions) Run(ctx context.Context) error {
 	opts.Warnings = append(opts.Warnings, l7.warnings...)
 
 	single := s.Once || s.Duration > 0
+	if single {
+		// The one frame printed waits for every node that answers (up to --connect-timeout after
+		// the first), so a node whose frame is a moment late is not left out of the counts.
+		opts.MaxWait = max(s.Interval, s.Cluster.ConnectTimeout)
+	}
 	live := !single && (s.Output == printers.OutputTable || s.Output == printers.OutputWide) && s.isTerminal(s.Out)
 	streamCtx := ctx
 	wait := s.firstFrameWait + s.Interval + s.Duration
