@@ -15,6 +15,7 @@ import (
 	"github.com/isoobs/isoobs/bpf"
 	"github.com/isoobs/isoobs/daemon/podmeta"
 	"github.com/isoobs/isoobs/daemon/window"
+	"github.com/isoobs/isoobs/hubble"
 )
 
 // TCPSource is what the TCP collector reads every tick: *bpf.TCPProbe in production.
@@ -163,6 +164,9 @@ type tcpCollector struct {
 	peersForgotten uint64
 
 	subscribers map[chan struct{}]struct{}
+
+	// hubble returns Hubble's aggregates (nil: none), whose per-pod drops top drops merges.
+	hubble func() *hubble.Aggregator
 }
 
 func newTCPCollector(cfg *Config, src TCPSource, res cgroupResolver, pods podLookup, now time.Time) *tcpCollector {

@@ -25,6 +25,7 @@ func (d *Daemon) startTCP(lookup podLookup) {
 		src = probe
 	}
 	d.tcp = newTCPCollector(&d.cfg, src, d.resolver, lookup, time.Now())
+	d.tcp.hubble = d.HubbleAggregates // nil without Hubble: drops from the probe only
 	d.tcp.metrics = newTCPMetrics(d.tcp)
 	d.metrics.reg.MustRegister(d.tcp.metrics)
 }

@@ -5,7 +5,10 @@ import (
 	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/labels"
+
 	"github.com/isoobs/isoobs/bpf"
+	"github.com/isoobs/isoobs/hubble"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
 
@@ -122,6 +125,67 @@ func SortDropLocations(ls []*isoobsv1.DropLocationCount) {
 	})
 }
 
+// hubbleAggregates is Hubble's aggregator, nil when the daemon has none.
+func (c *tcpCollector) hubbleAggregates() *hubble.Aggregator {
+	if c.hubble == nil {
+		return nil
+	}
+	return c.hubble()
+}
+
+// hubbleDropRows are Hubble's drops per pod q selects, over q's scope: rows with their packets
+// and hubble_reasons from Hubble, sources [hubble].
+func (c *tcpCollector) hubbleDropRows(q *tcpQuery) map[hubble.PodKey]*isoobsv1.DropRow {
+	agg := c.hubbleAggregates()
+	if agg == nil {
+		return nil
+	}
+	req := q.req
+	out := map[hubble.PodKey]*isoobsv1.DropRow{}
+	agg.ReadPods(func(p *hubble.PodStats) {
+		if p.Drops == 0 || (req.GetNamespace() != "" && p.Namespace != req.GetNamespace()) || (req.GetPod() != "" && p.Pod != req.GetPod()) {
+			return
+		}
+		if !q.selector.Empty() && !q.selector.Matches(labels.Set(hubbleK8sLabels(p.Labels))) {
+			return
+		}
+		base := q.hubbleDropBaseline[p.PodKey]
+		r := &isoobsv1.DropRow{Node: p.Node, Namespace: p.Namespace, Pod: p.Pod, Workload: p.Workload, WorkloadKind: p.WorkloadKind,
+			Pods: 1, Sources: []string{"hubble"}}
+		if r.Node == "" {
+			r.Node = c.cfg.NodeName
+		}
+		for reason, n := range p.DropsByReason {
+			if b := base[reason]; b <= n {
+				n -= b // a pod Hubble forgot and saw again counts from zero
+			}
+			if n == 0 {
+				continue
+			}
+			r.Packets += n
+			r.HubbleReasons = append(r.HubbleReasons, &isoobsv1.DropReasonCount{Reason: reason, Packets: n})
+		}
+		if r.Packets == 0 {
+			return
+		}
+		sortReasons(r.HubbleReasons)
+		out[p.PodKey] = r
+	})
+	return out
+}
+
+// hubbleK8sLabels are the pod's Kubernetes labels among Cilium's (k8s:app=crawler).
+func hubbleK8sLabels(ls []string) map[string]string {
+	m := map[string]string{}
+	for _, l := range ls {
+		if kv, ok := strings.CutPrefix(l, "k8s:"); ok {
+			k, v, _ := strings.Cut(kv, "=")
+			m[k] = v
+		}
+	}
+	return m
+}
+
 // dropRow makes a row of drops by reason (since the frame's start: minus base).
 func dropRow(node string, drops, base map[uint32]bpf.DropCounters) *isoobsv1.DropRow {
 	r := &isoobsv1.DropRow{Node: node}
@@ -155,9 +219,21 @@ func mergeDropRow(r, o *isoobsv1.DropRow) {
 	r.Bytes += o.Bytes
 	r.PacketsPerSecond += o.PacketsPerSecond
 	r.Pods += o.Pods
-	for _, x := range o.Reasons {
+	r.Reasons = mergeReasons(r.Reasons, o.Reasons)
+	r.HubbleReasons = mergeReasons(r.HubbleReasons, o.HubbleReasons)
+	for _, src := range o.Sources {
+		if !slices.Contains(r.Sources, src) {
+			r.Sources = append(r.Sources, src)
+		}
+	}
+	slices.Sort(r.Sources)
+}
+
+// mergeReasons adds os into rs by reason name (copies: rows share no counts).
+func mergeReasons(rs, os []*isoobsv1.DropReasonCount) []*isoobsv1.DropReasonCount {
+	for _, x := range os {
 		found := false
-		for _, y := range r.Reasons {
+		for _, y := range rs {
 			if y.Reason == x.Reason {
 				y.Packets += x.Packets
 				y.Bytes += x.Bytes
@@ -166,10 +242,11 @@ func mergeDropRow(r, o *isoobsv1.DropRow) {
 			}
 		}
 		if !found {
-			r.Reasons = append(r.Reasons, &isoobsv1.DropReasonCount{Reason: x.Reason, Packets: x.Packets, Bytes: x.Bytes})
+			rs = append(rs, &isoobsv1.DropReasonCount{Reason: x.Reason, Packets: x.Packets, Bytes: x.Bytes})
 		}
 	}
-	sortReasons(r.Reasons)
+	sortReasons(rs)
+	return rs
 }
 
 // dropFrame fills f with the drop rows of the subjects q selects. Callers hold c.mu (read).
@@ -178,8 +255,22 @@ func (c *tcpCollector) dropFrame(q *tcpQuery, f *isoobsv1.TopFrame, from, to uin
 	byKey := map[string]*isoobsv1.DropRow{}
 	var rows []*isoobsv1.DropRow
 	total := &isoobsv1.DropRow{Node: c.cfg.NodeName}
+	source := q.req.GetSource()
+	var hub map[hubble.PodKey]*isoobsv1.DropRow
+	if source != isoobsv1.Source_SOURCE_EBPF {
+		hub = c.hubbleDropRows(q)
+	}
+	add := func(k string, r *isoobsv1.DropRow) {
+		if g := byKey[k]; g != nil {
+			mergeDropRow(g, r)
+		} else {
+			byKey[k] = r
+			rows = append(rows, r)
+		}
+		mergeDropRow(total, r)
+	}
 	for _, s := range c.subjects {
-		if !c.matches(q, s) || len(s.drops) == 0 {
+		if source == isoobsv1.Source_SOURCE_HUBBLE || !c.matches(q, s) || len(s.drops) == 0 {
 			continue
 		}
 		var base map[uint32]bpf.DropCounters
@@ -197,14 +288,36 @@ func (c *tcpCollector) dropFrame(q *tcpQuery, f *isoobsv1.TopFrame, from, to uin
 		tr := c.row(q, groupBy, &tcpGroup{first: s}, 0) // identity fields only
 		r.Namespace, r.Pod, r.PodUid, r.Workload, r.WorkloadKind, r.Cgroup, r.CgroupId, r.Labels =
 			tr.Namespace, tr.Pod, tr.PodUid, tr.Workload, tr.WorkloadKind, tr.Cgroup, tr.CgroupId, tr.Labels
-		k := tcpGroupKey(groupBy, s)
-		if g := byKey[k]; g != nil {
-			mergeDropRow(g, r)
-		} else {
-			byKey[k] = r
-			rows = append(rows, r)
+		r.Sources = []string{"ebpf"}
+		if s.meta != nil {
+			pk := hubble.PodKey{Namespace: s.meta.Namespace, Pod: s.meta.Name}
+			if h := hub[pk]; h != nil {
+				// The same pod: Hubble's reasons join the row, its packets do not (the kernel
+				// freed the packets Cilium dropped too, and the probe counted them).
+				r.HubbleReasons, r.Sources = h.HubbleReasons, []string{"ebpf", "hubble"}
+				delete(hub, pk)
+			}
 		}
-		mergeDropRow(total, r)
+		add(tcpGroupKey(groupBy, s), r)
+	}
+	// Pods only Hubble reports drops for (or all, with --source hubble): rows of their own,
+	// their packets Hubble's.
+	for pk, h := range hub {
+		var k string
+		switch groupBy {
+		case isoobsv1.GroupBy_GROUP_BY_WORKLOAD:
+			k = h.Namespace + "/" + h.WorkloadKind + "/" + h.Workload
+		case isoobsv1.GroupBy_GROUP_BY_NAMESPACE:
+			k = h.Namespace
+		case isoobsv1.GroupBy_GROUP_BY_NODE:
+			k = ""
+		default:
+			k = "hubble:" + pk.String()
+		}
+		if groupBy != isoobsv1.GroupBy_GROUP_BY_POD && groupBy != isoobsv1.GroupBy_GROUP_BY_UNSPECIFIED {
+			h.Pod = ""
+		}
+		add(k, h)
 	}
 	SortDropRows(rows, q.sortKey)
 	if limit := int(q.req.GetLimit()); limit > 0 && len(rows) > limit {

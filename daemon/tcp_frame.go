@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/isoobs/isoobs/bpf"
+	"github.com/isoobs/isoobs/hubble"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 	"github.com/isoobs/isoobs/topspec"
 )
@@ -53,6 +54,8 @@ type tcpQuery struct {
 	peerBaseline map[string]map[peerID]bpf.PeerCounters
 	// since-stream-start: the node's drop locations when the stream opened
 	locationBaseline map[dropLocation]uint64
+	// since-stream-start: Hubble's drops per pod and reason when the stream opened
+	hubbleDropBaseline map[hubble.PodKey]map[string]uint64
 }
 
 func newTCPQuery(req *isoobsv1.TopRequest, collectorInterval time.Duration) (*tcpQuery, error) {
@@ -117,6 +120,14 @@ func (c *tcpCollector) startStream(q *tcpQuery) {
 		}
 		q.noSocketBaseline = maps.Clone(c.noSocket)
 		q.locationBaseline = maps.Clone(c.dropLocations)
+		if agg := c.hubbleAggregates(); agg != nil {
+			q.hubbleDropBaseline = map[hubble.PodKey]map[string]uint64{}
+			agg.ReadPods(func(p *hubble.PodStats) {
+				if p.Drops > 0 {
+					q.hubbleDropBaseline[p.PodKey] = maps.Clone(p.DropsByReason)
+				}
+			})
+		}
 	}
 }
 

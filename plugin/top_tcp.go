@@ -54,6 +54,9 @@ type TopTCPOptions struct {
 	// peerNames names peer IPs (pods, Services, nodes); set in cluster mode from the cluster's
 	// pods and Services, or by tests.
 	peerNames top.PeerNames
+	// Source is top drops' --source (all, ebpf, hubble).
+	Source string
+	source isoobsv1.Source
 }
 
 // NewCmdTopTCP returns `kubectl isoobs top tcp`.
@@ -151,6 +154,21 @@ func (o *TopTCPOptions) Validate() error {
 	if o.GroupBy, o.groupBy, err = top.ParseTCPGroupBy(o.GroupBy); err != nil {
 		return err
 	}
+	if o.drops && o.groupBy == isoobsv1.GroupBy_GROUP_BY_PEER {
+		return errors.New("--group-by peer is top tcp's: top drops groups by pod, workload, namespace or node")
+	}
+	if o.drops {
+		switch strings.ToLower(strings.TrimSpace(o.Source)) {
+		case "", "all":
+			o.source = isoobsv1.Source_SOURCE_ALL
+		case "ebpf":
+			o.source = isoobsv1.Source_SOURCE_EBPF
+		case "hubble":
+			o.source = isoobsv1.Source_SOURCE_HUBBLE
+		default:
+			return fmt.Errorf("invalid --source %q: use %s", o.Source, strings.Join(Sources, ", "))
+		}
+	}
 	// The shared checks (outputs, --daemon/--local, durations, -n/-A, -l, cluster flags);
 	// the DNS sort and grouping it also checks are left at their valid defaults.
 	return o.src.Validate()
@@ -170,6 +188,7 @@ func (o *TopTCPOptions) Request() *isoobsv1.TopRequest {
 	}
 	if o.drops {
 		req.Dimension = isoobsv1.Dimension_DIMENSION_DROPS
+		req.Source = o.source
 	}
 	if !s.AllNamespaces {
 		req.Namespace = s.namespace

@@ -34,7 +34,14 @@ probe counts every kfree_skb drop by its reason as the kernel names it
 (NETFILTER_DROP, NO_SOCKET, TCP_CSUM, SOCKET_RCVBUFF, ...), attributed to the pod
 whose socket sent or was to receive the packet (never to a host process).
 Packets dropped before any socket was found are no pod's: the footer sums them
-node-wide by reason ("noSocket" in JSON).
+node-wide by reason ("noSocket" in JSON), and where the kernel dropped them
+(the function, per reason) node-wide ("locations").
+
+With Hubble (the daemon's, as for top dns), Cilium's datapath drops are merged:
+a pod's row shows Hubble's reasons (POLICY_DENIED, ...) beside the kernel's in
+the HUBBLE column, without adding to its packets (the kernel freed those packets
+too, and the probe counted them); a pod only Hubble reports is a row of its own.
+--source ebpf|hubble shows one side ("sources" in JSON).
 
 Sources, flags and outputs are those of top tcp.`,
 		Example:      topDropsExample,
@@ -51,6 +58,8 @@ Sources, flags and outputs are those of top tcp.`,
 		},
 	}
 	addTopTCPFlags(cmd, o, top.DropSortKeys)
+	cmd.Flags().StringVar(&o.Source, "source", "all", "Whose drops: all (the probe's, with Hubble's beside them and pods only Hubble reports), ebpf or hubble")
+	_ = cmd.RegisterFlagCompletionFunc("source", cobra.FixedCompletions(Sources, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -102,6 +111,18 @@ func printDropFrame(w io.Writer, f top.DropFrame, output string, noHeaders bool,
 		n = 10
 	}
 	col("REASONS", func(r *top.DropRow) string { return dropReasons(r.Reasons, n) })
+	hubble := wide
+	for i := range f.Rows {
+		hubble = hubble || len(f.Rows[i].HubbleReasons) > 0
+	}
+	if hubble {
+		col("HUBBLE", func(r *top.DropRow) string {
+			if len(r.HubbleReasons) == 0 {
+				return "-"
+			}
+			return dropReasons(r.HubbleReasons, n)
+		})
+	}
 	if err := printers.WriteColumns(w, cols, f.Rows, noHeaders); err != nil {
 		return err
 	}

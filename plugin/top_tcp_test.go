@@ -16,6 +16,7 @@ import (
 
 	"github.com/isoobs/isoobs/plugin/printers"
 	"github.com/isoobs/isoobs/plugin/top"
+	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
 
 func TestPrintTCPFrame(t *testing.T) {
@@ -58,7 +59,7 @@ func TestPrintTCPFrame(t *testing.T) {
 }
 
 func TestTopTCPValidates(t *testing.T) {
-	for _, args := range [][]string{{"--sort", "qps"}, {"--group-by", "qname"}, {"--daemon", "x:1", "--local"}} {
+	for _, args := range [][]string{{"--sort", "qps"}, {"--group-by", "qname"}, {"--daemon", "x:1", "--local"}, {"--source", "hubble"}} {
 		var out, errOut bytes.Buffer
 		cmd := NewCmdTopTCP(nil, genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
 		cmd.SetOut(&out)
@@ -142,5 +143,41 @@ func TestClusterPeerNames(t *testing.T) {
 	}
 	if _, ok := names.Lookup(netip.MustParseAddr("10.0.9.9")); ok {
 		t.Error("an unknown IP was named")
+	}
+}
+
+func TestTopDropsSourceAndHubbleColumn(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		ok   bool
+	}{{[]string{"--source", "bogus"}, false}, {[]string{"--group-by", "peer"}, false}} {
+		var out, errOut bytes.Buffer
+		cmd := NewCmdTopDrops(nil, genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+		cmd.SetOut(&out)
+		cmd.SetErr(&errOut)
+		cmd.SetArgs(c.args)
+		if err := cmd.Execute(); (err == nil) != c.ok {
+			t.Errorf("top drops %v: err %v", c.args, err)
+		}
+	}
+	o := &TopTCPOptions{src: NewTopDNSOptions(nil, genericiooptions.IOStreams{}), Sort: "packets", GroupBy: "pod", drops: true, Source: "hubble"}
+	o.src.DaemonAddrs = []string{"127.0.0.1:1"}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if req := o.Request(); req.Source != isoobsv1.Source_SOURCE_HUBBLE || req.Dimension != isoobsv1.Dimension_DIMENSION_DROPS {
+		t.Errorf("request %v, want DIMENSION_DROPS from SOURCE_HUBBLE", req)
+	}
+	f := top.DropFrame{GroupBy: top.GroupByPod, Rows: []top.DropRow{
+		{Namespace: "shop", Pod: "api-1", Packets: 10, Reasons: []top.DropReason{{Reason: "NETFILTER_DROP", Packets: 10}}, HubbleReasons: []top.DropReason{{Reason: "POLICY_DENIED", Packets: 4}}, Sources: []string{"ebpf", "hubble"}},
+		{Namespace: "shop", Pod: "db-0", Packets: 2, Reasons: []top.DropReason{{Reason: "NO_SOCKET", Packets: 2}}, Sources: []string{"ebpf"}}}}
+	var out bytes.Buffer
+	docs := 0
+	if err := printDropFrame(&out, f, printers.OutputTable, false, &docs); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "HUBBLE") || !strings.HasSuffix(lines[1], "POLICY_DENIED:4") || !strings.HasSuffix(strings.TrimSpace(lines[2]), "-") {
+		t.Errorf("table with Hubble's reasons:\n%s", out.String())
 	}
 }

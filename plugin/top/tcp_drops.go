@@ -65,6 +65,12 @@ type DropRow struct {
 	PacketsPerSecond float64           `json:"packetsPerSecond"`
 	// Reasons as the kernel names them (enum skb_drop_reason without SKB_DROP_REASON_).
 	Reasons []DropReason `json:"reasons"`
+	// Sources: ebpf (the kernel's drops above), hubble, or both.
+	Sources []string `json:"sources"`
+	// HubbleReasons are Hubble's drops of the row's pods by Hubble's reason (POLICY_DENIED,
+	// ...): beside the kernel's, not added to Packets where the probe counted the pod too (the
+	// kernel freed those packets as well); a row Hubble alone reports has its Packets from here.
+	HubbleReasons []DropReason `json:"hubbleReasons,omitempty"`
 }
 
 // DropLocation is the packets dropped in one kernel function for one reason.
@@ -93,7 +99,31 @@ func dropRowFromProto(p *isoobsv1.DropRow) DropRow {
 	for _, x := range p.Reasons {
 		r.Reasons = append(r.Reasons, DropReason{Reason: x.Reason, Packets: x.Packets, Bytes: x.Bytes})
 	}
+	for _, x := range p.HubbleReasons {
+		r.HubbleReasons = append(r.HubbleReasons, DropReason{Reason: x.Reason, Packets: x.Packets, Bytes: x.Bytes})
+	}
+	r.Sources = append(r.Sources, p.Sources...)
 	return r
+}
+
+// addDropReasons merges os into rs by reason, most packets first.
+func addDropReasons(rs, os []DropReason) []DropReason {
+	for _, x := range os {
+		i := slices.IndexFunc(rs, func(y DropReason) bool { return y.Reason == x.Reason })
+		if i < 0 {
+			rs = append(rs, x)
+			continue
+		}
+		rs[i].Packets += x.Packets
+		rs[i].Bytes += x.Bytes
+	}
+	slices.SortFunc(rs, func(a, b DropReason) int {
+		if c := cmp.Compare(b.Packets, a.Packets); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Reason, b.Reason)
+	})
+	return rs
 }
 
 func (r *DropRow) add(o *DropRow) {
@@ -101,21 +131,14 @@ func (r *DropRow) add(o *DropRow) {
 	r.Packets += o.Packets
 	r.Bytes += o.Bytes
 	r.PacketsPerSecond += o.PacketsPerSecond
-	for _, x := range o.Reasons {
-		i := slices.IndexFunc(r.Reasons, func(y DropReason) bool { return y.Reason == x.Reason })
-		if i < 0 {
-			r.Reasons = append(r.Reasons, x)
-			continue
+	r.Reasons = addDropReasons(r.Reasons, o.Reasons)
+	r.HubbleReasons = addDropReasons(r.HubbleReasons, o.HubbleReasons)
+	for _, s := range o.Sources {
+		if !slices.Contains(r.Sources, s) {
+			r.Sources = append(r.Sources, s)
 		}
-		r.Reasons[i].Packets += x.Packets
-		r.Reasons[i].Bytes += x.Bytes
 	}
-	slices.SortFunc(r.Reasons, func(a, b DropReason) int {
-		if c := cmp.Compare(b.Packets, a.Packets); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Reason, b.Reason)
-	})
+	slices.Sort(r.Sources)
 	if r.Node != o.Node {
 		r.Node = ""
 	}

@@ -107,6 +107,16 @@ func TestMergeDropsAcrossNodes(t *testing.T) {
 	if merged.Total.Packets != 15 || merged.NoSocket.Packets != 4 || merged.NoSocket.Reasons[0].Packets != 4 {
 		t.Errorf("total %+v no socket %+v", merged.Total, merged.NoSocket)
 	}
+	hub := MergeDrops([]*isoobsv1.TopFrame{
+		frame("node-a", &isoobsv1.DropRow{Namespace: "shop", Workload: "api", Pods: 1, Packets: 10, Sources: []string{"ebpf", "hubble"},
+			Reasons: []*isoobsv1.DropReasonCount{{Reason: "NETFILTER_DROP", Packets: 10}}, HubbleReasons: []*isoobsv1.DropReasonCount{{Reason: "POLICY_DENIED", Packets: 4}}}),
+		frame("node-b", &isoobsv1.DropRow{Namespace: "shop", Workload: "api", Pods: 1, Packets: 3, Sources: []string{"hubble"},
+			HubbleReasons: []*isoobsv1.DropReasonCount{{Reason: "POLICY_DENIED", Packets: 3}}}),
+	}, GroupByWorkload).Rows
+	if len(hub) != 1 || hub[0].Packets != 13 || len(hub[0].Sources) != 2 || hub[0].Sources[0] != "ebpf" || hub[0].Sources[1] != "hubble" ||
+		len(hub[0].HubbleReasons) != 1 || hub[0].HubbleReasons[0] != (DropReason{Reason: "POLICY_DENIED", Packets: 7}) {
+		t.Errorf("merged with Hubble: %+v, want 13 packets, sources ebpf+hubble, POLICY_DENIED:7", hub)
+	}
 	if l := merged.Locations; len(l) != 2 || l[0] != (DropLocation{Location: "nf_hook_slow", Reason: "NETFILTER_DROP", Packets: 15}) ||
 		l[1] != (DropLocation{Location: "tcp_v4_rcv", Reason: "NO_SOCKET", Packets: 4}) {
 		t.Errorf("locations %+v, want nf_hook_slow NETFILTER_DROP 15 and tcp_v4_rcv NO_SOCKET 4", l)
