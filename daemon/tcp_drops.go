@@ -293,7 +293,8 @@ func (c *tcpCollector) dropFrame(q *tcpQuery, f *isoobsv1.TopFrame, from, to uin
 			pk := hubble.PodKey{Namespace: s.meta.Namespace, Pod: s.meta.Name}
 			if h := hub[pk]; h != nil {
 				// The same pod: Hubble's reasons join the row, its packets do not (the kernel
-				// freed the packets Cilium dropped too, and the probe counted them).
+				// frees the packets Cilium drops too, and the probe counts them: mostly as drops
+				// without a socket, a packet crossing the pod's veth having left its socket).
 				r.HubbleReasons, r.Sources = h.HubbleReasons, []string{"ebpf", "hubble"}
 				delete(hub, pk)
 			}

@@ -39,8 +39,10 @@ node-wide by reason ("noSocket" in JSON), and where the kernel dropped them
 
 With Hubble (the daemon's, as for top dns), Cilium's datapath drops are merged:
 a pod's row shows Hubble's reasons (POLICY_DENIED, ...) beside the kernel's in
-the HUBBLE column, without adding to its packets (the kernel freed those packets
-too, and the probe counted them); a pod only Hubble reports is a row of its own.
+the HUBBLE column, without adding to its packets (the kernel frees the packets
+Cilium drops too and the probe counts them, mostly among the drops without a
+socket: adding both would count them twice); a pod only Hubble reports is a row
+of its own.
 --source ebpf|hubble shows one side ("sources" in JSON).
 
 Sources, flags and outputs are those of top tcp.`,

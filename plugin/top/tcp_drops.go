@@ -69,7 +69,8 @@ type DropRow struct {
 	Sources []string `json:"sources"`
 	// HubbleReasons are Hubble's drops of the row's pods by Hubble's reason (POLICY_DENIED,
 	// ...): beside the kernel's, not added to Packets where the probe counted the pod too (the
-	// kernel freed those packets as well); a row Hubble alone reports has its Packets from here.
+	// kernel frees those packets as well, and the probe counts them, mostly without a socket);
+	// a row Hubble alone reports has its Packets from here.
 	HubbleReasons []DropReason `json:"hubbleReasons,omitempty"`
 }
 

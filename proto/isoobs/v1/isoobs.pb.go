@@ -2634,8 +2634,9 @@ type DropRow struct {
 	Sources []string `protobuf:"bytes,15,rep,name=sources,proto3" json:"sources,omitempty"`
 	// Hubble's drops of the pod's packets (to or from it), by Hubble's drop reason
 	// (POLICY_DENIED, ...), over the frame's scope. Not added to packets where the probe counts
-	// the pod too: a packet Cilium's datapath drops is also freed in the kernel (TC_EGRESS, ...).
-	// A row only Hubble sees has its packets from here (and no rate).
+	// the pod too: a packet Cilium's datapath drops is also freed in the kernel, where the probe
+	// counts it (mostly among the node's drops without a socket: a packet that crosses the pod's
+	// veth leaves its socket behind). A row only Hubble sees has its packets from here (no rate).
 	HubbleReasons []*DropReasonCount `protobuf:"bytes,16,rep,name=hubble_reasons,json=hubbleReasons,proto3" json:"hubble_reasons,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
