@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -65,7 +66,7 @@ func TestCollectorTakesIsoobsMetrics(t *testing.T) {
 	}
 
 	r := run(collectorConfig(t, nil), true)
-	if r.Status != StatusOK || !strings.Contains(r.Detail, "5/5 receivers wired") || !hasItem(r, "isoobs :9966: prometheus/isoobs (11 isoobs metrics allowed)") {
+	if r.Status != StatusOK || !strings.Contains(r.Detail, "5/5 receivers wired") || !hasItem(r, fmt.Sprintf("isoobs :9966: prometheus/isoobs (%d isoobs metrics allowed)", len(values.IsoobsMetricAllowlist))) {
 		t.Errorf("install's config: %s %s %v", r.Status, r.Detail, r.Items)
 	}
 	if r := run(collectorConfig(t, nil), false); r.Status != StatusOK || hasItem(r, "isoobs") {
