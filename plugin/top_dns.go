@@ -399,6 +399,11 @@ func (o *TopDNSOptions) Run(ctx context.Context) error {
 			opts.Warnings = append(opts.Warnings, w)
 		}
 	}
+	if o.Once || o.Duration > 0 {
+		// The one frame printed waits for every node that answers (up to --connect-timeout after
+		// the first), so a node whose frame is a moment late is not left out of the counts.
+		opts.MaxWait = max(o.Interval, o.Cluster.ConnectTimeout)
+	}
 	live := !o.Once && o.Duration == 0 && (o.Output == printers.OutputTable || o.Output == printers.OutputWide) && o.isTerminal(o.Out)
 	if live {
 		return o.runLive(ctx, sources, opts)
