@@ -428,7 +428,7 @@ func (o *TopDNSOptions) runPlain(ctx context.Context, sources []top.Source, opts
 	warned := map[string]bool{}
 	printed := false
 	err := top.Stream(streamCtx, sources, opts, func(f top.Frame) error {
-		if o.Duration > 0 && !coversDuration(f, started, o.Duration) {
+		if o.Duration > 0 && !frameCoversDuration(f.Since, f.Time, started, o.Duration) {
 			return nil
 		}
 		for _, w := range f.Warnings {
@@ -458,17 +458,6 @@ func (o *TopDNSOptions) runPlain(ctx context.Context, sources []top.Source, opts
 		fmt.Fprintln(o.ErrOut, "the isoobs daemon closed the stream")
 	}
 	return err
-}
-
-// coversDuration reports whether a --duration frame covers the whole
-// duration: by the daemon's own [since, time] when it says, else by the
-// client's clock. A small tolerance absorbs timer jitter.
-func coversDuration(f top.Frame, started time.Time, d time.Duration) bool {
-	tolerance := min(d/10, 100*time.Millisecond)
-	if !f.Since.IsZero() && !f.Time.IsZero() {
-		return f.Time.Sub(f.Since) >= d-tolerance
-	}
-	return time.Since(started) >= d-tolerance
 }
 
 // runLive shows the bubbletea view until the user quits or the stream fails.

@@ -6,11 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
@@ -169,91 +165,30 @@ func (o *TopHTTPOptions) Request() *isoobsv1.TopRequest {
 // Run streams merged HTTP frames to the chosen output.
 func (o *TopHTTPOptions) Run(ctx context.Context) error {
 	s := o.src
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	open := s.openSources
-	if open == nil {
-		open = s.defaultSources
-	}
-	sources, closeSources, err := open(ctx)
+	v, err := s.startView(ctx, o.Request())
 	if err != nil {
 		return err
 	}
-	defer closeSources()
-	opts := top.StreamOptions{Request: o.Request(), Missing: s.missing}
-	if !s.Local {
-		if w := sourcesVersionSkew(ctx, sources, s.Cluster.ConnectTimeout); w != "" {
-			opts.Warnings = append(opts.Warnings, w)
-		}
-	}
+	defer v.close()
 	check := o.checkL7
 	if check == nil {
 		check = o.defaultCheckL7
 	}
-	l7 := check(ctx)
-	opts.Warnings = append(opts.Warnings, l7.warnings...)
-
-	single := s.Once || s.Duration > 0
-	if single {
-		// The one frame printed waits for every node that answers (up to --connect-timeout after
-		// the first), so a node whose frame is a moment late is not left out of the counts.
-		opts.MaxWait = max(s.Interval, s.Cluster.ConnectTimeout)
-	}
-	live := !single && (s.Output == printers.OutputTable || s.Output == printers.OutputWide) && s.isTerminal(s.Out)
-	streamCtx := ctx
-	wait := s.firstFrameWait + s.Interval + s.Duration
-	if single {
-		var cancel context.CancelFunc
-		streamCtx, cancel = context.WithTimeout(ctx, wait)
-		defer cancel()
-	}
-	started := time.Now()
-	warned := map[string]bool{}
-	printed := false
-	yamlDocs := 0
-	err = top.StreamHTTP(streamCtx, sources, opts, o.GroupBy, o.Clients, l7.services, func(f top.HTTPFrame) error {
-		if s.Duration > 0 && !tcpCoversDuration(f.Since, f.Time, started, s.Duration) {
-			return nil
-		}
-		f = f.SortedLimited(o.Sort, s.Limit)
-		f.L7Visibility = l7.visibility
-		if !live {
-			for _, w := range f.Warnings {
-				if !warned[w] {
-					warned[w] = true
-					fmt.Fprintln(s.ErrOut, "warning: "+w)
-				}
-			}
-		} else {
-			fmt.Fprint(s.Out, "\x1b[H\x1b[2J")
-			fmt.Fprintf(s.Out, "isoobs top http (%s side) @ %s  %s  sort %s  (ctrl-c quits)\n", f.Side, sourceNames(sources), f.Time.Format(time.TimeOnly), o.Sort)
-			for _, w := range f.Warnings {
-				fmt.Fprintln(s.Out, "warning: "+w)
-			}
-		}
-		if err := printHTTPFrame(s.Out, f, s.Output, s.NoHeaders, o.Paths, &yamlDocs); err != nil {
-			return err
-		}
-		printed = true
-		if single {
-			return top.ErrStop
-		}
-		return nil
+	l7 := check(v.ctx)
+	v.opts.Warnings = append(v.opts.Warnings, l7.warnings...)
+	err = v.print(o.Sort, func(ctx context.Context, emit func(shownFrame) error) error {
+		return top.StreamHTTP(ctx, v.sources, v.opts, o.GroupBy, o.Clients, l7.services, func(f top.HTTPFrame) error {
+			f = f.SortedLimited(o.Sort, s.Limit)
+			f.L7Visibility = l7.visibility
+			return emit(shownFrame{since: f.Since, at: f.Time, warnings: f.Warnings, title: "http (" + f.Side + " side)",
+				print: func(w io.Writer, docs *int) error { return printHTTPFrame(w, f, s.Output, s.NoHeaders, o.Paths, docs) }})
+		})
 	})
 	switch {
-	case ctx.Err() != nil:
-		return nil
-	case single && !printed && (errors.Is(streamCtx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded):
-		return fmt.Errorf("no frame from the isoobs daemon within %s: check that it is running (kubectl isoobs status), or try without --once/--duration", wait)
 	case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "Hubble"):
 		return fmt.Errorf("%w (kubectl isoobs status shows the daemon's Hubble connection)", err)
 	case status.Code(err) == codes.InvalidArgument && strings.Contains(err.Error(), "dimension"):
 		return fmt.Errorf("%w (this daemon predates top http: upgrade it with kubectl isoobs install --components isoobs)", err)
-	case err == nil && single && !printed:
-		return errors.New("the isoobs daemon closed the stream before sending a frame: check its logs")
 	}
 	return err
 }

@@ -6,12 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
@@ -203,100 +199,35 @@ func (o *TopTCPOptions) Request() *isoobsv1.TopRequest {
 // Run streams merged TCP frames to the chosen output.
 func (o *TopTCPOptions) Run(ctx context.Context) error {
 	s := o.src
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	open := s.openSources
-	if open == nil {
-		open = s.defaultSources
-	}
-	sources, closeSources, err := open(ctx)
+	v, err := s.startView(ctx, o.Request())
 	if err != nil {
 		return err
 	}
-	defer closeSources()
-	opts := top.StreamOptions{Request: o.Request(), Missing: s.missing}
-	if !s.Local {
-		if w := sourcesVersionSkew(ctx, sources, s.Cluster.ConnectTimeout); w != "" {
-			opts.Warnings = append(opts.Warnings, w)
-		}
-	}
+	defer v.close()
 	if o.peerNames == nil && !o.drops && !s.Local && len(s.DaemonAddrs) == 0 && s.openSources == nil {
-		if w := o.startClusterPeerNames(ctx); w != "" {
-			opts.Warnings = append(opts.Warnings, w)
+		if w := o.startClusterPeerNames(v.ctx); w != "" {
+			v.opts.Warnings = append(v.opts.Warnings, w)
 		}
 	}
-	single := s.Once || s.Duration > 0
-	live := !single && (s.Output == printers.OutputTable || s.Output == printers.OutputWide) && s.isTerminal(s.Out)
-	streamCtx := ctx
-	wait := s.firstFrameWait + s.Interval + s.Duration
-	if single {
-		var cancel context.CancelFunc
-		streamCtx, cancel = context.WithTimeout(ctx, wait)
-		defer cancel()
-	}
-	started := time.Now()
-	warned := map[string]bool{}
-	printed := false
-	yamlDocs := 0
-	view := "tcp"
-	stream := func(emit func(shownFrame) error) error {
-		return top.StreamTCP(streamCtx, sources, opts, o.GroupBy, func(f top.TCPFrame) error {
+	stream := func(ctx context.Context, emit func(shownFrame) error) error {
+		return top.StreamTCP(ctx, v.sources, v.opts, o.GroupBy, func(f top.TCPFrame) error {
 			f = f.SortedLimited(o.Sort, s.Limit).Named(o.peerNames)
-			return emit(shownFrame{since: f.Since, at: f.Time, warnings: f.Warnings,
+			return emit(shownFrame{since: f.Since, at: f.Time, warnings: f.Warnings, title: "tcp",
 				print: func(w io.Writer, docs *int) error { return printTCPFrame(w, f, s.Output, s.NoHeaders, docs) }})
 		})
 	}
 	if o.drops {
-		view = "drops"
-		stream = func(emit func(shownFrame) error) error {
-			return top.StreamDrops(streamCtx, sources, opts, o.GroupBy, func(f top.DropFrame) error {
+		stream = func(ctx context.Context, emit func(shownFrame) error) error {
+			return top.StreamDrops(ctx, v.sources, v.opts, o.GroupBy, func(f top.DropFrame) error {
 				f = f.SortedLimited(o.Sort, s.Limit)
-				return emit(shownFrame{since: f.Since, at: f.Time, warnings: f.Warnings,
+				return emit(shownFrame{since: f.Since, at: f.Time, warnings: f.Warnings, title: "drops",
 					print: func(w io.Writer, docs *int) error { return printDropFrame(w, f, s.Output, s.NoHeaders, docs) }})
 			})
 		}
 	}
-	err = stream(func(f shownFrame) error {
-		if s.Duration > 0 && !tcpCoversDuration(f.since, f.at, started, s.Duration) {
-			return nil
-		}
-		if !live {
-			for _, w := range f.warnings {
-				if !warned[w] {
-					warned[w] = true
-					fmt.Fprintln(s.ErrOut, "warning: "+w)
-				}
-			}
-		}
-		if live {
-			// Home and clear, then the table: a plain redraw, no key handling.
-			fmt.Fprint(s.Out, "\x1b[H\x1b[2J")
-			fmt.Fprintf(s.Out, "isoobs top %s @ %s  %s  sort %s  (ctrl-c quits)\n", view, sourceNames(sources), f.at.Format(time.TimeOnly), o.Sort)
-			for _, w := range f.warnings {
-				fmt.Fprintln(s.Out, "warning: "+w)
-			}
-		}
-		if err := f.print(s.Out, &yamlDocs); err != nil {
-			return err
-		}
-		printed = true
-		if single {
-			return top.ErrStop
-		}
-		return nil
-	})
-	switch {
-	case ctx.Err() != nil:
-		return nil
-	case single && !printed && (errors.Is(streamCtx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded):
-		return fmt.Errorf("no frame from the isoobs daemon within %s: check that it is running and counting (kubectl isoobs status), or try without --once/--duration", wait)
-	case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "TCP probe"):
+	err = v.print(o.Sort, stream)
+	if status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "TCP probe") {
 		return fmt.Errorf("%w (kubectl isoobs status shows the probe's error; an older daemon serves top dns only)", err)
-	case err == nil && single && !printed:
-		return errors.New("the isoobs daemon closed the stream before sending a frame: check its logs")
 	}
 	return err
 }
@@ -321,21 +252,6 @@ func (o *TopTCPOptions) startClusterPeerNames(ctx context.Context) string {
 	}
 	o.peerNames = names.Lookup
 	return ""
-}
-
-// shownFrame is what the print loop needs of a merged frame, TCP or drops.
-type shownFrame struct {
-	since, at time.Time
-	warnings  []string
-	print     func(w io.Writer, yamlDocs *int) error
-}
-
-func tcpCoversDuration(since, at, started time.Time, d time.Duration) bool {
-	tolerance := min(d/10, 100*time.Millisecond)
-	if !since.IsZero() && !at.IsZero() {
-		return at.Sub(since) >= d-tolerance
-	}
-	return time.Since(started) >= d-tolerance
 }
 
 // printTCPFrame writes one frame as a table (wide or not), one JSON line, or a YAML document.
