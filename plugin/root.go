@@ -76,8 +76,17 @@ func NewCmdTop(configFlags *genericclioptions.ConfigFlags, streams genericioopti
 Available views:
   dns    per-pod DNS query rates, NXDOMAIN/SERVFAIL, latency and top query names
   tcp    per-pod TCP opens, connect failures, resets, retransmits, bytes and RTT
-  drops  per-pod packets the kernel dropped, by the kernel's drop reason`,
-		Example:      "  kubectl isoobs top dns --daemon 127.0.0.1:7070",
+  drops  per-pod packets the kernel dropped, by the kernel's drop reason
+  http   per-workload HTTP requests/s, 4xx/5xx, latency and top paths (Hubble L7 flows)`,
+		Example: `  # Who is flooding DNS, cluster-wide
+  kubectl isoobs top dns
+
+  # Which server answered: one row per DNS server
+  kubectl isoobs top dns -A --group-by server
+
+  # Whose connections fail or retransmit, and HTTP golden signals
+  kubectl isoobs top tcp -A
+  kubectl isoobs top http -A --group-by service`,
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
