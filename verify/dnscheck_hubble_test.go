@@ -96,7 +96,9 @@ func dnsPolicy(kind, namespace, name string, selector map[string]any) *unstructu
 }
 
 // The Hubble check on its own: which policy selects the probe pod, the Hubble-only Top of the
-// node's daemon, and the verdict, against fakes of the API and the daemon.
+// node's daemon, and the verdict, against fakes of the API and the daemon. Through the real wire
+// (a daemon container reading Cilium's observer gRPC from a Hubble stand-in, a real
+// CiliumNetworkPolicy object): e2e.TestRealNodeVerifyDNSHubble.
 func TestHubbleCheck(t *testing.T) {
 	const ns, pod = "tenant-jobs", "isoobs-verify-dns-abcde"
 	want := DNSCounts{Queries: 3, Responses: 3, NXDomain: 1}
