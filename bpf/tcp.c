@@ -110,6 +110,9 @@ struct sk_buff {
 	char cb[48];
 	unsigned int len;
 	struct sock *sk;
+	__be16 protocol;
+	u16 network_header;
+	unsigned char *head;
 } __attribute__((preserve_access_index));
 
 struct tcp_skb_cb {
@@ -174,6 +177,7 @@ enum tcp_probe_stat {
 	TCP_STAT_DROP_OVERFLOW,       // drops not counted: drop_stats full
 	TCP_STAT_PEER_OVERFLOW,       // peer events not counted per peer: tcp_peers full
 	TCP_STAT_LOCATION_OVERFLOW,   // drops not counted per location: drop_locations full
+	TCP_STAT_DROP_DST_OVERFLOW,   // socket-less drops not counted per destination: drop_dsts full
 	TCP_STAT_MAX,
 };
 
@@ -245,7 +249,7 @@ struct {
 } tcp_peer_of SEC(".maps");
 
 // Packets the kernel dropped, per (cgroup, reason). cgroup_id 0 holds drops of
-// packets that had no socket (most ingress drops before the socket lookup).
+// packets that had no socket and were not counted per destination (drop_dsts full).
 struct drop_key {
 	u64 cgroup_id;
 	u32 reason; // enum skb_drop_reason; userspace names it from the kernel's BTF
@@ -264,6 +268,24 @@ struct {
 	__type(key, struct drop_key);
 	__type(value, struct drop_value);
 } drop_stats SEC(".maps");
+
+// Packets without a socket the kernel dropped (most ingress drops before the socket lookup),
+// per (destination address, reason): userspace attributes them to the pod whose address it is.
+// addr is IPv6 or IPv4-mapped (::ffff:a.b.c.d); all zeros when the packet is no IP packet or
+// its network header was not set. Full: counted in drop_stats under cgroup 0.
+struct drop_dst_key {
+	u8 addr[16];
+	u32 reason;
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct drop_dst_key);
+	__type(value, struct drop_value);
+} drop_dsts SEC(".maps");
 
 // Where the drops counted in drop_stats happened: node-wide per (kernel address that freed
 // the packet, reason); userspace names the address's function from /proc/kallsyms.
@@ -764,6 +786,50 @@ static __always_inline int is_full_sock(const struct sock *sk)
 	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
 }
 
+// drop_add counts a dropped packet of len bytes under key in map; a full map counts stat and
+// returns 0.
+static __always_inline int drop_add(void *map, const void *key, u64 len, u32 stat)
+{
+	struct drop_value *v = bpf_map_lookup_elem(map, key);
+	if (!v) {
+		struct drop_value zero = {};
+		if (bpf_map_update_elem(map, key, &zero, BPF_NOEXIST) == -E2BIG) {
+			stat_inc(stat);
+			return 0;
+		}
+		v = bpf_map_lookup_elem(map, key);
+		if (!v)
+			return 0;
+	}
+	v->packets++;
+	v->bytes += len;
+	return 1;
+}
+
+// drop_dst_of reads the destination address of skb's IP header into key (left zero for a
+// packet that is no IPv4 or IPv6 packet, or whose network header is not set).
+static __always_inline void drop_dst_of(const struct sk_buff *skb, struct drop_dst_key *key)
+{
+	__be16 proto = BPF_CORE_READ(skb, protocol);
+	u16 nh = BPF_CORE_READ(skb, network_header);
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	if (nh == (u16)~0U || !head)
+		return;
+	if (proto == __builtin_bswap16(ETH_P_IP)) {
+		u8 hdr[20];
+		if (bpf_probe_read_kernel(hdr, sizeof(hdr), head + nh) || (hdr[0] >> 4) != 4)
+			return;
+		key->addr[10] = 0xff;
+		key->addr[11] = 0xff;
+		__builtin_memcpy(&key->addr[12], &hdr[16], 4);
+	} else if (proto == __builtin_bswap16(ETH_P_IPV6)) {
+		u8 v;
+		if (bpf_probe_read_kernel(&v, 1, head + nh) || (v >> 4) != 6)
+			return;
+		bpf_probe_read_kernel(key->addr, 16, head + nh + 24);
+	}
+}
+
 SEC("tp_btf/kfree_skb")
 int drop_skb(u64 *ctx)
 {
@@ -779,26 +845,22 @@ int drop_skb(u64 *ctx)
 		if (!is_full_sock(sk))
 			sk = 0;
 	}
-	struct drop_key key = {.reason = reason};
+	u64 len = BPF_CORE_READ(skb, len);
 	if (sk) {
-		key.cgroup_id = sock_cgroup(sk);
+		struct drop_key key = {.reason = reason, .cgroup_id = sock_cgroup(sk)};
 		if (!key.cgroup_id)
 			return 0; // a socket outside the root: not ours to count
-	}
-	u64 len = BPF_CORE_READ(skb, len);
-	struct drop_value *v = bpf_map_lookup_elem(&drop_stats, &key);
-	if (!v) {
-		struct drop_value zero = {};
-		if (bpf_map_update_elem(&drop_stats, &key, &zero, BPF_NOEXIST) == -E2BIG) {
-			stat_inc(TCP_STAT_DROP_OVERFLOW);
+		if (!drop_add(&drop_stats, &key, len, TCP_STAT_DROP_OVERFLOW))
 			return 0;
+	} else {
+		struct drop_dst_key dk = {.reason = reason};
+		drop_dst_of(skb, &dk);
+		if (!drop_add(&drop_dsts, &dk, len, TCP_STAT_DROP_DST_OVERFLOW)) {
+			struct drop_key key = {.reason = reason};
+			if (!drop_add(&drop_stats, &key, len, TCP_STAT_DROP_OVERFLOW))
+				return 0;
 		}
-		v = bpf_map_lookup_elem(&drop_stats, &key);
-		if (!v)
-			return 0;
 	}
-	v->packets++;
-	v->bytes += len;
 
 	struct drop_location_key lk = {.location = ctx[1], .reason = reason};
 	u64 *n = bpf_map_lookup_elem(&drop_locations, &lk);

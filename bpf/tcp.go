@@ -30,6 +30,10 @@ type TCPOptions struct {
 	// MaxPeers bounds the (cgroup, peer) table (0: DefaultTCPMaxPeers); past it peer events
 	// are counted in TCPCounters.PeerUnattributed and TCPStats.PeerOverflow.
 	MaxPeers uint32
+	// MaxDropDestinations bounds the per-destination table of socket-less drops (0:
+	// DefaultDropDestinations); past it they are counted in ReadDrops under CgroupID 0 and in
+	// TCPStats.DropDstOverflow.
+	MaxDropDestinations uint32
 }
 
 // TCPCounters are one cgroup's TCP counters, cumulative since load and summed over CPUs.
@@ -72,6 +76,10 @@ type TCPStats struct {
 	// LocationOverflow counts drops not counted per location (the location map was full;
 	// they are in Drops all the same).
 	LocationOverflow uint64
+	// DropDests is the per-destination table of drops without a socket; DropDstOverflow counts
+	// such drops it had no room for (counted in ReadDrops under CgroupID 0 instead).
+	DropDests       MapFill
+	DropDstOverflow uint64
 }
 
 // Indexes of tcp_probe_stats, mirroring enum tcp_probe_stat in tcp.c.
@@ -83,6 +91,7 @@ const (
 	tcpStatDropOverflow
 	tcpStatPeerOverflow
 	tcpStatLocationOverflow
+	tcpStatDropDstOverflow
 	tcpStatMax
 )
 
@@ -118,6 +127,10 @@ func LoadTCP(opts TCPOptions) (*TCPProbe, error) {
 		opts.MaxPeers = DefaultTCPMaxPeers
 	}
 	spec.Maps[tcpMapTcpPeers].MaxEntries = opts.MaxPeers
+	if opts.MaxDropDestinations == 0 {
+		opts.MaxDropDestinations = DefaultDropDestinations
+	}
+	spec.Maps[tcpMapDropDsts].MaxEntries = opts.MaxDropDestinations
 	if err := spec.Variables["root_cgroup_id"].Set(rootID); err != nil {
 		return nil, fmt.Errorf("tcp probe: set root_cgroup_id: %w", err)
 	}
@@ -269,6 +282,13 @@ func (p *TCPProbe) Stats() (TCPStats, error) {
 	s.DropOverflow = counters[tcpStatDropOverflow]
 	s.PeerOverflow = counters[tcpStatPeerOverflow]
 	s.LocationOverflow = counters[tcpStatLocationOverflow]
+	s.DropDstOverflow = counters[tcpStatDropDstOverflow]
+	s.DropDests.Max = p.objs.DropDsts.MaxEntries()
+	var ddk tcpDropDstKey
+	var ddv []tcpDropValue
+	for ddit := p.objs.DropDsts.Iterate(); ddit.Next(&ddk, &ddv); {
+		s.DropDests.Entries++
+	}
 	s.Peers.Max = p.objs.TcpPeers.MaxEntries()
 	var pk tcpPeerKey
 	var pv []tcpPeerValue

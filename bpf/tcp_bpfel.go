@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tcpDropDstKey struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Reason uint32
+	Pad    uint32
+}
+
 type tcpDropKey struct {
 	_        structs.HostLayout
 	CgroupId uint64
@@ -76,6 +83,7 @@ type tcpTcpCounters struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tcpMapDropDsts             = "drop_dsts"
 	tcpMapDropLocations        = "drop_locations"
 	tcpMapDropStats            = "drop_stats"
 	tcpMapTcpPeerOf            = "tcp_peer_of"
@@ -151,6 +159,7 @@ type tcpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpMapSpecs struct {
+	DropDsts      *ebpf.MapSpec `ebpf:"drop_dsts"`
 	DropLocations *ebpf.MapSpec `ebpf:"drop_locations"`
 	DropStats     *ebpf.MapSpec `ebpf:"drop_stats"`
 	TcpPeerOf     *ebpf.MapSpec `ebpf:"tcp_peer_of"`
@@ -186,6 +195,7 @@ func (o *tcpObjects) Close() error {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpMaps struct {
+	DropDsts      *ebpf.Map `ebpf:"drop_dsts"`
 	DropLocations *ebpf.Map `ebpf:"drop_locations"`
 	DropStats     *ebpf.Map `ebpf:"drop_stats"`
 	TcpPeerOf     *ebpf.Map `ebpf:"tcp_peer_of"`
@@ -196,6 +206,7 @@ type tcpMaps struct {
 
 func (m *tcpMaps) Close() error {
 	return _TcpClose(
+		m.DropDsts,
 		m.DropLocations,
 		m.DropStats,
 		m.TcpPeerOf,

@@ -3,13 +3,15 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf/btf"
 )
 
-// DropKey is one cgroup's drops for one reason. CgroupID 0: packets without a socket.
+// DropKey is one cgroup's drops for one reason. CgroupID 0: packets without a socket that are
+// not counted per destination (ReadDropDestinations' table was full).
 type DropKey struct {
 	CgroupID uint64
 	Reason   uint32 // enum skb_drop_reason of the running kernel (DropReasonName)
@@ -21,8 +23,8 @@ type DropCounters struct {
 }
 
 // ReadDrops returns the drops counted by the kfree_skb tracepoint: per cgroup (the socket's,
-// never the task's) and reason, for sockets at or below the root; drops of packets without a
-// socket under CgroupID 0.
+// never the task's) and reason, for sockets at or below the root. Drops of packets without a
+// socket are in ReadDropDestinations, and under CgroupID 0 here those its table had no room for.
 func (p *TCPProbe) ReadDrops() (map[DropKey]DropCounters, error) {
 	out := map[DropKey]DropCounters{}
 	var k tcpDropKey
@@ -40,6 +42,49 @@ func (p *TCPProbe) ReadDrops() (map[DropKey]DropCounters, error) {
 		return nil, fmt.Errorf("read drop counters: %w", err)
 	}
 	return out, nil
+}
+
+// DropDstKey is drops of packets without a socket, per destination address and reason. Addr is
+// the IP header's destination (IPv4 unmapped), the invalid Addr for a packet that is no IP
+// packet or whose network header was not set.
+type DropDstKey struct {
+	Addr   netip.Addr
+	Reason uint32
+}
+
+// DefaultDropDestinations bounds the per-destination table of socket-less drops.
+const DefaultDropDestinations = 4096
+
+// ReadDropDestinations returns the drops of packets without a socket (most ingress drops, before
+// the socket lookup: netfilter, routing, a closed port) per destination address and reason,
+// cumulative since load. Past the table's bound such drops are counted in ReadDrops under
+// CgroupID 0 and in TCPStats.DropDstOverflow.
+func (p *TCPProbe) ReadDropDestinations() (map[DropDstKey]DropCounters, error) {
+	out := map[DropDstKey]DropCounters{}
+	var k tcpDropDstKey
+	var perCPU []tcpDropValue
+	it := p.objs.DropDsts.Iterate()
+	for it.Next(&k, &perCPU) {
+		var c DropCounters
+		for _, v := range perCPU {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out[DropDstKey{Addr: dropDstAddr(k.Addr), Reason: k.Reason}] = c
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read drop destinations: %w", err)
+	}
+	return out, nil
+}
+
+// dropDstAddr is the kernel's 16-byte address (IPv4-mapped for IPv4) as a netip.Addr; all
+// zeros (not recorded) is the invalid Addr.
+func dropDstAddr(b [16]uint8) netip.Addr {
+	if b == ([16]uint8{}) {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom16(b).Unmap()
 }
 
 var dropReasons struct {

@@ -2,11 +2,13 @@ package bpf
 
 import (
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/isoobs/isoobs/cgroupv2"
 )
@@ -120,4 +122,120 @@ func TestDropsNetfilterExact(t *testing.T) {
 		t.Errorf("NETFILTER_DROP locations %v, want one netfilter function with %d", byFunc, n)
 	}
 	t.Logf("NETFILTER_DROP location: %s %d", fn, byFunc[fn])
+}
+
+// TestDropsByDestinationExact: an iptables DROP in the server netns's INPUT chain drops what
+// the client sends to a port without a socket, before any socket lookup: the packets have no
+// socket (the sender's stayed behind at the veth), so they are counted per destination
+// address, IPv4 and IPv6, exactly, with the kernel's reason. With a table of one destination,
+// the second destination's drops are counted under cgroup 0 and in DropDstOverflow, exactly.
+func TestDropsByDestinationExact(t *testing.T) {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skip("needs iptables (apt-get install iptables)")
+	}
+	for _, full := range []bool{false, true} {
+		t.Run(map[bool]string{false: "table", true: "overflow"}[full], func(t *testing.T) {
+			l := newLab(t)
+			opts := TCPOptions{CgroupRoot: l.base}
+			if full {
+				opts.MaxDropDestinations = 1
+			}
+			p, err := LoadTCP(opts)
+			if err != nil {
+				t.Fatalf("LoadTCP: %v", err)
+			}
+			defer p.Close()
+			err = inNetns(l.serverNS, func() error {
+				for _, cmd := range []string{"iptables", "ip6tables"} {
+					out, err := exec.Command(cmd, "-A", "INPUT", "-p", "udp", "--dport", "9998", "-j", "DROP").CombinedOutput()
+					if err != nil {
+						return errors.New(cmd + ": " + string(out))
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n4, n6, size = 29, 13, 100
+			send := func(dst netip.Addr, n int) {
+				err := inNetns(l.clientNS, func() error {
+					c, err := net.Dial("udp", netip.AddrPortFrom(dst, 9998).String())
+					if err != nil {
+						return err
+					}
+					defer c.Close()
+					for range n {
+						if _, err := c.Write(make([]byte, size)); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			send(serverV4, n4)
+			// IPv6 after IPv4 so the one-entry table holds IPv4's; an unanswered neighbour
+			// solicitation must not take the entry first: the v4 entry exists by now.
+			send(serverV6, n6)
+			var dsts map[DropDstKey]DropCounters
+			want := map[netip.Addr]DropCounters{serverV4: {n4, n4 * (size + 28)}, serverV6: {n6, n6 * (size + 48)}}
+			var wantNoSocket uint64
+			all := want
+			// Datagrams are dropped in the receiving softirq, IPv6's once the neighbour is
+			// resolved: wait for the last.
+			var got map[netip.Addr]DropCounters
+			var noSocket uint64
+			var st TCPStats
+			for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				if dsts, err = p.ReadDropDestinations(); err != nil {
+					t.Fatal(err)
+				}
+				got = map[netip.Addr]DropCounters{}
+				for k, v := range dsts {
+					if (k.Addr == serverV4 || k.Addr == serverV6) && DropReasonName(k.Reason) == "NETFILTER_DROP" {
+						got[k.Addr] = v
+					}
+				}
+				drops, err := p.ReadDrops()
+				if err != nil {
+					t.Fatal(err)
+				}
+				noSocket = 0
+				for k, v := range drops {
+					if k.CgroupID == 0 && DropReasonName(k.Reason) == "NETFILTER_DROP" {
+						noSocket += v.Packets
+					}
+				}
+				if st, err = p.Stats(); err != nil {
+					t.Fatal(err)
+				}
+				if full {
+					// The one entry is IPv4's, or (the netns's neighbour discovery came first)
+					// some other destination's: then both overflow.
+					want, wantNoSocket = map[netip.Addr]DropCounters{}, n4+n6
+					if _, ok := got[serverV4]; ok {
+						want, wantNoSocket = map[netip.Addr]DropCounters{serverV4: all[serverV4]}, n6
+					}
+				}
+				if (maps.Equal(got, want) && noSocket == wantNoSocket) || time.Now().After(deadline) {
+					break
+				}
+			}
+			for k, v := range dsts {
+				t.Logf("destination %v %s: %d packets %d bytes", k.Addr, DropReasonName(k.Reason), v.Packets, v.Bytes)
+			}
+			t.Logf("NETFILTER_DROP under cgroup 0 (not per destination): %d; overflow %d; entries %d of %d", noSocket, st.DropDstOverflow, st.DropDests.Entries, st.DropDests.Max)
+			if !maps.Equal(got, want) {
+				t.Errorf("NETFILTER_DROP by destination %v, want %v", got, want)
+			}
+			// With one entry, every other socket-less drop (the IPv6 datagrams, and the netns's
+			// own neighbour discovery) overflows into cgroup 0; with room, none does.
+			if noSocket != wantNoSocket || (full && (st.DropDstOverflow < n6 || st.DropDests.Entries != 1)) || (!full && st.DropDstOverflow != 0) {
+				t.Errorf("%d NETFILTER_DROP under cgroup 0, overflow %d, entries %d; want %d", noSocket, st.DropDstOverflow, st.DropDests.Entries, wantNoSocket)
+			}
+		})
+	}
 }
