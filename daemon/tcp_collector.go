@@ -154,6 +154,14 @@ type tcpCollector struct {
 	noSocket, hostDrops, untrackedDrops map[uint32]bpf.DropCounters
 	noSocketLast                        map[uint32]bpf.DropCounters
 
+	// Socket-less drops by destination as last read, the index of this node's pod addresses
+	// they are attributed by (podCgroups lists the pods' cgroups, nil: walk the root), and the
+	// packets attributed that way or left out because two pods claimed the address.
+	dstLast                               map[bpf.DropDstKey]bpf.DropCounters
+	podAddrs                              podAddrIndex
+	podCgroups                            func(root string) map[string]uint64
+	dropsByAddress, dropsAmbiguousAddress uint64
+
 	// Where drops happened, node-wide, by kernel function and reason (since daemon start),
 	// and the kernel's location entries as last read.
 	dropLocations map[dropLocation]uint64
@@ -181,6 +189,7 @@ func newTCPCollector(cfg *Config, src TCPSource, res cgroupResolver, pods podLoo
 		noSocket:    map[uint32]bpf.DropCounters{}, hostDrops: map[uint32]bpf.DropCounters{},
 		untrackedDrops: map[uint32]bpf.DropCounters{}, noSocketLast: map[uint32]bpf.DropCounters{},
 		peerLast:      map[bpf.PeerKey]*peerLast{},
+		dstLast:       map[bpf.DropDstKey]bpf.DropCounters{},
 		dropLocations: map[dropLocation]uint64{}, locationLast: map[bpf.DropLocationKey]uint64{},
 	}
 }
@@ -211,7 +220,12 @@ func (c *tcpCollector) tick(now time.Time) {
 	}); ok {
 		locations, locErr = ls.ReadDropLocations()
 	}
-	readErr = errors.Join(readErr, dropErr, peerErr, locErr)
+	var dsts map[bpf.DropDstKey]bpf.DropCounters
+	var dstErr error
+	if ds, ok := c.src.(DropDstSource); ok {
+		dsts, dstErr = ds.ReadDropDestinations()
+	}
+	readErr = errors.Join(readErr, dropErr, peerErr, locErr, dstErr)
 	c.mu.Lock()
 	tick := c.clock.Tick(now)
 	c.tickNo, c.lastTick, c.readErr = tick, now, readErr
@@ -235,6 +249,7 @@ func (c *tcpCollector) tick(now time.Time) {
 		}
 	}
 	c.addDrops(drops)
+	c.addDropDsts(dsts, now)
 	c.addDropLocations(locations)
 	c.addPeers(peers, now)
 	for _, s := range c.subjects {

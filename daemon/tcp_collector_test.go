@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/isoobs/isoobs/bpf"
+	"github.com/isoobs/isoobs/daemon/podmeta"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 )
 
@@ -22,7 +24,9 @@ type fakeTCPSource struct {
 	peers   map[bpf.PeerKey]bpf.PeerCounters
 	// locations: drop locations (ReadDropLocations)
 	locations map[bpf.DropLocationKey]uint64
-	deleted   []uint64
+	// dsts: socket-less drops per destination (ReadDropDestinations)
+	dsts    map[bpf.DropDstKey]bpf.DropCounters
+	deleted []uint64
 	// peersDeleted: the peer entries DeletePeers removed.
 	peersDeleted []bpf.PeerKey
 }
@@ -339,4 +343,102 @@ func bpfDropReasons() (map[string]uint32, error) {
 		return nil, errors.New("kernel BTF without NETFILTER_DROP and NO_SOCKET drop reasons")
 	}
 	return out, nil
+}
+
+func (f *fakeTCPSource) ReadDropDestinations() (map[bpf.DropDstKey]bpf.DropCounters, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[bpf.DropDstKey]bpf.DropCounters, len(f.dsts))
+	for k, v := range f.dsts {
+		out[k] = v
+	}
+	return out, nil
+}
+
+// TestDropsByDestinationPod: drops without a socket are the pod's whose address they went to
+// (IPv4 and IPv6), exactly; an address two pods claim (hostNetwork pods share the node's), one
+// that is no pod's and packets without an address stay in the node's no-socket row, counted.
+func TestDropsByDestinationPod(t *testing.T) {
+	f := newTCPFixture(t)
+	const uidProxy = "55555555-5555-4555-8555-555555555555"
+	f.res.paths[100] = systemdPod(uidCrawler)
+	f.res.paths[300] = "/kubepods/burstable/pod" + uidAPI
+	f.res.paths[500] = systemdPod(uidProxy)
+	f.res.paths[210] = systemdPod(uidCrawler2)
+	crawler := f.meta[uidCrawler]
+	crawler.IPs = []string{"10.34.2.5", "fd00:10:34:2::5"}
+	f.meta[uidCrawler] = crawler
+	c2 := f.meta[uidCrawler2]
+	c2.IPs = []string{"172.18.0.2"} // hostNetwork: the node's address
+	f.meta[uidCrawler2] = c2
+	f.meta[uidProxy] = podmeta.Pod{UID: uidProxy, Name: "kube-proxy-x", Namespace: "kube-system", Workload: "kube-proxy", WorkloadKind: "DaemonSet", IPs: []string{"172.18.0.2"}}
+	walks := 0
+	f.tc.podCgroups = func(string) map[string]uint64 {
+		walks++
+		return map[string]uint64{uidCrawler: 100, uidAPI: 300, uidProxy: 500, uidCrawler2: 210}
+	}
+	reasons, err := bpfDropReasons()
+	if err != nil {
+		t.Skip(err)
+	}
+	nf, nosock := reasons["NETFILTER_DROP"], reasons["NO_SOCKET"]
+	f.step()
+	f.tsrc.mu.Lock()
+	f.tsrc.dsts = map[bpf.DropDstKey]bpf.DropCounters{
+		{Addr: netip.MustParseAddr("10.34.2.5"), Reason: nf}:       {Packets: 17, Bytes: 1700},
+		{Addr: netip.MustParseAddr("fd00:10:34:2::5"), Reason: nf}: {Packets: 4, Bytes: 400},
+		{Addr: netip.MustParseAddr("172.18.0.2"), Reason: nf}:      {Packets: 9, Bytes: 900},
+		{Addr: netip.MustParseAddr("10.99.0.1"), Reason: nosock}:   {Packets: 3, Bytes: 300},
+		{Reason: nf}: {Packets: 2, Bytes: 200},
+	}
+	f.tsrc.drops[bpf.DropKey{CgroupID: 0, Reason: nf}] = bpf.DropCounters{Packets: 1, Bytes: 100} // table full
+	f.tsrc.mu.Unlock()
+	f.step()
+	fr := f.frame(t, &isoobsv1.TopRequest{Dimension: isoobsv1.Dimension_DIMENSION_DROPS})
+	if len(fr.DropRows) != 1 {
+		t.Fatalf("drop rows %v, want the crawler only", fr.DropRows)
+	}
+	r := fr.DropRows[0]
+	if r.Pod != "crawler-7d9f-a" || r.Packets != 21 || r.Bytes != 2100 || len(r.Reasons) != 1 || r.Reasons[0].Reason != "NETFILTER_DROP" {
+		t.Errorf("crawler: %v, want 21 NETFILTER_DROP (17 IPv4 + 4 IPv6)", r)
+	}
+	ns := fr.DropNoSocket
+	if ns.Packets != 15 || fr.DropTotal.Packets != 21 {
+		t.Errorf("no socket %v (want 9 to the shared address + 3 to no pod + 2 without one + 1 overflow = 15), total %v", ns, fr.DropTotal)
+	}
+	// More of the same: no new walk (every address known); the increments only.
+	f.tsrc.mu.Lock()
+	f.tsrc.dsts[bpf.DropDstKey{Addr: netip.MustParseAddr("10.34.2.5"), Reason: nf}] = bpf.DropCounters{Packets: 20, Bytes: 2000}
+	f.tsrc.dsts[bpf.DropDstKey{Addr: netip.MustParseAddr("10.99.0.1"), Reason: nosock}] = bpf.DropCounters{Packets: 5, Bytes: 500}
+	f.tsrc.mu.Unlock()
+	f.step()
+	fr = f.frame(t, &isoobsv1.TopRequest{Dimension: isoobsv1.Dimension_DIMENSION_DROPS})
+	if fr.DropRows[0].Packets != 24 || fr.DropNoSocket.Packets != 17 || walks != 1 {
+		t.Errorf("after more: crawler %d, no socket %d, walks %d; want 24, 17, 1", fr.DropRows[0].Packets, fr.DropNoSocket.Packets, walks)
+	}
+	// A new address (the API pod's, in its status since the last index) asks for a new
+	// index, at most every 2 s.
+	api := f.meta[uidAPI]
+	api.IPs = []string{"10.34.3.5"}
+	f.meta[uidAPI] = api
+	f.tsrc.mu.Lock()
+	f.tsrc.dsts[bpf.DropDstKey{Addr: netip.MustParseAddr("10.34.3.5"), Reason: nf}] = bpf.DropCounters{Packets: 6, Bytes: 600}
+	f.tsrc.mu.Unlock()
+	f.step()
+	fr = f.frame(t, &isoobsv1.TopRequest{Dimension: isoobsv1.Dimension_DIMENSION_DROPS})
+	if r := dropRowByPod(fr, "coreapi-0"); r == nil || r.Packets != 6 || walks != 2 {
+		t.Errorf("coreapi: %v (walks %d), want 6 NETFILTER_DROP", r, walks)
+	}
+	if f.tc.dropsByAddress != 30 || f.tc.dropsAmbiguousAddress != 9 {
+		t.Errorf("status: by address %d, ambiguous %d; want 30, 9", f.tc.dropsByAddress, f.tc.dropsAmbiguousAddress)
+	}
+}
+
+func dropRowByPod(fr *isoobsv1.TopFrame, pod string) *isoobsv1.DropRow {
+	for _, r := range fr.DropRows {
+		if r.Pod == pod {
+			return r
+		}
+	}
+	return nil
 }

@@ -30,8 +30,9 @@ func addDropCounts(m map[uint32]bpf.DropCounters, reason uint32, d bpf.DropCount
 	m[reason] = v
 }
 
-// addDrops attributes one read of the drop map: per pod like the TCP counters, the host's and
-// socket-less drops apart. Callers hold c.mu.
+// addDrops attributes one read of the drop map: per pod like the TCP counters, the host's apart,
+// and socket-less drops the probe could not count per destination (addDropDsts) node-wide.
+// Callers hold c.mu.
 func (c *tcpCollector) addDrops(drops map[bpf.DropKey]bpf.DropCounters) {
 	for k, cur := range drops {
 		if k.CgroupID == 0 {
@@ -48,19 +49,24 @@ func (c *tcpCollector) addDrops(drops map[bpf.DropKey]bpf.DropCounters) {
 		e.lastDrops[k.Reason] = cur
 		switch {
 		case e.subj != nil:
-			if e.subj.drops == nil {
-				e.subj.drops = map[uint32]bpf.DropCounters{}
-			}
-			addDropCounts(e.subj.drops, k.Reason, d)
-			e.subj.dropped += d.Packets
-			if c.metrics != nil && d.Packets > 0 {
-				c.metrics.observeDrops(e.subj, k.Reason, d.Packets, c.tickNo)
-			}
+			c.addSubjectDrops(e.subj, k.Reason, d)
 		case e.host:
 			addDropCounts(c.hostDrops, k.Reason, d)
 		default:
 			addDropCounts(c.untrackedDrops, k.Reason, d)
 		}
+	}
+}
+
+// addSubjectDrops counts d packets dropped for reason to s. Callers hold c.mu.
+func (c *tcpCollector) addSubjectDrops(s *tcpSubject, reason uint32, d bpf.DropCounters) {
+	if s.drops == nil {
+		s.drops = map[uint32]bpf.DropCounters{}
+	}
+	addDropCounts(s.drops, reason, d)
+	s.dropped += d.Packets
+	if c.metrics != nil && d.Packets > 0 {
+		c.metrics.observeDrops(s, reason, d.Packets, c.tickNo)
 	}
 }
 

@@ -464,6 +464,7 @@ func (d *Daemon) tcpStatus(resp *isoobsv1.StatusResponse) {
 	st := c.stats
 	resp.Maps = append(resp.Maps, &isoobsv1.MapStatus{Name: "tcp_stats", Entries: uint64(st.Cgroups.Entries), MaxEntries: uint64(st.Cgroups.Max)},
 		&isoobsv1.MapStatus{Name: "drop_stats", Entries: uint64(st.Drops.Entries), MaxEntries: uint64(st.Drops.Max)},
+		&isoobsv1.MapStatus{Name: "drop_dsts", Entries: uint64(st.DropDests.Entries), MaxEntries: uint64(st.DropDests.Max)},
 		&isoobsv1.MapStatus{Name: "tcp_peers", Entries: uint64(st.Peers.Entries), MaxEntries: uint64(st.Peers.Max)},
 		&isoobsv1.MapStatus{Name: "tcp_tracked_pods", Entries: uint64(len(c.subjects)), MaxEntries: uint64(c.cfg.MaxTrackedPods)})
 	if resp.Counters == nil {
@@ -490,6 +491,10 @@ func (d *Daemon) tcpStatus(resp *isoobsv1.StatusResponse) {
 		"tcp_untracked_retransmit_segs": c.untracked.RetransSegs,
 		"drops_map_full":                st.DropOverflow,
 		"drops_no_socket_packets":       sumDrops(c.noSocket),
+		"drops_by_address_packets":      c.dropsByAddress,
+		"drops_address_ambiguous":       c.dropsAmbiguousAddress,
+		"drops_address_index_builds":    c.podAddrs.builds,
+		"drops_destination_map_full":    st.DropDstOverflow,
 		"drops_host_packets":            sumDrops(c.hostDrops),
 		"drops_untracked_packets":       sumDrops(c.untrackedDrops),
 	} {
