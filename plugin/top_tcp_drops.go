@@ -33,9 +33,12 @@ func NewCmdTopDrops(configFlags *genericclioptions.ConfigFlags, streams generici
 probe counts every kfree_skb drop by its reason as the kernel names it
 (NETFILTER_DROP, NO_SOCKET, TCP_CSUM, SOCKET_RCVBUFF, ...), attributed to the pod
 whose socket sent or was to receive the packet (never to a host process).
-Packets dropped before any socket was found are no pod's: the footer sums them
-node-wide by reason ("noSocket" in JSON), and where the kernel dropped them
-(the function, per reason) node-wide ("locations").
+Packets dropped before any socket was found (netfilter in the pod's network
+namespace, a port nobody listens on, ...) are the pod's whose address (IPv4 or
+IPv6) they were sent to; those to no pod of the node (the node's own address,
+an address hostNetwork pods share, a packet without one) are no pod's: the
+footer sums them node-wide by reason ("noSocket" in JSON). Where the kernel
+dropped packets (the function, per reason) is node-wide ("locations").
 
 With Hubble (the daemon's, as for top dns), Cilium's datapath drops are merged:
 a pod's row shows Hubble's reasons (POLICY_DENIED, ...) beside the kernel's in
