@@ -408,25 +408,12 @@ func httpSortValues(key string, r *HTTPRow) (rate, total float64) {
 
 // SortedLimited returns f with rows sorted by key (heaviest first) and cut to limit (0: all).
 func (f HTTPFrame) SortedLimited(key string, limit int) HTTPFrame {
-	rows := slices.Clone(f.Rows)
-	slices.SortStableFunc(rows, func(a, b HTTPRow) int {
-		if key != HTTPSortName {
-			ra, ta := httpSortValues(key, &a)
-			rb, tb := httpSortValues(key, &b)
-			if c := cmp.Compare(rb, ra); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(tb, ta); c != 0 {
-				return c
-			}
-		}
-		return strings.Compare(a.DisplayName(f.GroupBy)+"/"+a.Node, b.DisplayName(f.GroupBy)+"/"+b.Node)
-	})
-	f.Sort = key
-	if limit > 0 && len(rows) > limit {
-		f.Truncated += len(rows) - limit
-		rows = rows[:limit]
+	var values func(*HTTPRow) (float64, float64)
+	if key != HTTPSortName {
+		values = func(r *HTTPRow) (float64, float64) { return httpSortValues(key, r) }
 	}
+	rows, cut := sortLimit(f.Rows, values, func(r *HTTPRow) string { return r.DisplayName(f.GroupBy) + "/" + r.Node }, limit)
+	f.Sort, f.Truncated = key, f.Truncated+cut
 	f.Rows = rows
 	return f
 }

@@ -1,7 +1,6 @@
 package top
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -324,25 +323,12 @@ func tcpSortValues(key string, r *TCPRow) (rate, total float64) {
 // SortedLimited returns a copy of f with rows sorted by key (heaviest first) and cut to limit
 // (0: all); cut rows are counted in Truncated.
 func (f TCPFrame) SortedLimited(key string, limit int) TCPFrame {
-	rows := slices.Clone(f.Rows)
-	slices.SortStableFunc(rows, func(a, b TCPRow) int {
-		if key != TCPSortName {
-			ra, ta := tcpSortValues(key, &a)
-			rb, tb := tcpSortValues(key, &b)
-			if c := cmp.Compare(rb, ra); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(tb, ta); c != 0 {
-				return c
-			}
-		}
-		return strings.Compare(a.DisplayName(f.GroupBy)+"/"+a.Node, b.DisplayName(f.GroupBy)+"/"+b.Node)
-	})
-	f.Sort = key
-	if limit > 0 && len(rows) > limit {
-		f.Truncated += len(rows) - limit
-		rows = rows[:limit]
+	var values func(*TCPRow) (float64, float64)
+	if key != TCPSortName {
+		values = func(r *TCPRow) (float64, float64) { return tcpSortValues(key, r) }
 	}
+	rows, cut := sortLimit(f.Rows, values, func(r *TCPRow) string { return r.DisplayName(f.GroupBy) + "/" + r.Node }, limit)
+	f.Sort, f.Truncated = key, f.Truncated+cut
 	rankPeers(rows, key)
 	total := []TCPRow{f.Total}
 	rankPeers(total, key)

@@ -220,32 +220,19 @@ func MergeDrops(frames []*isoobsv1.TopFrame, groupBy string) DropFrame {
 
 // SortedLimited returns f with rows sorted by key (DropSortKeys) and cut to limit (0: all).
 func (f DropFrame) SortedLimited(key string, limit int) DropFrame {
-	rows := slices.Clone(f.Rows)
 	name := func(r *DropRow) string {
 		return (&TCPRow{Node: r.Node, Namespace: r.Namespace, Pod: r.Pod, Workload: r.Workload, Cgroup: r.Cgroup}).DisplayName(f.GroupBy) + "/" + r.Node
 	}
-	slices.SortStableFunc(rows, func(a, b DropRow) int {
-		switch key {
-		case TCPSortName:
-		case "bytes":
-			if c := cmp.Compare(b.Bytes, a.Bytes); c != 0 {
-				return c
-			}
-		default:
-			if c := cmp.Compare(b.PacketsPerSecond, a.PacketsPerSecond); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(b.Packets, a.Packets); c != 0 {
-				return c
-			}
-		}
-		return strings.Compare(name(&a), name(&b))
-	})
-	f.Sort = key
-	if limit > 0 && len(rows) > limit {
-		f.Truncated += len(rows) - limit
-		rows = rows[:limit]
+	var values func(*DropRow) (float64, float64)
+	switch key {
+	case TCPSortName:
+	case "bytes":
+		values = func(r *DropRow) (float64, float64) { return float64(r.Bytes), 0 }
+	default:
+		values = func(r *DropRow) (float64, float64) { return r.PacketsPerSecond, float64(r.Packets) }
 	}
+	rows, cut := sortLimit(f.Rows, values, name, limit)
+	f.Sort, f.Truncated = key, f.Truncated+cut
 	f.Rows = rows
 	return f
 }
