@@ -32,7 +32,7 @@ func BenchmarkMemoryCeilingLongNames(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	goMemLimit, _ := vals["goMemLimit"].(string)
+	goMemLimit := chartGoMemLimit(b)
 	limitText := vals["resources"].(map[string]any)["limits"].(map[string]any)["memory"].(string)
 	limit := resource.MustParse(limitText)
 	liveness := vals["probes"].(map[string]any)["liveness"].(map[string]any)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/isoobs/isoobs/bpf"
+	"github.com/isoobs/isoobs/deploy"
 	"github.com/isoobs/isoobs/testlab"
 	"github.com/isoobs/isoobs/testlab/dnsgen"
 	"github.com/isoobs/isoobs/testlab/needroot"
@@ -142,6 +143,17 @@ type daemonProc struct {
 type daemonOptions struct {
 	metrics    bool   // serve /metrics and /healthz on a free loopback port
 	goMemLimit string // GOMEMLIMIT for the daemon only ("": ISOOBS_BENCH_DAEMON_GOMEMLIMIT)
+}
+
+// chartGoMemLimit is the GOMEMLIMIT the chart gives the daemon by default (values.yaml).
+func chartGoMemLimit(b *testing.B) string {
+	b.Helper()
+	vals, err := deploy.DefaultValues()
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, _ := vals["goMemLimit"].(string)
+	return v
 }
 
 func startDaemon(b *testing.B, w *world) *daemonProc {

@@ -152,7 +152,7 @@ func tcpPodRow(ctx context.Context, b *testing.B, c isoobsv1.DaemonClient, p *po
 // daemon's CPU (% of one core, from its threads' schedstat) and RSS, and whether it counted
 // exactly the connections the client made (its active opens, the server's passive opens, and
 // the peer entry of each; exact = 1 when every step matched). Targets: <= 2 % of a core,
-// <= 64 MiB, flat as the rate grows.
+// <= 64 MiB, flat as the rate grows. The daemon runs with the chart's GOMEMLIMIT.
 func BenchmarkDaemonTCPConnRate(b *testing.B) {
 	w := getWorld(b)
 	ctx := context.Background()
@@ -177,7 +177,8 @@ func BenchmarkDaemonTCPConnRate(b *testing.B) {
 		b.Fatalf("the server did not start: %v", err)
 	}
 	for i := 0; i < b.N; i++ {
-		d := startDaemon(b, w)
+		// As the chart runs it: its GOMEMLIMIT is part of what the RSS target is about.
+		d := startDaemonWith(b, w, daemonOptions{goMemLimit: chartGoMemLimit(b)})
 		c := dialDaemon(b, d)
 		viewCtx, stopView := context.WithCancel(ctx)
 		for _, dim := range []isoobsv1.Dimension{isoobsv1.Dimension_DIMENSION_TCP, isoobsv1.Dimension_DIMENSION_DNS} {

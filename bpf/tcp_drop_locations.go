@@ -2,11 +2,12 @@ package bpf
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 )
 
@@ -35,59 +36,125 @@ func (p *TCPProbe) ReadDropLocations() (map[DropLocationKey]uint64, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read drop locations: %w", err)
 	}
+	// Name new locations in one pass over /proc/kallsyms here, not one pass each when the
+	// caller names them.
+	addrs := make([]uint64, 0, len(out))
+	for k := range out {
+		addrs = append(addrs, k.Location)
+	}
+	KernelFunctions(addrs)
 	return out, nil
 }
 
-var kallsyms struct {
-	once  sync.Once
-	addrs []uint64
-	names []string
+// kernelFuncs caches the function names of the drop locations seen (a few dozen code sites in
+// practice; the location table bounds them at 4,096). /proc/kallsyms itself is not kept: its
+// ~120k text symbols would be ~6 MiB of the daemon's heap, and parsing it whole ~25 MiB of
+// garbage, to name a handful of addresses.
+var kernelFuncs struct {
+	mu    sync.Mutex
+	names map[uint64]string
 }
 
 // KernelFunction names the kernel function (or module function) containing addr, from
 // /proc/kallsyms: "nf_hook_slow", "udp_queue_rcv_one_skb [mod]". Where the symbols cannot be
 // read (kptr_restrict hides them from a process without CAP_SYSLOG) it is the address in hex.
 func KernelFunction(addr uint64) string {
-	kallsyms.once.Do(loadKallsyms)
-	a := kallsyms.addrs
-	i := sort.Search(len(a), func(i int) bool { return a[i] > addr }) - 1
-	if i < 0 || addr == 0 {
-		return "0x" + strconv.FormatUint(addr, 16)
-	}
-	return kallsyms.names[i]
+	return KernelFunctions([]uint64{addr})[addr]
 }
 
-func loadKallsyms() {
+// KernelFunctions names many addresses as KernelFunction does, reading /proc/kallsyms at most
+// twice for all those not named before.
+func KernelFunctions(addrs []uint64) map[uint64]string {
+	kernelFuncs.mu.Lock()
+	defer kernelFuncs.mu.Unlock()
+	if kernelFuncs.names == nil {
+		kernelFuncs.names = map[uint64]string{}
+	}
+	out := make(map[uint64]string, len(addrs))
+	var unknown []uint64
+	for _, a := range addrs {
+		if _, ok := kernelFuncs.names[a]; !ok && a != 0 {
+			kernelFuncs.names[a] = "" // asked once per call; named below
+			unknown = append(unknown, a)
+		}
+	}
+	if len(unknown) > 0 {
+		named := resolveKallsyms(unknown)
+		for _, a := range unknown {
+			n, ok := named[a]
+			if !ok {
+				// Kept too: an unreadable /proc/kallsyms is not read again for the same address.
+				n = "0x" + strconv.FormatUint(a, 16)
+			}
+			kernelFuncs.names[a] = n
+		}
+	}
+	for _, a := range addrs {
+		n, ok := kernelFuncs.names[a]
+		if !ok { // 0
+			n = "0x0"
+		}
+		out[a] = n
+	}
+	return out
+}
+
+// resolveKallsyms names addrs in two passes over /proc/kallsyms: the first finds the text
+// symbol at or below each address (only the addresses are kept, 8 bytes a symbol), the second
+// reads those symbols' names. Addresses it cannot name are missing from the result.
+func resolveKallsyms(addrs []uint64) map[uint64]string {
+	var starts []uint64
+	if eachTextSymbol(func(addr uint64, _ []byte, _ []byte) { starts = append(starts, addr) }) != nil || len(starts) == 0 {
+		return nil
+	}
+	slices.Sort(starts)
+	want := map[uint64][]uint64{} // symbol address -> the asked addresses inside it
+	for _, a := range addrs {
+		if i := sort.Search(len(starts), func(i int) bool { return starts[i] > a }) - 1; i >= 0 {
+			want[starts[i]] = append(want[starts[i]], a)
+		}
+	}
+	starts = nil
+	out := map[uint64]string{}
+	_ = eachTextSymbol(func(addr uint64, name, module []byte) {
+		asked, ok := want[addr]
+		if !ok {
+			return
+		}
+		delete(want, addr) // the first name at an address, as the kernel's own lookup
+		n := string(name)
+		if len(module) > 0 {
+			n += " " + string(module)
+		}
+		for _, a := range asked {
+			out[a] = n
+		}
+	})
+	return out
+}
+
+// eachTextSymbol calls fn for every text symbol of /proc/kallsyms with a readable address;
+// name and module ("[nf_tables]", or empty) are only valid during the call.
+func eachTextSymbol(fn func(addr uint64, name, module []byte)) error {
 	f, err := os.Open("/proc/kallsyms")
 	if err != nil {
-		return
+		return err
 	}
 	defer f.Close()
-	type sym struct {
-		addr uint64
-		name string
-	}
-	var syms []sym
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<16), 1<<20)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 3 || (fields[1] != "t" && fields[1] != "T") {
+		// "ffffffff81000000 T _stext" or "ffffffffc0a01000 t nft_do_chain\t[nf_tables]"
+		addrField, rest, ok := bytes.Cut(sc.Bytes(), []byte{' '})
+		if !ok || len(rest) < 3 || (rest[0] != 't' && rest[0] != 'T') || rest[1] != ' ' {
 			continue
 		}
-		addr, err := strconv.ParseUint(fields[0], 16, 64)
+		addr, err := strconv.ParseUint(string(addrField), 16, 64) // no allocation: the compiler elides the conversion
 		if err != nil || addr == 0 {
 			continue // hidden addresses read as zeros
 		}
-		name := fields[2]
-		if len(fields) > 3 {
-			name += " " + fields[3]
-		}
-		syms = append(syms, sym{addr, name})
+		name, module, _ := bytes.Cut(rest[2:], []byte{'\t'})
+		fn(addr, bytes.TrimSpace(name), bytes.TrimSpace(module))
 	}
-	sort.Slice(syms, func(i, j int) bool { return syms[i].addr < syms[j].addr })
-	for _, s := range syms {
-		kallsyms.addrs = append(kallsyms.addrs, s.addr)
-		kallsyms.names = append(kallsyms.names, s.name)
-	}
+	return sc.Err()
 }
