@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 )
 
@@ -76,6 +77,55 @@ func (p *TCPProbe) ReadDropDestinations() (map[DropDstKey]DropCounters, error) {
 		return nil, fmt.Errorf("read drop destinations: %w", err)
 	}
 	return out, nil
+}
+
+// DeleteDropDestinations removes per-destination entries (idle ones, so the bounded table keeps
+// room for new addresses) and returns the counters each deleted entry held when it was removed:
+// the kernel copies them and unlinks the entry under the bucket's lock in one call
+// (BPF_MAP_LOOKUP_AND_DELETE_ELEM, Linux 5.14+), so a drop counted between the caller's last read
+// and the delete is in the returned counters, not lost, and a later drop to the address makes a
+// new entry that starts from zero. What can still be lost: an increment by a program that found
+// the entry before it was unlinked and writes it after the copy (the kfree_skb program's
+// lookup-then-add, nanoseconds; the caller deletes entries idle for a minute). Keys that no
+// longer exist are left out of the result.
+func (p *TCPProbe) DeleteDropDestinations(keys []DropDstKey) (map[DropDstKey]DropCounters, error) {
+	out := make(map[DropDstKey]DropCounters, len(keys))
+	var errs []error
+	for _, k := range keys {
+		kk := dropDstKernelKey(k)
+		var perCPU []tcpDropValue
+		err := p.objs.DropDsts.LookupAndDelete(&kk, &perCPU)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			// Before Linux 5.14 (the program needs 5.17's drop reasons, so only in theory):
+			// read, then delete; an increment in between is lost.
+			if err = p.objs.DropDsts.Lookup(&kk, &perCPU); err == nil {
+				err = p.objs.DropDsts.Delete(&kk)
+			}
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			continue
+		case err != nil:
+			errs = append(errs, fmt.Errorf("delete drop destination %v: %w", k.Addr, err))
+			continue
+		}
+		var c DropCounters
+		for _, v := range perCPU {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out[k] = c
+	}
+	return out, errors.Join(errs...)
+}
+
+// dropDstKernelKey is the kernel's key of k: IPv4 as IPv4-mapped, the invalid Addr as zeros.
+func dropDstKernelKey(k DropDstKey) tcpDropDstKey {
+	kk := tcpDropDstKey{Reason: k.Reason}
+	if k.Addr.IsValid() {
+		kk.Addr = k.Addr.As16()
+	}
+	return kk
 }
 
 // dropDstAddr is the kernel's 16-byte address (IPv4-mapped for IPv4) as a netip.Addr; all

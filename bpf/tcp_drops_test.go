@@ -239,3 +239,104 @@ func TestDropsByDestinationExact(t *testing.T) {
 		})
 	}
 }
+
+// TestDeleteDropDestinationsExact: deleting a per-destination entry returns what it held at the
+// delete, including drops counted after the caller's last read (13 read, 8 more, 21 returned),
+// removes it, and a later drop to the address makes a new entry that holds only the new
+// drops (5).
+func TestDeleteDropDestinationsExact(t *testing.T) {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skip("needs iptables (apt-get install iptables)")
+	}
+	l := newLab(t)
+	p, err := LoadTCP(TCPOptions{CgroupRoot: l.base})
+	if err != nil {
+		t.Fatalf("LoadTCP: %v", err)
+	}
+	defer p.Close()
+	err = inNetns(l.serverNS, func() error {
+		out, err := exec.Command("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9996", "-j", "DROP").CombinedOutput()
+		if err != nil {
+			return errors.New("iptables: " + string(out))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 100
+	send := func(n int) {
+		t.Helper()
+		err := inNetns(l.clientNS, func() error {
+			c, err := net.Dial("udp", netip.AddrPortFrom(serverV4, 9996).String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for range n {
+				if _, err := c.Write(make([]byte, size)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	reason := uint32(0)
+	for r := uint32(2); r < 1024; r++ {
+		if DropReasonName(r) == "NETFILTER_DROP" {
+			reason = r
+		}
+	}
+	if reason == 0 {
+		t.Skip("kernel BTF without NETFILTER_DROP")
+	}
+	key := DropDstKey{Addr: serverV4, Reason: reason}
+	// waitFor reads the table until key holds packets (or 3 s passed).
+	waitFor := func(packets uint64) DropCounters {
+		t.Helper()
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			dsts, err := p.ReadDropDestinations()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dsts[key].Packets >= packets || time.Now().After(deadline) {
+				return dsts[key]
+			}
+		}
+	}
+	const first, later, again = 13, 8, 5
+	send(first)
+	if got := waitFor(first); got != (DropCounters{first, first * (size + 28)}) {
+		t.Fatalf("read %+v, want %d packets", got, first)
+	}
+	send(later) // after the read, before the delete
+	waitFor(first + later)
+	del, err := p.DeleteDropDestinations([]DropDstKey{key, {Addr: netip.MustParseAddr("198.51.100.1"), Reason: reason}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(del) != 1 || del[key] != (DropCounters{first + later, (first + later) * (size + 28)}) {
+		t.Errorf("deleted %v, want only %v with %d packets (the absent key left out)", del, key.Addr, first+later)
+	}
+	dsts, err := p.ReadDropDestinations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dsts[key]; ok {
+		t.Errorf("entry %v still in the table after the delete: %+v", key.Addr, dsts[key])
+	}
+	send(again)
+	if got := waitFor(again); got != (DropCounters{again, again * (size + 28)}) {
+		t.Errorf("after the delete: %+v, want a new entry of %d packets", got, again)
+	}
+	st, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DropDstOverflow != 0 {
+		t.Errorf("map full %d, want 0", st.DropDstOverflow)
+	}
+}

@@ -156,8 +156,10 @@ type tcpCollector struct {
 
 	// Socket-less drops by destination as last read, the index of this node's pod addresses
 	// they are attributed by (podCgroups lists the pods' cgroups, nil: walk the root), and the
-	// packets attributed that way or left out because two pods claimed the address.
-	dstLast                               map[bpf.DropDstKey]bpf.DropCounters
+	// packets attributed that way or left out because two pods claimed the address;
+	// dropDstsForgotten counts the idle entries deleted from the kernel table.
+	dstLast                               map[bpf.DropDstKey]*dropDstLast
+	dropDstsForgotten                     uint64
 	podAddrs                              podAddrIndex
 	podCgroups                            func(root string) map[string]uint64
 	dropsByAddress, dropsAmbiguousAddress uint64
@@ -189,7 +191,7 @@ func newTCPCollector(cfg *Config, src TCPSource, res cgroupResolver, pods podLoo
 		noSocket:    map[uint32]bpf.DropCounters{}, hostDrops: map[uint32]bpf.DropCounters{},
 		untrackedDrops: map[uint32]bpf.DropCounters{}, noSocketLast: map[uint32]bpf.DropCounters{},
 		peerLast:      map[bpf.PeerKey]*peerLast{},
-		dstLast:       map[bpf.DropDstKey]bpf.DropCounters{},
+		dstLast:       map[bpf.DropDstKey]*dropDstLast{},
 		dropLocations: map[dropLocation]uint64{}, locationLast: map[bpf.DropLocationKey]uint64{},
 	}
 }
@@ -264,6 +266,7 @@ func (c *tcpCollector) tick(now time.Time) {
 	if tick%uint64(c.cfg.gcEvery()) == 0 {
 		c.collectGarbage(now)
 		c.forgetIdlePeers(now)
+		c.forgetIdleDropDsts(now)
 		if c.metrics != nil {
 			c.metrics.expire(tick, uint64(c.cfg.Retention/c.cfg.Interval))
 		}

@@ -29,6 +29,30 @@ type fakeTCPSource struct {
 	deleted []uint64
 	// peersDeleted: the peer entries DeletePeers removed.
 	peersDeleted []bpf.PeerKey
+	// dstsDeleted: the per-destination entries DeleteDropDestinations removed; beforeDstDelete
+	// (if set) runs just before, standing for drops counted between a read and the delete.
+	dstsDeleted     []bpf.DropDstKey
+	beforeDstDelete func()
+}
+
+func (f *fakeTCPSource) DeleteDropDestinations(keys []bpf.DropDstKey) (map[bpf.DropDstKey]bpf.DropCounters, error) {
+	f.mu.Lock()
+	hook := f.beforeDstDelete
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[bpf.DropDstKey]bpf.DropCounters{}
+	for _, k := range keys {
+		if v, ok := f.dsts[k]; ok {
+			out[k] = v
+			delete(f.dsts, k)
+			f.dstsDeleted = append(f.dstsDeleted, k)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeTCPSource) addPeer(k bpf.PeerKey, fn func(c *bpf.PeerCounters)) {
@@ -441,4 +465,91 @@ func dropRowByPod(fr *isoobsv1.TopFrame, pod string) *isoobsv1.DropRow {
 		}
 	}
 	return nil
+}
+
+// TestDropDestinationsIdleForgotten: a per-destination entry whose counters have not changed for
+// a minute is deleted from the kernel table at the next collection (every 10 s), and only then:
+// one last changed at tick 1 is still there at tick 69 (59 s idle at tick 60's collection) and
+// gone at tick 70; what an entry gained between the last read and the delete (2 packets) is
+// counted, once; a new drop to a forgotten address is a new entry, counted from zero (4 packets,
+// not 4-5 or 4+5).
+func TestDropDestinationsIdleForgotten(t *testing.T) {
+	f := newTCPFixture(t)
+	f.res.paths[100] = systemdPod(uidCrawler)
+	crawler := f.meta[uidCrawler]
+	crawler.IPs = []string{"10.34.2.5"}
+	f.meta[uidCrawler] = crawler
+	f.tc.podCgroups = func(string) map[string]uint64 { return map[string]uint64{uidCrawler: 100} }
+	const nf = 17 // any reason number: the collector does not name it
+	toPod := bpf.DropDstKey{Addr: netip.MustParseAddr("10.34.2.5"), Reason: nf}
+	toNone := bpf.DropDstKey{Addr: netip.MustParseAddr("10.99.0.1"), Reason: nf}
+	set := func(k bpf.DropDstKey, packets uint64) {
+		f.tsrc.mu.Lock()
+		defer f.tsrc.mu.Unlock()
+		if f.tsrc.dsts == nil {
+			f.tsrc.dsts = map[bpf.DropDstKey]bpf.DropCounters{}
+		}
+		f.tsrc.dsts[k] = bpf.DropCounters{Packets: packets, Bytes: 100 * packets}
+	}
+	has := func(k bpf.DropDstKey) bool {
+		f.tsrc.mu.Lock()
+		defer f.tsrc.mu.Unlock()
+		_, ok := f.tsrc.dsts[k]
+		return ok
+	}
+	podDrops := func() bpf.DropCounters {
+		s := f.tc.subjects[uidCrawler]
+		if s == nil {
+			return bpf.DropCounters{}
+		}
+		return s.drops[nf]
+	}
+	f.tc.tick(f.now) // tick 0
+	set(toPod, 5)
+	set(toNone, 3)
+	f.step() // tick 1: both counted, toPod's last change
+	for tick := 2; tick <= 69; tick++ {
+		if tick == 15 {
+			set(toNone, 4) // toNone's last change: tick 15
+		}
+		f.step()
+	}
+	if !has(toPod) || !has(toNone) || f.tc.dropDstsForgotten != 0 {
+		t.Fatalf("at tick 69 (toPod idle 68 s, collected last at tick 60 when idle 59 s): entries deleted %v, forgotten %d; want none", f.tsrc.dstsDeleted, f.tc.dropDstsForgotten)
+	}
+	f.step() // tick 70: collection, toPod idle 69 s
+	if has(toPod) || !has(toNone) || f.tc.dropDstsForgotten != 1 || f.tc.dstLast[toPod] != nil {
+		t.Fatalf("at tick 70: deleted %v, forgotten %d; want toPod only, 1", f.tsrc.dstsDeleted, f.tc.dropDstsForgotten)
+	}
+	// toNone gains 2 packets after tick 79's read, before tick 80's delete: counted, once.
+	f.tsrc.beforeDstDelete = func() { set(toNone, 6) }
+	for tick := 71; tick <= 80; tick++ {
+		f.step()
+	}
+	f.tsrc.beforeDstDelete = nil
+	if has(toNone) || f.tc.dropDstsForgotten != 2 {
+		t.Fatalf("at tick 80: deleted %v, forgotten %d; want toNone too, 2", f.tsrc.dstsDeleted, f.tc.dropDstsForgotten)
+	}
+	if got := f.tc.noSocket[nf]; got != (bpf.DropCounters{Packets: 6, Bytes: 600}) {
+		t.Errorf("no socket %+v, want 6 packets (3, +1 at tick 15, +2 between the last read and the delete), 600 bytes", got)
+	}
+	// New drops to both addresses: new kernel entries, counted from zero.
+	set(toPod, 4)
+	set(toNone, 1)
+	f.step()
+	if got := podDrops(); got != (bpf.DropCounters{Packets: 9, Bytes: 900}) {
+		t.Errorf("pod drops %+v, want 9 packets (5 + 4 after the entry was made again), 900 bytes", got)
+	}
+	if got := f.tc.noSocket[nf]; got.Packets != 7 {
+		t.Errorf("no socket %d packets, want 7", got.Packets)
+	}
+	if f.tc.dropsByAddress != 9 || len(f.tsrc.dstsDeleted) != 2 {
+		t.Errorf("by address %d, deleted %v; want 9, two entries", f.tc.dropsByAddress, f.tsrc.dstsDeleted)
+	}
+	// More to the pod's address: the increment only.
+	set(toPod, 6)
+	f.step()
+	if got := podDrops().Packets; got != 11 {
+		t.Errorf("pod drops %d, want 11", got)
+	}
 }

@@ -5,6 +5,12 @@ package daemon
 // the daemon gives them to the pod of this node whose address it is (status.podIPs). An address
 // that is no pod's, or that two pods claim (hostNetwork pods share the node's), is no pod's:
 // those drops stay in the node's no-socket row, counted.
+//
+// The probe's table is bounded (4,096 (address, reason) entries; past it the drops are counted
+// under no address, drops_destination_map_full), and an address that once got a drop would keep
+// its entry forever: after a scan or a few thousand churned pods every new address would overflow.
+// The daemon deletes entries idle for dropDstIdle (forgetIdleDropDsts), counting what they held
+// at the delete, so a later drop to the address makes a new entry, counted from zero.
 
 import (
 	"io/fs"
@@ -33,7 +39,27 @@ const (
 	// kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice is 3; a kubelet
 	// --cgroup-root adds some).
 	maxPodCgroupDepth = 8
+	// dropDstIdle: a per-destination entry whose counters have not changed for this long is
+	// deleted from the kernel table and forgotten here (checked every gcEvery, 10 s: deleted
+	// after 60-70 s idle). A minute frees room within a couple of minutes of a scan or a pod
+	// churn, while an address that drops now and then (a closed port probed every few
+	// seconds, a pod behind a DROP rule) keeps its entry instead of paying the program's
+	// entry creation (an allocation) again on each drop; and it is many reads (60 at the
+	// default 1 s interval), so an entry is never deleted for looking idle between two reads.
+	dropDstIdle = time.Minute
 )
+
+// DropDstDeleter is a DropDstSource that can delete idle entries and say what they held when
+// deleted (*bpf.TCPProbe).
+type DropDstDeleter interface {
+	DeleteDropDestinations(keys []bpf.DropDstKey) (map[bpf.DropDstKey]bpf.DropCounters, error)
+}
+
+// dropDstLast is a per-destination entry as last read and when its counters last changed.
+type dropDstLast struct {
+	c       bpf.DropCounters
+	changed time.Time
+}
 
 // podAddrIndex maps this node's pod addresses to their pod-level cgroup id.
 type podAddrIndex struct {
@@ -120,11 +146,17 @@ func (c *tcpCollector) addDropDsts(dsts map[bpf.DropDstKey]bpf.DropCounters, now
 	rebuild := false
 	idx := &c.podAddrs
 	for k, cur := range dsts {
-		d := dropDelta(cur, c.dstLast[k])
-		c.dstLast[k] = cur
+		last := c.dstLast[k]
+		if last == nil {
+			last = &dropDstLast{changed: now}
+			c.dstLast[k] = last
+		}
+		d := dropDelta(cur, last.c)
+		last.c = cur
 		if d.Packets == 0 {
 			continue
 		}
+		last.changed = now
 		deltas = append(deltas, dropDstDelta{k, d})
 		if _, ok := idx.byAddr[k.Addr]; !ok && k.Addr.IsValid() && !idx.ambiguous[k.Addr] && !idx.notPod[k.Addr] {
 			rebuild = true
@@ -154,5 +186,41 @@ func (c *tcpCollector) addDropDsts(dsts map[bpf.DropDstKey]bpf.DropCounters, now
 			c.dropsAmbiguousAddress += x.d.Packets
 		}
 		addDropCounts(c.noSocket, x.key.Reason, x.d)
+	}
+}
+
+// forgetIdleDropDsts deletes the per-destination entries whose counters have not changed for
+// dropDstIdle from the kernel table and forgets them, so the table keeps room for new addresses.
+// The probe returns what each entry held when it was deleted: drops counted since the last read
+// are attributed as any read's (not lost, not counted twice), and a later drop to the address
+// makes a new entry whose counters are all new (no last value: no negative delta). What can be
+// lost is an increment racing the delete itself (bpf.TCPProbe.DeleteDropDestinations). Callers
+// hold c.mu.
+func (c *tcpCollector) forgetIdleDropDsts(now time.Time) {
+	dd, ok := c.src.(DropDstDeleter)
+	if !ok {
+		return
+	}
+	var idle []bpf.DropDstKey
+	for k, l := range c.dstLast {
+		if now.Sub(l.changed) >= dropDstIdle {
+			idle = append(idle, k)
+		}
+	}
+	if len(idle) == 0 {
+		return
+	}
+	final, err := dd.DeleteDropDestinations(idle)
+	c.addDropDsts(final, now)
+	for _, k := range idle {
+		if _, deleted := final[k]; deleted || err == nil {
+			// Deleted, or not in the table any more: a new entry starts from zero. (An entry
+			// the delete failed for is kept and tried again.)
+			delete(c.dstLast, k)
+		}
+	}
+	c.dropDstsForgotten += uint64(len(final))
+	if err != nil {
+		c.readErrors++
 	}
 }
