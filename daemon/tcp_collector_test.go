@@ -380,7 +380,7 @@ func (f *fakeTCPSource) ReadDropDestinations() (map[bpf.DropDstKey]bpf.DropCount
 }
 
 // TestDropsByDestinationPod: drops without a socket are the pod's whose address they went to
-// (IPv4 and IPv6), exactly; an address two pods claim (hostNetwork pods share the node's), one
+// (IPv4 and IPv6), exactly; an address two pods claim, one
 // that is no pod's and packets without an address stay in the node's no-socket row, counted.
 func TestDropsByDestinationPod(t *testing.T) {
 	f := newTCPFixture(t)
@@ -393,7 +393,7 @@ func TestDropsByDestinationPod(t *testing.T) {
 	crawler.IPs = []string{"10.34.2.5", "fd00:10:34:2::5"}
 	f.meta[uidCrawler] = crawler
 	c2 := f.meta[uidCrawler2]
-	c2.IPs = []string{"172.18.0.2"} // hostNetwork: the node's address
+	c2.IPs = []string{"172.18.0.2"} // claimed by two pods (a pod's address passed on while the old pod's cgroup is still there)
 	f.meta[uidCrawler2] = c2
 	f.meta[uidProxy] = podmeta.Pod{UID: uidProxy, Name: "kube-proxy-x", Namespace: "kube-system", Workload: "kube-proxy", WorkloadKind: "DaemonSet", IPs: []string{"172.18.0.2"}}
 	walks := 0
@@ -551,5 +551,50 @@ func TestDropDestinationsIdleForgotten(t *testing.T) {
 	f.step()
 	if got := podDrops().Packets; got != 11 {
 		t.Errorf("pod drops %d, want 11", got)
+	}
+}
+
+// TestDropsByDestinationHostNetworkPod: a hostNetwork pod's status.podIPs are the node's: drops to
+// them are not the pod's even when it is the only hostNetwork pod on the node (they stay in the
+// node's no-socket row: 9 IPv4 + 2 IPv6), while a pod's own address still gives it its drops (17).
+// The same pod without the flag would take the node's 11 (the rule it replaces).
+func TestDropsByDestinationHostNetworkPod(t *testing.T) {
+	const uidProxy = "55555555-5555-4555-8555-555555555555"
+	const nf = 17 // any reason number: the collector does not name it
+	for _, hostNetwork := range []bool{true, false} {
+		f := newTCPFixture(t)
+		f.res.paths[100] = systemdPod(uidCrawler)
+		f.res.paths[500] = systemdPod(uidProxy)
+		crawler := f.meta[uidCrawler]
+		crawler.IPs = []string{"10.34.2.5"}
+		f.meta[uidCrawler] = crawler
+		f.meta[uidProxy] = podmeta.Pod{UID: uidProxy, Name: "kube-proxy-x", Namespace: "kube-system", Workload: "kube-proxy", WorkloadKind: "DaemonSet",
+			IPs: []string{"172.18.0.2", "fd00:18::2"}, HostNetwork: hostNetwork}
+		f.tc.podCgroups = func(string) map[string]uint64 { return map[string]uint64{uidCrawler: 100, uidProxy: 500} }
+		f.step()
+		f.tsrc.mu.Lock()
+		f.tsrc.dsts = map[bpf.DropDstKey]bpf.DropCounters{
+			{Addr: netip.MustParseAddr("10.34.2.5"), Reason: nf}:  {Packets: 17, Bytes: 1700},
+			{Addr: netip.MustParseAddr("172.18.0.2"), Reason: nf}: {Packets: 9, Bytes: 900},
+			{Addr: netip.MustParseAddr("fd00:18::2"), Reason: nf}: {Packets: 2, Bytes: 200},
+		}
+		f.tsrc.mu.Unlock()
+		f.step()
+		fr := f.frame(t, &isoobsv1.TopRequest{Dimension: isoobsv1.Dimension_DIMENSION_DROPS})
+		proxy, cr := dropRowByPod(fr, "kube-proxy-x"), dropRowByPod(fr, "crawler-7d9f-a")
+		if cr == nil || cr.Packets != 17 || cr.Bytes != 1700 {
+			t.Errorf("hostNetwork %v: crawler %v, want 17 packets", hostNetwork, cr)
+		}
+		if hostNetwork {
+			if proxy != nil || len(fr.DropRows) != 1 || fr.DropNoSocket.GetPackets() != 11 || fr.DropNoSocket.GetBytes() != 1100 ||
+				f.tc.dropsByAddress != 17 || f.tc.dropsAmbiguousAddress != 0 {
+				t.Errorf("hostNetwork pod: row %v, rows %d, no socket %v, by address %d, ambiguous %d; want no row, 1, 11 packets (1,100 bytes), 17, 0",
+					proxy, len(fr.DropRows), fr.DropNoSocket, f.tc.dropsByAddress, f.tc.dropsAmbiguousAddress)
+			}
+			continue
+		}
+		if proxy == nil || proxy.Packets != 11 || fr.DropNoSocket.GetPackets() != 0 || f.tc.dropsByAddress != 28 {
+			t.Errorf("without the flag: row %v, no socket %v, by address %d; want 11 packets, 0, 28", proxy, fr.DropNoSocket, f.tc.dropsByAddress)
+		}
 	}
 }

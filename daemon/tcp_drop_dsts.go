@@ -2,9 +2,10 @@ package daemon
 
 // Drops of packets without a socket (most ingress drops: netfilter in a pod's netns, routing,
 // a port nobody listens on) carry no cgroup: the probe counts them per destination address, and
-// the daemon gives them to the pod of this node whose address it is (status.podIPs). An address
-// that is no pod's, or that two pods claim (hostNetwork pods share the node's), is no pod's:
-// those drops stay in the node's no-socket row, counted.
+// the daemon gives them to the pod of this node whose address it is (status.podIPs). A
+// hostNetwork pod's addresses are the node's, not the pod's: they are not indexed. An address
+// that is no pod's, or that two pods claim, is no pod's: those drops stay in the node's no-socket
+// row, counted.
 //
 // The probe's table is bounded (4,096 (address, reason) entries; past it the drops are counted
 // under no address, drops_destination_map_full), and an address that once got a drop would keep
@@ -97,8 +98,8 @@ func walkPodCgroups(root string) map[string]uint64 {
 	return out
 }
 
-// rebuildPodAddrs indexes the addresses of the pods that have a cgroup on this node. Callers
-// hold c.mu.
+// rebuildPodAddrs indexes the addresses of the pods that have a cgroup on this node (not those of
+// hostNetwork pods, the node's). Callers hold c.mu.
 func (c *tcpCollector) rebuildPodAddrs(now time.Time) {
 	idx := &c.podAddrs
 	idx.byAddr, idx.ambiguous, idx.notPod = map[netip.Addr]uint64{}, map[netip.Addr]bool{}, map[netip.Addr]bool{}
@@ -113,7 +114,9 @@ func (c *tcpCollector) rebuildPodAddrs(now time.Time) {
 	}
 	for uid, id := range list(c.cfg.CgroupRoot) {
 		p, ok := c.pods.Lookup(uid)
-		if !ok {
+		if !ok || p.HostNetwork {
+			// A hostNetwork pod's status.podIPs are the node's: drops to them are the node's
+			// (the no-socket row), even when it is the only such pod on the node.
 			continue
 		}
 		for _, s := range p.IPs {

@@ -36,8 +36,9 @@ whose socket sent or was to receive the packet (never to a host process).
 Packets dropped before any socket was found (netfilter in the pod's network
 namespace, a port nobody listens on, ...) are the pod's whose address (IPv4 or
 IPv6) they were sent to; those to no pod of the node (the node's own address,
-an address hostNetwork pods share, a packet without one) are no pod's: the
-footer sums them node-wide by reason ("noSocket" in JSON). Where the kernel
+which hostNetwork pods report as theirs, an address two pods claim, a packet
+without one) are no pod's: the footer sums them node-wide by reason
+("noSocket" in JSON). Where the kernel
 dropped packets (the function, per reason) is node-wide ("locations").
 
 With Hubble (the daemon's, as for top dns), Cilium's datapath drops are merged:

@@ -35,6 +35,9 @@ type Pod struct {
 	// IPs are the pod's addresses (status.podIPs): a DNS server pod's rows are found by the
 	// address its clients sent their queries to.
 	IPs []string
+	// HostNetwork is spec.hostNetwork: the pod runs in the node's network namespace and its IPs
+	// are the node's, not its own (packets to them are not the pod's).
+	HostNetwork bool
 }
 
 // cronJobJobName is how the CronJob controller names its Jobs: <cronjob>-<scheduled unix minutes>.
@@ -71,7 +74,8 @@ func Owner(pod *corev1.Pod) (name, kind string) {
 // FromPod converts an API pod.
 func FromPod(p *corev1.Pod) Pod {
 	w, k := Owner(p)
-	pod := Pod{UID: string(p.UID), Name: p.Name, Namespace: p.Namespace, Node: p.Spec.NodeName, Labels: p.Labels, Workload: w, WorkloadKind: k}
+	pod := Pod{UID: string(p.UID), Name: p.Name, Namespace: p.Namespace, Node: p.Spec.NodeName, Labels: p.Labels, Workload: w, WorkloadKind: k,
+		HostNetwork: p.Spec.HostNetwork}
 	for _, ip := range p.Status.PodIPs {
 		pod.IPs = append(pod.IPs, ip.IP)
 	}
@@ -152,7 +156,8 @@ func newWatcher(cs kubernetes.Interface, node string) *Watcher {
 		if p, ok := obj.(*corev1.Pod); ok {
 			p.ManagedFields = nil
 			p.Annotations = nil
-			p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName}
+			// hostNetwork stays: such a pod's IPs are the node's.
+			p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork}
 			// Container names and IDs stay: a trace names the container of each query. The IPs
 			// stay: a client's DNS server address names the server pod.
 			p.Status = corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs,

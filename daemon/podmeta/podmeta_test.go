@@ -89,6 +89,41 @@ func TestWatcherLookupAndDelete(t *testing.T) {
 	}
 }
 
+// The informer's trimmed pods keep spec.hostNetwork and the addresses: a hostNetwork pod's
+// status.podIPs are the node's, and the drops view must know it.
+func TestWatcherKeepsHostNetwork(t *testing.T) {
+	proxy := pod("kube-proxy-x", nil, "DaemonSet", "kube-proxy")
+	proxy.Spec = corev1.PodSpec{NodeName: "node-a", HostNetwork: true, DNSPolicy: corev1.DNSClusterFirstWithHostNet,
+		Containers: []corev1.Container{{Name: "kube-proxy", Image: "registry.k8s.io/kube-proxy:v1.34.4"}}}
+	proxy.Status.PodIPs = []corev1.PodIP{{IP: "172.18.0.2"}, {IP: "fd00:18::2"}}
+	web := pod("web-0", nil, "StatefulSet", "web")
+	web.Spec.NodeName = "node-a"
+	web.Status.PodIPs = []corev1.PodIP{{IP: "10.34.2.5"}}
+	w := newWatcher(fake.NewClientset(proxy, web), "node-a")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w.Start(ctx)
+	if !w.WaitSynced(ctx) {
+		t.Fatal("not synced")
+	}
+	got, ok := w.Lookup("uid-kube-proxy-x")
+	if !ok || !got.HostNetwork || strings.Join(got.IPs, ",") != "172.18.0.2,fd00:18::2" {
+		t.Errorf("hostNetwork pod: %+v %v; want HostNetwork and both node addresses", got, ok)
+	}
+	got, ok = w.Lookup("uid-web-0")
+	if !ok || got.HostNetwork || strings.Join(got.IPs, ",") != "10.34.2.5" {
+		t.Errorf("pod: %+v %v; want not HostNetwork, 10.34.2.5", got, ok)
+	}
+	// What the informer stores is trimmed: the containers of the spec are gone, the flag stays.
+	obj, exists, err := w.inf.GetStore().GetByKey("ns/kube-proxy-x")
+	if err != nil || !exists {
+		t.Fatalf("store: %v %v", exists, err)
+	}
+	if sp := obj.(*corev1.Pod).Spec; len(sp.Containers) != 0 || sp.DNSPolicy != "" || !sp.HostNetwork || sp.NodeName != "node-a" {
+		t.Errorf("stored spec %+v, want only nodeName and hostNetwork", sp)
+	}
+}
+
 // An API server that accepts connections and never answers (a blackholed Service IP behaves
 // the same) must show up in Connected as the reachability error within a check or two, not as
 // "not synced yet" until the list's own TLS timeout and backoff.

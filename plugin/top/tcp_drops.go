@@ -38,8 +38,9 @@ type DropFrame struct {
 	// Total covers every row, including rows cut by --limit.
 	Total DropRow `json:"total"`
 	// NoSocket are drops of packets that had no socket (most receive-side drops before the
-	// socket lookup) and were sent to no pod's address on their node (the node's, one that
-	// hostNetwork pods share, none): no pod's, summed over the nodes. Those to a pod's address
+	// socket lookup) and were sent to no pod's address on their node (the node's, which
+	// hostNetwork pods report as theirs; one two pods claim; none): no pod's, summed over the
+	// nodes. Those to a pod's address
 	// are in its row.
 	NoSocket DropRow `json:"noSocket"`
 	// Locations are where the kernel dropped packets (the function that freed them, per
