@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/isoobs/isoobs/daemon/window"
 	"github.com/isoobs/isoobs/hubble"
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
 	flowpb "github.com/isoobs/isoobs/proto/observer/flow"
@@ -56,11 +57,18 @@ type httpStats struct {
 	paths                        map[httpPathKey]*httpPathCount
 	other                        httpPathCount
 	lastSeen                     time.Time
+	// History (http_history.go): the order paths were first counted in (a history slot holds
+	// their counts in this order), whether anything was counted since the last tick, and the
+	// row's samples, one per collector tick it changed in.
+	pathOrder []httpPathKey
+	changed   bool
+	hist      *window.Series[httpSample]
 }
 
 func (s *httpStats) clone() *httpStats {
 	c := *s
 	c.latency = maps.Clone(s.latency)
+	c.hist = nil // read under httpAgg.mu only
 	c.paths = make(map[httpPathKey]*httpPathCount, len(s.paths))
 	for k, v := range s.paths {
 		p := *v
@@ -137,6 +145,7 @@ func (a *httpAgg) observe(f *flowpb.Flow) {
 			if len(st.paths) < httpMaxPathsPerRow {
 				pc = &httpPathCount{}
 				st.paths[pk] = pc
+				st.pathOrder = append(st.pathOrder, pk)
 			} else {
 				pc = &st.other
 			}
@@ -182,6 +191,7 @@ func (a *httpAgg) stats(k httpKey, ep *flowpb.Endpoint, node string, now time.Ti
 		a.keys[k] = st
 	}
 	st.lastSeen = now
+	st.changed = true
 	if id := ep.GetIdentity(); id != 0 {
 		st.identity = id
 	}
@@ -201,20 +211,26 @@ func (a *httpAgg) stats(k httpKey, ep *flowpb.Endpoint, node string, now time.Ti
 func (a *httpAgg) snapshot() (map[httpKey]*httpStats, uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	now := a.now()
-	if now.Sub(a.lastGC) > 10*time.Second {
-		a.lastGC = now
-		for k, st := range a.keys {
-			if now.Sub(st.lastSeen) > a.retention {
-				delete(a.keys, k)
-			}
-		}
-	}
+	a.gcLocked(a.now())
 	out := make(map[httpKey]*httpStats, len(a.keys))
 	for k, st := range a.keys {
 		out[k] = st.clone()
 	}
 	return out, a.untracked
+}
+
+// gcLocked forgets rows idle for the retention (their history with them), at most every 10 s.
+// Callers hold a.mu.
+func (a *httpAgg) gcLocked(now time.Time) {
+	if now.Sub(a.lastGC) <= 10*time.Second {
+		return
+	}
+	a.lastGC = now
+	for k, st := range a.keys {
+		if now.Sub(st.lastSeen) > a.retention {
+			delete(a.keys, k)
+		}
+	}
 }
 
 // httpQuery is one top http stream's request, checked.
@@ -363,6 +379,34 @@ func (d *Daemon) httpFrame(q *httpQuery, cur, prev map[httpKey]*httpStats, untra
 		}
 		f.HttpRows = append(f.HttpRows, r)
 	}
+	d.httpWarnings(f, untracked)
+	return f
+}
+
+// httpLookBackFrame is a frame of a --since stream: the rows' counts over the last lookBack
+// of their history, ending at the collector's latest tick.
+func (d *Daemon) httpLookBackFrame(q *httpQuery, lookBack time.Duration) *isoobsv1.TopFrame {
+	c := d.coll
+	c.mu.RLock()
+	lb := d.httpCounts().lookBack(c.clock, lookBack, q)
+	c.mu.RUnlock()
+	f := &isoobsv1.TopFrame{Node: d.cfg.NodeName, Time: timestamppb.New(lb.to), Since: timestamppb.New(lb.from),
+		Interval: durationpb.New(lb.elapsed), HttpRows: lb.rows}
+	switch {
+	case !lb.ok:
+		f.Time, f.Since = timestamppb.Now(), timestamppb.New(c.started)
+		f.Warnings = append(f.Warnings, "look-back needs two collector ticks of history; counting started "+c.started.Format(time.RFC3339))
+	case lb.elapsed < lookBack-c.cfg.Interval:
+		f.Warnings = append(f.Warnings, fmt.Sprintf("look-back: history covers %s of the %s asked (this daemon counts since %s)",
+			lb.elapsed.Round(time.Second), lookBack, c.started.UTC().Format(time.RFC3339)))
+	}
+	d.httpWarnings(f, lb.untracked)
+	return f
+}
+
+// httpWarnings adds what a top http frame cannot count: Hubble down, rows past the bound, lost
+// events.
+func (d *Daemon) httpWarnings(f *isoobsv1.TopFrame, untracked uint64) {
 	h := d.coll.hub
 	if st := h.client.Status(); !st.Connected {
 		why := st.LastError
@@ -377,7 +421,6 @@ func (d *Daemon) httpFrame(q *httpQuery, cur, prev map[httpKey]*httpStats, untra
 	if lost := h.agg.Counters().LostEvents; lost > 0 {
 		f.Warnings = append(f.Warnings, fmt.Sprintf("Hubble reported %d events lost since this daemon started: HTTP counts may be low", lost))
 	}
-	return f
 }
 
 func (d *Daemon) httpCounts() *httpAgg {
@@ -399,8 +442,15 @@ func (s *server) topHTTP(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopSer
 	if err := checkTopBounds(req, c.cfg.Retention); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	if req.GetSince() != nil {
-		return status.Error(codes.InvalidArgument, "top http has no look-back (--since): it counts from when the daemon started, or over --duration")
+	var lookBack time.Duration
+	if d := req.GetSince(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 {
+			return status.Errorf(codes.InvalidArgument, "since %v: give a positive look-back such as 5m", d.AsDuration())
+		}
+		if req.GetSinceStreamStart() {
+			return status.Error(codes.InvalidArgument, "since looks back over the daemon's history; since_stream_start counts from now on: ask for one of them")
+		}
+		lookBack = d.AsDuration()
 	}
 	q, err := newHTTPQuery(req, limitNS)
 	if err != nil {
@@ -429,15 +479,20 @@ func (s *server) topHTTP(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopSer
 		if n%every != 0 {
 			continue
 		}
-		cur, untracked := a.snapshot()
-		now := a.now()
-		f := d.httpFrame(q, cur, prev, untracked, now, now.Sub(prevAt).Seconds())
+		var f *isoobsv1.TopFrame
+		if lookBack > 0 {
+			f = d.httpLookBackFrame(q, lookBack)
+		} else {
+			cur, untracked := a.snapshot()
+			now := a.now()
+			f = d.httpFrame(q, cur, prev, untracked, now, now.Sub(prevAt).Seconds())
+			prev, prevAt = cur, now
+		}
 		if limitNS != "" {
 			f.Warnings = append(f.Warnings, "tenant authorization: limited to namespace "+limitNS)
 		}
 		if err := stream.Send(f); err != nil {
 			return err
 		}
-		prev, prevAt = cur, now
 	}
 }

@@ -70,6 +70,7 @@ func (c *collector) tickHubble(tick uint64) {
 	if h == nil {
 		return
 	}
+	h.http.record(tick, c.clock.Layout()) // top http --since (http_history.go)
 	h.agg.ReadPods(func(p *hubble.PodStats) {
 		s := h.subjects[p.PodKey]
 		if s == nil {

@@ -236,7 +236,13 @@ func (s *Series[S]) Set(tick uint64, v S) {
 	}
 	if s.next > s.born && tick > s.next {
 		prev := s.vals[(s.next-1)%uint64(len(s.vals))]
-		for t := s.next; t < tick && tick-t < uint64(len(s.vals)); t++ {
+		// Only the skipped ticks the fine ring still keeps after tick (a gap longer than the
+		// ring fills all of it but tick's slot).
+		start := s.next
+		if n := uint64(len(s.vals)); tick-start >= n {
+			start = tick - n + 1
+		}
+		for t := start; t < tick; t++ {
 			s.vals[t%uint64(len(s.vals))] = prev
 		}
 		if s.step > 0 {

@@ -207,3 +207,29 @@ func TestActivityFirstLastSeen(t *testing.T) {
 		t.Error("activity in a quiet window")
 	}
 }
+
+// TestSparseSetsLongGaps: a series Set only at the ticks it changed in (top http's rows), with
+// gaps longer than the fine ring, reads like one Set at every tick: the fine ring's skipped
+// slots repeat the last value even when the gap began before the ring's span.
+func TestSparseSetsLongGaps(t *testing.T) {
+	l := LayoutFor(time.Second, 15*time.Minute)
+	c := NewTieredClock(l)
+	sparse, dense := NewSeriesLayout[uint64](l, 3), NewSeriesLayout[uint64](l, 3)
+	changes := map[uint64]uint64{3: 5, 10: 300, 250: 60, 401: 200, 402: 1, 700: 9}
+	var cum uint64
+	for tick := uint64(0); tick <= 760; tick++ {
+		c.Tick(time.Unix(int64(tick), 0))
+		if n, ok := changes[tick]; ok {
+			cum += n
+			sparse.Set(tick, cum)
+		}
+		if tick >= 3 {
+			dense.Set(tick, cum)
+		}
+		for back := uint64(0); back <= tick; back++ {
+			if x := tick - back; c.Kept(x) && sparse.At(x) != dense.At(x) {
+				t.Fatalf("at tick %d, tick %d reads %d, want %d", tick, x, sparse.At(x), dense.At(x))
+			}
+		}
+	}
+}

@@ -2909,8 +2909,12 @@ type HTTPRow struct {
 	// Responses without a latency (the proxy had no x-request-id to match their request).
 	ResponsesWithoutLatency uint64 `protobuf:"varint,28,opt,name=responses_without_latency,json=responsesWithoutLatency,proto3" json:"responses_without_latency,omitempty"`
 	// Method + path templates, at most the daemon's cap per row; the rest in paths_other.
-	Paths         []*HTTPPathCount `protobuf:"bytes,29,rep,name=paths,proto3" json:"paths,omitempty"`
-	PathsOther    *HTTPPathCount   `protobuf:"bytes,30,opt,name=paths_other,json=pathsOther,proto3" json:"paths_other,omitempty"`
+	Paths      []*HTTPPathCount `protobuf:"bytes,29,rep,name=paths,proto3" json:"paths,omitempty"`
+	PathsOther *HTTPPathCount   `protobuf:"bytes,30,opt,name=paths_other,json=pathsOther,proto3" json:"paths_other,omitempty"`
+	// With TopRequest.since: when the row's requests (or responses) started and ended within the
+	// look-back, to the resolution of the daemon's history (a tick for the last minute, 10 s before).
+	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,31,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,32,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3151,6 +3155,20 @@ func (x *HTTPRow) GetPaths() []*HTTPPathCount {
 func (x *HTTPRow) GetPathsOther() *HTTPPathCount {
 	if x != nil {
 		return x.PathsOther
+	}
+	return nil
+}
+
+func (x *HTTPRow) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *HTTPRow) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
 	}
 	return nil
 }
@@ -3458,7 +3476,7 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\n" +
 	"status_4xx\x18\x04 \x01(\x04R\tstatus4xx\x12\x1d\n" +
 	"\n" +
-	"status_5xx\x18\x05 \x01(\x04R\tstatus5xx\"\xfc\b\n" +
+	"status_5xx\x18\x05 \x01(\x04R\tstatus5xx\"\xf0\t\n" +
 	"\aHTTPRow\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
@@ -3496,7 +3514,10 @@ const file_isoobs_v1_isoobs_proto_rawDesc = "" +
 	"\x19responses_without_latency\x18\x1c \x01(\x04R\x17responsesWithoutLatency\x12.\n" +
 	"\x05paths\x18\x1d \x03(\v2\x18.isoobs.v1.HTTPPathCountR\x05paths\x129\n" +
 	"\vpaths_other\x18\x1e \x01(\v2\x18.isoobs.v1.HTTPPathCountR\n" +
-	"pathsOther\x1a9\n" +
+	"pathsOther\x129\n" +
+	"\n" +
+	"first_seen\x18\x1f \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
+	"\tlast_seen\x18  \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*u\n" +
@@ -3628,17 +3649,19 @@ var file_isoobs_v1_isoobs_proto_depIdxs = []int32{
 	30, // 43: isoobs.v1.HTTPRow.labels:type_name -> isoobs.v1.HTTPRow.LabelsEntry
 	21, // 44: isoobs.v1.HTTPRow.paths:type_name -> isoobs.v1.HTTPPathCount
 	21, // 45: isoobs.v1.HTTPRow.paths_other:type_name -> isoobs.v1.HTTPPathCount
-	4,  // 46: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
-	9,  // 47: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
-	16, // 48: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
-	8,  // 49: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
-	12, // 50: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
-	17, // 51: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
-	49, // [49:52] is the sub-list for method output_type
-	46, // [46:49] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	32, // 46: isoobs.v1.HTTPRow.first_seen:type_name -> google.protobuf.Timestamp
+	32, // 47: isoobs.v1.HTTPRow.last_seen:type_name -> google.protobuf.Timestamp
+	4,  // 48: isoobs.v1.Daemon.Top:input_type -> isoobs.v1.TopRequest
+	9,  // 49: isoobs.v1.Daemon.Status:input_type -> isoobs.v1.StatusRequest
+	16, // 50: isoobs.v1.Daemon.Trace:input_type -> isoobs.v1.TraceRequest
+	8,  // 51: isoobs.v1.Daemon.Top:output_type -> isoobs.v1.TopFrame
+	12, // 52: isoobs.v1.Daemon.Status:output_type -> isoobs.v1.StatusResponse
+	17, // 53: isoobs.v1.Daemon.Trace:output_type -> isoobs.v1.DNSEvent
+	51, // [51:54] is the sub-list for method output_type
+	48, // [48:51] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_isoobs_v1_isoobs_proto_init() }
