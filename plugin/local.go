@@ -47,7 +47,11 @@ func (o *TopDNSOptions) startLocal(ctx context.Context) ([]top.Source, func(), e
 	}
 	restConfig, why := o.usableRESTConfig(ctx)
 	if restConfig == nil {
-		fmt.Fprintf(o.ErrOut, "warning: no usable kubeconfig (%s): showing cgroups without pod names; pass --kubeconfig to resolve pods\n", why)
+		lost := o.noKubeconfigLocal
+		if lost == "" {
+			lost = "showing cgroups without pod names; pass --kubeconfig to resolve pods"
+		}
+		fmt.Fprintf(o.ErrOut, "warning: no usable kubeconfig (%s): %s\n", why, lost)
 		o.includeUnresolved = true
 	}
 	cfg.RESTConfig = restConfig

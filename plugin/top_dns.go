@@ -127,6 +127,9 @@ type TopDNSOptions struct {
 	firstFrameWait    time.Duration
 	// missing are nodes the cluster fan-out could not reach (set by the sources).
 	missing []top.MissingNode
+	// noKubeconfigLocal, when set, is what --local without a usable kubeconfig loses (top http:
+	// its rows come from Hubble, with pod names); default: the probes' pod names.
+	noKubeconfigLocal string
 }
 
 // NewTopDNSOptions returns options with the flag defaults.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
@@ -28,7 +29,11 @@ const topHTTPExample = `  # Which services answer slowly or with errors? Live, e
   kubectl isoobs top http --duration 10s --group-by service --sort errors -o json
 
   # Who sends the requests (clients) in one namespace, with every path template
-  kubectl isoobs top http -n tenant-jobs --clients -o wide`
+  kubectl isoobs top http -n tenant-jobs --clients -o wide
+
+  # The errors stopped before you arrived: the last 15 minutes from the daemons' history,
+  # with when each row's requests started and ended (firstSeen/lastSeen in JSON)
+  kubectl isoobs top http -A --since 15m --sort errors --once`
 
 // TopHTTPOptions holds the flags of `kubectl isoobs top http`. Where the frames come from
 // (--daemon, --local, every node's daemon) works as for top dns, through the same options.
@@ -49,6 +54,7 @@ type TopHTTPOptions struct {
 // NewCmdTopHTTP returns `kubectl isoobs top http`.
 func NewCmdTopHTTP(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &TopHTTPOptions{src: NewTopDNSOptions(configFlags, streams), Sort: top.HTTPSortRequests, GroupBy: top.GroupByPod, Paths: 3}
+	o.src.noKubeconfigLocal = noKubeconfigHTTP
 	cmd := &cobra.Command{
 		Use:   "http [flags]",
 		Short: "Live HTTP golden signals per pod, workload or Service from Hubble's L7 flows",
@@ -68,7 +74,10 @@ Hubble has HTTP flows only for pods a CiliumNetworkPolicy with http rules select
 the view says which namespaces in view have none (or only some) such pods.
 
 Rates are per second over the interval; counters cover the time since the
-daemon started, or the next --duration D. On a terminal the table is redrawn
+daemon started, or the next --duration D. --since 1m|5m|15m shows the daemons'
+history instead (up to their --retention, 15m by default): requests, 4xx, 5xx,
+latency and paths over that past window, rates as its average, and when each
+row's requests started and ended (FIRST-SEEN/LAST-SEEN). On a terminal the table is redrawn
 every --interval; otherwise each frame is printed as a table (-o wide for more
 columns), one JSON object per line (-o json) or a YAML document.`,
 		Example:      topHTTPExample,
@@ -94,6 +103,7 @@ columns), one JSON object per line (-o json) or a YAML document.`,
 	f.BoolVar(&s.Once, "once", s.Once, "Print the first frame (counts since the daemon started) and exit")
 	f.DurationVar(&s.Duration, "duration", s.Duration, "Count over this long from now, print one frame and exit (e.g. 10s)")
 	f.DurationVar(&s.Interval, "interval", s.Interval, "Refresh interval")
+	f.DurationVar(&s.Since, "since", s.Since, "Look back over the daemons' history: counts and average rates over the last 1m, 5m or 15m (at most their --retention), with first/last seen per row")
 	f.StringVar(&o.Sort, "sort", o.Sort, "Sort by: "+strings.Join(top.HTTPSortKeys, "|"))
 	f.IntVar(&s.Limit, "limit", s.Limit, "Show at most this many rows (0: all)")
 	f.StringVar(&o.GroupBy, "group-by", o.GroupBy, "Group rows by: "+strings.Join(top.HTTPGroupBys, "|"))
@@ -109,7 +119,7 @@ columns), one JSON object per line (-o json) or a YAML document.`,
 	_ = cmd.RegisterFlagCompletionFunc("group-by", cobra.FixedCompletions(top.HTTPGroupBys, cobra.ShellCompDirectiveNoFileComp))
 	groupFlags(cmd,
 		flagGroup{"Which rows (and -n from the global flags)", []string{"all-namespaces", "selector", "pod", "clients"}},
-		flagGroup{"How they are counted and shown", []string{"group-by", "sort", "limit", "paths", "once", "duration", "interval"}},
+		flagGroup{"How they are counted and shown", []string{"group-by", "sort", "limit", "paths", "once", "duration", "since", "interval"}},
 		flagGroup{"Output", []string{"output", "no-headers"}},
 		flagGroup{"Every node's daemon (the default)", []string{"node", "daemon-namespace", "daemon-selector", "daemon-port", "connect-timeout", "token-file"}},
 		flagGroup{"One daemon at an address (--daemon)", []string{"daemon"}},
@@ -137,8 +147,21 @@ func (o *TopHTTPOptions) Validate() error {
 	if o.src.Local && o.src.Hubble.Disabled() {
 		return errors.New("top http reads Hubble's L7 flows: --hubble-server off leaves it nothing; drop it")
 	}
+	// --since alone (negative, too short, with --duration) is checked with top dns's words in
+	// o.src.Validate; how far back the history goes is known here only for --local (the
+	// daemons say theirs, see Run).
+	if o.src.Local && o.src.Since > localRetention {
+		return fmt.Errorf("--since %s is beyond the history --local keeps (%s, the daemon's default --retention): look back %s or less, e.g. --since 15m", o.src.Since, localRetention, localRetention)
+	}
 	return o.src.Validate()
 }
+
+// noKubeconfigHTTP is what top http --local misses without a kubeconfig: its rows are Hubble's,
+// pod names included, but nothing says which namespaces have no L7 visibility.
+const noKubeconfigHTTP = "pods are named from Hubble's flows, but which namespaces lack L7 HTTP visibility is not checked and Services are only those Hubble names; pass --kubeconfig for them"
+
+// localRetention is the history the --local engine keeps: daemon.Config's default Retention.
+const localRetention = 15 * time.Minute
 
 // Request is the TopRequest sent to every daemon: per-pod rows, grouped, sorted and cut after
 // the merge.
@@ -158,6 +181,9 @@ func (o *TopHTTPOptions) Request() *isoobsv1.TopRequest {
 	if s.Duration > 0 {
 		req.SinceStreamStart = true
 		req.Interval = durationpb.New(s.Duration)
+	}
+	if s.Since > 0 {
+		req.Since = durationpb.New(s.Since)
 	}
 	return req
 }
@@ -180,6 +206,7 @@ func (o *TopHTTPOptions) Run(ctx context.Context) error {
 		return top.StreamHTTP(ctx, v.sources, v.opts, o.GroupBy, o.Clients, l7.services, func(f top.HTTPFrame) error {
 			f = f.SortedLimited(o.Sort, s.Limit)
 			f.L7Visibility = l7.visibility
+			f.LookBackSeconds = s.Since.Seconds()
 			return emit(shownFrame{since: f.Since, at: f.Time, warnings: f.Warnings, title: "http (" + f.Side + " side)",
 				print: func(w io.Writer, docs *int) error { return printHTTPFrame(w, f, s.Output, s.NoHeaders, o.Paths, docs) }})
 		})
@@ -187,6 +214,10 @@ func (o *TopHTTPOptions) Run(ctx context.Context) error {
 	switch {
 	case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "Hubble"):
 		return fmt.Errorf("%w (kubectl isoobs status shows the daemon's Hubble connection)", err)
+	case status.Code(err) == codes.InvalidArgument && strings.Contains(err.Error(), "since") && strings.Contains(err.Error(), "longer than the history"):
+		return fmt.Errorf("--since %s is beyond the history a daemon keeps: %s; look back at most its --retention, e.g. --since 15m", s.Since, status.Convert(err).Message())
+	case status.Code(err) == codes.InvalidArgument && strings.Contains(err.Error(), "since") && s.Since > 0:
+		return fmt.Errorf("%w (this daemon predates top http --since: upgrade it with kubectl isoobs install --components isoobs)", err)
 	case status.Code(err) == codes.InvalidArgument && strings.Contains(err.Error(), "dimension"):
 		return fmt.Errorf("%w (this daemon predates top http: upgrade it with kubectl isoobs install --components isoobs)", err)
 	}
@@ -213,7 +244,7 @@ func printHTTPFrame(w io.Writer, f top.HTTPFrame, output string, noHeaders bool,
 		return err
 	}
 	wide := output == printers.OutputWide
-	if err := printers.WriteColumns(w, printers.HTTPColumns(f.GroupBy, wide, paths), f.Rows, noHeaders); err != nil {
+	if err := printers.WriteColumns(w, httpLookBackColumns(f, printers.HTTPColumns(f.GroupBy, wide, paths)), f.Rows, noHeaders); err != nil {
 		return err
 	}
 	if f.Truncated > 0 {
@@ -230,6 +261,36 @@ func printHTTPFrame(w io.Writer, f top.HTTPFrame, output string, noHeaders bool,
 		fmt.Fprintf(w, "(missing nodes: %s)\n", strings.Join(names, ", "))
 	}
 	return nil
+}
+
+// httpLookBackColumns fits a --since frame: FIRST-SEEN and LAST-SEEN (when each row's requests
+// started and ended within the look-back) before TOP-PATHS.
+func httpLookBackColumns(f top.HTTPFrame, cols []printers.Column[top.HTTPRow]) []printers.Column[top.HTTPRow] {
+	if f.LookBackSeconds == 0 {
+		return cols
+	}
+	clock := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return t.Local().Format("15:04:05")
+	}
+	seen := []printers.Column[top.HTTPRow]{
+		{Header: "FIRST-SEEN", Value: func(r *top.HTTPRow) string { return clock(r.FirstSeen) }},
+		{Header: "LAST-SEEN", Value: func(r *top.HTTPRow) string { return clock(r.LastSeen) }},
+	}
+	out := make([]printers.Column[top.HTTPRow], 0, len(cols)+len(seen))
+	placed := false
+	for _, c := range cols {
+		if c.Header == "TOP-PATHS" {
+			out, placed = append(out, seen...), true
+		}
+		out = append(out, c)
+	}
+	if !placed {
+		out = append(out, seen...)
+	}
+	return out
 }
 
 // l7Warnings turns the namespaces' visibility into what the view says.

@@ -55,9 +55,12 @@ func ParseHTTPGroupBy(s string) (string, error) {
 // HTTPFrame is one merged view of HTTP golden signals, printed by every output format of
 // `top http` (a stable JSON/YAML schema like TCPFrame's).
 type HTTPFrame struct {
-	Time            time.Time     `json:"time"`
-	Since           time.Time     `json:"since"`
-	IntervalSeconds float64       `json:"intervalSeconds"`
+	Time            time.Time `json:"time"`
+	Since           time.Time `json:"since"`
+	IntervalSeconds float64   `json:"intervalSeconds"`
+	// LookBackSeconds is --since: counters cover the daemons' history over [Since, Time] and
+	// rates are their average over it (0: counting since the daemons started, or --duration).
+	LookBackSeconds float64       `json:"lookBackSeconds,omitempty"`
 	Nodes           []string      `json:"nodes"`
 	MissingNodes    []MissingNode `json:"missingNodes"`
 	StaleNodes      []StaleNode   `json:"staleNodes"`
@@ -120,6 +123,11 @@ type HTTPRow struct {
 	// are counted in PathsOther.
 	Paths      []HTTPPath `json:"paths"`
 	PathsOther HTTPPath   `json:"pathsOther"`
+	// FirstSeen and LastSeen (--since only) are when the row's requests started and ended
+	// within the look-back, to the resolution of the daemons' history (their interval for the
+	// last minute, 10 s before): the earliest and latest over its pods and nodes.
+	FirstSeen *time.Time `json:"firstSeen,omitempty"`
+	LastSeen  *time.Time `json:"lastSeen,omitempty"`
 
 	latency []uint64 // dense topspec.HTTPLatencyBucket histogram: merges exactly
 	pods    map[string]bool
@@ -184,6 +192,14 @@ func httpRowFromProto(p *isoobsv1.HTTPRow) HTTPRow {
 	if o := p.PathsOther; o != nil {
 		r.PathsOther = HTTPPath{Method: o.Method, Path: o.Path, Requests: o.Requests, Status4xx: o.Status_4Xx, Status5xx: o.Status_5Xx}
 	}
+	if ts := p.GetFirstSeen(); ts != nil {
+		t := ts.AsTime()
+		r.FirstSeen = &t
+	}
+	if ts := p.GetLastSeen(); ts != nil {
+		t := ts.AsTime()
+		r.LastSeen = &t
+	}
 	r.finish()
 	return r
 }
@@ -237,6 +253,14 @@ func (r *HTTPRow) add(o *HTTPRow) {
 	r.PathsOther.Requests += o.PathsOther.Requests
 	r.PathsOther.Status4xx += o.PathsOther.Status4xx
 	r.PathsOther.Status5xx += o.PathsOther.Status5xx
+	if o.FirstSeen != nil && (r.FirstSeen == nil || o.FirstSeen.Before(*r.FirstSeen)) {
+		t := *o.FirstSeen
+		r.FirstSeen = &t
+	}
+	if o.LastSeen != nil && (r.LastSeen == nil || o.LastSeen.After(*r.LastSeen)) {
+		t := *o.LastSeen
+		r.LastSeen = &t
+	}
 	if r.Node != o.Node {
 		r.Node = ""
 	}
