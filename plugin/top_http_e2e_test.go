@@ -478,8 +478,23 @@ func TestTopHTTPOnLab(t *testing.T) {
 		t.Errorf("clients: %v, total %d", got, f.Total.Requests)
 	}
 
-	// What an engineer reads (logged): the table, by workload.
+	// --since: the daemons' history over the last 5 minutes holds the whole replay (the daemons
+	// are younger), merged exactly, with when it ran.
+	f, stderr = httpE2ETop(t, ctx, lab.Kubeconfig(), daemonAddrs, func(o *TopHTTPOptions) { o.GroupBy, o.src.Since = top.GroupByWorkload, 5*time.Minute })
+	if len(f.Rows) != 1 || f.LookBackSeconds != 300 {
+		t.Fatalf("--since 5m by workload: look-back %v, %+v", f.LookBackSeconds, f.Rows)
+	}
+	if r := f.Rows[0]; r.Requests != httpE2ERequests || r.Status5xx != httpE2E5xx || r.Status4xx != httpE2E4xx || r.Denied != httpE2EDenied || r.Pods != 2 ||
+		r.FirstSeen == nil || r.LastSeen == nil || r.LastSeen.Before(*r.FirstSeen) {
+		t.Errorf("--since 5m: %+v", r)
+	}
+	if !strings.Contains(stderr, "look-back: history covers") {
+		t.Errorf("--since 5m on daemons younger than that: stderr:\n%s", stderr)
+	}
+
+	// What an engineer reads (logged): the table, by workload, and a look-back.
 	httpE2ETop(t, ctx, lab.Kubeconfig(), daemonAddrs, func(o *TopHTTPOptions) { o.GroupBy, o.src.Output = top.GroupByWorkload, "" })
+	httpE2ETop(t, ctx, lab.Kubeconfig(), daemonAddrs, func(o *TopHTTPOptions) { o.src.Since, o.src.Output = 5*time.Minute, "" })
 
 	// The real hubble CLI reads the same peers: its flows give the same counts, and the exact
 	// percentiles of its latencies are the ones top http's histogram holds.
