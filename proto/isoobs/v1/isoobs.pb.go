@@ -292,6 +292,7 @@ type TopRequest struct {
 	// Look-back: counts and average rates over this much of the daemon's history, ending now
 	// (at most its --retention), so a flood that already stopped is still seen; rows carry
 	// first_seen/last_seen. Not with since_stream_start, a name filter or group_by qname.
+	// DIMENSION_HTTP too: HTTPRow counts (status classes, latency, paths) over the look-back.
 	Since *durationpb.Duration `protobuf:"bytes,32,opt,name=since,proto3" json:"since,omitempty"`
 	// DIMENSION_HTTP: rows of the pods that sent the requests (clients) instead of those that
 	// served them (the default).
