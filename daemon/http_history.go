@@ -22,7 +22,9 @@ import (
 // changed in and shared by every slot after them until it changes again: 48 B plus 10 B per
 // latency bucket the row has used (at most 272) and 24 B per path template (at most 32 and
 // "other"), so a row busy at every tick of the retention holds at most 153 of them (3.6 KiB
-// each at worst, a few hundred bytes for a service with tens of latency buckets and paths).
+// each at worst, a few hundred bytes for a service with tens of latency buckets and paths:
+// TestHTTPHistoryMemory measures 126 KiB for a row busy at every tick with 10 paths and ~40
+// latency buckets).
 // Rows are at most 4 per tracked pod (--max-tracked-pods), and a row idle for the retention is
 // forgotten with its history.
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 	"unsafe"
@@ -139,5 +140,53 @@ func TestHTTPLookBackBeforeTwoTicks(t *testing.T) {
 	q, _ := newHTTPQuery(&isoobsv1.TopRequest{}, "")
 	if lb := a.lookBack(clock, time.Minute, q); lb.ok || len(lb.rows) != 0 {
 		t.Errorf("one tick: %+v", lb)
+	}
+}
+
+// TestHTTPHistoryMemory measures the history of rows busy at every tick of the default 15 min
+// retention (1 s ticks): 20 server rows (and their 20 client rows), each 5 requests a tick over
+// 10 path templates and ~40 latency buckets. It logs the heap per row and checks it stays
+// under the bound http_history.go states for a row changed at every tick (153 slots with a
+// latency/path snapshot each).
+func TestHTTPHistoryMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("memory measurement")
+	}
+	cfg := &Config{MaxTrackedPods: 64, Retention: 15 * time.Minute, Interval: time.Second}
+	measure := func(ticks int) float64 {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		a := newHTTPAgg(cfg)
+		t0 := time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC)
+		now := t0
+		a.now = func() time.Time { return now }
+		clock := window.NewTieredClock(window.LayoutFor(cfg.Interval, cfg.Retention))
+		for tick := 0; tick < ticks; tick++ {
+			now = t0.Add(time.Duration(tick) * time.Second)
+			for srv := 0; srv < 20; srv++ {
+				server, client := httpServer, httpClient
+				server.Name, client.Name = fmt.Sprintf("coreapi-%d", srv), fmt.Sprintf("crawler-%d", srv)
+				for i := 0; i < 5; i++ {
+					k := tick*5 + i
+					x := hubblereplay.HTTPRequest{Node: "n", Time: now, Client: client, Server: server, Code: 200,
+						Latency: time.Duration(500+(k*7919)%20000) * time.Microsecond, URL: fmt.Sprintf("http://coreapi/p%d/%d", k%10, k)}
+					for _, f := range x.Flows() {
+						a.observe(f)
+					}
+				}
+			}
+			clock.Tick(now)
+			a.record(uint64(tick), clock.Layout())
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(a)
+		return float64(after.HeapAlloc-before.HeapAlloc) / float64(len(a.keys))
+	}
+	perRow := measure(901)
+	t.Logf("heap per HTTP row busy at every tick for 15 min: %.1f KiB", perRow/1024)
+	if perRow > 153*(88+3700)+16<<10 {
+		t.Errorf("%.0f B per row: over the stated bound", perRow)
 	}
 }
