@@ -87,6 +87,7 @@ type httpAgg struct {
 	keys      map[httpKey]*httpStats
 	gen       uint64
 	untracked uint64 // records of rows past maxKeys
+	scratch   []byte // record's packing buffer
 	lastGC    time.Time
 }
 

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/binary"
 	"slices"
 	"strings"
 	"time"
@@ -16,22 +17,22 @@ import (
 // 10 s before, back to --retention), so a look-back is a subtraction of two kept samples, as for
 // DNS, exact over the kept ticks it spans.
 //
-// One slot of a row's history is an httpSample: 10 counters (80 B) and a pointer (8 B) — 88 B,
-// 61 + 92 = 153 slots at the defaults, 13.2 KiB per row. The pointer leads to the row's
-// cumulative latency histogram and path counts (httpCum), made only at the ticks the row
-// changed in and shared by every slot after them until it changes again: 48 B plus 10 B per
-// latency bucket the row has used (at most 272) and 24 B per path template (at most 32 and
-// "other"), so a row busy at every tick of the retention holds at most 153 of them (3.6 KiB
-// each at worst, a few hundred bytes for a service with tens of latency buckets and paths:
-// TestHTTPHistoryMemory measures 126 KiB for a row busy at every tick with 10 paths and ~40
-// latency buckets).
-// Rows are at most 4 per tracked pod (--max-tracked-pods), and a row idle for the retention is
-// forgotten with its history.
+// One slot of a row's history is an httpSample: 10 counters (80 B) and a string header (16 B)
+// — 96 B, 61 + 92 = 153 slots at the defaults, 14.3 KiB per row. The string is the row's
+// cumulative latency histogram and path counts, varint-packed (httpCum), made only at the
+// ticks the row changed in and shared by every slot after them until it changes again: per
+// latency bucket the row has used (at most 272) 1 B of gap plus its count's varint (3 B up to
+// 2 M), per path template (at most 32 and "other") its three counts' varints — a few hundred
+// bytes for a service with tens of latency buckets and paths, about 4 KiB at the very worst. So
+// a row busy at every tick of the retention holds at most 153 of them: TestHTTPHistoryMemory
+// measures 38 KiB for a row busy at every tick with 10 paths and ~40 latency buckets. Rows are at most 4 per tracked
+// pod (--max-tracked-pods), and a row idle for the retention is forgotten with its history.
 
 // httpSample is one history slot of a row: its cumulative counts at a tick.
 type httpSample struct {
-	n   [httpSampleFields]uint64
-	cum *httpCum
+	n [httpSampleFields]uint64
+	// cum is the latency histogram and path counts (appendHTTPCum); immutable, so slots share it.
+	cum string
 }
 
 const (
@@ -43,34 +44,43 @@ const (
 	httpSampleFields = hsStatus + 6
 )
 
-// httpCum is a row's cumulative latency histogram and path counts at a tick; never modified
-// once made (slots share it).
-type httpCum struct {
-	buckets []uint16 // sorted
-	counts  []uint64
-	paths   []httpPathCount // paths[i] counts the row's pathOrder[i]
-	other   httpPathCount
+// appendHTTPCum packs a row's cumulative latency histogram and path counts: the number of
+// buckets, then per bucket (ascending) the gap from the previous one and its count; the number
+// of paths, then per path (in pathOrder) its requests, 4xx and 5xx; then "other"'s three.
+// Everything is a uvarint. Callers hold httpAgg.mu.
+func (st *httpStats) appendHTTPCum(b []byte) []byte {
+	buckets := make([]uint16, 0, len(st.latency))
+	for k := range st.latency {
+		buckets = append(buckets, k)
+	}
+	slices.Sort(buckets)
+	b = binary.AppendUvarint(b, uint64(len(buckets)))
+	prev := uint16(0)
+	for _, k := range buckets {
+		b = binary.AppendUvarint(b, uint64(k-prev))
+		b = binary.AppendUvarint(b, st.latency[k])
+		prev = k
+	}
+	b = binary.AppendUvarint(b, uint64(len(st.pathOrder)))
+	three := func(b []byte, p *httpPathCount) []byte {
+		b = binary.AppendUvarint(b, p.requests)
+		b = binary.AppendUvarint(b, p.s4xx)
+		return binary.AppendUvarint(b, p.s5xx)
+	}
+	for _, pk := range st.pathOrder {
+		b = three(b, st.paths[pk])
+	}
+	return three(b, &st.other)
 }
 
-// sample is the row's history slot now. Callers hold httpAgg.mu.
-func (st *httpStats) sample() httpSample {
+// sample is the row's history slot now; buf is scratch space. Callers hold httpAgg.mu.
+func (st *httpStats) sample(buf []byte) (httpSample, []byte) {
 	var s httpSample
 	s.n[hsRequests], s.n[hsResponses], s.n[hsDenied], s.n[hsNoLatency] = st.requests, st.responses, st.denied, st.noLatency
 	copy(s.n[hsStatus:], st.status[:])
-	c := &httpCum{buckets: make([]uint16, 0, len(st.latency)), counts: make([]uint64, 0, len(st.latency)),
-		paths: make([]httpPathCount, len(st.pathOrder)), other: st.other}
-	for b := range st.latency {
-		c.buckets = append(c.buckets, b)
-	}
-	slices.Sort(c.buckets)
-	for _, b := range c.buckets {
-		c.counts = append(c.counts, st.latency[b])
-	}
-	for i, pk := range st.pathOrder {
-		c.paths[i] = *st.paths[pk]
-	}
-	s.cum = c
-	return s
+	buf = st.appendHTTPCum(buf[:0])
+	s.cum = string(buf)
+	return s, buf
 }
 
 // statsAt is the row as it was at a slot: its counts then, its identity now (for httpRow).
@@ -79,15 +89,30 @@ func (st *httpStats) statsAt(s *httpSample) *httpStats {
 		labels: st.labels, identity: st.identity, requests: s.n[hsRequests], responses: s.n[hsResponses], denied: s.n[hsDenied],
 		noLatency: s.n[hsNoLatency], latency: map[uint16]uint64{}, paths: map[httpPathKey]*httpPathCount{}}
 	copy(h.status[:], s.n[hsStatus:])
-	if c := s.cum; c != nil {
-		for i, b := range c.buckets {
-			h.latency[b] = c.counts[i]
-		}
-		for i := range c.paths {
-			h.paths[st.pathOrder[i]] = &c.paths[i]
-		}
-		h.other = c.other
+	if s.cum == "" {
+		return h
 	}
+	b := []byte(s.cum)
+	next := func() uint64 {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			b = nil
+			return 0
+		}
+		b = b[n:]
+		return v
+	}
+	bucket := uint64(0)
+	for range next() {
+		bucket += next()
+		h.latency[uint16(bucket)] = next()
+	}
+	three := func() httpPathCount { return httpPathCount{requests: next(), s4xx: next(), s5xx: next()} }
+	for i := range min(int(next()), len(st.pathOrder)) {
+		p := three()
+		h.paths[st.pathOrder[i]] = &p
+	}
+	h.other = three()
 	return h
 }
 
@@ -106,7 +131,9 @@ func (a *httpAgg) record(tick uint64, l window.Layout) {
 			continue
 		}
 		st.changed = false
-		st.hist.Set(tick, st.sample())
+		var smp httpSample
+		smp, a.scratch = st.sample(a.scratch)
+		st.hist.Set(tick, smp)
 	}
 	a.gcLocked(a.now())
 }
