@@ -80,6 +80,11 @@ type TCPStats struct {
 	// such drops it had no room for (counted in ReadDrops under CgroupID 0 instead).
 	DropDests       MapFill
 	DropDstOverflow uint64
+	// ProgramsNotRun counts the times the kernel did not run one of the probe's tracepoint
+	// programs because that program was already running on the CPU (recursion_misses: a timer
+	// or packet softirq interrupting it): the events of those calls (a state change, a
+	// retransmit, a reset, a drop) are not counted anywhere else.
+	ProgramsNotRun uint64
 }
 
 // Indexes of tcp_probe_stats, mirroring enum tcp_probe_stat in tcp.c.
@@ -283,6 +288,12 @@ func (p *TCPProbe) Stats() (TCPStats, error) {
 	s.PeerOverflow = counters[tcpStatPeerOverflow]
 	s.LocationOverflow = counters[tcpStatLocationOverflow]
 	s.DropDstOverflow = counters[tcpStatDropDstOverflow]
+	for _, prog := range []*ebpf.Program{p.objs.TcpSetState, p.objs.TcpRetransmit, p.objs.TcpRetransmitSynack,
+		p.objs.TcpSendReset, p.objs.TcpReceiveReset, p.objs.DropSkb} {
+		if ps, err := prog.Stats(); err == nil {
+			s.ProgramsNotRun += ps.RecursionMisses
+		}
+	}
 	s.DropDests.Max = p.objs.DropDsts.MaxEntries()
 	var ddk tcpDropDstKey
 	var ddv []tcpDropValue

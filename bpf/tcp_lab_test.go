@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/isoobs/isoobs/cgroupv2"
 )
@@ -94,9 +96,22 @@ func inNetns(ns netns.NsHandle, fn func() error) error {
 // snmpTCP reads the Tcp: line of /proc/net/snmp as the kernel counts it in ns.
 func snmpTCP(t *testing.T, ns netns.NsHandle) map[string]uint64 {
 	t.Helper()
+	return procNetCounters(t, ns, "snmp", "Tcp:")
+}
+
+// netstatTCPExt reads the TcpExt: line of /proc/net/netstat as the kernel counts it in ns.
+func netstatTCPExt(t *testing.T, ns netns.NsHandle) map[string]uint64 {
+	t.Helper()
+	return procNetCounters(t, ns, "netstat", "TcpExt:")
+}
+
+// procNetCounters reads the counters of /proc/net/<file> whose lines start with prefix (a line
+// of names, then a line of values) as the kernel counts them in ns.
+func procNetCounters(t *testing.T, ns netns.NsHandle, file, prefix string) map[string]uint64 {
+	t.Helper()
 	out := map[string]uint64{}
 	err := inNetns(ns, func() error {
-		f, err := os.Open("/proc/thread-self/net/snmp")
+		f, err := os.Open("/proc/thread-self/net/" + file)
 		if err != nil {
 			return err
 		}
@@ -105,7 +120,7 @@ func snmpTCP(t *testing.T, ns netns.NsHandle) map[string]uint64 {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			fields := strings.Fields(sc.Text())
-			if len(fields) == 0 || fields[0] != "Tcp:" {
+			if len(fields) == 0 || fields[0] != prefix {
 				continue
 			}
 			if names == nil {
@@ -120,7 +135,7 @@ func snmpTCP(t *testing.T, ns netns.NsHandle) map[string]uint64 {
 		return sc.Err()
 	})
 	if err != nil {
-		t.Fatalf("read /proc/net/snmp: %v", err)
+		t.Fatalf("read /proc/net/%s: %v", file, err)
 	}
 	return out
 }
@@ -423,40 +438,40 @@ func TestTCPRetransmitsMatchKernelCounters(t *testing.T) {
 	}
 }
 
+// TestTCPConnectTimeoutsExact: 6 connects whose SYNs the server's netns drops time out in the
+// kernel: exactly 6 timeouts, and the SYN retransmits equal the netns's RetransSegs (12).
+//
+// The kernel does not run a tracepoint program that is already running on the CPU (a timer
+// softirq interrupting it in a process's state change; the six timeouts expire in one timer
+// run, so they are skipped together) and counts it (recursion_misses, which the probe reports as
+// TCPStats.ProgramsNotRun): an attempt whose counts are off while the probe's programs were not
+// run is made again, at most 3 times; counts off without that fail.
 func TestTCPConnectTimeoutsExact(t *testing.T) {
+	for attempt := 1; ; attempt++ {
+		problems, notRun := connectTimeoutsOnce(t)
+		if len(problems) == 0 {
+			return
+		}
+		if notRun == 0 || attempt == 3 {
+			for _, p := range problems {
+				t.Error(p)
+			}
+			t.Logf("attempt %d; the kernel skipped the probe's programs %d times", attempt, notRun)
+			return
+		}
+		t.Logf("attempt %d: %v, while the kernel skipped the probe's programs %d times (counted in its status): again", attempt, problems, notRun)
+	}
+}
+
+func connectTimeoutsOnce(t *testing.T) (problems []string, notRun uint64) {
 	l, p := loadTCPLab(t)
 	client := l.cgroup("timeout-client")
 	// One SYN retransmit (1 s + 2 s) instead of six (127 s) before the kernel gives up, and a
 	// server netns that drops the SYNs: the connects time out in the kernel, not in Go.
-	err := inNetns(l.clientNS, func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/tcp_syn_retries", []byte("1"), 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	setSynRetries(t, l.clientNS, 1)
 	dropRandomly(t, l.serverNS, 0, 8083, "1")
 	const n = 6
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		var c net.Conn
-		// Only socket creation needs the cgroup; the connect runs on (it is non-blocking).
-		started := make(chan struct{})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = l.inCgroup(client, l.clientNS, func() (err error) {
-				close(started)
-				c, err = net.DialTimeout("tcp", netip.AddrPortFrom(serverV4, 8083).String(), 30*time.Second)
-				return err
-			})
-			if c != nil {
-				c.Close()
-			}
-		}()
-		<-started
-	}
-	wg.Wait()
+	errs := l.connectAll(t, client, netip.AddrPortFrom(serverV4, 8083), n)
 	for i, err := range errs {
 		if !errors.Is(err, syscall.ETIMEDOUT) {
 			t.Fatalf("connect %d: want ETIMEDOUT from the kernel, got %v", i, err)
@@ -464,14 +479,143 @@ func TestTCPConnectTimeoutsExact(t *testing.T) {
 	}
 	got := tcpCountersOf(t, p, client)
 	if got.ConnectTimeout != n || got.ConnectRefused != 0 || got.ActiveOpens != 0 || got.ConnectOther != 0 {
-		t.Errorf("client: timeouts %d refused %d opens %d other %d; want %d timeouts only", got.ConnectTimeout, got.ConnectRefused, got.ActiveOpens, got.ConnectOther, n)
+		problems = append(problems, fmt.Sprintf("client: timeouts %d refused %d opens %d other %d; want %d timeouts only", got.ConnectTimeout, got.ConnectRefused, got.ActiveOpens, got.ConnectOther, n))
 	}
 	// The SYNs sent again are retransmits, as the kernel counts them in the netns.
 	snmp := snmpTCP(t, l.clientNS)
 	if got.RetransSegs != snmp["RetransSegs"] || got.RetransSegs < n {
-		t.Errorf("SYN retransmits %d; the kernel's RetransSegs %d (at least one per connect)", got.RetransSegs, snmp["RetransSegs"])
+		problems = append(problems, fmt.Sprintf("SYN retransmits %d; the kernel's RetransSegs %d (at least one per connect)", got.RetransSegs, snmp["RetransSegs"]))
 	}
-	t.Logf("%d connects timed out, %d SYN retransmits = the kernel's %d", got.ConnectTimeout, got.RetransSegs, snmp["RetransSegs"])
+	st, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d connects timed out, %d SYN retransmits = the kernel's %d; the probe's programs not run (recursion) %d", got.ConnectTimeout, got.RetransSegs, snmp["RetransSegs"], st.ProgramsNotRun)
+	return problems, st.ProgramsNotRun
+}
+
+// TestTCPRetransmitsDroppedByQdiscCounted: a retransmit the kernel counts (TcpRetransSegs) and
+// then loses on the way out (the device or its qdisc drops it: a full veth backlog on a busy
+// node, here a pfifo of length 0) is a retransmit for us too. Three connects whose SYNs
+// the client's own qdisc drops time out after four SYN retransmits each (a send dropped
+// locally is tried again every 500 ms): 12 retransmits (the probe counted 0 before), the
+// kernel's, all of them failed (TCPRetransFail).
+func TestTCPRetransmitsDroppedByQdiscCounted(t *testing.T) {
+	if _, err := exec.LookPath("tc"); err != nil {
+		t.Skip("needs tc (apt-get install iproute2)")
+	}
+	l, p := loadTCPLab(t)
+	client := l.cgroup("qdisc-client")
+	setSynRetries(t, l.clientNS, 1)
+	// A qdisc that holds nothing (pfifo, limit 0) on the client's veth, and the server's
+	// address resolved for good, so no ARP has to pass it.
+	vsrv, err := netlink.NewHandleAt(l.serverNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vsrv.Close()
+	link, err := vsrv.LinkByName("vsrv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := link.Attrs().HardwareAddr.String()
+	err = inNetns(l.clientNS, func() error {
+		for _, args := range [][]string{
+			{"ip", "neigh", "replace", serverV4.String(), "lladdr", mac, "nud", "permanent", "dev", "vcli"},
+			{"tc", "qdisc", "replace", "dev", "vcli", "root", "pfifo", "limit", "0"},
+		} {
+			if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+				return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	for i, err := range l.connectAll(t, client, netip.AddrPortFrom(serverV4, 8084), n) {
+		if !errors.Is(err, syscall.ETIMEDOUT) {
+			t.Fatalf("connect %d: want ETIMEDOUT from the kernel, got %v", i, err)
+		}
+	}
+	got := tcpCountersOf(t, p, client)
+	snmp, ext := snmpTCP(t, l.clientNS), netstatTCPExt(t, l.clientNS)
+	t.Logf("%d connects timed out, %d SYN retransmits; the kernel's RetransSegs %d, TCPRetransFail %d, TCPSynRetrans %d", got.ConnectTimeout, got.RetransSegs, snmp["RetransSegs"], ext["TCPRetransFail"], ext["TCPSynRetrans"])
+	if got.ConnectTimeout != n || got.RetransSegs != snmp["RetransSegs"] || ext["TCPRetransFail"] != snmp["RetransSegs"] || got.RetransSegs < n {
+		t.Errorf("timeouts %d, retransmits %d; want %d and the kernel's %d (all failed: %d)", got.ConnectTimeout, got.RetransSegs, n, snmp["RetransSegs"], ext["TCPRetransFail"])
+	}
+}
+
+// setSynRetries sets net.ipv4.tcp_syn_retries in ns.
+func setSynRetries(t *testing.T, ns netns.NsHandle, n int) {
+	t.Helper()
+	err := inNetns(ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/tcp_syn_retries", []byte(strconv.Itoa(n)), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// connectAll opens n non-blocking TCP connects to dst from the client netns, every socket
+// created in one stay of this process in cgroupDir (so each belongs to it, whatever the load:
+// sockets made from several goroutines each moving the process in and back could be made
+// after another's move back), and returns each connect's result once it finished (nil:
+// connected), waiting up to 30 s.
+func (l *lab) connectAll(t *testing.T, cgroupDir string, dst netip.AddrPort, n int) []error {
+	t.Helper()
+	family, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()})
+	if dst.Addr().Is6() {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(dst.Port()), Addr: dst.Addr().As16()}
+	}
+	fds := make([]int, 0, n)
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	err := l.inCgroup(cgroupDir, l.clientNS, func() error {
+		for range n {
+			fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+			if err := unix.Connect(fd, sa); !errors.Is(err, unix.EINPROGRESS) {
+				return fmt.Errorf("connect: %v, want EINPROGRESS", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, n)
+	deadline := time.Now().Add(30 * time.Second)
+	for i, fd := range fds {
+		for {
+			left := time.Until(deadline)
+			if left <= 0 {
+				t.Fatalf("connect %d still in progress after 30 s", i)
+			}
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+			if _, err := unix.Poll(pfd, int(left.Milliseconds())+1); err != nil && !errors.Is(err, unix.EINTR) {
+				t.Fatal(err)
+			}
+			if pfd[0].Revents != 0 {
+				break
+			}
+		}
+		soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if soErr != 0 {
+			errs[i] = syscall.Errno(soErr)
+		}
+	}
+	return errs
 }
 
 // receivedWithin: bytes counted on the receiving side are what was sent, plus at most what the

@@ -495,6 +495,7 @@ func (d *Daemon) tcpStatus(resp *isoobsv1.StatusResponse) {
 		"drops_address_ambiguous":             c.dropsAmbiguousAddress,
 		"drops_address_index_builds":          c.podAddrs.builds,
 		"drops_destination_map_full":          st.DropDstOverflow,
+		"tcp_probe_programs_not_run":          st.ProgramsNotRun,
 		"drops_destination_entries_forgotten": c.dropDstsForgotten,
 		"drops_host_packets":                  sumDrops(c.hostDrops),
 		"drops_untracked_packets":             sumDrops(c.untrackedDrops),
