@@ -77,9 +77,11 @@ Rates are per second over the interval; counters cover the time since the
 daemon started, or the next --duration D. --since 1m|5m|15m shows the daemons'
 history instead (up to their --retention, 15m by default): requests, 4xx, 5xx,
 latency and paths over that past window, rates as its average, and when each
-row's requests started and ended (FIRST-SEEN/LAST-SEEN). On a terminal the table is redrawn
-every --interval; otherwise each frame is printed as a table (-o wide for more
-columns), one JSON object per line (-o json) or a YAML document.`,
+row's requests started and ended (FIRST-SEEN/LAST-SEEN).
+
+On a terminal the table is redrawn every --interval; otherwise each frame is
+printed as a table (-o wide for more columns), one JSON object per line (-o
+json, every field in docs/top-http-json.md) or a YAML document.`,
 		Example:      topHTTPExample,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
@@ -207,7 +209,11 @@ func (o *TopHTTPOptions) Run(ctx context.Context) error {
 			f = f.SortedLimited(o.Sort, s.Limit)
 			f.L7Visibility = l7.visibility
 			f.LookBackSeconds = s.Since.Seconds()
-			return emit(shownFrame{since: f.Since, at: f.Time, warnings: f.Warnings, title: "http (" + f.Side + " side)",
+			title := "http (" + f.Side + " side)"
+			if s.Since > 0 {
+				title = "http (" + f.Side + " side, the last " + s.Since.String() + " from history)"
+			}
+			return emit(shownFrame{since: f.Since, at: f.Time, warnings: f.Warnings, title: title,
 				print: func(w io.Writer, docs *int) error { return printHTTPFrame(w, f, s.Output, s.NoHeaders, o.Paths, docs) }})
 		})
 	})
