@@ -31,3 +31,5 @@ here=$(dirname "$0")
 sh "$here/../install/scripts/build-promtool.sh" >/dev/null
 # Prometheus's PromQL parser as a tool: the dashboard and alert tests parse every expression with it.
 sh "$here/build-promql-lint.sh" >/dev/null
+# The OpenTelemetry Collector (contrib, prometheus receiver) for the splunk pipeline's test.
+sh "$here/build-otelcol.sh" >/dev/null
