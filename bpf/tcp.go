@@ -108,9 +108,9 @@ type TCPProbe struct {
 	attachments []Attachment
 }
 
-// LoadTCP loads the TCP probe, attaches its cgroup programs (cgroup_skb egress and ingress,
-// sock_ops) to opts.CgroupRoot and its BTF tracepoints, kfree_skb's included (the drops,
-// ReadDrops). Errors name what is missing.
+// LoadTCP loads the TCP probe, attaches its cgroup programs (cgroup_skb egress and ingress;
+// egress also samples RTT) to opts.CgroupRoot and its BTF tracepoints, kfree_skb's included
+// (the drops, ReadDrops). Errors name what is missing.
 func LoadTCP(opts TCPOptions) (*TCPProbe, error) {
 	if err := cgroupv2.Check(opts.CgroupRoot); err != nil {
 		return nil, err
@@ -160,7 +160,6 @@ func (p *TCPProbe) attach() error {
 	}{
 		{"tcp_egress", "cgroup_skb/egress", p.objs.TcpEgress, ebpf.AttachCGroupInetEgress},
 		{"tcp_ingress", "cgroup_skb/ingress", p.objs.TcpIngress, ebpf.AttachCGroupInetIngress},
-		{"tcp_sockops", "sockops", p.objs.TcpSockops, ebpf.AttachCGroupSockOps},
 	} {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: a.typ, Program: a.prog})
 		att := Attachment{Program: a.name, Hook: a.hook, Target: root}

@@ -18,8 +18,7 @@ import (
 // cgroup_skb programs minus that of empty cgroup_skb programs attached to the same cgroup in
 // the same run. Rows: UDP (not TCP: the cost every other packet pays), TCP request/response
 // (64 bytes each way: data with piggybacked ACKs), TCP bulk (64 KiB writes: GSO/GRO packets).
-// The sock_ops program runs once per RTT sample (an ACK that measured the RTT) and is
-// reported apart, as sockops-ns/run and sockops-runs/pkt.
+// The egress program's RTT sample (at most one per socket every 100 ms) is in its cost.
 func BenchmarkTCPProbeCostPerPacket(b *testing.B) {
 	l := newLab(b)
 	root := l.cgroup("node")
@@ -118,7 +117,6 @@ func BenchmarkTCPProbeCostPerPacket(b *testing.B) {
 			send := tc.conn(b)
 			progs := []*ebpf.Program{p.objs.TcpEgress, p.objs.TcpIngress}
 			tcp0, empty0 := readProgRun(b, progs...), readProgRun(b, empty.Egress(), empty.Ingress())
-			ops0 := readProgRun(b, p.objs.TcpSockops)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if err := send(); err != nil {
@@ -128,17 +126,12 @@ func BenchmarkTCPProbeCostPerPacket(b *testing.B) {
 			b.StopTimer()
 			d := readProgRun(b, progs...).sub(tcp0)
 			e := readProgRun(b, empty.Egress(), empty.Ingress()).sub(empty0)
-			ops := readProgRun(b, p.objs.TcpSockops).sub(ops0)
 			if d.count == 0 || e.count == 0 {
 				return
 			}
 			b.ReportMetric(d.nsPerRun()-e.nsPerRun(), "net-ns/pkt")
 			b.ReportMetric(e.nsPerRun(), "empty-ns/pkt")
 			b.ReportMetric(float64(d.count)/float64(b.N), "pkts/op")
-			if ops.count > 0 {
-				b.ReportMetric(ops.nsPerRun(), "sockops-ns/run")
-				b.ReportMetric(float64(ops.count)/float64(d.count), "sockops-runs/pkt")
-			}
 		})
 	}
 }

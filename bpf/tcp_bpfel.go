@@ -89,6 +89,7 @@ const (
 	tcpMapTcpPeerOf            = "tcp_peer_of"
 	tcpMapTcpPeers             = "tcp_peers"
 	tcpMapTcpProbeStats        = "tcp_probe_stats"
+	tcpMapTcpRttAt             = "tcp_rtt_at"
 	tcpMapTcpStats             = "tcp_stats"
 	tcpProgDropSkb             = "drop_skb"
 	tcpProgTcpEgress           = "tcp_egress"
@@ -98,7 +99,6 @@ const (
 	tcpProgTcpRetransmitSynack = "tcp_retransmit_synack"
 	tcpProgTcpSendReset        = "tcp_send_reset"
 	tcpProgTcpSetState         = "tcp_set_state"
-	tcpProgTcpSockops          = "tcp_sockops"
 	tcpVarRootCgroupId         = "root_cgroup_id"
 )
 
@@ -152,7 +152,6 @@ type tcpProgramSpecs struct {
 	TcpRetransmitSynack *ebpf.ProgramSpec `ebpf:"tcp_retransmit_synack"`
 	TcpSendReset        *ebpf.ProgramSpec `ebpf:"tcp_send_reset"`
 	TcpSetState         *ebpf.ProgramSpec `ebpf:"tcp_set_state"`
-	TcpSockops          *ebpf.ProgramSpec `ebpf:"tcp_sockops"`
 }
 
 // tcpMapSpecs contains maps before they are loaded into the kernel.
@@ -165,6 +164,7 @@ type tcpMapSpecs struct {
 	TcpPeerOf     *ebpf.MapSpec `ebpf:"tcp_peer_of"`
 	TcpPeers      *ebpf.MapSpec `ebpf:"tcp_peers"`
 	TcpProbeStats *ebpf.MapSpec `ebpf:"tcp_probe_stats"`
+	TcpRttAt      *ebpf.MapSpec `ebpf:"tcp_rtt_at"`
 	TcpStats      *ebpf.MapSpec `ebpf:"tcp_stats"`
 }
 
@@ -201,6 +201,7 @@ type tcpMaps struct {
 	TcpPeerOf     *ebpf.Map `ebpf:"tcp_peer_of"`
 	TcpPeers      *ebpf.Map `ebpf:"tcp_peers"`
 	TcpProbeStats *ebpf.Map `ebpf:"tcp_probe_stats"`
+	TcpRttAt      *ebpf.Map `ebpf:"tcp_rtt_at"`
 	TcpStats      *ebpf.Map `ebpf:"tcp_stats"`
 }
 
@@ -212,6 +213,7 @@ func (m *tcpMaps) Close() error {
 		m.TcpPeerOf,
 		m.TcpPeers,
 		m.TcpProbeStats,
+		m.TcpRttAt,
 		m.TcpStats,
 	)
 }
@@ -235,7 +237,6 @@ type tcpPrograms struct {
 	TcpRetransmitSynack *ebpf.Program `ebpf:"tcp_retransmit_synack"`
 	TcpSendReset        *ebpf.Program `ebpf:"tcp_send_reset"`
 	TcpSetState         *ebpf.Program `ebpf:"tcp_set_state"`
-	TcpSockops          *ebpf.Program `ebpf:"tcp_sockops"`
 }
 
 func (p *tcpPrograms) Close() error {
@@ -248,7 +249,6 @@ func (p *tcpPrograms) Close() error {
 		p.TcpRetransmitSynack,
 		p.TcpSendReset,
 		p.TcpSetState,
-		p.TcpSockops,
 	)
 }
 

@@ -18,7 +18,7 @@ import (
 // veth pair, both pods under the probes' cgroup root, in alternating rounds with every probe
 // attached (TCP with drops and peers, and DNS: what the daemon loads) and with none, in one
 // run, and with empty cgroup_skb programs at the same root as a control (what the hooks alone
-// do). Reported: the median throughput of each, probes/none (goal >= 0.98), empty/none, and the
+// do), and with each probe alone. Reported: the median throughput of each, probes/none (goal >= 0.98), empty/none, and the
 // spread of the per-round ratios. ISOOBS_IPERF_ROUNDS (default 8) rounds of
 // ISOOBS_IPERF_SECONDS (default 4) per variant, the first second of each omitted (-O 1).
 func BenchmarkTCPIperf3Ratio(b *testing.B) {
@@ -91,11 +91,26 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 			}
 			return func() { dp.Close(); tp.Close() }
 		},
+		// Each probe alone: which one a cost below the goal comes from.
+		"tcp": func() func() {
+			tp, err := LoadTCP(TCPOptions{CgroupRoot: root})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return func() { tp.Close() }
+		},
+		"dns": func() func() {
+			dp, err := LoadDNS(Options{CgroupRoot: root})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return func() { dp.Close() }
+		},
 	}
-	variants := []string{"none", "empty", "probes"}
+	variants := []string{"none", "empty", "probes", "tcp", "dns"}
 	run() // warm up: first connection, caches
 	got := map[string][]float64{}
-	var ratios, emptyRatios []float64
+	var ratios, emptyRatios, tcpRatios, dnsRatios []float64
 	for i := range rounds {
 		// The order rotates each round (none/empty/probes, empty/probes/none, ...), so a drift
 		// in the machine's load, or what attaching and detaching leave behind, favors none.
@@ -108,7 +123,8 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 			got[v] = append(got[v], r[v])
 		}
 		ratios, emptyRatios = append(ratios, r["probes"]/r["none"]), append(emptyRatios, r["empty"]/r["none"])
-		b.Logf("round %d: none %.2f, empty programs %.2f, probes %.2f Gbit/s; probes/none %.3f", i+1, r["none"], r["empty"], r["probes"], r["probes"]/r["none"])
+		tcpRatios, dnsRatios = append(tcpRatios, r["tcp"]/r["none"]), append(dnsRatios, r["dns"]/r["none"])
+		b.Logf("round %d: none %.2f, empty programs %.2f, probes %.2f (TCP alone %.2f, DNS alone %.2f) Gbit/s; probes/none %.3f", i+1, r["none"], r["empty"], r["probes"], r["tcp"], r["dns"], r["probes"]/r["none"])
 	}
 	mw, mwo, me := iperfMedian(got["probes"]), iperfMedian(got["none"]), iperfMedian(got["empty"])
 	b.ReportMetric(mw, "with-Gbit/s")
@@ -119,6 +135,8 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 	b.ReportMetric(iperfMedian(ratios), "pair-ratio-median")
 	b.ReportMetric(slices.Min(ratios), "pair-ratio-min")
 	b.ReportMetric(slices.Max(ratios), "pair-ratio-max")
+	b.ReportMetric(iperfMedian(tcpRatios), "tcp-alone-pair-ratio-median")
+	b.ReportMetric(iperfMedian(dnsRatios), "dns-alone-pair-ratio-median")
 	b.Logf("iperf3 %s, %d rounds of %d s each: probes %.2f Gbit/s (%.2f-%.2f), empty programs %.2f (%.2f-%.2f), none %.2f (%.2f-%.2f); probes/none: ratio of medians %.3f, per-round %.3f-%.3f (median %.3f); empty/none %.3f (per-round median %.3f)",
 		iperfVersion(iperf), rounds, seconds, mw, slices.Min(got["probes"]), slices.Max(got["probes"]), me, slices.Min(got["empty"]), slices.Max(got["empty"]),
 		mwo, slices.Min(got["none"]), slices.Max(got["none"]), mw/mwo, slices.Min(ratios), slices.Max(ratios), iperfMedian(ratios), me/mwo, iperfMedian(emptyRatios))

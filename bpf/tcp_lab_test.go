@@ -267,12 +267,16 @@ func TestTCPBytesPerPodExact(t *testing.T) {
 		t.Errorf("opens: client active %d passive %d, server active %d passive %d; want %d active and %d passive",
 			c.ActiveOpens, c.PassiveOpens, s.ActiveOpens, s.PassiveOpens, conns, conns)
 	}
-	var rttSamples uint64
-	for _, v := range c.RTTLog2US {
-		rttSamples += v
-	}
-	if rttSamples == 0 {
-		t.Errorf("no RTT sample for the client")
+	// RTT: every socket that sent data is sampled on its first data segment (then at most
+	// every 100 ms), so each side has at least one sample per connection.
+	for side, tc := range map[string]TCPCounters{"client": c, "server": s} {
+		var rttSamples uint64
+		for _, v := range tc.RTTLog2US {
+			rttSamples += v
+		}
+		if rttSamples < conns {
+			t.Errorf("%s: %d RTT samples for %d connections that sent data, want one each at least", side, rttSamples, conns)
+		}
 	}
 	// Segments: the client's sockets are the only TCP senders in the client netns. Received
 	// segments are the peer's, its retransmits included (nothing is lost on this link).

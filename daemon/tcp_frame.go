@@ -446,7 +446,7 @@ func (s *server) topTCP(req *isoobsv1.TopRequest, stream isoobsv1.Daemon_TopServ
 // tcpStatus adds the TCP probe's programs and loss counters to a Status answer.
 func (d *Daemon) tcpStatus(resp *isoobsv1.StatusResponse) {
 	if d.tcpErr != nil {
-		resp.Probes = append(resp.Probes, &isoobsv1.ProbeStatus{Name: "tcp", Hook: "cgroup_skb, sockops, tp_btf", Target: d.cfg.CgroupRoot, Error: d.tcpErr.Error()})
+		resp.Probes = append(resp.Probes, &isoobsv1.ProbeStatus{Name: "tcp", Hook: "cgroup_skb, tp_btf", Target: d.cfg.CgroupRoot, Error: d.tcpErr.Error()})
 	}
 	c := d.tcp
 	if c == nil {

@@ -62,7 +62,7 @@ func NewCmdTopTCP(configFlags *genericclioptions.ConfigFlags, streams genericioo
 		Use:   "tcp [flags]",
 		Short: "Live per-pod TCP connections, connect failures, resets, retransmits, bytes and RTT",
 		Long: `Show which pods' TCP connections fail, reset or retransmit, counted by the isoobs
-daemon's eBPF TCP probe on every node (cgroup_skb and sock_ops at the cgroup root,
+daemon's eBPF TCP probe on every node (cgroup_skb at the cgroup root,
 TCP tracepoints; every event attributed to the socket's pod, never to a host
 process), merged across nodes exactly.
 
