@@ -275,15 +275,9 @@ func httpLookBackColumns(f top.HTTPFrame, cols []printers.Column[top.HTTPRow]) [
 	if f.LookBackSeconds == 0 {
 		return cols
 	}
-	clock := func(t *time.Time) string {
-		if t == nil {
-			return "-"
-		}
-		return t.Local().Format("15:04:05")
-	}
 	seen := []printers.Column[top.HTTPRow]{
-		{Header: "FIRST-SEEN", Value: func(r *top.HTTPRow) string { return clock(r.FirstSeen) }},
-		{Header: "LAST-SEEN", Value: func(r *top.HTTPRow) string { return clock(r.LastSeen) }},
+		{Header: "FIRST-SEEN", Value: func(r *top.HTTPRow) string { return printers.SeenClock(r.FirstSeen) }},
+		{Header: "LAST-SEEN", Value: func(r *top.HTTPRow) string { return printers.SeenClock(r.LastSeen) }},
 	}
 	out := make([]printers.Column[top.HTTPRow], 0, len(cols)+len(seen))
 	placed := false

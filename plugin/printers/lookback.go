@@ -13,15 +13,9 @@ func withLookBackColumns(f top.Frame, cols []column) []column {
 	if f.LookBackSeconds == 0 {
 		return cols
 	}
-	clock := func(t *time.Time) string {
-		if t == nil {
-			return "-"
-		}
-		return t.Local().Format("15:04:05")
-	}
 	seen := []column{
-		{"FIRST-SEEN", func(r *top.Row) string { return clock(r.FirstSeen) }},
-		{"LAST-SEEN", func(r *top.Row) string { return clock(r.LastSeen) }},
+		{"FIRST-SEEN", func(r *top.Row) string { return SeenClock(r.FirstSeen) }},
+		{"LAST-SEEN", func(r *top.Row) string { return SeenClock(r.LastSeen) }},
 	}
 	out := make([]column, 0, len(cols)+2)
 	placed := false
@@ -38,4 +32,12 @@ func withLookBackColumns(f top.Frame, cols []column) []column {
 		out = append(out, seen...)
 	}
 	return out
+}
+
+// SeenClock is a FIRST-SEEN/LAST-SEEN cell: the local time of day, "-" when unknown.
+func SeenClock(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Local().Format("15:04:05")
 }

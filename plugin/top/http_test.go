@@ -2,9 +2,7 @@ package top
 
 import (
 	"fmt"
-	"os"
 	"reflect"
-	"strings"
 	"testing"
 
 	isoobsv1 "github.com/isoobs/isoobs/proto/isoobs/v1"
@@ -93,31 +91,5 @@ func TestMergeHTTPBoundsPaths(t *testing.T) {
 // Every JSON field of the top http frame is documented in docs/top-http-json.md (as `name` in a
 // table row).
 func TestHTTPJSONFieldsDocumented(t *testing.T) {
-	doc, err := os.ReadFile("../../docs/top-http-json.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[reflect.Type]bool{}
-	var walk func(reflect.Type)
-	walk = func(typ reflect.Type) {
-		for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice || typ.Kind() == reflect.Map {
-			typ = typ.Elem()
-		}
-		if typ.Kind() != reflect.Struct || seen[typ] || typ.PkgPath() != reflect.TypeOf(HTTPFrame{}).PkgPath() {
-			return
-		}
-		seen[typ] = true
-		for i := range typ.NumField() {
-			f := typ.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			if name == "" || name == "-" {
-				continue
-			}
-			if !strings.Contains(string(doc), "`"+name+"`") {
-				t.Errorf("%s.%s (json %q) is not in docs/top-http-json.md", typ.Name(), f.Name, name)
-			}
-			walk(f.Type)
-		}
-	}
-	walk(reflect.TypeOf(HTTPFrame{}))
+	checkJSONFieldsDocumented(t, "top-http-json.md", reflect.TypeOf(HTTPFrame{}))
 }

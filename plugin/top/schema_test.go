@@ -10,7 +10,14 @@ import (
 // Every JSON field of the frame a user can script against is documented in
 // docs/top-dns-json.md (as `name` in a table row).
 func TestJSONFieldsDocumented(t *testing.T) {
-	doc, err := os.ReadFile("../../docs/top-dns-json.md")
+	checkJSONFieldsDocumented(t, "top-dns-json.md", reflect.TypeOf(Frame{}))
+}
+
+// checkJSONFieldsDocumented fails for every JSON field of root, and of the structs of this
+// package it holds, that docs/<doc> does not name as `name`.
+func checkJSONFieldsDocumented(t *testing.T, doc string, root reflect.Type) {
+	t.Helper()
+	text, err := os.ReadFile("../../docs/" + doc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +27,7 @@ func TestJSONFieldsDocumented(t *testing.T) {
 		for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice || typ.Kind() == reflect.Map {
 			typ = typ.Elem()
 		}
-		if typ.Kind() != reflect.Struct || seen[typ] || typ.PkgPath() != reflect.TypeOf(Frame{}).PkgPath() {
+		if typ.Kind() != reflect.Struct || seen[typ] || typ.PkgPath() != root.PkgPath() {
 			return
 		}
 		seen[typ] = true
@@ -30,11 +37,11 @@ func TestJSONFieldsDocumented(t *testing.T) {
 			if name == "" || name == "-" {
 				continue
 			}
-			if !strings.Contains(string(doc), "`"+name+"`") {
-				t.Errorf("%s.%s (json %q) is not in docs/top-dns-json.md", typ.Name(), f.Name, name)
+			if !strings.Contains(string(text), "`"+name+"`") {
+				t.Errorf("%s.%s (json %q) is not in docs/%s", typ.Name(), f.Name, name, doc)
 			}
 			walk(f.Type)
 		}
 	}
-	walk(reflect.TypeOf(Frame{}))
+	walk(root)
 }
