@@ -180,7 +180,7 @@ func startDaemonWith(b *testing.B, w *world, o daemonOptions) *daemonProc {
 	if o.goMemLimit == "" {
 		o.goMemLimit = os.Getenv("ISOOBS_BENCH_DAEMON_GOMEMLIMIT")
 	}
-	if o.goMemLimit != "" {
+	if o.goMemLimit != "" && o.goMemLimit != "none" { // none: Go's default, no limit
 		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+o.goMemLimit)
 	}
 	if err := cmd.Start(); err != nil {
