@@ -209,7 +209,7 @@ struct {
 
 // A sending socket's smoothed RTT is sampled at most this often. Sampling every
 // RTT measurement (sock_ops RTT_CB, one program run per ACK that measured one)
-// cost 3-7 % of iperf3's throughput between two pods on 2 vCPUs; a time-based
+// cost 150-320 ns a run, one run per 2-5 packets (BENCHMARKS.md); a time-based
 // sample also weighs connections by time, not by how many ACKs they get.
 #define RTT_SAMPLE_NS (100ULL * 1000 * 1000)
 
