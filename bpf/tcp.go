@@ -3,6 +3,8 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"math/bits"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -17,6 +19,9 @@ const DefaultTCPMaxCgroups = 8192
 // DefaultTCPMaxPeers bounds the TCP probe's (cgroup, peer) table when TCPOptions.MaxPeers is 0.
 const DefaultTCPMaxPeers = 16384
 
+// DefaultTCPCgroupSlots is the number of fast-path cgroup slots when TCPOptions.CgroupSlots is 0.
+const DefaultTCPCgroupSlots = 256
+
 // NumRTTBuckets is the length of TCPCounters.RTTLog2US.
 const NumRTTBuckets = 32
 
@@ -27,6 +32,10 @@ type TCPOptions struct {
 	// MaxCgroups bounds the per-cgroup counters (0: DefaultTCPMaxCgroups); past it events are
 	// counted in TCPStats.CgroupOverflow.
 	MaxCgroups uint32
+	// CgroupSlots is the number of cgroups counted on the fast path (an array indexed by the
+	// cgroup id's low bits instead of the hash, see tcp_cgroup_slots in tcp.c), rounded up to
+	// a power of two (0: DefaultTCPCgroupSlots). Kernel memory: 424 bytes a slot per CPU.
+	CgroupSlots uint32
 	// MaxPeers bounds the (cgroup, peer) table (0: DefaultTCPMaxPeers); past it peer events
 	// are counted in TCPCounters.PeerUnattributed and TCPStats.PeerOverflow.
 	MaxPeers uint32
@@ -63,6 +72,7 @@ type TCPCounters struct {
 // TCPStats are the TCP probe's own health counters, cumulative since load.
 type TCPStats struct {
 	Cgroups        MapFill // per-cgroup counters
+	CgroupSlots    MapFill // cgroups counted on the fast path (slots given out by ReadTCP)
 	CgroupOverflow uint64  // events not counted because the cgroup map was full
 	// ResetsNoSocket are RSTs the kernel sent for packets that found no full socket (a closed
 	// port, a timewait socket): they belong to no cgroup.
@@ -106,6 +116,14 @@ type TCPProbe struct {
 	objs        tcpObjects
 	links       []link.Link
 	attachments []Attachment
+
+	// The fast-path slots (tcp_cgroup_slots), mirrored: slotOwner[i] is the cgroup owning
+	// slot i (0: free). A slot freed by DeleteCgroups is cooling until the next ReadTCP
+	// (a program that found its owner before the free may still be counting there), and
+	// is given out again only after that.
+	slotMu      sync.Mutex
+	slotOwner   []uint64
+	slotCooling []bool
 }
 
 // LoadTCP loads the TCP probe, attaches its cgroup programs (cgroup_skb egress and ingress;
@@ -128,6 +146,14 @@ func LoadTCP(opts TCPOptions) (*TCPProbe, error) {
 		opts.MaxCgroups = DefaultTCPMaxCgroups
 	}
 	spec.Maps[tcpMapTcpStats].MaxEntries = opts.MaxCgroups
+	if opts.CgroupSlots == 0 {
+		opts.CgroupSlots = DefaultTCPCgroupSlots
+	}
+	opts.CgroupSlots = 1 << bits.Len32(opts.CgroupSlots-1)
+	spec.Maps[tcpMapTcpCgroupSlots].MaxEntries = opts.CgroupSlots
+	if err := spec.Variables["cgroup_slot_mask"].Set(opts.CgroupSlots - 1); err != nil {
+		return nil, fmt.Errorf("tcp probe: set cgroup_slot_mask: %w", err)
+	}
 	if opts.MaxPeers == 0 {
 		opts.MaxPeers = DefaultTCPMaxPeers
 	}
@@ -139,7 +165,7 @@ func LoadTCP(opts TCPOptions) (*TCPProbe, error) {
 	if err := spec.Variables["root_cgroup_id"].Set(rootID); err != nil {
 		return nil, fmt.Errorf("tcp probe: set root_cgroup_id: %w", err)
 	}
-	p := &TCPProbe{opts: opts}
+	p := &TCPProbe{opts: opts, slotOwner: make([]uint64, opts.CgroupSlots), slotCooling: make([]bool, opts.CgroupSlots)}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, explainLoadError("load tcp programs", err)
 	}
@@ -212,18 +238,59 @@ func (p *TCPProbe) Close() error {
 }
 
 // ReadTCP returns the counters of every cgroup seen, keyed by cgroup id.
+//
+// A cgroup's counts are in tcp_stats until it gets a fast-path slot, and in the slot from
+// then on: both are added. ReadTCP also gives free slots to cgroups it found in tcp_stats.
 func (p *TCPProbe) ReadTCP() (map[uint64]TCPCounters, error) {
-	out := map[uint64]TCPCounters{}
+	p.slotMu.Lock()
+	defer p.slotMu.Unlock()
+	raw := map[uint64][]tcpTcpCounters{}
 	var id uint64
 	var perCPU []tcpTcpCounters
 	it := p.objs.TcpStats.Iterate()
 	for it.Next(&id, &perCPU) {
-		out[id] = sumTCPCounters(perCPU)
+		raw[id] = perCPU
+		perCPU = nil // Next would reuse the slice
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read tcp counters: %w", err)
 	}
+	for i, owner := range p.slotOwner {
+		if owner == 0 {
+			continue
+		}
+		var slot []tcpCgroupSlot
+		if err := p.objs.TcpCgroupSlots.Lookup(uint32(i), &slot); err != nil {
+			return nil, fmt.Errorf("read tcp cgroup slot %d: %w", i, err)
+		}
+		for _, s := range slot {
+			raw[owner] = append(raw[owner], s.C)
+		}
+	}
+	out := make(map[uint64]TCPCounters, len(raw))
+	for id, perCPU := range raw {
+		out[id] = sumTCPCounters(perCPU)
+		i := id & uint64(len(p.slotOwner)-1)
+		if p.slotOwner[i] != 0 || p.slotCooling[i] || id == 0 {
+			continue
+		}
+		if err := p.objs.TcpCgroupSlots.Put(uint32(i), p.slotValues(id)); err != nil {
+			return nil, fmt.Errorf("assign tcp cgroup slot %d: %w", i, err)
+		}
+		p.slotOwner[i] = id
+	}
+	// A read later: no program can still be counting in the slots freed before it.
+	clear(p.slotCooling)
 	return out, nil
+}
+
+// slotValues is a slot's value on every CPU: owned by id (0: free), counters zero.
+func (p *TCPProbe) slotValues(id uint64) []tcpCgroupSlot {
+	v := make([]tcpCgroupSlot, ebpf.MustPossibleCPU())
+	for i := range v {
+		v[i].Owner = id
+	}
+	return v
 }
 
 func sumTCPCounters(perCPU []tcpTcpCounters) TCPCounters {
@@ -254,12 +321,21 @@ func sumTCPCounters(perCPU []tcpTcpCounters) TCPCounters {
 // DeleteCgroups drops the kernel entries of cgroups that are gone (their counters and their
 // peers), so the maps do not fill with dead pods. Missing entries are not an error.
 func (p *TCPProbe) DeleteCgroups(ids []uint64) error {
+	p.slotMu.Lock()
+	defer p.slotMu.Unlock()
 	var errs []error
 	gone := make(map[uint64]bool, len(ids))
 	for _, id := range ids {
 		gone[id] = true
 		if err := p.objs.TcpStats.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, err)
+		}
+		if i := id & uint64(len(p.slotOwner)-1); id != 0 && p.slotOwner[i] == id {
+			if err := p.objs.TcpCgroupSlots.Put(uint32(i), p.slotValues(0)); err != nil {
+				errs = append(errs, fmt.Errorf("free tcp cgroup slot %d: %w", i, err))
+				continue
+			}
+			p.slotOwner[i], p.slotCooling[i] = 0, true
 		}
 	}
 	errs = append(errs, p.deletePeersOf(gone))
@@ -311,6 +387,14 @@ func (p *TCPProbe) Stats() (TCPStats, error) {
 	for dit := p.objs.DropStats.Iterate(); dit.Next(&dk, &dv); {
 		s.Drops.Entries++
 	}
+	p.slotMu.Lock()
+	s.CgroupSlots.Max = uint32(len(p.slotOwner))
+	for _, owner := range p.slotOwner {
+		if owner != 0 {
+			s.CgroupSlots.Entries++
+		}
+	}
+	p.slotMu.Unlock()
 	s.Cgroups.Max = p.objs.TcpStats.MaxEntries()
 	var id uint64
 	var perCPU []tcpTcpCounters

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tcpCgroupSlot struct {
+	_     structs.HostLayout
+	Owner uint64
+	C     tcpTcpCounters
+}
+
 type tcpDropDstKey struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -86,6 +92,7 @@ const (
 	tcpMapDropDsts             = "drop_dsts"
 	tcpMapDropLocations        = "drop_locations"
 	tcpMapDropStats            = "drop_stats"
+	tcpMapTcpCgroupSlots       = "tcp_cgroup_slots"
 	tcpMapTcpPeerOf            = "tcp_peer_of"
 	tcpMapTcpPeers             = "tcp_peers"
 	tcpMapTcpProbeStats        = "tcp_probe_stats"
@@ -99,6 +106,7 @@ const (
 	tcpProgTcpRetransmitSynack = "tcp_retransmit_synack"
 	tcpProgTcpSendReset        = "tcp_send_reset"
 	tcpProgTcpSetState         = "tcp_set_state"
+	tcpVarCgroupSlotMask       = "cgroup_slot_mask"
 	tcpVarRootCgroupId         = "root_cgroup_id"
 )
 
@@ -158,21 +166,23 @@ type tcpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpMapSpecs struct {
-	DropDsts      *ebpf.MapSpec `ebpf:"drop_dsts"`
-	DropLocations *ebpf.MapSpec `ebpf:"drop_locations"`
-	DropStats     *ebpf.MapSpec `ebpf:"drop_stats"`
-	TcpPeerOf     *ebpf.MapSpec `ebpf:"tcp_peer_of"`
-	TcpPeers      *ebpf.MapSpec `ebpf:"tcp_peers"`
-	TcpProbeStats *ebpf.MapSpec `ebpf:"tcp_probe_stats"`
-	TcpRttAt      *ebpf.MapSpec `ebpf:"tcp_rtt_at"`
-	TcpStats      *ebpf.MapSpec `ebpf:"tcp_stats"`
+	DropDsts       *ebpf.MapSpec `ebpf:"drop_dsts"`
+	DropLocations  *ebpf.MapSpec `ebpf:"drop_locations"`
+	DropStats      *ebpf.MapSpec `ebpf:"drop_stats"`
+	TcpCgroupSlots *ebpf.MapSpec `ebpf:"tcp_cgroup_slots"`
+	TcpPeerOf      *ebpf.MapSpec `ebpf:"tcp_peer_of"`
+	TcpPeers       *ebpf.MapSpec `ebpf:"tcp_peers"`
+	TcpProbeStats  *ebpf.MapSpec `ebpf:"tcp_probe_stats"`
+	TcpRttAt       *ebpf.MapSpec `ebpf:"tcp_rtt_at"`
+	TcpStats       *ebpf.MapSpec `ebpf:"tcp_stats"`
 }
 
 // tcpVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpVariableSpecs struct {
-	RootCgroupId *ebpf.VariableSpec `ebpf:"root_cgroup_id"`
+	CgroupSlotMask *ebpf.VariableSpec `ebpf:"cgroup_slot_mask"`
+	RootCgroupId   *ebpf.VariableSpec `ebpf:"root_cgroup_id"`
 }
 
 // tcpObjects contains all objects after they have been loaded into the kernel.
@@ -195,14 +205,15 @@ func (o *tcpObjects) Close() error {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpMaps struct {
-	DropDsts      *ebpf.Map `ebpf:"drop_dsts"`
-	DropLocations *ebpf.Map `ebpf:"drop_locations"`
-	DropStats     *ebpf.Map `ebpf:"drop_stats"`
-	TcpPeerOf     *ebpf.Map `ebpf:"tcp_peer_of"`
-	TcpPeers      *ebpf.Map `ebpf:"tcp_peers"`
-	TcpProbeStats *ebpf.Map `ebpf:"tcp_probe_stats"`
-	TcpRttAt      *ebpf.Map `ebpf:"tcp_rtt_at"`
-	TcpStats      *ebpf.Map `ebpf:"tcp_stats"`
+	DropDsts       *ebpf.Map `ebpf:"drop_dsts"`
+	DropLocations  *ebpf.Map `ebpf:"drop_locations"`
+	DropStats      *ebpf.Map `ebpf:"drop_stats"`
+	TcpCgroupSlots *ebpf.Map `ebpf:"tcp_cgroup_slots"`
+	TcpPeerOf      *ebpf.Map `ebpf:"tcp_peer_of"`
+	TcpPeers       *ebpf.Map `ebpf:"tcp_peers"`
+	TcpProbeStats  *ebpf.Map `ebpf:"tcp_probe_stats"`
+	TcpRttAt       *ebpf.Map `ebpf:"tcp_rtt_at"`
+	TcpStats       *ebpf.Map `ebpf:"tcp_stats"`
 }
 
 func (m *tcpMaps) Close() error {
@@ -210,6 +221,7 @@ func (m *tcpMaps) Close() error {
 		m.DropDsts,
 		m.DropLocations,
 		m.DropStats,
+		m.TcpCgroupSlots,
 		m.TcpPeerOf,
 		m.TcpPeers,
 		m.TcpProbeStats,
@@ -222,7 +234,8 @@ func (m *tcpMaps) Close() error {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpVariables struct {
-	RootCgroupId *ebpf.Variable `ebpf:"root_cgroup_id"`
+	CgroupSlotMask *ebpf.Variable `ebpf:"cgroup_slot_mask"`
+	RootCgroupId   *ebpf.Variable `ebpf:"root_cgroup_id"`
 }
 
 // tcpPrograms contains all programs after they have been loaded into the kernel.

@@ -627,3 +627,98 @@ func (l *lab) connectAll(t *testing.T, cgroupDir string, dst netip.AddrPort, n i
 func receivedWithin(got, sent, retransmitted uint64) bool {
 	return got >= sent && got <= sent+retransmitted
 }
+
+// TestTCPCgroupSlotsCountExactly: with one fast-path slot, a client and a server pod share
+// it: the first read gives it to one of them, the other stays in the hash, and each pod's
+// bytes and opens stay exact across the move; when the owner is deleted (its counts are
+// forgotten, later traffic counts from zero), the slot goes to the other pod a read later.
+func TestTCPCgroupSlotsCountExactly(t *testing.T) {
+	l := newLab(t)
+	p, err := LoadTCP(TCPOptions{CgroupRoot: l.base, CgroupSlots: 1})
+	if err != nil {
+		t.Fatalf("LoadTCP: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	client, server := l.cgroup("slot-client"), l.cgroup("slot-server")
+	clientID, _ := cgroupv2.ID(client)
+	serverID, _ := cgroupv2.ID(server)
+	ln := l.listenIn(server, 8085)
+	const reply = 777
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var serverGot uint64
+	go serveSink(ln, reply, &wg, &serverGot, &mu)
+	// What the generator made each pod send, and the connections, since the pod was last deleted.
+	type want struct{ bytes, conns uint64 }
+	wants := map[uint64]*want{clientID: {}, serverID: {}}
+	exchange := func(n int) {
+		t.Helper()
+		wg.Add(1)
+		c, err := l.dialFrom(client, 8085)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).CloseWrite()
+		got, err := io.Copy(io.Discard, c)
+		if err != nil || got != reply {
+			t.Fatalf("reply: %d bytes, %v", got, err)
+		}
+		c.Close()
+		wg.Wait()
+		wants[clientID].bytes += uint64(n)
+		wants[serverID].bytes += reply
+		wants[clientID].conns++
+		wants[serverID].conns++
+		time.Sleep(50 * time.Millisecond) // the last FIN/ACKs
+	}
+	check := func(step string) {
+		t.Helper()
+		all, err := p.ReadTCP()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, s := all[clientID], all[serverID]
+		if w := wants[clientID]; c.BytesOut != w.bytes || c.ActiveOpens != w.conns {
+			t.Errorf("%s: client sent %d bytes in %d connections; the generator %d in %d", step, c.BytesOut, c.ActiveOpens, w.bytes, w.conns)
+		}
+		if w := wants[serverID]; s.BytesOut != w.bytes || s.PassiveOpens != w.conns {
+			t.Errorf("%s: server sent %d bytes in %d connections; the generator %d in %d", step, s.BytesOut, s.PassiveOpens, w.bytes, w.conns)
+		}
+	}
+	owner := func() uint64 {
+		p.slotMu.Lock()
+		defer p.slotMu.Unlock()
+		return p.slotOwner[0]
+	}
+	exchange(100_000)
+	check("before any slot")
+	first := owner()
+	other := map[uint64]uint64{clientID: serverID, serverID: clientID}[first]
+	if other == 0 {
+		t.Fatalf("slot 0 owned by %d after the first read; want the client (%d) or the server (%d)", first, clientID, serverID)
+	}
+	exchange(1 << 20)
+	exchange(3)
+	check("one pod in the slot")
+	if st, err := p.Stats(); err != nil || st.CgroupSlots != (MapFill{Entries: 1, Max: 1}) {
+		t.Fatalf("slot fill %+v (%v), want 1 of 1", st.CgroupSlots, err)
+	}
+	if err := p.DeleteCgroups([]uint64{first}); err != nil {
+		t.Fatal(err)
+	}
+	*wants[first] = want{}
+	check("owner deleted, slot cooling")
+	if o := owner(); o != 0 {
+		t.Fatalf("slot given to %d in the read right after it was freed", o)
+	}
+	check("slot free")
+	if o := owner(); o != other {
+		t.Fatalf("slot owned by %d, want the other pod %d", o, other)
+	}
+	exchange(5000)
+	check("the other pod in the slot")
+	t.Logf("slot owners: %d, then %d; counts exact at every read", first, other)
+}

@@ -463,6 +463,7 @@ func (d *Daemon) tcpStatus(resp *isoobsv1.StatusResponse) {
 	defer c.mu.RUnlock()
 	st := c.stats
 	resp.Maps = append(resp.Maps, &isoobsv1.MapStatus{Name: "tcp_stats", Entries: uint64(st.Cgroups.Entries), MaxEntries: uint64(st.Cgroups.Max)},
+		&isoobsv1.MapStatus{Name: "tcp_cgroup_slots", Entries: uint64(st.CgroupSlots.Entries), MaxEntries: uint64(st.CgroupSlots.Max)},
 		&isoobsv1.MapStatus{Name: "drop_stats", Entries: uint64(st.Drops.Entries), MaxEntries: uint64(st.Drops.Max)},
 		&isoobsv1.MapStatus{Name: "drop_dsts", Entries: uint64(st.DropDests.Entries), MaxEntries: uint64(st.DropDests.Max)},
 		&isoobsv1.MapStatus{Name: "tcp_peers", Entries: uint64(st.Peers.Entries), MaxEntries: uint64(st.Peers.Max)},
