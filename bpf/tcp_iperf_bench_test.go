@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/isoobs/isoobs/bench/emptyprobe"
+	"github.com/isoobs/isoobs/bpf/runstats"
 )
 
 // BenchmarkTCPIperf3Ratio is the throughput cost of isoobs's probes on real TCP between two
@@ -18,7 +21,9 @@ import (
 // veth pair, both pods under the probes' cgroup root, in alternating rounds with every probe
 // attached (TCP with drops and peers, and DNS: what the daemon loads) and with none, in one
 // run, and with empty cgroup_skb programs at the same root as a control (what the hooks alone
-// do), and with each probe alone. Reported: the median throughput of each, probes/none (goal >= 0.98), empty/none, and the
+// do), and with each probe alone; the probes' maps are read every 500 ms, as the daemon reads
+// them (a read gives pods their fast-path slots). A last round with the kernel's program
+// statistics on gives the probes' own CPU time at that throughput. Reported: the median throughput of each, probes/none (goal >= 0.98), empty/none, and the
 // spread of the per-round ratios. ISOOBS_IPERF_ROUNDS (default 8) rounds of
 // ISOOBS_IPERF_SECONDS (default 4) per variant, the first second of each omitted (-O 1).
 func BenchmarkTCPIperf3Ratio(b *testing.B) {
@@ -69,6 +74,7 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 		}
 		return res.End.SumReceived.BitsPerSecond / 1e9
 	}
+	var probes iperfProbes // the last probes attached together
 	attach := map[string]func() func(){
 		"none": func() func() { return func() {} },
 		// Empty cgroup_skb programs at the same root: what the hooks themselves do to the path.
@@ -89,7 +95,9 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 				tp.Close()
 				b.Fatal(err)
 			}
-			return func() { dp.Close(); tp.Close() }
+			probes = iperfProbes{tp, dp}
+			stop := readLikeTheDaemon(b, tp, dp)
+			return func() { stop(); dp.Close(); tp.Close() }
 		},
 		// Each probe alone: which one a cost below the goal comes from.
 		"tcp": func() func() {
@@ -97,14 +105,16 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			return func() { tp.Close() }
+			stop := readLikeTheDaemon(b, tp, nil)
+			return func() { stop(); tp.Close() }
 		},
 		"dns": func() func() {
 			dp, err := LoadDNS(Options{CgroupRoot: root})
 			if err != nil {
 				b.Fatal(err)
 			}
-			return func() { dp.Close() }
+			stop := readLikeTheDaemon(b, nil, dp)
+			return func() { stop(); dp.Close() }
 		},
 	}
 	variants := []string{"none", "empty", "probes", "tcp", "dns"}
@@ -137,9 +147,70 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 	b.ReportMetric(slices.Max(ratios), "pair-ratio-max")
 	b.ReportMetric(iperfMedian(tcpRatios), "tcp-alone-pair-ratio-median")
 	b.ReportMetric(iperfMedian(dnsRatios), "dns-alone-pair-ratio-median")
+	// One more round with every probe and the kernel's program statistics on (they time each
+	// run, which costs throughput: not in the rounds above): the probes' own CPU time, as a
+	// share of one core and per packet, at that throughput.
+	detach := attach["probes"]()
+	stats, err := runstats.Enable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	progs := probes.programs()
+	before := readProgRun(b, progs...)
+	start := time.Now()
+	statsGbit := run()
+	wall := time.Since(start)
+	used := readProgRun(b, progs...).sub(before)
+	stats.Close()
+	detach()
+	b.ReportMetric(100*float64(used.runtime)/float64(wall), "probes-cpu-%-of-a-core")
+	b.ReportMetric(used.nsPerRun(), "probes-ns/run")
+	b.Logf("with the kernel's program statistics on: %.2f Gbit/s; the probes ran %d times in %.1f s (%.0f runs/s) for %.1f ms (%.0f ns a run): %.2f %% of a core",
+		statsGbit, used.count, wall.Seconds(), float64(used.count)/wall.Seconds(), float64(used.runtime)/1e6, used.nsPerRun(), 100*float64(used.runtime)/float64(wall))
 	b.Logf("iperf3 %s, %d rounds of %d s each: probes %.2f Gbit/s (%.2f-%.2f), empty programs %.2f (%.2f-%.2f), none %.2f (%.2f-%.2f); probes/none: ratio of medians %.3f, per-round %.3f-%.3f (median %.3f); empty/none %.3f (per-round median %.3f)",
 		iperfVersion(iperf), rounds, seconds, mw, slices.Min(got["probes"]), slices.Max(got["probes"]), me, slices.Min(got["empty"]), slices.Max(got["empty"]),
 		mwo, slices.Min(got["none"]), slices.Max(got["none"]), mw/mwo, slices.Min(ratios), slices.Max(ratios), iperfMedian(ratios), me/mwo, iperfMedian(emptyRatios))
+}
+
+// iperfProbes are the TCP and DNS probes attached together in a round.
+type iperfProbes struct {
+	tcp *TCPProbe
+	dns *DNSProbe
+}
+
+func (p iperfProbes) programs() []*ebpf.Program {
+	o := p.tcp.objs
+	return []*ebpf.Program{o.TcpEgress, o.TcpIngress, o.TcpSetState, o.TcpRetransmit, o.TcpRetransmitSynack,
+		o.TcpSendReset, o.TcpReceiveReset, o.DropSkb, p.dns.objs.DnsEgress, p.dns.objs.DnsIngress}
+}
+
+// readLikeTheDaemon reads the probes' counters every 500 ms, as the daemon does every
+// second: a read gives the pods their fast-path slots. It returns a func that stops it.
+func readLikeTheDaemon(b *testing.B, tp *TCPProbe, dp *DNSProbe) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if tp != nil {
+				if _, err := tp.ReadTCP(); err != nil {
+					b.Error(err)
+				}
+			}
+			if dp != nil {
+				if _, err := dp.ReadPods(); err != nil {
+					b.Error(err)
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 func iperfMedian(v []float64) float64 {
