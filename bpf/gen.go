@@ -4,3 +4,4 @@ package bpf
 // needs no clang; `go generate ./bpf` (clang + libbpf-dev) rebuilds them.
 //go:generate go tool bpf2go -target bpfel -cc clang -cflags "-O2 -g -Wall" -type server_counters dns dns.c
 //go:generate go tool bpf2go -target bpfel -cc clang -cflags "-O2 -g -Wall" tcp tcp.c
+//go:generate go tool bpf2go -target bpfel -cc clang -cflags "-O2 -g -Wall" ksym ksym.c

@@ -3,12 +3,17 @@ package bpf
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sort"
 	"strconv"
 	"sync"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
 )
 
 // DropLocationKey is where the kernel dropped packets: the address that freed them (inside the
@@ -55,15 +60,17 @@ var kernelFuncs struct {
 	names map[uint64]string
 }
 
-// KernelFunction names the kernel function (or module function) containing addr, from
-// /proc/kallsyms: "nf_hook_slow", "udp_queue_rcv_one_skb [mod]". Where the symbols cannot be
-// read (kptr_restrict hides them from a process without CAP_SYSLOG) it is the address in hex.
+// KernelFunction names the kernel function (or module function) containing addr, as
+// /proc/kallsyms does: "nf_hook_slow", "udp_queue_rcv_one_skb [mod]". Where the symbols cannot
+// be read (kptr_restrict hides them from a process without CAP_SYSLOG, and the kernel has no
+// syscall programs) it is the address in hex.
 func KernelFunction(addr uint64) string {
 	return KernelFunctions([]uint64{addr})[addr]
 }
 
-// KernelFunctions names many addresses as KernelFunction does, reading /proc/kallsyms at most
-// twice for all those not named before.
+// KernelFunctions names many addresses as KernelFunction does: those not named before by the
+// kernel itself (ksym.c: the same names, microseconds each), or where it cannot (before Linux
+// 5.14) in two passes over /proc/kallsyms for all of them.
 func KernelFunctions(addrs []uint64) map[uint64]string {
 	kernelFuncs.mu.Lock()
 	defer kernelFuncs.mu.Unlock()
@@ -79,7 +86,10 @@ func KernelFunctions(addrs []uint64) map[uint64]string {
 		}
 	}
 	if len(unknown) > 0 {
-		named := resolveKallsyms(unknown)
+		named, rest := nameInKernel(unknown)
+		if len(rest) > 0 {
+			maps.Copy(named, resolveKallsyms(rest))
+		}
 		for _, a := range unknown {
 			n, ok := named[a]
 			if !ok {
@@ -97,6 +107,42 @@ func KernelFunctions(addrs []uint64) map[uint64]string {
 		out[a] = n
 	}
 	return out
+}
+
+// kernelNamer is the loaded ksym.c program, or the error that kept it from loading (a kernel
+// before 5.14 has no syscall programs): then addresses are named from /proc/kallsyms.
+var kernelNamer struct {
+	once sync.Once
+	objs ksymObjects
+	err  error
+}
+
+// nameInKernel names addrs with the kernel's own symbol lookup (ksym.c), ~10-25 µs of CPU an
+// address; rest are those it could not name (no program: all of them).
+func nameInKernel(addrs []uint64) (named map[uint64]string, rest []uint64) {
+	kernelNamer.once.Do(func() {
+		kernelNamer.err = loadKsymObjects(&kernelNamer.objs, nil)
+	})
+	named = map[uint64]string{}
+	if kernelNamer.err != nil {
+		return named, addrs
+	}
+	ctx := make([]byte, 8)
+	var buf [unsafe.Sizeof(ksymKsymBuf{})]byte
+	for _, a := range addrs {
+		binary.LittleEndian.PutUint64(ctx, a)
+		ret, err := kernelNamer.objs.NameAddress.Run(&ebpf.RunOptions{Context: ctx})
+		if err == nil && ret == 0 {
+			err = kernelNamer.objs.KsymName.Lookup(uint32(0), &buf)
+		}
+		n, _, _ := bytes.Cut(buf[:], []byte{0})
+		if err != nil || ret != 0 || len(n) == 0 {
+			rest = append(rest, a)
+			continue
+		}
+		named[a] = string(n)
+	}
+	return named, rest
 }
 
 // resolveKallsyms names addrs in two passes over /proc/kallsyms: the first finds the text

@@ -495,6 +495,19 @@ func connectTimeoutsOnce(t *testing.T) (problems []string, notRun uint64) {
 		t.Fatal(err)
 	}
 	t.Logf("%d connects timed out, %d SYN retransmits = the kernel's %d; the probe's programs not run (recursion) %d", got.ConnectTimeout, got.RetransSegs, snmp["RetransSegs"], st.ProgramsNotRun)
+	if len(problems) > 0 {
+		// Where the missing events went, if anywhere (another cgroup, or late): a rare failure
+		// (2 in 30 runs while other benchmarks loaded the machine, none in 120 without) is not
+		// explained yet.
+		all, _ := p.ReadTCP()
+		cid, _ := cgroupv2.ID(client)
+		for id, c := range all {
+			t.Logf("cgroup %d (the client: %v): %+v", id, id == cid, c)
+		}
+		time.Sleep(time.Second)
+		again := tcpCountersOf(t, p, client)
+		t.Logf("a second later: timeouts %d, retransmits %d; the netns's %v; probe %+v", again.ConnectTimeout, again.RetransSegs, snmpTCP(t, l.clientNS), st)
+	}
 	return problems, st.ProgramsNotRun
 }
 
