@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +26,9 @@ import (
 // them (a read gives pods their fast-path slots). A last round with the kernel's program
 // statistics on gives the probes' own CPU time at that throughput. Reported: the median throughput of each, probes/none (goal >= 0.98), empty/none, and the
 // spread of the per-round ratios. ISOOBS_IPERF_ROUNDS (default 8) rounds of
-// ISOOBS_IPERF_SECONDS (default 4) per variant, the first second of each omitted (-O 1).
+// ISOOBS_IPERF_SECONDS (default 4) per variant, the first second of each omitted (-O 1);
+// ISOOBS_IPERF_AFFINITY pins the client and the server (iperf3's -A, e.g. 0,1). Logged: each
+// CPU's busy share during a run (where the probes' time lands).
 func BenchmarkTCPIperf3Ratio(b *testing.B) {
 	iperf, err := exec.LookPath("iperf3")
 	if err != nil {
@@ -43,12 +46,19 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
 	time.Sleep(300 * time.Millisecond) // the listener
 
+	var lastBusy []float64 // each CPU's busy share during the last run
 	run := func() float64 {
 		b.Helper()
+		cpu0 := cpuTimes(b)
+		defer func() { lastBusy = busyShares(cpu0, cpuTimes(b)) }()
 		var out []byte
 		var runErr error
 		for try := 0; try < 3; try++ { // the server refuses while it ends the last test
-			cmd := exec.Command(iperf, "-c", serverV4.String(), "-p", "5201", "-t", strconv.Itoa(seconds+1), "-O", "1", "-J")
+			args := []string{"-c", serverV4.String(), "-p", "5201", "-t", strconv.Itoa(seconds + 1), "-O", "1", "-J"}
+			if aff := os.Getenv("ISOOBS_IPERF_AFFINITY"); aff != "" {
+				args = append(args, "-A", aff)
+			}
+			cmd := exec.Command(iperf, args...)
 			runErr = l.inCgroup(client, l.clientNS, func() error {
 				var err error
 				out, err = cmd.Output()
@@ -134,6 +144,9 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 		}
 		ratios, emptyRatios = append(ratios, r["probes"]/r["none"]), append(emptyRatios, r["empty"]/r["none"])
 		tcpRatios, dnsRatios = append(tcpRatios, r["tcp"]/r["none"]), append(dnsRatios, r["dns"]/r["none"])
+		if i == 0 {
+			b.Logf("round 1, the last run (%s): busy share of each CPU %.2f", variants[(i+len(variants)-1)%len(variants)], lastBusy)
+		}
 		b.Logf("round %d: none %.2f, empty programs %.2f, probes %.2f (TCP alone %.2f, DNS alone %.2f) Gbit/s; probes/none %.3f", i+1, r["none"], r["empty"], r["probes"], r["tcp"], r["dns"], r["probes"]/r["none"])
 	}
 	mw, mwo, me := iperfMedian(got["probes"]), iperfMedian(got["none"]), iperfMedian(got["empty"])
@@ -157,16 +170,25 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 	}
 	progs := probes.programs()
 	before := readProgRun(b, progs...)
+	each := make([]progRun, len(progs))
+	for i, p := range progs {
+		each[i] = readProgRun(b, p)
+	}
 	start := time.Now()
 	statsGbit := run()
 	wall := time.Since(start)
 	used := readProgRun(b, progs...).sub(before)
+	for i, p := range progs {
+		if d := readProgRun(b, p).sub(each[i]); d.count > 0 {
+			b.Logf("  %s: %.0f runs/s, %.0f ns a run, %.2f %% of a core", p, float64(d.count)/wall.Seconds(), d.nsPerRun(), 100*float64(d.runtime)/float64(wall))
+		}
+	}
 	stats.Close()
 	detach()
 	b.ReportMetric(100*float64(used.runtime)/float64(wall), "probes-cpu-%-of-a-core")
 	b.ReportMetric(used.nsPerRun(), "probes-ns/run")
-	b.Logf("with the kernel's program statistics on: %.2f Gbit/s; the probes ran %d times in %.1f s (%.0f runs/s) for %.1f ms (%.0f ns a run): %.2f %% of a core",
-		statsGbit, used.count, wall.Seconds(), float64(used.count)/wall.Seconds(), float64(used.runtime)/1e6, used.nsPerRun(), 100*float64(used.runtime)/float64(wall))
+	b.Logf("with the kernel's program statistics on: %.2f Gbit/s, each CPU busy %.2f; the probes ran %d times in %.1f s (%.0f runs/s) for %.1f ms (%.0f ns a run): %.2f %% of a core",
+		statsGbit, lastBusy, used.count, wall.Seconds(), float64(used.count)/wall.Seconds(), float64(used.runtime)/1e6, used.nsPerRun(), 100*float64(used.runtime)/float64(wall))
 	b.Logf("iperf3 %s, %d rounds of %d s each: probes %.2f Gbit/s (%.2f-%.2f), empty programs %.2f (%.2f-%.2f), none %.2f (%.2f-%.2f); probes/none: ratio of medians %.3f, per-round %.3f-%.3f (median %.3f); empty/none %.3f (per-round median %.3f)",
 		iperfVersion(iperf), rounds, seconds, mw, slices.Min(got["probes"]), slices.Max(got["probes"]), me, slices.Min(got["empty"]), slices.Max(got["empty"]),
 		mwo, slices.Min(got["none"]), slices.Max(got["none"]), mw/mwo, slices.Min(ratios), slices.Max(ratios), iperfMedian(ratios), me/mwo, iperfMedian(emptyRatios))
@@ -211,6 +233,41 @@ func readLikeTheDaemon(b *testing.B, tp *TCPProbe, dp *DNSProbe) (stop func()) {
 		}
 	}()
 	return func() { close(done); <-stopped }
+}
+
+// cpuTimes is each CPU's busy and total time so far, in USER_HZ ticks, from /proc/stat.
+func cpuTimes(b *testing.B) [][2]uint64 {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out [][2]uint64
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
+			continue
+		}
+		var busy, total uint64
+		for i, v := range f[1:] {
+			n, _ := strconv.ParseUint(v, 10, 64)
+			total += n
+			if i != 3 && i != 4 { // idle, iowait
+				busy += n
+			}
+		}
+		out = append(out, [2]uint64{busy, total})
+	}
+	return out
+}
+
+func busyShares(before, after [][2]uint64) []float64 {
+	out := make([]float64, min(len(before), len(after)))
+	for i := range out {
+		if t := after[i][1] - before[i][1]; t > 0 {
+			out[i] = float64(after[i][0]-before[i][0]) / float64(t)
+		}
+	}
+	return out
 }
 
 func iperfMedian(v []float64) float64 {
