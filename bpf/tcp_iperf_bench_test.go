@@ -27,7 +27,8 @@ import (
 // statistics on gives the probes' own CPU time at that throughput. Reported: the median throughput of each, probes/none (goal >= 0.98), empty/none, and the
 // spread of the per-round ratios. ISOOBS_IPERF_ROUNDS (default 8) rounds of
 // ISOOBS_IPERF_SECONDS (default 4) per variant, the first second of each omitted (-O 1);
-// ISOOBS_IPERF_AFFINITY pins the client and the server (iperf3's -A, e.g. 0,1). Logged: each
+// ISOOBS_IPERF_AFFINITY pins the client and the server (iperf3's -A, e.g. 0,1);
+// ISOOBS_IPERF_VARIANTS runs some variants only (e.g. probes: under perf). Logged: each
 // CPU's busy share during a run (where the probes' time lands).
 func BenchmarkTCPIperf3Ratio(b *testing.B) {
 	iperf, err := exec.LookPath("iperf3")
@@ -47,10 +48,15 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 	time.Sleep(300 * time.Millisecond) // the listener
 
 	var lastBusy []float64 // each CPU's busy share during the last run
+	warm := true           // the first run: not profiled
 	run := func() float64 {
 		b.Helper()
 		cpu0 := cpuTimes(b)
 		defer func() { lastBusy = busyShares(cpu0, cpuTimes(b)) }()
+		if !warm {
+			perfControl(b, "enable")
+			defer perfControl(b, "disable")
+		}
 		var out []byte
 		var runErr error
 		for try := 0; try < 3; try++ { // the server refuses while it ends the last test
@@ -128,7 +134,18 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 		},
 	}
 	variants := []string{"none", "empty", "probes", "tcp", "dns"}
+	if v := os.Getenv("ISOOBS_IPERF_VARIANTS"); v != "" {
+		// Some only (hack/iperf-perf-share.sh profiles one): medians, no ratios, no statistics round.
+		variants = strings.Split(v, ",")
+		for _, name := range variants {
+			if attach[name] == nil {
+				b.Fatalf("ISOOBS_IPERF_VARIANTS: no variant %q (none, empty, probes, tcp, dns)", name)
+			}
+		}
+	}
+	partial := !slices.Contains(variants, "none") || !slices.Contains(variants, "probes")
 	run() // warm up: first connection, caches
+	warm = false
 	got := map[string][]float64{}
 	var ratios, emptyRatios, tcpRatios, dnsRatios []float64
 	for i := range rounds {
@@ -142,12 +159,22 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 			detach()
 			got[v] = append(got[v], r[v])
 		}
+		if partial {
+			b.Logf("round %d: %v Gbit/s; each CPU busy %.2f in the last run", i+1, r, lastBusy)
+			continue
+		}
 		ratios, emptyRatios = append(ratios, r["probes"]/r["none"]), append(emptyRatios, r["empty"]/r["none"])
 		tcpRatios, dnsRatios = append(tcpRatios, r["tcp"]/r["none"]), append(dnsRatios, r["dns"]/r["none"])
 		if i == 0 {
 			b.Logf("round 1, the last run (%s): busy share of each CPU %.2f", variants[(i+len(variants)-1)%len(variants)], lastBusy)
 		}
 		b.Logf("round %d: none %.2f, empty programs %.2f, probes %.2f (TCP alone %.2f, DNS alone %.2f) Gbit/s; probes/none %.3f", i+1, r["none"], r["empty"], r["probes"], r["tcp"], r["dns"], r["probes"]/r["none"])
+	}
+	if partial {
+		for _, v := range variants {
+			b.ReportMetric(iperfMedian(got[v]), v+"-Gbit/s")
+		}
+		return
 	}
 	mw, mwo, me := iperfMedian(got["probes"]), iperfMedian(got["none"]), iperfMedian(got["empty"])
 	b.ReportMetric(mw, "with-Gbit/s")
@@ -233,6 +260,24 @@ func readLikeTheDaemon(b *testing.B, tp *TCPProbe, dp *DNSProbe) (stop func()) {
 		}
 	}()
 	return func() { close(done); <-stopped }
+}
+
+// perfControl sends cmd (enable, disable) to the perf record whose control FIFO is
+// ISOOBS_PERF_CTL (hack/iperf-perf-share.sh), so it samples the iperf3 runs only; nothing
+// without it.
+func perfControl(b *testing.B, cmd string) {
+	path := os.Getenv("ISOOBS_PERF_CTL")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatalf("perf control FIFO: %v", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(cmd + "\n"); err != nil {
+		b.Fatalf("perf control FIFO: %v", err)
+	}
 }
 
 // cpuTimes is each CPU's busy and total time so far, in USER_HZ ticks, from /proc/stat.
