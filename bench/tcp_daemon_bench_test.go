@@ -147,8 +147,10 @@ func tcpPodRow(ctx context.Context, b *testing.B, c isoobsv1.DaemonClient, p *po
 
 // BenchmarkDaemonTCPConnRate runs the isoobs-daemon binary for the lab node with every probe on
 // (DNS, TCP with its peers, drops), a `top tcp` and a `top dns` viewer streaming, and loads it
-// with new TCP connections from one lab pod to another at rising rates, 10 s per step: idle,
-// 100/s, 1000/s, then as fast as 16 concurrent clients go (the machine's max). Per step: the
+// with new TCP connections from one lab pod to another at rising rates, 10 s per step: idle
+// (right after start: the daemon's one-off start work shows here), 100/s, 1000/s, as fast as 16
+// concurrent clients go (the machine's max), then idle again (idle-after: the steady state,
+// only the viewers streaming, as in the first idle step). Per step: the
 // daemon's CPU (% of one core, from its threads' schedstat) and RSS, and whether it counted
 // exactly the connections the client made (its active opens, the server's passive opens, and
 // the peer entry of each; exact = 1 when every step matched). Targets: <= 2 % of a core,
@@ -208,7 +210,8 @@ func BenchmarkDaemonTCPConnRate(b *testing.B) {
 			cBefore, sBefore := tcpPodRow(ctx, b, c, client), tcpPodRow(ctx, b, c, server)
 			cpu0, t0 := d.cpuTime(b), time.Now()
 			var rep tcpConnReport
-			if name == "idle" {
+			idle := rate < 0
+			if idle {
 				time.Sleep(10 * time.Second)
 			} else {
 				gen := client.Command(ctx, self)
@@ -227,7 +230,7 @@ func BenchmarkDaemonTCPConnRate(b *testing.B) {
 			rss, _ := d.memKiB(b)
 			b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "cpu%core@"+name)
 			b.ReportMetric(float64(rss)/1024, "rss-MiB@"+name)
-			if name == "idle" {
+			if idle {
 				return
 			}
 			connRate := float64(rep.Connects) / rep.Seconds
@@ -264,10 +267,11 @@ func BenchmarkDaemonTCPConnRate(b *testing.B) {
 					name, want, rep.Failed, opens, accepted, peerOpens))
 			}
 		}
-		step("idle", 0)
+		step("idle", -1) // rate < 0: no connections
 		step("100", 100)
 		step("1k", 1000)
 		step("max", 0)
+		step("idle-after", -1)
 		_, hwm := d.memKiB(b)
 		b.ReportMetric(float64(hwm)/1024, "peak-rss-MiB")
 		b.ReportMetric(maxRate, "max-conn/s")

@@ -246,6 +246,9 @@ func New(cfg Config) (*Daemon, error) {
 	d.startTCP(lookup)
 	if d.tcp != nil {
 		bpf.DropReasonName(0) // the kernel's drop reason names are read from its BTF once, now: see releaseLoadGarbage
+		if cfg.tcpSource == nil {
+			warmKernelNaming() // the drop location namer's one-off load, before serving
+		}
 	}
 	releaseLoadGarbage()
 	d.metrics.reg.MustRegister(d.hubbleMetrics()...)
