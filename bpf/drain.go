@@ -92,16 +92,29 @@ func earlyDrainInterval(n uint64, elapsed time.Duration, maxNames uint32) time.D
 }
 
 // nameInserts is the kernel's count of name table inserts, all CPUs.
-// Only earlyDrainLoop calls it: its buffer is reused.
+// Only earlyDrainLoop calls it, without p.mu: its buffer is reused.
 func (p *DNSProbe) nameInserts() (uint64, error) {
 	if p.insertsBuf == nil {
 		p.insertsBuf = make([]uint64, ebpf.MustPossibleCPU())
 	}
-	if err := p.objs.ProbeStats.Lookup(uint32(statNameInserts), p.insertsBuf); err != nil {
+	return p.sumStat(statNameInserts, p.insertsBuf)
+}
+
+// nameInsertsLocked is nameInserts for callers holding p.mu (a buffer of its own).
+func (p *DNSProbe) nameInsertsLocked() (uint64, error) {
+	if p.insertsBufLocked == nil {
+		p.insertsBufLocked = make([]uint64, ebpf.MustPossibleCPU())
+	}
+	return p.sumStat(statNameInserts, p.insertsBufLocked)
+}
+
+// sumStat is probe_stats[i] summed over CPUs, read into buf.
+func (p *DNSProbe) sumStat(i uint32, buf []uint64) (uint64, error) {
+	if err := p.objs.ProbeStats.Lookup(i, buf); err != nil {
 		return 0, err
 	}
 	var n uint64
-	for _, v := range p.insertsBuf {
+	for _, v := range buf {
 		n += v
 	}
 	return n, nil
@@ -136,8 +149,14 @@ func (p *DNSProbe) DrainNames(fn func(cgroupID uint64, name string, queries, nxd
 	} else {
 		p.pending, p.pendingWire = p.pending[:0], p.pendingWire[:0]
 	}
-	if err := p.swapAndDrain(fn); err != nil {
-		return err
+	// No name inserted since the last swap: the table the programs write is empty (it was
+	// drained before they were switched to it), and swapping it, a map-in-map update that waits
+	// for an RCU grace period, is most of an idle node's tick. An insert whose count the
+	// kernel has not added yet is drained at the next call.
+	if inserts, err := p.nameInsertsLocked(); err != nil || inserts != p.insertsAtSwap {
+		if err := p.swapAndDrain(fn); err != nil {
+			return err
+		}
 	}
 	return p.slots.drain(p.objs.NameSlotTables, fn)
 }
@@ -155,15 +174,19 @@ func (p *DNSProbe) swapAndDrain(fn func(cgroupID uint64, name string, queries, n
 func (p *DNSProbe) swapAndDrainRaw(fn func(k *dnsNameKey, v *dnsNameValue)) error {
 	old := p.nameTables[p.active]
 	next := p.nameTables[1-p.active]
+	// Read before the switch: an insert counted after this read may have landed in either
+	// table, and makes the next DrainNames swap (and drain) again.
+	inserts, insertsErr := p.nameInsertsLocked()
 	// An array-of-maps update returns only after synchronize_rcu(), i.e.
 	// after every program that could still hold the old table has finished.
 	if err := p.objs.NameTables.Update(uint32(0), next, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("switch name table: %w", err)
 	}
 	p.active = 1 - p.active
-	// Inserts counted from here on land in the new table.
-	if n, err := p.nameInserts(); err == nil {
-		p.insertsAtSwap = n
+	if insertsErr == nil {
+		p.insertsAtSwap = inserts
+	} else {
+		p.insertsAtSwap = ^uint64(0) // unknown: the next DrainNames swaps
 	}
 	return p.drainTable(old, func(k *dnsNameKey, v *dnsNameValue) {
 		p.slots.noteDrained(k, v)

@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf"
 )
@@ -113,6 +114,11 @@ func (ns *nameSlots) noteDrained(k *dnsNameKey, v *dnsNameValue) {
 // the counts of the array the programs left, and writes the owners wanted
 // next into it.
 func (ns *nameSlots) drain(outer *ebpf.Map, fn func(cgroupID uint64, name string, queries, nxdomain uint64)) error {
+	// Nothing owned in either array and nothing to promote (a node without DNS traffic): the
+	// swap, a map-in-map update that waits for an RCU grace period, would change nothing.
+	if len(ns.candidates) == 0 && !slices.ContainsFunc(ns.owners[0], isOwned) && !slices.ContainsFunc(ns.owners[1], isOwned) {
+		return nil
+	}
 	old, next := ns.active, 1-ns.active
 	if err := outer.Update(uint32(0), ns.tables[next], ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("switch name slots: %w", err)
@@ -176,6 +182,8 @@ func (ns *nameSlots) drain(outer *ebpf.Map, fn func(cgroupID uint64, name string
 	}
 	return nil
 }
+
+func isOwned(key uint64) bool { return key != 0 }
 
 // owned counts the slots owned in the array the programs use.
 func (ns *nameSlots) owned() (n uint32) {

@@ -106,7 +106,8 @@ type DNSProbe struct {
 	stopEarlyDrain chan struct{}
 	earlyDrainDone chan struct{}
 
-	insertsBuf []uint64 // per-CPU insert counts, earlyDrainLoop's
+	insertsBuf       []uint64 // per-CPU insert counts, earlyDrainLoop's
+	insertsBufLocked []uint64 // the same, for callers holding mu
 
 	// Batch buffers of drainTable, reused (p.mu).
 	batchKeys []dnsNameKey
