@@ -144,7 +144,18 @@ func queryName(client string, i int) string {
 	return name
 }
 
+// TestDNSCountsExactPerPod counts real DNS traffic (UDP and TCP, IPv4 and IPv6) with the DNS
+// probe attached alone, and run by the TCP probe's programs (Options.Chained: what the daemon
+// loads when both are on).
 func TestDNSCountsExactPerPod(t *testing.T) {
+	for _, chained := range []bool{false, true} {
+		t.Run(map[bool]string{false: "alone", true: "after TCP"}[chained], func(t *testing.T) {
+			testDNSCountsExactPerPod(t, chained)
+		})
+	}
+}
+
+func testDNSCountsExactPerPod(t *testing.T, chained bool) {
 	l := newLab(t)
 	root := l.cgroup("node1")
 	podA := l.cgroup("node1/pod-a")
@@ -153,13 +164,20 @@ func TestDNSCountsExactPerPod(t *testing.T) {
 	outside := l.cgroup("outside") // sibling of the root: must not be counted
 	l.startServer(coredns)
 
-	p, err := LoadDNS(Options{CgroupRoot: root})
+	p, err := LoadDNS(Options{CgroupRoot: root, Chained: chained})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
+	if chained {
+		tp, err := LoadTCP(TCPOptions{CgroupRoot: root, DNS: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tp.Close()
+	}
 	for _, a := range p.Attachments() {
-		if a.Err != nil || a.Target != root {
+		if a.Err != nil || a.Target != root || strings.Contains(a.Hook, "tail call from tcp_") != chained {
 			t.Fatalf("attachment %+v", a)
 		}
 	}
@@ -249,6 +267,49 @@ func TestDNSCountsExactPerPod(t *testing.T) {
 		t.Errorf("fill levels %+v", st)
 	}
 	t.Logf("stats: %+v", st)
+}
+
+// A DNS probe loaded to be run by the TCP probe attaches on its own when the TCP probe does
+// not load (here: it is refused the chain to a probe on another root), and counts exactly.
+func TestDNSChainedAttachesAloneWhenTCPFails(t *testing.T) {
+	l := newLab(t)
+	root := l.cgroup("node")
+	pod := l.cgroup("node/pod")
+	coredns := l.cgroup("node/coredns")
+	l.startServer(coredns)
+	p, err := LoadDNS(Options{CgroupRoot: root, Chained: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if tp, err := LoadTCP(TCPOptions{CgroupRoot: l.cgroup("elsewhere"), DNS: p}); err == nil {
+		tp.Close()
+		t.Fatal("LoadTCP chained a DNS probe on another root")
+	} else if !strings.Contains(err.Error(), "Options.Chained on") {
+		t.Errorf("LoadTCP error %q does not say what is wrong", err)
+	}
+	truth := newPodTruth(t, pod)
+	c := l.dial(pod, false, false)
+	truth.send(t, c, "before.attach.example.", testQTypes[0]) // not attached: not counted
+	truth = newPodTruth(t, pod)
+	if err := p.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range p.Attachments() {
+		if a.Err != nil || a.Target != root || strings.Contains(a.Hook, "tail call") {
+			t.Errorf("attachment %+v", a)
+		}
+	}
+	for i := range 7 {
+		truth.send(t, c, queryName("alone", i), testQTypes[i%len(testQTypes)])
+	}
+	pods, err := p.ReadPods()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pods[truth.id]; !reflect.DeepEqual(withoutLatency(got), withoutLatency(truth.want)) {
+		t.Errorf("got %+v\nwant %+v", withoutLatency(got), withoutLatency(truth.want))
+	}
 }
 
 func keys[V any](m map[uint64]V) []uint64 {

@@ -83,9 +83,11 @@ func loadDNSSpec(spec *ebpf.CollectionSpec, opts Options) (*DNSProbe, error) {
 		p.Close()
 		return nil, explainLoadError("load dns programs", err)
 	}
-	if err := p.attach(); err != nil {
-		p.Close()
-		return nil, err
+	if !opts.Chained {
+		if err := p.attach(); err != nil {
+			p.Close()
+			return nil, err
+		}
 	}
 	if !opts.NoEarlyDrain {
 		p.stopEarlyDrain = make(chan struct{})

@@ -156,6 +156,9 @@ type testRunner struct {
 	lab *lab
 	cg  string
 	id  uint64
+	// The programs run: the DNS probe's, or with Options.Chained the TCP probe's, which
+	// tail-call them.
+	egress, ingress *ebpf.Program
 }
 
 func newTestRunner(t testing.TB) *testRunner { return newTestRunnerOpts(t, Options{}) }
@@ -171,7 +174,16 @@ func newTestRunnerOpts(t testing.TB, opts Options) *testRunner {
 	}
 	t.Cleanup(func() { p.Close() })
 	id, _ := cgroupv2.ID(cg)
-	return &testRunner{t: t, p: p, lab: l, cg: cg, id: id}
+	r := &testRunner{t: t, p: p, lab: l, cg: cg, id: id, egress: p.objs.DnsEgress, ingress: p.objs.DnsIngress}
+	if opts.Chained {
+		tp, err := LoadTCP(TCPOptions{CgroupRoot: root, DNS: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tp.Close() })
+		r.egress, r.ingress = tp.objs.TcpEgress, tp.objs.TcpIngress
+	}
+	return r
 }
 
 type delta struct {
@@ -184,9 +196,9 @@ type delta struct {
 func (r *testRunner) run(egress bool, pkt []byte) delta {
 	r.t.Helper()
 	before := r.snapshot()
-	prog := r.p.objs.DnsIngress
+	prog := r.ingress
 	if egress {
-		prog = r.p.objs.DnsEgress
+		prog = r.egress
 	}
 	var ret uint32
 	err := r.lab.inCgroup(r.cg, r.lab.clientNS, func() error {
@@ -281,8 +293,17 @@ func textToWire(name string) []byte {
 	return wire
 }
 
+// TestDNSParserTable runs each packet through the DNS programs, attached alone and run by the
+// TCP programs (a tail call on every packet that may carry DNS): the counts are the same.
 func TestDNSParserTable(t *testing.T) {
-	r := newTestRunner(t)
+	for _, chained := range []bool{false, true} {
+		t.Run(map[bool]string{false: "alone", true: "after TCP"}[chained], func(t *testing.T) {
+			testDNSParserTable(t, newTestRunnerOpts(t, Options{Chained: chained}))
+		})
+	}
+}
+
+func testDNSParserTable(t *testing.T, r *testRunner) {
 	long63 := strings.Repeat("a", 63)
 	type want struct {
 		queries, responses, malformed, serverQueries, notParsed, unsolicited uint64
@@ -341,6 +362,11 @@ func TestDNSParserTable(t *testing.T) {
 		{"server: TCP query", false, ipv4Packet(protoTCP, tcpSegment(40000, 53, tcpFrame(dnsQuery(wireName("tcp"))))), want{serverQueries: 1}},
 
 		{"TCP pure ACK", true, ipv4Packet(protoTCP, tcpSegment(40000, 53, nil)), want{}},
+		{"TCP on other ports", true, ipv4Packet(protoTCP, tcpSegment(40000, 80, tcpFrame(dnsQuery(wireName("http"))))), want{}},
+		{"IPv6 TCP query", true, ipv6Packet(protoTCP, nil, tcpSegment(40000, 53, tcpFrame(dnsQuery(wireName("tcp6"))))), want{queries: 1, name: "tcp6"}},
+		{"IPv6 hop-by-hop header before TCP", true, ipv6Packet(0, []byte{protoTCP, 0, 1, 4, 0, 0, 0, 0}, tcpSegment(40000, 53, tcpFrame(dnsQuery(wireName("hoptcp"))))),
+			want{queries: 1, name: "hoptcp"}},
+		{"IPv4 non-first fragment of TCP", true, ipv4PacketOpts(protoTCP, tcpSegment(40000, 80, tcpFrame(dnsQuery(wireName("frag")))), nil, 100), want{notParsed: 1}},
 		{"IPv4 header length past the end", true, ipv4PacketOpts(protoUDP, nil, []byte{1, 1, 1, 1}, 0)[:14+22], want{}},
 		{"truncated UDP header", true, ipv4Packet(protoUDP, []byte{0x9c, 0x40, 0, 53}), want{}},
 		{"not port 53", true, ipv4Packet(protoUDP, udpSegment(40000, 5353, dnsQuery(wireName("mdns")))), want{}},

@@ -72,6 +72,10 @@ type Options struct {
 	// NoEarlyDrain turns off draining the name table early when it fills
 	// between two DrainNames calls (tests of the overflow accounting).
 	NoEarlyDrain bool
+	// Chained loads the programs without attaching them: a TCP probe loaded next with
+	// TCPOptions.DNS runs them after its own (one program dispatch a packet instead of
+	// two), or Attach attaches them when there is no TCP probe after all.
+	Chained bool
 }
 
 // Attachment describes one program attached by the probe.
@@ -173,7 +177,27 @@ func (p *DNSProbe) Close() error {
 	return errors.Join(errs...)
 }
 
-// Attachments lists the programs attached by LoadDNS.
+// Attach attaches the programs of a probe loaded with Options.Chained to its cgroup root,
+// for when no TCP probe runs them (it did not load, or is off). Call it before serving:
+// it is not safe for use concurrently with Attachments.
+func (p *DNSProbe) Attach() error {
+	if len(p.links) > 0 {
+		return nil
+	}
+	p.attachments = nil
+	return p.attach()
+}
+
+// chainedFrom records that the TCP programs named run this probe's programs.
+func (p *DNSProbe) chainedFrom(egress, ingress string) {
+	p.attachments = []Attachment{
+		{Program: "dns_egress", Hook: "cgroup_skb/egress (tail call from " + egress + ")", Target: p.opts.CgroupRoot},
+		{Program: "dns_ingress", Hook: "cgroup_skb/ingress (tail call from " + ingress + ")", Target: p.opts.CgroupRoot},
+	}
+}
+
+// Attachments lists the programs attached by LoadDNS (or run by the TCP probe's, see
+// Options.Chained).
 func (p *DNSProbe) Attachments() []Attachment {
 	return append([]Attachment(nil), p.attachments...)
 }

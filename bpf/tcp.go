@@ -43,6 +43,11 @@ type TCPOptions struct {
 	// DefaultDropDestinations); past it they are counted in ReadDrops under CgroupID 0 and in
 	// TCPStats.DropDstOverflow.
 	MaxDropDestinations uint32
+	// DNS is a DNS probe loaded with Options.Chained on the same root, or nil: the TCP
+	// programs run its programs (a tail call) on every packet that may carry DNS (all but
+	// TCP on other ports than 53), so the kernel dispatches one program a packet, not two.
+	// Closing the TCP probe stops the DNS one from seeing packets.
+	DNS *DNSProbe
 }
 
 // TCPCounters are one cgroup's TCP counters, cumulative since load and summed over CPUs.
@@ -169,11 +174,37 @@ func LoadTCP(opts TCPOptions) (*TCPProbe, error) {
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, explainLoadError("load tcp programs", err)
 	}
+	if err := p.chain(opts.DNS); err != nil {
+		p.Close()
+		return nil, err
+	}
 	if err := p.attach(); err != nil {
 		p.Close()
 		return nil, err
 	}
 	return p, nil
+}
+
+// chain puts the DNS probe's programs in the arrays the TCP programs tail-call (nil: none),
+// before they are attached, so no packet is seen by one probe and not the other.
+func (p *TCPProbe) chain(dns *DNSProbe) error {
+	if dns == nil {
+		return nil
+	}
+	if !dns.opts.Chained || dns.opts.CgroupRoot != p.opts.CgroupRoot {
+		return fmt.Errorf("tcp probe: the DNS probe to run must be loaded with Options.Chained on %s (it is on %s, chained %v)",
+			p.opts.CgroupRoot, dns.opts.CgroupRoot, dns.opts.Chained)
+	}
+	for _, c := range []struct {
+		array *ebpf.Map
+		prog  *ebpf.Program
+	}{{p.objs.ThenEgress, dns.objs.DnsEgress}, {p.objs.ThenIngress, dns.objs.DnsIngress}} {
+		if err := c.array.Put(uint32(0), c.prog); err != nil {
+			return explainLoadError("chain the DNS programs to the TCP programs", err)
+		}
+	}
+	dns.chainedFrom("tcp_egress", "tcp_ingress")
+	return nil
 }
 
 func (p *TCPProbe) attach() error {

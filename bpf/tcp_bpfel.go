@@ -98,6 +98,8 @@ const (
 	tcpMapTcpProbeStats        = "tcp_probe_stats"
 	tcpMapTcpRttAt             = "tcp_rtt_at"
 	tcpMapTcpStats             = "tcp_stats"
+	tcpMapThenEgress           = "then_egress"
+	tcpMapThenIngress          = "then_ingress"
 	tcpProgDropSkb             = "drop_skb"
 	tcpProgTcpEgress           = "tcp_egress"
 	tcpProgTcpIngress          = "tcp_ingress"
@@ -175,6 +177,8 @@ type tcpMapSpecs struct {
 	TcpProbeStats  *ebpf.MapSpec `ebpf:"tcp_probe_stats"`
 	TcpRttAt       *ebpf.MapSpec `ebpf:"tcp_rtt_at"`
 	TcpStats       *ebpf.MapSpec `ebpf:"tcp_stats"`
+	ThenEgress     *ebpf.MapSpec `ebpf:"then_egress"`
+	ThenIngress    *ebpf.MapSpec `ebpf:"then_ingress"`
 }
 
 // tcpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -214,6 +218,8 @@ type tcpMaps struct {
 	TcpProbeStats  *ebpf.Map `ebpf:"tcp_probe_stats"`
 	TcpRttAt       *ebpf.Map `ebpf:"tcp_rtt_at"`
 	TcpStats       *ebpf.Map `ebpf:"tcp_stats"`
+	ThenEgress     *ebpf.Map `ebpf:"then_egress"`
+	ThenIngress    *ebpf.Map `ebpf:"then_ingress"`
 }
 
 func (m *tcpMaps) Close() error {
@@ -227,6 +233,8 @@ func (m *tcpMaps) Close() error {
 		m.TcpProbeStats,
 		m.TcpRttAt,
 		m.TcpStats,
+		m.ThenEgress,
+		m.ThenIngress,
 	)
 }
 

@@ -20,7 +20,8 @@ import (
 // BenchmarkTCPIperf3Ratio is the throughput cost of isoobs's probes on real TCP between two
 // pods: iperf3 (Debian's) from a client pod netns+cgroup to a server pod netns+cgroup over a
 // veth pair, both pods under the probes' cgroup root, in alternating rounds with every probe
-// attached (TCP with drops and peers, and DNS: what the daemon loads) and with none, in one
+// attached (TCP with drops and peers, and DNS run by the TCP programs: what the daemon
+// loads) and with none, in one
 // run, and with empty cgroup_skb programs at the same root as a control (what the hooks alone
 // do), and with each probe alone; the probes' maps are read every 500 ms, as the daemon reads
 // them (a read gives pods their fast-path slots). A last round with the kernel's program
@@ -101,7 +102,24 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 			}
 			return func() { e.Close() }
 		},
+		// As the daemon loads them: the TCP programs run the DNS ones (Options.Chained).
 		"probes": func() func() {
+			dp, err := LoadDNS(Options{CgroupRoot: root, Chained: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			tp, err := LoadTCP(TCPOptions{CgroupRoot: root, DNS: dp})
+			if err != nil {
+				dp.Close()
+				b.Fatal(err)
+			}
+			probes = iperfProbes{tp}
+			stop := readLikeTheDaemon(b, tp, dp)
+			return func() { stop(); tp.Close(); dp.Close() }
+		},
+		// Both attached on their own, two programs a packet (the daemon before 2026-12-04;
+		// on request only: ISOOBS_IPERF_VARIANTS).
+		"unchained": func() func() {
 			tp, err := LoadTCP(TCPOptions{CgroupRoot: root})
 			if err != nil {
 				b.Fatal(err)
@@ -111,7 +129,6 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 				tp.Close()
 				b.Fatal(err)
 			}
-			probes = iperfProbes{tp, dp}
 			stop := readLikeTheDaemon(b, tp, dp)
 			return func() { stop(); dp.Close(); tp.Close() }
 		},
@@ -139,7 +156,7 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 		variants = strings.Split(v, ",")
 		for _, name := range variants {
 			if attach[name] == nil {
-				b.Fatalf("ISOOBS_IPERF_VARIANTS: no variant %q (none, empty, probes, tcp, dns)", name)
+				b.Fatalf("ISOOBS_IPERF_VARIANTS: no variant %q (none, empty, probes, unchained, tcp, dns)", name)
 			}
 		}
 	}
@@ -221,16 +238,16 @@ func BenchmarkTCPIperf3Ratio(b *testing.B) {
 		mwo, slices.Min(got["none"]), slices.Max(got["none"]), mw/mwo, slices.Min(ratios), slices.Max(ratios), iperfMedian(ratios), me/mwo, iperfMedian(emptyRatios))
 }
 
-// iperfProbes are the TCP and DNS probes attached together in a round.
+// iperfProbes are the probes attached together in a round: the TCP probe, running the DNS one.
 type iperfProbes struct {
 	tcp *TCPProbe
-	dns *DNSProbe
 }
 
 func (p iperfProbes) programs() []*ebpf.Program {
 	o := p.tcp.objs
+	// The DNS programs run inside the TCP ones (a tail call): their time is counted there.
 	return []*ebpf.Program{o.TcpEgress, o.TcpIngress, o.TcpSetState, o.TcpRetransmit, o.TcpRetransmitSynack,
-		o.TcpSendReset, o.TcpReceiveReset, o.DropSkb, p.dns.objs.DnsEgress, p.dns.objs.DnsIngress}
+		o.TcpSendReset, o.TcpReceiveReset, o.DropSkb}
 }
 
 // readLikeTheDaemon reads the probes' counters every 500 ms, as the daemon does every

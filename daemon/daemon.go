@@ -207,13 +207,20 @@ func New(cfg Config) (*Daemon, error) {
 		cfg.CgroupRoot = root
 	}
 	src := cfg.source
+	var chainedDNS *bpf.DNSProbe // attached by startTCP
 	if src == nil {
+		// With the TCP probe on, its programs run the DNS ones: the kernel dispatches one
+		// program a packet instead of two.
+		chained := !cfg.TCPDisabled && cfg.tcpSource == nil
 		probe, err := bpf.LoadDNS(bpf.Options{CgroupRoot: cfg.CgroupRoot, MaxPods: cfg.KernelMaxPods, MaxNames: cfg.KernelMaxNames, MaxInflight: cfg.KernelMaxInflight, PodSlots: cfg.KernelPodSlots,
-			LatencySampleAbove: cfg.LatencySampleAbove, TimeEveryQuery: cfg.TimeEveryQuery, DNSTimeout: cfg.DNSTimeout})
+			LatencySampleAbove: cfg.LatencySampleAbove, TimeEveryQuery: cfg.TimeEveryQuery, DNSTimeout: cfg.DNSTimeout, Chained: chained})
 		if err != nil {
 			return nil, fmt.Errorf("load DNS probe: %w", err)
 		}
 		src = probe
+		if chained {
+			chainedDNS = probe
+		}
 	}
 	d := &Daemon{cfg: cfg, src: src, kernel: kernelRelease()}
 	if ts, ok := src.(traceSource); ok {
@@ -243,7 +250,10 @@ func New(cfg Config) (*Daemon, error) {
 		d.coll.hub = feed
 	}
 	d.metrics.c = d.coll
-	d.startTCP(lookup)
+	if err := d.startTCP(lookup, chainedDNS); err != nil {
+		src.Close()
+		return nil, err
+	}
 	if d.tcp != nil {
 		bpf.DropReasonName(0) // the kernel's drop reason names are read from its BTF once, now: see releaseLoadGarbage
 		if cfg.tcpSource == nil {

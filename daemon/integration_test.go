@@ -91,7 +91,17 @@ func rowByUID(f *isoobsv1.TopFrame, uid string) *isoobsv1.DNSRow {
 // TestDaemonRealProbe runs the daemon with the real eBPF probe on a cgroup tree named like the
 // kubelet's, sends known DNS traffic from processes inside the pod cgroups (and one outside),
 // and checks the in-process gRPC API reports exactly that traffic.
+// The DNS programs run after the TCP ones (a tail call) when the TCP probe is on, attached on
+// their own when it is off: both are checked.
 func TestDaemonRealProbe(t *testing.T) {
+	for _, tcpOff := range []bool{false, true} {
+		t.Run(map[bool]string{false: "after TCP", true: "TCP off"}[tcpOff], func(t *testing.T) {
+			testDaemonRealProbe(t, tcpOff)
+		})
+	}
+}
+
+func testDaemonRealProbe(t *testing.T, tcpOff bool) {
 	needroot.Require(t, "loads eBPF programs, creates cgroups and network namespaces")
 	mount, err := cgroupv2.Detect()
 	if err != nil {
@@ -114,7 +124,7 @@ func TestDaemonRealProbe(t *testing.T) {
 	before := time.Now()
 	// Every query timed: the latency histogram is checked exactly below
 	// (sampling is tested in bpf and by the e2e latency test).
-	d, err := daemon.New(daemon.Config{NodeName: "lab-node-1", CgroupRoot: root, Interval: 200 * time.Millisecond, TimeEveryQuery: true})
+	d, err := daemon.New(daemon.Config{NodeName: "lab-node-1", CgroupRoot: root, Interval: 200 * time.Millisecond, TimeEveryQuery: true, TCPDisabled: tcpOff})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +153,7 @@ func TestDaemonRealProbe(t *testing.T) {
 		if !strings.HasPrefix(p.Name, "dns_") {
 			continue // the TCP probe's programs: TestDaemonTCPRealProbe
 		}
-		if p.Attached && p.Target == root {
+		if p.Attached && p.Target == root && strings.Contains(p.Hook, "(tail call from tcp_") != tcpOff {
 			attached++
 		} else {
 			t.Errorf("probe %s not attached to %s: %s", p.Name, root, p.Error)

@@ -149,8 +149,12 @@ func TestDaemonTCPRealProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcpProbes := 0
+	tcpProbes, chainedDNS := 0, 0
 	for _, p := range st.Probes {
+		// One program a packet: the TCP programs run the DNS ones (a tail call).
+		if strings.HasPrefix(p.Name, "dns_") && p.Attached && strings.Contains(p.Hook, "(tail call from tcp_") {
+			chainedDNS++
+		}
 		if strings.HasPrefix(p.Name, "tcp") {
 			if !p.Attached {
 				t.Errorf("TCP program %s (%s) not attached: %s", p.Name, p.Hook, p.Error)
@@ -160,6 +164,9 @@ func TestDaemonTCPRealProbe(t *testing.T) {
 	}
 	if tcpProbes != 7 { // cgroup_skb egress and ingress, 5 tracepoints (drop_skb is not tcp_*)
 		t.Errorf("status lists %d TCP programs, want 7: %v", tcpProbes, st.Probes)
+	}
+	if chainedDNS != 2 {
+		t.Errorf("status lists %d DNS programs run by the TCP ones, want 2: %v", chainedDNS, st.Probes)
 	}
 
 	stream, err := client.Top(ctx, &isoobsv1.TopRequest{Dimension: isoobsv1.Dimension_DIMENSION_TCP, SinceStreamStart: true})
