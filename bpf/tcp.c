@@ -134,6 +134,12 @@ enum tcp_probe_stat {
 };
 
 struct tcp_counters {
+	// Counted on every packet: first, in the cache line of a slot's owner.
+	u64 bytes_out;
+	u64 bytes_in;
+	u64 segs_out;
+	u64 segs_in;
+	u64 retrans_bytes;     // payload bytes sent again
 	u64 active_opens;      // SYN_SENT -> ESTABLISHED
 	u64 passive_opens;     // SYN_RECV -> ESTABLISHED
 	u64 connect_refused;   // SYN_SENT -> CLOSE with ECONNREFUSED (RST answered the SYN)
@@ -142,11 +148,6 @@ struct tcp_counters {
 	u64 resets_sent;
 	u64 resets_received;   // RSTs received outside SYN_SENT (those are connect_refused)
 	u64 retrans_segs;      // retransmitted segments, SYN-ACKs included (TcpRetransSegs)
-	u64 retrans_bytes;     // payload bytes sent again
-	u64 bytes_out;
-	u64 bytes_in;
-	u64 segs_out;
-	u64 segs_in;
 	u64 rtt_log2_us[RTT_BUCKETS]; // sending sockets' smoothed RTT, sampled every 100 ms
 	// Opens, failures, resets and retransmits not counted per peer: tcp_peers was full, or
 	// the connection was established before the probe (no peer key in its storage).
@@ -161,25 +162,35 @@ struct {
 	__type(value, struct tcp_counters);
 } tcp_stats SEC(".maps");
 
-// The fast path: per-CPU counters in an array, slot i owned by the cgroup id
-// in its owner field (i = the id's low bits), as the DNS probe's pod slots.
-// Userspace gives a free slot to a cgroup it found in tcp_stats, writing the
-// owner on every CPU, and frees the slot of a cgroup that is gone; programs
-// only read the owner. A cgroup without a slot (new, or sharing low bits with
-// the owner) is counted in tcp_stats; userspace adds both. An array lookup
-// costs a cache line or two less than the hash's bucket, element and per-CPU
-// value: ~50 ns a packet on this machine's cold caches (BENCHMARKS.md).
+// The fast path: each CPU's counters of a cgroup in an array, slot i of CPU c
+// at key c << cgroup_slot_shift | i, owned by the cgroup id in its owner field
+// (i = the id's low bits), as the DNS probe's pod slots. Userspace gives a
+// free slot to a cgroup it found in tcp_stats, writing the owner in every
+// CPU's row, and frees the slot of a cgroup that is gone; programs only read
+// the owner. A cgroup without a slot (new, or sharing low bits with the owner)
+// is counted in tcp_stats; userspace adds both. A plain array, not a per-CPU
+// one: its lookup is an address computed from the key, where the per-CPU
+// array's first loads a pointer per slot, a cache miss a packet under iperf3
+// (most of the program's samples after its entry). The slot is 6 cache lines,
+// page-aligned (BPF_F_MMAPABLE: userspace reads it without a syscall): the
+// owner and the per-packet counters share the first.
 struct cgroup_slot {
 	u64 owner; // cgroup id; 0: free
 	struct tcp_counters c;
+	u64 pad; // to 384 bytes: slots start on a cache line
 };
 
-// Set by the loader to the number of slots - 1 (a power of two - 1).
+// Set by the loader: log2 of the number of slots in a CPU's row, and that
+// number - 1.
+volatile const u32 cgroup_slot_shift = 8;
 volatile const u32 cgroup_slot_mask = 255;
 
+#define BPF_F_MMAPABLE (1U << 10)
+
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 256);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 256); // set by the loader: slots * possible CPUs
 	__type(key, u32);
 	__type(value, struct cgroup_slot);
 } tcp_cgroup_slots SEC(".maps");
@@ -308,7 +319,7 @@ static __always_inline void stat_inc(u32 i)
 
 static __always_inline struct tcp_counters *counters_of(u64 cgroup_id)
 {
-	u32 i = (u32)cgroup_id & cgroup_slot_mask;
+	u32 i = bpf_get_smp_processor_id() << cgroup_slot_shift | ((u32)cgroup_id & cgroup_slot_mask);
 	struct cgroup_slot *slot = bpf_map_lookup_elem(&tcp_cgroup_slots, &i);
 	if (slot && slot->owner == cgroup_id && cgroup_id)
 		return &slot->c;

@@ -34,7 +34,7 @@ type TCPOptions struct {
 	MaxCgroups uint32
 	// CgroupSlots is the number of cgroups counted on the fast path (an array indexed by the
 	// cgroup id's low bits instead of the hash, see tcp_cgroup_slots in tcp.c), rounded up to
-	// a power of two (0: DefaultTCPCgroupSlots). Kernel memory: 424 bytes a slot per CPU.
+	// a power of two (0: DefaultTCPCgroupSlots). Kernel memory: 384 bytes a slot per CPU.
 	CgroupSlots uint32
 	// MaxPeers bounds the (cgroup, peer) table (0: DefaultTCPMaxPeers); past it peer events
 	// are counted in TCPCounters.PeerUnattributed and TCPStats.PeerOverflow.
@@ -127,6 +127,7 @@ type TCPProbe struct {
 	// (a program that found its owner before the free may still be counting there), and
 	// is given out again only after that.
 	slotMu      sync.Mutex
+	slots       cgroupSlots
 	slotOwner   []uint64
 	slotCooling []bool
 }
@@ -154,10 +155,17 @@ func LoadTCP(opts TCPOptions) (*TCPProbe, error) {
 	if opts.CgroupSlots == 0 {
 		opts.CgroupSlots = DefaultTCPCgroupSlots
 	}
-	opts.CgroupSlots = 1 << bits.Len32(opts.CgroupSlots-1)
-	spec.Maps[tcpMapTcpCgroupSlots].MaxEntries = opts.CgroupSlots
-	if err := spec.Variables["cgroup_slot_mask"].Set(opts.CgroupSlots - 1); err != nil {
-		return nil, fmt.Errorf("tcp probe: set cgroup_slot_mask: %w", err)
+	shift := uint32(bits.Len32(opts.CgroupSlots - 1))
+	opts.CgroupSlots = 1 << shift
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("tcp probe: %w", err)
+	}
+	spec.Maps[tcpMapTcpCgroupSlots].MaxEntries = opts.CgroupSlots * uint32(cpus) // a row of slots a CPU
+	for name, v := range map[string]uint32{"cgroup_slot_shift": shift, "cgroup_slot_mask": opts.CgroupSlots - 1} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("tcp probe: set %s: %w", name, err)
+		}
 	}
 	if opts.MaxPeers == 0 {
 		opts.MaxPeers = DefaultTCPMaxPeers
@@ -173,6 +181,10 @@ func LoadTCP(opts TCPOptions) (*TCPProbe, error) {
 	p := &TCPProbe{opts: opts, slotOwner: make([]uint64, opts.CgroupSlots), slotCooling: make([]bool, opts.CgroupSlots)}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, explainLoadError("load tcp programs", err)
+	}
+	if p.slots, err = newCgroupSlots(p.objs.TcpCgroupSlots, shift); err != nil {
+		p.Close()
+		return nil, err
 	}
 	if err := p.chain(opts.DNS); err != nil {
 		p.Close()
@@ -290,12 +302,9 @@ func (p *TCPProbe) ReadTCP() (map[uint64]TCPCounters, error) {
 		if owner == 0 {
 			continue
 		}
-		var slot []tcpCgroupSlot
-		if err := p.objs.TcpCgroupSlots.Lookup(uint32(i), &slot); err != nil {
-			return nil, fmt.Errorf("read tcp cgroup slot %d: %w", i, err)
-		}
-		for _, s := range slot {
-			raw[owner] = append(raw[owner], s.C)
+		var err error
+		if raw[owner], err = p.slots.counters(i, raw[owner]); err != nil {
+			return nil, err
 		}
 	}
 	out := make(map[uint64]TCPCounters, len(raw))
@@ -305,7 +314,7 @@ func (p *TCPProbe) ReadTCP() (map[uint64]TCPCounters, error) {
 		if p.slotOwner[i] != 0 || p.slotCooling[i] || id == 0 {
 			continue
 		}
-		if err := p.objs.TcpCgroupSlots.Put(uint32(i), p.slotValues(id)); err != nil {
+		if err := p.slots.own(int(i), id); err != nil {
 			return nil, fmt.Errorf("assign tcp cgroup slot %d: %w", i, err)
 		}
 		p.slotOwner[i] = id
@@ -313,15 +322,6 @@ func (p *TCPProbe) ReadTCP() (map[uint64]TCPCounters, error) {
 	// A read later: no program can still be counting in the slots freed before it.
 	clear(p.slotCooling)
 	return out, nil
-}
-
-// slotValues is a slot's value on every CPU: owned by id (0: free), counters zero.
-func (p *TCPProbe) slotValues(id uint64) []tcpCgroupSlot {
-	v := make([]tcpCgroupSlot, ebpf.MustPossibleCPU())
-	for i := range v {
-		v[i].Owner = id
-	}
-	return v
 }
 
 func sumTCPCounters(perCPU []tcpTcpCounters) TCPCounters {
@@ -362,7 +362,7 @@ func (p *TCPProbe) DeleteCgroups(ids []uint64) error {
 			errs = append(errs, err)
 		}
 		if i := id & uint64(len(p.slotOwner)-1); id != 0 && p.slotOwner[i] == id {
-			if err := p.objs.TcpCgroupSlots.Put(uint32(i), p.slotValues(0)); err != nil {
+			if err := p.slots.own(int(i), 0); err != nil {
 				errs = append(errs, fmt.Errorf("free tcp cgroup slot %d: %w", i, err))
 				continue
 			}

@@ -17,6 +17,7 @@ type tcpCgroupSlot struct {
 	_     structs.HostLayout
 	Owner uint64
 	C     tcpTcpCounters
+	Pad   uint64
 }
 
 type tcpDropDstKey struct {
@@ -68,6 +69,11 @@ type tcpPeerValue struct {
 
 type tcpTcpCounters struct {
 	_                structs.HostLayout
+	BytesOut         uint64
+	BytesIn          uint64
+	SegsOut          uint64
+	SegsIn           uint64
+	RetransBytes     uint64
 	ActiveOpens      uint64
 	PassiveOpens     uint64
 	ConnectRefused   uint64
@@ -76,11 +82,6 @@ type tcpTcpCounters struct {
 	ResetsSent       uint64
 	ResetsReceived   uint64
 	RetransSegs      uint64
-	RetransBytes     uint64
-	BytesOut         uint64
-	BytesIn          uint64
-	SegsOut          uint64
-	SegsIn           uint64
 	RttLog2Us        [32]uint64
 	PeerUnattributed uint64
 }
@@ -109,6 +110,7 @@ const (
 	tcpProgTcpSendReset        = "tcp_send_reset"
 	tcpProgTcpSetState         = "tcp_set_state"
 	tcpVarCgroupSlotMask       = "cgroup_slot_mask"
+	tcpVarCgroupSlotShift      = "cgroup_slot_shift"
 	tcpVarRootCgroupId         = "root_cgroup_id"
 )
 
@@ -185,8 +187,9 @@ type tcpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpVariableSpecs struct {
-	CgroupSlotMask *ebpf.VariableSpec `ebpf:"cgroup_slot_mask"`
-	RootCgroupId   *ebpf.VariableSpec `ebpf:"root_cgroup_id"`
+	CgroupSlotMask  *ebpf.VariableSpec `ebpf:"cgroup_slot_mask"`
+	CgroupSlotShift *ebpf.VariableSpec `ebpf:"cgroup_slot_shift"`
+	RootCgroupId    *ebpf.VariableSpec `ebpf:"root_cgroup_id"`
 }
 
 // tcpObjects contains all objects after they have been loaded into the kernel.
@@ -242,8 +245,9 @@ func (m *tcpMaps) Close() error {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpVariables struct {
-	CgroupSlotMask *ebpf.Variable `ebpf:"cgroup_slot_mask"`
-	RootCgroupId   *ebpf.Variable `ebpf:"root_cgroup_id"`
+	CgroupSlotMask  *ebpf.Variable `ebpf:"cgroup_slot_mask"`
+	CgroupSlotShift *ebpf.Variable `ebpf:"cgroup_slot_shift"`
+	RootCgroupId    *ebpf.Variable `ebpf:"root_cgroup_id"`
 }
 
 // tcpPrograms contains all programs after they have been loaded into the kernel.

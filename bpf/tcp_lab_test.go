@@ -715,6 +715,12 @@ func TestTCPCgroupSlotsCountExactly(t *testing.T) {
 	}
 	exchange(1 << 20)
 	exchange(3)
+	// The kernel counted these in the slot, not in the hash: the fast path is taken.
+	slotBefore := slotBytesOut(t, p, 0)
+	exchange(7000)
+	if w := map[uint64]uint64{clientID: 7000, serverID: reply}[first]; slotBytesOut(t, p, 0)-slotBefore != w {
+		t.Errorf("slot 0 counted %d bytes out of the last exchange, want its owner's %d", slotBytesOut(t, p, 0)-slotBefore, w)
+	}
 	check("one pod in the slot")
 	if st, err := p.Stats(); err != nil || st.CgroupSlots != (MapFill{Entries: 1, Max: 1}) {
 		t.Fatalf("slot fill %+v (%v), want 1 of 1", st.CgroupSlots, err)
@@ -734,4 +740,20 @@ func TestTCPCgroupSlotsCountExactly(t *testing.T) {
 	exchange(5000)
 	check("the other pod in the slot")
 	t.Logf("slot owners: %d, then %d; counts exact at every read", first, other)
+}
+
+// slotBytesOut is what slot i of tcp_cgroup_slots holds as bytes sent, summed over CPUs.
+func slotBytesOut(t *testing.T, p *TCPProbe, i int) uint64 {
+	t.Helper()
+	p.slotMu.Lock()
+	defer p.slotMu.Unlock()
+	perCPU, err := p.slots.counters(i, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, c := range perCPU {
+		n += c.BytesOut
+	}
+	return n
 }
