@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -35,6 +37,7 @@ func newCommand() *cobra.Command {
 		kubeconfig   string
 		noKubernetes bool
 		logLevel     string
+		maxProcs     int
 		hubbleFlags  = flags.Hubble{Server: hubble.DefaultServer}
 	)
 	cmd := &cobra.Command{
@@ -48,6 +51,12 @@ func newCommand() *cobra.Command {
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
+			}
+			if maxProcs < 0 {
+				return fmt.Errorf("--gomaxprocs %d: use a positive number, or 0 for Go's default", maxProcs)
+			}
+			if maxProcs > 0 {
+				runtime.GOMAXPROCS(maxProcs)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 			cfg.Logger = log
@@ -70,7 +79,7 @@ func newCommand() *cobra.Command {
 			defer d.Close()
 			eff := d.Config()
 			log.Info("isoobs daemon started", "version", daemon.Version, "node", eff.NodeName, "cgroup_root", eff.CgroupRoot,
-				"interval", eff.Interval, "hubble", hubbleDesc(eff), "grpc", eff.GRPCListen, "metrics", eff.MetricsListen, "kubernetes", eff.RESTConfig != nil)
+				"interval", eff.Interval, "gomaxprocs", runtime.GOMAXPROCS(0), "hubble", hubbleDesc(eff), "grpc", eff.GRPCListen, "metrics", eff.MetricsListen, "kubernetes", eff.RESTConfig != nil)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return d.Run(ctx)
@@ -97,10 +106,20 @@ func newCommand() *cobra.Command {
 	f.Uint32Var(&cfg.LatencySampleAbove, "latency-sample-above", bpf.DefaultLatencySampleAbove, "a pod sending more DNS queries a second than this has 1 in 2^k of them timed (enough for percentiles; each weighs 2^k); 0: time every query")
 	f.DurationVar(&cfg.DNSTimeout, "dns-timeout", bpf.DefaultDNSTimeout, "a DNS query without its answer this long counts as a timeout of its pod (the resolver's default, resolv.conf timeout:5)")
 	f.BoolVar(&cfg.TCPDisabled, "no-tcp", false, "do not load the TCP probe (top tcp then answers Unavailable on this node; top dns is not affected)")
+	f.IntVar(&maxProcs, "gomaxprocs", defaultMaxProcs(),
+		"Go's GOMAXPROCS (default 1, or $GOMAXPROCS): an agent that needs a few % of a core pays less in thread wake-ups with one (as node_exporter); 0: Go's default, the CPUs or the container's CPU limit")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	hubbleFlags.AddFlags(f, "")
 	cmd.AddCommand(newResolveCommand())
 	return cmd
+}
+
+// defaultMaxProcs is $GOMAXPROCS when set (the runtime already applied it), else 1.
+func defaultMaxProcs() int {
+	if n, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); err == nil && n >= 0 {
+		return n
+	}
+	return 1
 }
 
 // restConfig loads --kubeconfig, else the in-cluster config; nil when neither exists.
